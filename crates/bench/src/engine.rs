@@ -1,0 +1,261 @@
+//! Runs workloads on N connections for a bounded time and reports what happened.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Highest latency the histograms hold, in microseconds; anything slower is clamped to it.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// How long after the deadline workers get to finish the request in hand before they are aborted.
+const FINISH_GRACE: Duration = Duration::from_secs(1);
+
+/// Workers publish their counts in batches so the counters are not a contended cache line.
+const PUBLISH_EVERY: u64 = 64;
+
+/// What to run, for how long, on how many connections.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Concurrent connections (one worker each).
+    pub connections: usize,
+    /// How long to generate load.
+    pub duration: Duration,
+    /// Show a live progress line (only sensible at a terminal).
+    pub progress: bool,
+}
+
+/// Shared counters, read by the progress line while the workers run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One worker's view: its own histogram and counts, published to the shared counters in batches.
+#[derive(Debug)]
+pub struct Worker {
+    histogram: Histogram<u32>,
+    requests: u64,
+    errors: u64,
+    unpublished: u64,
+    error_kinds: Vec<(String, u64)>,
+    shared: Arc<Counters>,
+    /// When the run ends; workloads loop until this instant.
+    pub deadline: Instant,
+}
+
+impl Worker {
+    fn new(shared: Arc<Counters>, deadline: Instant) -> Self {
+        Self {
+            // Three significant figures from 1 µs to a minute.
+            histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .unwrap_or_else(|_| unreachable!("the bounds are valid constants")),
+            requests: 0,
+            errors: 0,
+            unpublished: 0,
+            error_kinds: Vec::new(),
+            shared,
+            deadline,
+        }
+    }
+
+    /// Whether the run is over.
+    pub fn done(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Records one successful request that took `latency`.
+    pub fn record(&mut self, latency: Duration) {
+        let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        let _ = self.histogram.record(us);
+        self.requests += 1;
+        self.unpublished += 1;
+        if self.unpublished == PUBLISH_EVERY {
+            self.shared
+                .requests
+                .fetch_add(PUBLISH_EVERY, Ordering::Relaxed);
+            self.unpublished = 0;
+        }
+    }
+
+    /// Records one failed request and what went wrong.
+    pub fn error(&mut self, kind: impl Into<String>) {
+        let kind = kind.into();
+        self.errors += 1;
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        match self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.error_kinds.push((kind, 1)),
+        }
+    }
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest request.
+    pub max_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+/// The outcome of a run; its JSON form is a stable schema for scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What ran, e.g. `time`.
+    pub workload: String,
+    /// The workload's mode, e.g. `persistent`.
+    pub mode: String,
+    /// The server, as `host:port`.
+    pub target: String,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Seconds of load actually generated.
+    pub duration_s: f64,
+    /// Successful requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Successful requests per second.
+    pub requests_per_s: f64,
+    /// Latency of successful requests.
+    pub latency: Latency,
+    /// Failures by kind, most frequent first.
+    pub error_kinds: Vec<ErrorCount>,
+    /// Worker threads of the load generator.
+    pub generator_threads: usize,
+}
+
+/// How many failures of one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCount {
+    /// What went wrong.
+    pub kind: String,
+    /// How often.
+    pub count: u64,
+}
+
+/// Runs `workload` on `opts.connections` workers until `opts.duration` has passed, and reports.
+///
+/// `workload(i, worker)` must return once `worker.done()`; if it has not returned a second after the
+/// deadline it is aborted and its in-flight request is not counted either way.
+pub async fn run<F, Fut>(
+    workload_name: &str,
+    mode: &str,
+    target: &str,
+    opts: &LoadOptions,
+    workload: F,
+) -> Report
+where
+    F: Fn(usize, Worker) -> Fut,
+    Fut: Future<Output = Worker> + Send + 'static,
+{
+    let shared = Arc::new(Counters::default());
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let mut set = JoinSet::new();
+    for i in 0..opts.connections {
+        let worker = Worker::new(Arc::clone(&shared), deadline);
+        set.spawn(workload(i, worker));
+    }
+
+    let progress = opts.progress.then(|| progress_bar(opts.duration));
+    let mut merged = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .unwrap_or_else(|_| unreachable!("the bounds are valid constants"));
+    let (mut requests, mut errors) = (0, 0);
+    let mut kinds: Vec<ErrorCount> = Vec::new();
+    let hard_stop = tokio::time::sleep_until(deadline + FINISH_GRACE);
+    tokio::pin!(hard_stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let Ok(worker) = joined else { continue };
+                for v in worker.histogram.iter_recorded() {
+                    let _ = merged.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+                }
+                requests += worker.requests;
+                errors += worker.errors;
+                for (kind, count) in worker.error_kinds {
+                    match kinds.iter_mut().find(|k| k.kind == kind) {
+                        Some(k) => k.count += count,
+                        None => kinds.push(ErrorCount { kind, count }),
+                    }
+                }
+            }
+            () = &mut hard_stop => {
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                break;
+            }
+            _ = tick.tick(), if progress.is_some() => {
+                if let Some(bar) = &progress {
+                    update_progress(bar, &shared, start);
+                }
+            }
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let duration = opts.duration.as_secs_f64();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.count));
+    let empty = merged.is_empty();
+    let pct = |q: f64| {
+        if empty {
+            0
+        } else {
+            merged.value_at_quantile(q)
+        }
+    };
+    Report {
+        workload: workload_name.to_owned(),
+        mode: mode.to_owned(),
+        target: target.to_owned(),
+        connections: opts.connections,
+        duration_s: duration,
+        requests,
+        errors,
+        requests_per_s: requests as f64 / duration,
+        latency: Latency {
+            p50_us: pct(0.50),
+            p90_us: pct(0.90),
+            p99_us: pct(0.99),
+            max_us: if empty { 0 } else { merged.max() },
+            mean_us: if empty { 0.0 } else { merged.mean() },
+        },
+        error_kinds: kinds,
+        generator_threads: tokio::runtime::Handle::current().metrics().num_workers(),
+    }
+}
+
+fn progress_bar(duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    let style = ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>3}/{duration} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+fn update_progress(bar: &ProgressBar, shared: &Counters, start: Instant) {
+    let elapsed = start.elapsed();
+    let requests = shared.requests.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let rate = requests as f64 / elapsed.as_secs_f64().max(1e-3);
+    bar.set_position(elapsed.as_millis() as u64);
+    bar.set_message(format!("{requests} requests, {rate:.0}/s, {errors} errors"));
+}

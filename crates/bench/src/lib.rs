@@ -1,0 +1,18 @@
+//! The jaring load generator.
+//!
+//! A workload is a loop one connection runs until a deadline; the [`engine`] runs N of them at once,
+//! each timing its own requests into an HDR histogram (no shared lock on the hot path), merges the
+//! histograms when the time is up and reports throughput, errors and latency percentiles. Everything is
+//! bounded: the run ends at its deadline, a grace second later every worker still running is aborted,
+//! and nothing is left behind.
+//!
+//! # Layout
+//! - [`engine`]: runs workers, counts, shows live progress, builds the [`Report`].
+//! - [`time`]: the TIME workloads, `persistent` and `churn`.
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod time;
+
+pub use engine::{LoadOptions, Report};

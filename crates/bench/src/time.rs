@@ -1,0 +1,157 @@
+//! TIME workloads: `persistent` (N connections doing round trips) and `churn` (a connection per
+//! request: connect, TIME, QUIT, close, as the labs' client does).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jaring_proto::time::{REPLY_LEN, parse_reply};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::engine::{self, LoadOptions, Report, Worker};
+
+/// How long a worker waits for a connect or a reply before counting an error and trying again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After an error, a worker pauses this long so a dead server does not turn the generator into a spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// Which TIME workload to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each connection stays open and does TIME round trips back to back.
+    Persistent,
+    /// Each request opens its own connection: connect, TIME, QUIT, close.
+    Churn,
+}
+
+impl Mode {
+    /// The mode's name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Persistent => "persistent",
+            Self::Churn => "churn",
+        }
+    }
+}
+
+/// Runs the TIME workload against `target`.
+pub async fn run(target: SocketAddr, mode: Mode, opts: &LoadOptions) -> Report {
+    engine::run(
+        "time",
+        mode.as_str(),
+        &target.to_string(),
+        opts,
+        move |_, worker| async move {
+            match mode {
+                Mode::Persistent => persistent(target, worker).await,
+                Mode::Churn => churn(target, worker).await,
+            }
+        },
+    )
+    .await
+}
+
+async fn persistent(target: SocketAddr, mut w: Worker) -> Worker {
+    while !w.done() {
+        let mut stream = match connect(target).await {
+            Ok(s) => s,
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let mut buf = [0u8; 256];
+        while !w.done() {
+            let t0 = Instant::now();
+            match round_trip(&mut stream, &mut buf).await {
+                Ok(()) => w.record(t0.elapsed()),
+                Err(kind) => {
+                    w.error(kind);
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    break;
+                }
+            }
+        }
+        if w.done() {
+            let _ = stream.write_all(b"QUIT\r\n").await;
+        }
+    }
+    w
+}
+
+async fn churn(target: SocketAddr, mut w: Worker) -> Worker {
+    let mut buf = [0u8; 256];
+    while !w.done() {
+        let t0 = Instant::now();
+        let result = async {
+            let mut stream = connect(target).await?;
+            round_trip(&mut stream, &mut buf).await?;
+            stream
+                .write_all(b"QUIT\r\n")
+                .await
+                .map_err(|e| io_kind("write", &e))?;
+            // Wait for the server's close, so the TIME_WAIT lands on its side, not on our ports.
+            match tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf)).await {
+                Ok(Ok(0)) => Ok(()),
+                Ok(Ok(_)) => Err("data after QUIT".to_owned()),
+                Ok(Err(e)) => Err(io_kind("read", &e)),
+                Err(_) => Err("no close after QUIT".to_owned()),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => w.record(t0.elapsed()),
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+        }
+    }
+    w
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(io_kind("connect", &e)),
+        Err(_) => Err("connect timeout".to_owned()),
+    }
+}
+
+/// Sends one TIME and reads one whole, valid reply.
+async fn round_trip(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), String> {
+    stream
+        .write_all(b"TIME\r\n")
+        .await
+        .map_err(|e| io_kind("write", &e))?;
+    let mut have = 0;
+    loop {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf[have..]));
+        let n = match read.await {
+            Ok(Ok(0)) => return Err("closed by server".to_owned()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(io_kind("read", &e)),
+            Err(_) => return Err("reply timeout".to_owned()),
+        };
+        have += n;
+        if buf[..have].ends_with(b"\r\n") || have >= buf.len() {
+            break;
+        }
+    }
+    if have != REPLY_LEN {
+        return Err("malformed reply".to_owned());
+    }
+    parse_reply(&buf[..REPLY_LEN - 2]).map_err(|_| "malformed reply".to_owned())?;
+    Ok(())
+}
+
+fn io_kind(op: &str, e: &io::Error) -> String {
+    format!("{op}: {}", e.kind())
+}

@@ -1,0 +1,246 @@
+//! The command line: every subcommand, its flags, and their defaults.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jaring_runtime::config::{
+    DEFAULT_BACKLOG, DEFAULT_BIND, DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
+use jaring_runtime::{Limits, ListenConfig, Model, ServerConfig};
+
+/// jaring: the classic network-programming lab services (time, echo, chat) as real, fast, hardened
+/// servers and clients, with a load generator to measure them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "jaring",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that apply to every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log line format on stderr; RUST_LOG sets the filter (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "JARING_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// When to colour output: auto colours a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// When to use colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// At a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// TIME service: `TIME` → `JAM hh:mm:ss` (server and client).
+    #[command(subcommand)]
+    Time(TimeCommand),
+    /// Load generator: measure a running jaring server (or any server speaking the protocol).
+    Bench(BenchArgs),
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  jaring completions bash > /etc/bash_completion.d/jaring")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `jaring time …`
+#[derive(Debug, Subcommand)]
+pub enum TimeCommand {
+    /// Serve the TIME protocol.
+    #[command(
+        after_help = "Examples:\n  jaring time serve\n  jaring time serve --port 45000 --tz Asia/Jakarta --model threads\n  \
+        printf 'TIME\\r\\nQUIT\\r\\n' | nc 127.0.0.1 45000"
+    )]
+    Serve(TimeServeArgs),
+    /// Ask a TIME server for the time.
+    #[command(
+        after_help = "Examples:\n  jaring time client\n  jaring time client --host 127.0.0.1 --port 45000 --count 5 --interval 1"
+    )]
+    Client(TimeClientArgs),
+}
+
+/// Listener options, limits and model: the same for every server.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server options")]
+pub struct ServerArgs {
+    /// Address to listen on (IPv4 or IPv6, e.g. 127.0.0.1 or ::).
+    #[arg(long, default_value_t = DEFAULT_BIND)]
+    pub bind: IpAddr,
+    /// Listen backlog: connections the kernel queues before accept (the labs use 1 or 5).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// How connections run: async tasks, a thread per connection, or one client at a time.
+    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
+    pub model: ModelArg,
+    /// Concurrent connections; the excess is told the server is busy and closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a connection may stay idle before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout: u64,
+    /// Seconds to let open connections finish at shutdown (SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
+    pub grace: f64,
+}
+
+/// Server models on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModelArg {
+    /// One async task per connection (default; the fast one).
+    Async,
+    /// One OS thread per connection, as the classic labs.
+    Threads,
+    /// One client at a time; others wait in the backlog.
+    Iterative,
+}
+
+impl ServerArgs {
+    /// The runtime configuration these flags describe.
+    pub fn config(&self, port: u16, max_line: usize) -> ServerConfig {
+        ServerConfig {
+            listen: ListenConfig {
+                bind: self.bind,
+                port,
+                backlog: self.backlog,
+            },
+            model: match self.model {
+                ModelArg::Async => Model::Async,
+                ModelArg::Threads => Model::Threads,
+                ModelArg::Iterative => Model::Iterative,
+            },
+            limits: Limits {
+                max_connections: self.max_connections,
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                max_line,
+            },
+            grace: Duration::try_from_secs_f64(self.grace).unwrap_or(DEFAULT_GRACE),
+        }
+    }
+}
+
+/// `jaring time serve`
+#[derive(Debug, Args)]
+pub struct TimeServeArgs {
+    /// Port to listen on.
+    #[arg(long, short, default_value_t = jaring_time::DEFAULT_PORT)]
+    pub port: u16,
+    /// IANA time zone to answer in (e.g. Asia/Jakarta); default: this machine's local time.
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Longest request line accepted, in bytes; a longer one is answered ERR and closed.
+    #[arg(long, value_name = "BYTES", default_value_t = jaring_proto::time::DEFAULT_MAX_LINE)]
+    pub max_line: usize,
+    /// Listener options, limits and model.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `jaring time client`
+#[derive(Debug, Args)]
+pub struct TimeClientArgs {
+    /// Server host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(long, short, default_value_t = jaring_time::DEFAULT_PORT)]
+    pub port: u16,
+    /// How many times to ask.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: u64,
+    /// Seconds between requests.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+}
+
+/// `jaring bench …`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to load.
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+}
+
+/// Workloads the load generator knows.
+#[derive(Debug, Subcommand)]
+pub enum BenchWorkload {
+    /// TIME round trips (persistent) or a connection per request (churn).
+    #[command(
+        after_help = "Examples:\n  jaring bench time --connections 50 --duration 10\n  \
+        jaring bench time --mode churn --connections 20 --json"
+    )]
+    Time(BenchTimeArgs),
+}
+
+/// Options every workload shares.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Server host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Concurrent connections.
+    #[arg(long, short, default_value_t = 50)]
+    pub connections: usize,
+    /// Seconds of load.
+    #[arg(long, short, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Print the report as JSON on stdout (a stable schema for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `jaring bench time`
+#[derive(Debug, Args)]
+pub struct BenchTimeArgs {
+    /// Server port.
+    #[arg(long, short, default_value_t = jaring_time::DEFAULT_PORT)]
+    pub port: u16,
+    /// persistent: N connections doing round trips; churn: connect, TIME, QUIT, close per request.
+    #[arg(long, value_enum, default_value_t = TimeMode::Persistent)]
+    pub mode: TimeMode,
+    /// Shared load options.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// TIME load modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TimeMode {
+    /// Keep N connections doing TIME round trips.
+    Persistent,
+    /// Open a connection per request, as the labs' client does.
+    Churn,
+}

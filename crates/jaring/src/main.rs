@@ -1,0 +1,78 @@
+//! `jaring`: the classic network-programming lab services as one fast, hardened binary.
+//!
+//! This crate is deliberately thin: it parses the command line, sets up logging and signals, builds
+//! the tokio runtime, hands each subcommand to its library crate, and maps failures to exit codes
+//! (0 success, 1 runtime failure, 2 usage or configuration error). `anyhow` lives only here.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+mod logging;
+mod signal;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+/// A failure at the edge of the program, sorted by whose it was: the exit code follows from that.
+#[derive(Debug)]
+pub enum Failure {
+    /// The user asked for something that cannot work (bad flag value, bad config): exit 2.
+    Usage(anyhow::Error),
+    /// It was right to try, and it failed (refused connection, bad reply): exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::Runtime(e.into())
+    }
+}
+
+/// The result of a subcommand.
+pub type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.global);
+    let result = match cli.command {
+        Command::Completions { shell } => {
+            cmd::completions(shell);
+            Ok(())
+        }
+        command => run_async(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let (code, error) = match failure {
+                Failure::Usage(e) => (2, e),
+                Failure::Runtime(e) => (1, e),
+            };
+            // One line, the whole cause chain: what failed and why, as `a: b: c`.
+            let _ = writeln!(std::io::stderr(), "jaring: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run_async(command: Command) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("jaring-worker")
+        .build()
+        .map_err(|e| {
+            Failure::Runtime(anyhow::Error::new(e).context("cannot start the async runtime"))
+        })?;
+    runtime.block_on(async move {
+        match command {
+            Command::Time(args) => cmd::time::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Completions { .. } => Ok(()),
+        }
+    })
+}

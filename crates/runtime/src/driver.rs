@@ -1,0 +1,242 @@
+//! The loops that move bytes between a socket and a [`Session`]: one async, one blocking.
+//!
+//! Both follow the same rules so that a protocol behaves identically under every model:
+//! read at most one buffer, hand it to the session, write everything it produced before reading
+//! again (backpressure: a peer that does not read stops being read), close on the session's word,
+//! on EOF, on the idle timeout or at shutdown, telling the session which so it can say why.
+//! A close we start is a *lingering* close: we send FIN after our last bytes and read what the peer
+//! still sends for a moment, because closing with unread input makes the kernel send RST, which can
+//! destroy our final reply before the peer reads it.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use jaring_proto::Flow;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Session;
+
+/// How long a lingering close waits for the peer's FIN, and how much of its input it will discard.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Output past this size is released after it is flushed, so one burst does not pin memory.
+const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+
+/// What ended a connection.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The session asked to close.
+    Closed,
+    /// The peer closed its side.
+    Eof,
+    /// The peer was silent too long.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+    /// The socket failed (reset, broken pipe, a write that timed out).
+    Error(io::Error),
+}
+
+/// What a driver needs besides the socket and the session.
+pub(crate) struct Ctx {
+    pub read_buffer: usize,
+    pub idle_timeout: Duration,
+    pub grace: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs one connection on the async runtime until it ends.
+pub(crate) async fn drive_async<S: Session>(
+    mut stream: TcpStream,
+    mut session: S,
+    ctx: &Ctx,
+) -> End {
+    let mut buf = vec![0u8; ctx.read_buffer];
+    let mut out = Vec::new();
+    let idle = ctx.idle_timeout;
+    // One timer per connection, reset only when it fires: re-arming it on every read would cost a
+    // timer-wheel update per request on the hot path.
+    let mut last_active = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let cancelled = ctx.shutdown.cancelled();
+    tokio::pin!(cancelled);
+
+    let end = loop {
+        let n = tokio::select! {
+            biased;
+            () = &mut cancelled => break End::Shutdown,
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => break End::Eof,
+                Ok(n) => n,
+                Err(e) => break End::Error(e),
+            },
+            () = &mut idle_timer => {
+                let deadline = last_active + idle;
+                if Instant::now() >= deadline {
+                    break End::Idle;
+                }
+                idle_timer.as_mut().reset(deadline);
+                continue;
+            }
+        };
+        last_active = Instant::now();
+        let flow = session.handle_input(&buf[..n], &mut out);
+        if let Err(e) = write_out(&mut stream, &mut out, idle).await {
+            break End::Error(e);
+        }
+        if flow == Flow::Close {
+            break End::Closed;
+        }
+    };
+
+    match &end {
+        End::Eof => session.handle_eof(&mut out),
+        End::Idle => session.handle_idle_timeout(idle, &mut out),
+        End::Shutdown => {
+            // Requests that already arrived get their replies: that is what "finish what is in
+            // flight" means to a client that pipelined a few before we stopped.
+            if let Ok(n) = stream.try_read(&mut buf)
+                && n > 0
+                && session.handle_input(&buf[..n], &mut out) == Flow::Close
+            {
+                let _ = write_out(&mut stream, &mut out, ctx.grace).await;
+                linger_async(&mut stream, &mut buf).await;
+                return end;
+            }
+            session.handle_shutdown(&mut out);
+        }
+        End::Closed | End::Error(_) => {}
+    }
+    if !matches!(end, End::Error(_)) {
+        let _ = write_out(&mut stream, &mut out, ctx.grace.min(idle)).await;
+        if matches!(end, End::Eof) {
+            let _ = stream.shutdown().await;
+        } else {
+            linger_async(&mut stream, &mut buf).await;
+        }
+    }
+    end
+}
+
+/// Writes all of `out` within `limit`, then empties it.
+async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    // Nearly always the socket takes the whole reply at once; only a full send buffer pays for a timer.
+    let written = match stream.try_write(out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if written < out.len() {
+        match tokio::time::timeout(limit, stream.write_all(&out[written..])).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                ));
+            }
+        }
+    }
+    out.clear();
+    if out.capacity() > KEEP_OUT_CAPACITY {
+        out.shrink_to(KEEP_OUT_CAPACITY);
+    }
+    Ok(())
+}
+
+async fn linger_async(stream: &mut TcpStream, buf: &mut [u8]) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match stream.read(buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Runs one connection on the calling OS thread, with blocking reads and writes, until it ends.
+///
+/// The idle timeout is the socket's receive (and send) timeout. Shutdown wakes a blocked read by
+/// shutting down the socket's read side from outside, which makes the read return 0.
+pub(crate) fn drive_blocking<S: Session>(
+    mut stream: std::net::TcpStream,
+    mut session: S,
+    ctx: &Ctx,
+) -> End {
+    let idle = ctx.idle_timeout;
+    if let Err(e) = stream
+        .set_read_timeout(Some(idle))
+        .and_then(|()| stream.set_write_timeout(Some(idle)))
+    {
+        return End::Error(e);
+    }
+    let mut buf = vec![0u8; ctx.read_buffer];
+    let mut out = Vec::new();
+    let end = loop {
+        if ctx.shutdown.is_cancelled() {
+            break End::Shutdown;
+        }
+        let n = match stream.read(&mut buf) {
+            Ok(0) if ctx.shutdown.is_cancelled() => break End::Shutdown,
+            Ok(0) => break End::Eof,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break End::Idle;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break End::Error(e),
+        };
+        let flow = session.handle_input(&buf[..n], &mut out);
+        if let Err(e) = stream.write_all(&out) {
+            break End::Error(e);
+        }
+        out.clear();
+        if flow == Flow::Close {
+            break End::Closed;
+        }
+    };
+    match &end {
+        End::Eof => session.handle_eof(&mut out),
+        End::Idle => session.handle_idle_timeout(idle, &mut out),
+        End::Shutdown => session.handle_shutdown(&mut out),
+        End::Closed | End::Error(_) => {}
+    }
+    if !matches!(end, End::Error(_)) {
+        let _ = stream.set_write_timeout(Some(ctx.grace.min(idle)));
+        let _ = stream.write_all(&out);
+        if matches!(end, End::Eof) {
+            let _ = stream.shutdown(Shutdown::Write);
+        } else if stream.shutdown(Shutdown::Write).is_ok() {
+            let _ = stream.set_read_timeout(Some(LINGER_TIME));
+            let started = std::time::Instant::now();
+            let mut discarded = 0;
+            while discarded < LINGER_BYTES && started.elapsed() < LINGER_TIME {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
+            }
+        }
+    }
+    end
+}

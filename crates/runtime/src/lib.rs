@@ -1,0 +1,26 @@
+//! The server runtime every jaring service shares.
+//!
+//! A service supplies a [`Service`]: a factory of sans-IO [`Session`]s that turn the bytes a peer sent
+//! into the bytes to send back. The runtime owns everything around that: binding the listener with the
+//! lab's options, admitting connections under a limit (refusing the excess with a reason), running each
+//! session under the chosen [`Model`], enforcing the idle timeout, and shutting down gracefully. Because
+//! the session never sees a socket, the same protocol code runs unchanged under all three models.
+//!
+//! # Layout
+//! - [`config`]: listener options and limits, each with a documented `DEFAULT_*`.
+//! - [`service`]: the [`Service`] and [`Session`] traits a protocol implements.
+//! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
+//! - `driver`: the two loops that move bytes between a socket and a session, async and blocking.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod driver;
+pub mod server;
+pub mod service;
+
+pub use config::{Limits, ListenConfig, Model, ServerConfig};
+pub use jaring_proto::Flow;
+pub use server::{BindError, Server, Stats};
+pub use service::{ConnInfo, Service, Session};
+pub use tokio_util::sync::CancellationToken;

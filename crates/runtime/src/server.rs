@@ -1,0 +1,399 @@
+//! [`Server`]: binds the listener, admits connections under the limit, runs each under the chosen
+//! model, and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{ConfigError, Model, ServerConfig};
+use crate::driver::{Ctx, End, drive_async, drive_blocking};
+use crate::service::{ConnInfo, Service};
+
+/// Stack for a connection thread under [`Model::Threads`]: the blocking driver needs little, and
+/// hundreds of threads at the default 2 MiB each would be wasteful address space.
+const THREAD_STACK: usize = 256 * 1024;
+
+/// The first pause after a failed `accept` (e.g. out of file descriptors); it doubles up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Why a server could not start listening; each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address is taken.
+    #[error(
+        "{addr} is already in use: another server listens there, or a client socket holds the port \
+         (see the README on reserving ports); stop it or choose another --port"
+    )]
+    InUse {
+        /// The address we tried.
+        addr: SocketAddr,
+    },
+    /// Not allowed to bind there.
+    #[error(
+        "not allowed to bind {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another --port"
+    )]
+    Denied {
+        /// The address we tried.
+        addr: SocketAddr,
+    },
+    /// The address does not belong to this machine.
+    #[error(
+        "cannot bind {addr}: the address is not on this machine; use 0.0.0.0, :: or a local address"
+    )]
+    NotLocal {
+        /// The address we tried.
+        addr: SocketAddr,
+    },
+    /// Anything else the system refused.
+    #[error("cannot listen on {addr}")]
+    Other {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+/// Counters a running server keeps; cheap to read at any time, e.g. from tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl Stats {
+    /// Connections admitted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused because the server was at its connection limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Admitted connections that have ended.
+    pub fn closed(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Connections open right now.
+    pub fn active(&self) -> u64 {
+        self.accepted().saturating_sub(self.closed())
+    }
+}
+
+/// A bound, not yet serving, server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    stats: Arc<Stats>,
+}
+
+impl Server {
+    /// Validates `config` and binds its address with SO_REUSEADDR and the configured backlog.
+    ///
+    /// Must be called within a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<Self, BindError> {
+        config.validate()?;
+        let addr = config.listen.addr();
+        let listener =
+            listen(addr, config.listen.backlog).map_err(|source| match source.kind() {
+                io::ErrorKind::AddrInUse => BindError::InUse { addr },
+                io::ErrorKind::PermissionDenied => BindError::Denied { addr },
+                io::ErrorKind::AddrNotAvailable => BindError::NotLocal { addr },
+                _ => BindError::Other { addr, source },
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BindError::Other { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            config,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The address actually bound (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves `service` until `shutdown` is cancelled, then stops accepting (new connections are
+    /// refused by the kernel), lets open connections finish within the grace period, and returns.
+    pub async fn serve<S: Service>(self, service: Arc<S>, shutdown: CancellationToken) {
+        let Self {
+            listener,
+            local_addr,
+            config,
+            stats,
+        } = self;
+        info!(
+            service = service.name(),
+            addr = %local_addr,
+            model = %config.model,
+            max_connections = config.limits.max_connections,
+            idle_timeout_s = config.limits.idle_timeout.as_secs(),
+            "listening"
+        );
+        let mut acceptor = Acceptor {
+            permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            tracker: TaskTracker::new(),
+            threads: Arc::default(),
+            next_id: 0,
+            refusals: RefusalLog::default(),
+            service,
+            config,
+            stats,
+            shutdown,
+        };
+        acceptor.run(&listener, local_addr).await;
+        drop(listener);
+        acceptor.drain().await;
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restarted server bind while old connections of the last one sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `::` should reach IPv4 clients too, whatever the system default; not fatal where unsupported.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The accept loop and everything it owns.
+struct Acceptor<S> {
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    /// Connection threads' sockets, so shutdown can wake their blocked reads.
+    threads: Arc<Mutex<HashMap<u64, std::net::TcpStream>>>,
+    next_id: u64,
+    refusals: RefusalLog,
+    service: Arc<S>,
+    config: ServerConfig,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+}
+
+impl<S: Service> Acceptor<S> {
+    async fn run(&mut self, listener: &TcpListener, local: SocketAddr) {
+        let mut backoff = ACCEPT_BACKOFF;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = ACCEPT_BACKOFF;
+                    pair
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: pause rather than spin, and keep serving.
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.next_id += 1;
+            let info = ConnInfo {
+                id: self.next_id,
+                peer,
+                local,
+            };
+            self.admit(stream, info).await;
+        }
+    }
+
+    async fn admit(&mut self, stream: TcpStream, info: ConnInfo) {
+        let ctx = Ctx {
+            read_buffer: self.service.read_buffer_size(),
+            idle_timeout: self.config.limits.idle_timeout,
+            grace: self.config.grace,
+            shutdown: self.shutdown.clone(),
+        };
+        // Small request/reply lines must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        if self.config.model == Model::Iterative {
+            // Served right here: nothing else is accepted until this client leaves.
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            debug!(conn = info.id, peer = %info.peer, "connection opened");
+            let session = self.service.session(&info);
+            let end = drive_async(stream, session, &ctx).await;
+            self.finish(&info, &end);
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.refuse(stream, info);
+            return;
+        };
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        debug!(conn = info.id, peer = %info.peer, "connection opened");
+        let session = self.service.session(&info);
+        let stats = Arc::clone(&self.stats);
+        match self.config.model {
+            Model::Async | Model::Iterative => {
+                self.tracker.spawn(async move {
+                    let end = drive_async(stream, session, &ctx).await;
+                    log_end(&info, &end);
+                    stats.closed.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Model::Threads => {
+                let std_stream = match stream.into_std().and_then(|s| {
+                    s.set_nonblocking(false)?;
+                    Ok(s)
+                }) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(conn = info.id, peer = %info.peer, error = %e, "cannot hand connection to a thread");
+                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                if let Ok(clone) = std_stream.try_clone() {
+                    lock(&self.threads).insert(info.id, clone);
+                }
+                let threads = Arc::clone(&self.threads);
+                let token = self.tracker.token();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("conn-{}", info.id))
+                    .stack_size(THREAD_STACK)
+                    .spawn(move || {
+                        let end = drive_blocking(std_stream, session, &ctx);
+                        lock(&threads).remove(&info.id);
+                        log_end(&info, &end);
+                        stats.closed.fetch_add(1, Ordering::Relaxed);
+                        drop((permit, token));
+                    });
+                if let Err(e) = spawned {
+                    // The closure (and with it the socket, permit and token) is dropped on failure.
+                    warn!(conn = info.id, peer = %info.peer, error = %e, "cannot start a connection thread");
+                    lock(&self.threads).remove(&info.id);
+                    self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Tells an over-limit client why, without spending a task or a buffer on it.
+    fn refuse(&mut self, stream: TcpStream, info: ConnInfo) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let limit = self.config.limits.max_connections;
+        if let Some(reply) = self.service.busy_reply(limit) {
+            // A fresh socket's send buffer is empty, so one short line always fits without waiting.
+            let _ = stream.try_write(&reply);
+        }
+        if let Ok(std_stream) = stream.into_std() {
+            let _ = std_stream.shutdown(Shutdown::Write);
+        }
+        self.refusals.note(&info, limit);
+    }
+
+    fn finish(&self, info: &ConnInfo, end: &End) {
+        log_end(info, end);
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After the listener is closed: tell every connection, then wait for them within the grace period.
+    async fn drain(self) {
+        self.tracker.close();
+        let open = self.stats.active();
+        if open > 0 {
+            info!(
+                open,
+                grace_ms = self.config.grace.as_millis() as u64,
+                "shutting down; letting open connections finish"
+            );
+        }
+        for stream in lock(&self.threads).values() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+        if tokio::time::timeout(self.config.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                still_open = self.stats.active(),
+                "grace period over; closing the remaining connections"
+            );
+        }
+        info!(service = self.service.name(), "stopped");
+    }
+}
+
+fn log_end(info: &ConnInfo, end: &End) {
+    match end {
+        End::Error(e) => debug!(conn = info.id, peer = %info.peer, error = %e, "connection failed"),
+        End::Idle => debug!(conn = info.id, peer = %info.peer, "connection closed: idle timeout"),
+        other => debug!(conn = info.id, peer = %info.peer, reason = ?other, "connection closed"),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map stays consistent whatever panicked while holding it: every operation is one call.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Logs refusals at most once a second, so a flood of connections cannot flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, info: &ConnInfo, limit: usize) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now - last < Duration::from_secs(1))
+        {
+            return;
+        }
+        warn!(
+            conn = info.id,
+            peer = %info.peer,
+            limit,
+            refused = self.unlogged,
+            "connection limit reached; refusing connections"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
