@@ -1,5 +1,9 @@
 //! The loops that move bytes between a socket and a [`Session`]: one async, one blocking.
 //!
+//! Services built on [`Session`] get these for free through [`crate::Handler`]; a service with its own
+//! connection loop (a zero-copy echo, a chat session that awaits storage) can still call them, or
+//! follow the same rules with [`Conn`].
+//!
 //! Both follow the same rules so that a protocol behaves identically under every model:
 //! read at most one buffer, hand it to the session, write everything it produced before reading
 //! again (backpressure: a peer that does not read stops being read), close on the session's word,
@@ -18,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::Session;
+use crate::service::{ConnInfo, Session};
 
 /// How long a lingering close waits for the peer's FIN, and how much of its input it will discard.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -29,7 +33,7 @@ const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 
 /// What ended a connection.
 #[derive(Debug)]
-pub(crate) enum End {
+pub enum End {
     /// The session asked to close.
     Closed,
     /// The peer closed its side.
@@ -42,11 +46,18 @@ pub(crate) enum End {
     Error(io::Error),
 }
 
-/// What a driver needs besides the socket and the session.
-pub(crate) struct Ctx {
+/// An admitted connection's facts and the rules it runs under.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Who and where.
+    pub info: ConnInfo,
+    /// Bytes to read at a time.
     pub read_buffer: usize,
+    /// Close the connection after this long without input (or without the peer taking our output).
     pub idle_timeout: Duration,
+    /// At shutdown, how long final writes may take.
     pub grace: Duration,
+    /// Cancelled when the server shuts down; a connection loop must watch it.
     pub shutdown: CancellationToken,
 }
 
@@ -54,7 +65,7 @@ pub(crate) struct Ctx {
 pub(crate) async fn drive_async<S: Session>(
     mut stream: TcpStream,
     mut session: S,
-    ctx: &Ctx,
+    ctx: &Conn,
 ) -> End {
     let mut buf = vec![0u8; ctx.read_buffer];
     let mut out = Vec::new();
@@ -125,7 +136,11 @@ pub(crate) async fn drive_async<S: Session>(
 }
 
 /// Writes all of `out` within `limit`, then empties it.
-async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> io::Result<()> {
+pub async fn write_out(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -153,7 +168,8 @@ async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -
     Ok(())
 }
 
-async fn linger_async(stream: &mut TcpStream, buf: &mut [u8]) {
+/// Sends FIN, then reads and discards what the peer still sends, for at most a second.
+pub async fn linger_async(stream: &mut TcpStream, buf: &mut [u8]) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -173,10 +189,10 @@ async fn linger_async(stream: &mut TcpStream, buf: &mut [u8]) {
 ///
 /// The idle timeout is the socket's receive (and send) timeout. Shutdown wakes a blocked read by
 /// shutting down the socket's read side from outside, which makes the read return 0.
-pub(crate) fn drive_blocking<S: Session>(
+pub fn drive_blocking<S: Session>(
     mut stream: std::net::TcpStream,
     mut session: S,
-    ctx: &Ctx,
+    ctx: &Conn,
 ) -> End {
     let idle = ctx.idle_timeout;
     if let Err(e) = stream

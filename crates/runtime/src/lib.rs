@@ -10,17 +10,19 @@
 //! - [`config`]: listener options and limits, each with a documented `DEFAULT_*`.
 //! - [`service`]: the [`Service`] and [`Session`] traits a protocol implements.
 //! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
-//! - `driver`: the two loops that move bytes between a socket and a session, async and blocking.
+//! - [`driver`]: the two loops that move bytes between a socket and a session, async and blocking,
+//!   and [`Conn`], what every connection loop is given.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
-mod driver;
+pub mod driver;
 pub mod server;
 pub mod service;
 
 pub use config::{Limits, ListenConfig, Model, ServerConfig};
+pub use driver::{Conn, End};
 pub use jaring_proto::Flow;
 pub use server::{BindError, Server, Stats};
-pub use service::{ConnInfo, Service, Session};
+pub use service::{ConnInfo, Handler, Service, Session};
 pub use tokio_util::sync::CancellationToken;

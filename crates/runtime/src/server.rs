@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Model, ServerConfig};
-use crate::driver::{Ctx, End, drive_async, drive_blocking};
-use crate::service::{ConnInfo, Service};
+use crate::driver::{Conn, End};
+use crate::service::{ConnInfo, Handler};
 
 /// Stack for a connection thread under [`Model::Threads`]: the blocking driver needs little, and
 /// hundreds of threads at the default 2 MiB each would be wasteful address space.
@@ -141,9 +141,10 @@ impl Server {
         Arc::clone(&self.stats)
     }
 
-    /// Serves `service` until `shutdown` is cancelled, then stops accepting (new connections are
-    /// refused by the kernel), lets open connections finish within the grace period, and returns.
-    pub async fn serve<S: Service>(self, service: Arc<S>, shutdown: CancellationToken) {
+    /// Serves `service` (any [`crate::Service`], or a custom [`Handler`]) until `shutdown` is
+    /// cancelled, then stops accepting (new connections are refused by the kernel), lets open
+    /// connections finish within the grace period, and returns.
+    pub async fn serve<S: Handler>(self, service: Arc<S>, shutdown: CancellationToken) {
         let Self {
             listener,
             local_addr,
@@ -203,7 +204,7 @@ struct Acceptor<S> {
     shutdown: CancellationToken,
 }
 
-impl<S: Service> Acceptor<S> {
+impl<S: Handler> Acceptor<S> {
     async fn run(&mut self, listener: &TcpListener, local: SocketAddr) {
         let mut backoff = ACCEPT_BACKOFF;
         loop {
@@ -239,7 +240,8 @@ impl<S: Service> Acceptor<S> {
     }
 
     async fn admit(&mut self, stream: TcpStream, info: ConnInfo) {
-        let ctx = Ctx {
+        let conn = Conn {
+            info,
             read_buffer: self.service.read_buffer_size(),
             idle_timeout: self.config.limits.idle_timeout,
             grace: self.config.grace,
@@ -251,8 +253,7 @@ impl<S: Service> Acceptor<S> {
             // Served right here: nothing else is accepted until this client leaves.
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             debug!(conn = info.id, peer = %info.peer, "connection opened");
-            let session = self.service.session(&info);
-            let end = drive_async(stream, session, &ctx).await;
+            let end = Arc::clone(&self.service).serve_async(stream, conn).await;
             self.finish(&info, &end);
             return;
         }
@@ -262,12 +263,12 @@ impl<S: Service> Acceptor<S> {
         };
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         debug!(conn = info.id, peer = %info.peer, "connection opened");
-        let session = self.service.session(&info);
+        let service = Arc::clone(&self.service);
         let stats = Arc::clone(&self.stats);
         match self.config.model {
             Model::Async | Model::Iterative => {
                 self.tracker.spawn(async move {
-                    let end = drive_async(stream, session, &ctx).await;
+                    let end = service.serve_async(stream, conn).await;
                     log_end(&info, &end);
                     stats.closed.fetch_add(1, Ordering::Relaxed);
                     drop(permit);
@@ -294,7 +295,7 @@ impl<S: Service> Acceptor<S> {
                     .name(format!("conn-{}", info.id))
                     .stack_size(THREAD_STACK)
                     .spawn(move || {
-                        let end = drive_blocking(std_stream, session, &ctx);
+                        let end = service.serve_blocking(std_stream, conn);
                         lock(&threads).remove(&info.id);
                         log_end(&info, &end);
                         stats.closed.fetch_add(1, Ordering::Relaxed);

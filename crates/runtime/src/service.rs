@@ -1,9 +1,19 @@
 //! What a protocol implements to be served by the runtime.
+//!
+//! Two levels: most protocols implement [`Service`] (a factory of sans-IO [`Session`]s) and get every
+//! model, limit and timeout from the runtime's drivers. A protocol that needs its own connection loop
+//! (zero-copy forwarding, or awaiting storage before it replies) implements [`Handler`] directly and
+//! keeps the same admission, limits and shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_proto::Flow;
+use tokio::net::TcpStream;
+
+use crate::driver::{Conn, End, drive_async, drive_blocking};
 
 /// Read buffer per connection unless a service asks for another size: big enough to take a burst of
 /// pipelined requests in one read, small enough that ten thousand idle connections stay cheap.
@@ -60,5 +70,57 @@ pub trait Service: Send + Sync + 'static {
     /// Bytes read from the socket at a time.
     fn read_buffer_size(&self) -> usize {
         DEFAULT_READ_BUFFER
+    }
+}
+
+/// What the server hands each admitted connection to. Every [`Service`] is a `Handler` through the
+/// runtime's drivers; implement it directly only for a connection loop of your own.
+///
+/// Either method must end the connection when `conn.shutdown` is cancelled (within `conn.grace`) and
+/// after `conn.idle_timeout` without progress, and must bound its memory whatever the peer does.
+pub trait Handler: Send + Sync + 'static {
+    /// A short name for logs (`time`, `echo`, …).
+    fn name(&self) -> &'static str;
+
+    /// What to send a connection refused at the connection limit, before closing it.
+    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>>;
+
+    /// Bytes a connection reads at a time.
+    fn read_buffer_size(&self) -> usize;
+
+    /// Serves one connection on the async runtime ([`crate::Model::Async`] and
+    /// [`crate::Model::Iterative`]).
+    fn serve_async(
+        self: Arc<Self>,
+        stream: TcpStream,
+        conn: Conn,
+    ) -> impl Future<Output = End> + Send;
+
+    /// Serves one connection on its own OS thread with blocking I/O ([`crate::Model::Threads`]).
+    /// At shutdown the server shuts down the socket's read side, so a blocked read returns 0.
+    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End;
+}
+
+impl<S: Service> Handler for S {
+    fn name(&self) -> &'static str {
+        Service::name(self)
+    }
+
+    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>> {
+        Service::busy_reply(self, limit)
+    }
+
+    fn read_buffer_size(&self) -> usize {
+        Service::read_buffer_size(self)
+    }
+
+    async fn serve_async(self: Arc<Self>, stream: TcpStream, conn: Conn) -> End {
+        let session = self.session(&conn.info);
+        drive_async(stream, session, &conn).await
+    }
+
+    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
+        let session = self.session(&conn.info);
+        drive_blocking(stream, session, &conn)
     }
 }
