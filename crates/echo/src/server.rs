@@ -1,0 +1,366 @@
+//! The echo server: a [`Handler`] with its own connection loop, so bytes can move without passing
+//! through user space.
+//!
+//! Every connection starts on a small buffer: an idle or chatty connection costs
+//! [`DEFAULT_SMALL_BUFFER`] bytes and no extra descriptors. A read that fills the buffer marks the
+//! connection as a stream; once its buffer has drained it moves to a kernel pipe and `splice(2)`
+//! (Linux), or to a buffer of [`EchoConfig::stream_buffer`] bytes elsewhere or when no pipe can be
+//! had. Either way a connection holds at most one buffer (or pipe) of data, and reads only while
+//! there is room in it: a peer that sends without reading fills its buffer, then the kernel's, and
+//! then its own writes block. Nothing grows with the size of the stream.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jaring_runtime::driver::linger_async;
+use jaring_runtime::{Conn, End, Handler};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::pump::{Drain, Fill, Pump};
+
+/// The port the labs' echo server listens on.
+pub const DEFAULT_PORT: u16 = 10000;
+
+/// The port the labs use for file echo (`jaring lab` listens on both).
+pub const FILE_ECHO_PORT: u16 = 32444;
+
+/// Buffer every connection starts with. Ten thousand idle connections cost 160 MiB at this size;
+/// a read that fills it moves the connection to the stream buffer.
+pub const DEFAULT_SMALL_BUFFER: usize = 16 * 1024;
+
+/// Most a streaming connection holds: its pipe (splice path) or buffer (copy path). When it is
+/// full the connection stops reading until the peer takes some of its echo, so this is also the
+/// per-connection memory bound. Large enough that one stream moves in few, large system calls.
+pub const DEFAULT_STREAM_BUFFER: usize = 1024 * 1024;
+
+/// Buffer of a connection served by its own thread (`--model threads`), which copies.
+pub const THREAD_BUFFER: usize = 64 * 1024;
+
+/// How the echo server moves bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EchoConfig {
+    /// Bytes a streaming connection may hold (see [`DEFAULT_STREAM_BUFFER`]).
+    pub stream_buffer: usize,
+    /// Use `splice(2)` through a pipe for streams where the system has it (Linux).
+    pub zero_copy: bool,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        Self {
+            stream_buffer: DEFAULT_STREAM_BUFFER,
+            zero_copy: true,
+        }
+    }
+}
+
+/// Counters the echo server keeps; tests and operators read them while it runs.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    held: AtomicU64,
+    peak_held: AtomicU64,
+    echoed: AtomicU64,
+    spliced: AtomicU64,
+}
+
+impl EchoStats {
+    /// Bytes read from peers and not yet written back, over all connections, right now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The most one connection has held at once since the server started.
+    pub fn peak_held_per_connection(&self) -> u64 {
+        self.peak_held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes echoed back so far.
+    pub fn echoed(&self) -> u64 {
+        self.echoed.load(Ordering::Relaxed)
+    }
+
+    /// Connections that moved to the zero-copy path.
+    pub fn spliced_connections(&self) -> u64 {
+        self.spliced.load(Ordering::Relaxed)
+    }
+
+    fn took(&self, n: usize, now_held: usize) {
+        self.held.fetch_add(n as u64, Ordering::Relaxed);
+        self.peak_held.fetch_max(now_held as u64, Ordering::Relaxed);
+    }
+
+    fn gave(&self, n: usize) {
+        self.held.fetch_sub(n as u64, Ordering::Relaxed);
+        self.echoed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The echo service, served by [`jaring_runtime::Server`] under any model.
+#[derive(Debug, Default)]
+pub struct EchoServer {
+    config: EchoConfig,
+    stats: Arc<EchoStats>,
+}
+
+impl EchoServer {
+    /// An echo server moving bytes as `config` says.
+    pub fn new(config: EchoConfig) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<EchoStats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Handler for EchoServer {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn busy_reply(&self, _limit: usize) -> Option<Vec<u8>> {
+        // Any bytes we sent would be taken for the echo of what the client sends.
+        None
+    }
+
+    fn read_buffer_size(&self) -> usize {
+        DEFAULT_SMALL_BUFFER
+    }
+
+    async fn serve_async(self: Arc<Self>, mut stream: TcpStream, conn: Conn) -> End {
+        let mut conn_loop = ConnLoop {
+            pump: Pump::buffer(conn.read_buffer.max(1)),
+            streaming: false,
+            upgraded: false,
+            config: &self.config,
+            stats: &self.stats,
+        };
+        let end = conn_loop.run(&stream, &conn).await;
+        // Whatever it still held is gone with the connection.
+        self.stats
+            .held
+            .fetch_sub(conn_loop.pump.pending() as u64, Ordering::Relaxed);
+        match &end {
+            End::Eof => {
+                // Half-close honoured: everything came back, now our FIN.
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            }
+            End::Idle | End::Shutdown | End::Closed => {
+                let mut scratch = [0u8; 4096];
+                linger_async(&mut stream, &mut scratch).await;
+            }
+            End::Error(_) => {}
+        }
+        end
+    }
+
+    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
+        serve_blocking(stream, &conn, &self.stats)
+    }
+}
+
+/// One async connection's state.
+struct ConnLoop<'a> {
+    pump: Pump,
+    /// A read filled the small buffer: this peer streams, and deserves the big path.
+    streaming: bool,
+    upgraded: bool,
+    config: &'a EchoConfig,
+    stats: &'a EchoStats,
+}
+
+impl ConnLoop<'_> {
+    /// Moves bytes until EOF (after echoing everything), shutdown (after flushing within the
+    /// grace period), the idle timeout or an error.
+    async fn run(&mut self, stream: &TcpStream, conn: &Conn) -> End {
+        let idle = conn.idle_timeout;
+        let mut last_active = Instant::now();
+        // One timer, re-armed only when it fires: resetting it per read would cost a timer-wheel
+        // update per system call on the hot path.
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let cancelled = conn.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut eof = false;
+        let mut stopping: Option<Instant> = None;
+        // Set when the socket said "not now"; tokio has then cleared its readiness, so waiting
+        // for readiness is correct. Never wait on a direction that has not said so, or we spin.
+        let mut read_blocked = false;
+        let mut write_blocked = false;
+
+        loop {
+            let mut progressed = false;
+            if !eof && stopping.is_none() && !read_blocked && self.pump.has_room() {
+                match self.pump.fill(stream) {
+                    Ok(Fill::Got(n)) => {
+                        progressed = true;
+                        self.stats.took(n, self.pump.pending());
+                        if n >= self.pump.capacity() {
+                            self.streaming = true;
+                        }
+                    }
+                    Ok(Fill::Eof) => eof = true,
+                    Ok(Fill::Blocked) => read_blocked = true,
+                    Ok(Fill::Full) => {}
+                    Err(e) => return End::Error(e),
+                }
+            }
+            if self.pump.pending() > 0 && !write_blocked {
+                match self.pump.drain(stream) {
+                    Ok(Drain::Sent(n)) => {
+                        progressed = true;
+                        self.stats.gave(n);
+                    }
+                    Ok(Drain::Blocked) => write_blocked = true,
+                    Err(e) => return End::Error(e),
+                }
+            }
+            if self.pump.pending() == 0 {
+                if eof {
+                    return End::Eof;
+                }
+                if stopping.is_some() {
+                    return End::Shutdown;
+                }
+                if self.streaming && !self.upgraded {
+                    self.upgrade(conn);
+                }
+            }
+            if progressed {
+                last_active = Instant::now();
+                // A stream that never blocks must still let other connections run.
+                tokio::task::coop::consume_budget().await;
+                continue;
+            }
+
+            let want_read = read_blocked && !eof && stopping.is_none() && self.pump.has_room();
+            tokio::select! {
+                biased;
+                () = &mut cancelled, if stopping.is_none() => {
+                    let now = Instant::now();
+                    stopping = Some(now);
+                    timer.as_mut().reset(now + conn.grace.min(idle));
+                }
+                ready = stream.writable(), if write_blocked => {
+                    if let Err(e) = ready {
+                        return End::Error(e);
+                    }
+                    write_blocked = false;
+                }
+                ready = stream.readable(), if want_read => {
+                    if let Err(e) = ready {
+                        return End::Error(e);
+                    }
+                    read_blocked = false;
+                }
+                () = &mut timer => {
+                    if let Some(since) = stopping {
+                        if Instant::now() >= since + conn.grace.min(idle) {
+                            debug!(conn = conn.info.id, unsent = self.pump.pending(), "grace period over");
+                            return End::Shutdown;
+                        }
+                        continue;
+                    }
+                    let deadline = last_active + idle;
+                    if Instant::now() >= deadline {
+                        return End::Idle;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    /// Moves a streaming connection to its big path; called only when its buffer is empty.
+    fn upgrade(&mut self, conn: &Conn) {
+        self.upgraded = true;
+        let size = self.config.stream_buffer.max(DEFAULT_SMALL_BUFFER);
+        if self.config.zero_copy {
+            match Pump::pipe(size) {
+                Ok(pump) => {
+                    debug!(
+                        conn = conn.info.id,
+                        pipe = pump.capacity(),
+                        "streaming with splice"
+                    );
+                    self.pump = pump;
+                    self.stats.spliced.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    debug!(conn = conn.info.id, error = %e, "no pipe for splice; copying instead");
+                }
+            }
+        }
+        self.pump = Pump::buffer(size);
+    }
+}
+
+/// The `--model threads` loop: blocking reads and writes through one buffer.
+///
+/// The idle timeout is the socket's receive and send timeout, so a peer that neither sends nor
+/// reads is dropped after it; at shutdown the server shuts our read side, the read returns 0, and
+/// what was read is written back before the FIN.
+fn serve_blocking(mut stream: std::net::TcpStream, conn: &Conn, stats: &EchoStats) -> End {
+    let idle = conn.idle_timeout;
+    if let Err(e) = stream
+        .set_read_timeout(Some(idle))
+        .and_then(|()| stream.set_write_timeout(Some(idle)))
+    {
+        return End::Error(e);
+    }
+    let mut buf = vec![0u8; THREAD_BUFFER];
+    let end = loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) if conn.shutdown.is_cancelled() => break End::Shutdown,
+            Ok(0) => break End::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break End::Idle;
+            }
+            Err(e) => break End::Error(e),
+        };
+        stats.took(n, n);
+        let written = stream.write_all(&buf[..n]);
+        stats.gave(n);
+        if let Err(e) = written {
+            break End::Error(e);
+        }
+    };
+    match end {
+        End::Eof => {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        End::Error(_) => {}
+        _ => {
+            // Lingering close, as the runtime's own driver does: FIN, then drain briefly so
+            // unread input does not turn our close into a reset.
+            if stream.shutdown(Shutdown::Write).is_ok() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut discarded = 0;
+                while discarded < 256 * 1024 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => discarded += n,
+                    }
+                }
+            }
+        }
+    }
+    end
+}
