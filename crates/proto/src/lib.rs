@@ -6,12 +6,14 @@
 //! `jaring-runtime`, and lets tests and fuzzers drive it without a network.
 //!
 //! # Layout
+//! - [`chat`]: the chat realm's client protocol (lines in, JSON replies out), its commands and session.
 //! - [`line`]: the bounded line framer every line protocol shares (CR LF or LF, a hard length cap).
 //! - [`time`]: the TIME protocol (`TIME` → `JAM hh:mm:ss`), its session state machine and reply parser.
 //! - [`Flow`]: what a session tells its driver after each input.
 
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod line;
 pub mod time;
 

@@ -1,0 +1,1 @@
+//! `jaring chat client`.

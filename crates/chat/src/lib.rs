@@ -1,0 +1,40 @@
+//! The jaring chat realm: users with Argon2id passwords, session tokens, private messages with a
+//! durable inbox, on the shared runtime under every server model; plus the offline user tools and
+//! the interactive client.
+//!
+//! The protocol itself lives, sans-IO, in [`jaring_proto::chat`]; `docs/chat-protocol.md` specifies
+//! it byte for byte.
+//!
+//! # Layout
+//! - [`realm`]: [`Realm`], what a realm knows and does: auth, tokens, presence, send, inbox,
+//!   history; independent of sockets.
+//! - [`server`]: [`ChatServer`], the runtime [`jaring_runtime::Handler`] that drives a realm per
+//!   connection, async or on a thread.
+//! - [`store`]: the [`Store`] trait a storage backend implements; [`sqlite`] is the embedded default
+//!   (WAL, group commit on a writer thread), with the offline user functions.
+//! - [`password`]: Argon2id hashing off the async workers; [`token`]: session tokens;
+//!   [`limiter`]: failed-login limits; [`clock`]: injected time.
+//! - [`config`]: the realm's TOML configuration and its commented default.
+//! - [`client`]: `jaring chat client`, the interactive client.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod limiter;
+pub mod password;
+pub mod realm;
+pub mod server;
+pub mod sqlite;
+pub mod store;
+pub mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use realm::{Realm, RealmOptions};
+pub use server::ChatServer;
+pub use sqlite::SqliteStore;
+pub use store::Store;
+
+/// The port the labs' chat server listens on.
+pub const DEFAULT_PORT: u16 = 8889;

@@ -1,0 +1,195 @@
+//! Rate limiting of failed logins, per client address and per user name.
+//!
+//! Fixed windows: after `max` failures within `window`, further attempts from that address (or for
+//! that user) are refused until the window ends, before any password is checked, so guessing costs
+//! the attacker time and the server nothing. Unknown user names are counted exactly like real ones,
+//! so the limiter does not reveal which names exist. The tables are bounded: when one is full,
+//! expired entries are dropped, and if none expired the oldest window goes.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Failed logins allowed per client address per window.
+pub const DEFAULT_FAILURES_PER_ADDRESS: u32 = 20;
+/// Failed logins allowed per user name per window (from all addresses together).
+pub const DEFAULT_FAILURES_PER_USER: u32 = 5;
+/// The window the counts above apply to.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// Entries each table holds at most (about 100 bytes each).
+pub const DEFAULT_TABLE_ENTRIES: usize = 100_000;
+
+/// Limits for [`AuthLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitConfig {
+    /// Failures per address per window.
+    pub per_address: u32,
+    /// Failures per user per window.
+    pub per_user: u32,
+    /// The window.
+    pub window: Duration,
+    /// Table size bound.
+    pub max_entries: usize,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            per_address: DEFAULT_FAILURES_PER_ADDRESS,
+            per_user: DEFAULT_FAILURES_PER_USER,
+            window: DEFAULT_WINDOW,
+            max_entries: DEFAULT_TABLE_ENTRIES,
+        }
+    }
+}
+
+/// Why a login attempt was refused before checking the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Limited {
+    /// Too many failures from this address.
+    #[error("too many failed logins from your address; wait {}s and try again", .0.as_secs().max(1))]
+    Address(Duration),
+    /// Too many failures for this user name.
+    #[error("too many failed logins for this user; wait {}s and try again", .0.as_secs().max(1))]
+    User(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Duration,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Table<K> {
+    entries: HashMap<K, Window>,
+}
+
+impl<K: Hash + Eq + Clone> Table<K> {
+    fn wait(&self, key: &K, max: u32, window: Duration, now: Duration) -> Option<Duration> {
+        let w = self.entries.get(key)?;
+        let end = w.start + window;
+        (w.failures >= max && now < end).then(|| end - now)
+    }
+
+    fn fail(&mut self, key: K, window: Duration, now: Duration, max_entries: usize) {
+        if !self.entries.contains_key(&key) && self.entries.len() >= max_entries {
+            self.entries.retain(|_, w| now < w.start + window);
+            if self.entries.len() >= max_entries
+                && let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, w)| w.start)
+                    .map(|(k, _)| k.clone())
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        let w = self.entries.entry(key).or_insert(Window {
+            start: now,
+            failures: 0,
+        });
+        if now >= w.start + window {
+            *w = Window {
+                start: now,
+                failures: 0,
+            };
+        }
+        w.failures = w.failures.saturating_add(1);
+    }
+}
+
+/// Counts failed logins and refuses attempts over the limits.
+#[derive(Debug)]
+pub struct AuthLimiter {
+    config: LimitConfig,
+    by_address: Table<IpAddr>,
+    by_user: Table<String>,
+}
+
+impl AuthLimiter {
+    /// A limiter with `config`.
+    pub fn new(config: LimitConfig) -> Self {
+        Self {
+            config,
+            by_address: Table {
+                entries: HashMap::new(),
+            },
+            by_user: Table {
+                entries: HashMap::new(),
+            },
+        }
+    }
+
+    /// Whether an attempt from `addr` for `user` may go ahead at `now`.
+    pub fn check(&self, addr: IpAddr, user: &str, now: Duration) -> Result<(), Limited> {
+        let c = &self.config;
+        if let Some(wait) = self.by_address.wait(&addr, c.per_address, c.window, now) {
+            return Err(Limited::Address(wait));
+        }
+        if let Some(wait) = self
+            .by_user
+            .wait(&user.to_owned(), c.per_user, c.window, now)
+        {
+            return Err(Limited::User(wait));
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt.
+    pub fn fail(&mut self, addr: IpAddr, user: &str, now: Duration) {
+        let c = self.config;
+        self.by_address.fail(addr, c.window, now, c.max_entries);
+        self.by_user
+            .fail(user.to_owned(), c.window, now, c.max_entries);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn user_limit_applies_across_addresses_and_expires() {
+        let mut l = AuthLimiter::new(LimitConfig {
+            per_user: 2,
+            ..LimitConfig::default()
+        });
+        let t = Duration::from_secs(100);
+        l.fail(A, "messi", t);
+        l.fail(B, "messi", t);
+        assert!(matches!(l.check(A, "messi", t), Err(Limited::User(_))));
+        assert!(l.check(A, "henderson", t).is_ok());
+        assert!(l.check(A, "messi", t + DEFAULT_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn address_limit_covers_every_name() {
+        let mut l = AuthLimiter::new(LimitConfig {
+            per_address: 3,
+            ..LimitConfig::default()
+        });
+        let t = Duration::ZERO;
+        for name in ["a", "b", "c"] {
+            l.fail(A, name, t);
+        }
+        assert!(matches!(l.check(A, "zzz", t), Err(Limited::Address(_))));
+        assert!(l.check(B, "zzz", t).is_ok());
+    }
+
+    #[test]
+    fn tables_stay_bounded() {
+        let mut l = AuthLimiter::new(LimitConfig {
+            max_entries: 10,
+            ..LimitConfig::default()
+        });
+        for i in 0..1000 {
+            l.fail(A, &format!("u{i}"), Duration::from_millis(i));
+        }
+        assert!(l.by_user.entries.len() <= 10);
+    }
+}

@@ -1,0 +1,629 @@
+//! [`Realm`]: what a chat realm knows and does, independent of sockets and server models.
+//!
+//! The server hands it one parsed [`Command`] at a time and writes the reply it encodes. Commands
+//! that change state wait for storage: `send` answers OK only once the message is committed. An
+//! `inbox` reply comes with a [`Delivery`], which the server confirms only after the reply was
+//! written to the socket; until then the messages stay undelivered, so a crash or a dropped
+//! connection in between means they are delivered again, never lost.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jaring_proto::chat::auth::Auth;
+use jaring_proto::chat::history::{self, History};
+use jaring_proto::chat::reply::{
+    self, AuthOk, HistoryOk, InboxOk, Message, Sent, Status, UserEntry, UsersOk,
+};
+use jaring_proto::chat::send::Send;
+use jaring_proto::chat::{Address, Command};
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::limiter::{AuthLimiter, LimitConfig};
+use crate::password::{PasswordCost, Passwords, hash_blocking};
+use crate::store::{NewMessage, Store, StoredMessage, TokenRecord, UserRecord};
+use crate::token::{Refused, Tokens, new_token, token_hash};
+
+/// Messages one `inbox` reply carries at most; the reply says `"more": true` when others wait.
+pub const DEFAULT_INBOX_MAX_MESSAGES: usize = 1000;
+
+/// Bytes of message text one `inbox` reply carries at most (at least one message always fits).
+pub const DEFAULT_INBOX_MAX_BYTES: usize = 1024 * 1024;
+
+/// Most messages one `history` reply returns, whatever N asks for.
+pub const DEFAULT_HISTORY_MAX: usize = 1000;
+
+/// The ERROR for a wrong user name or a wrong password: the same text for both, so names cannot
+/// be probed.
+pub const BAD_LOGIN: &str = "wrong user name or password";
+
+/// The ERROR for a token that is unknown, logged out or expired.
+pub const BAD_TOKEN: &str = "unknown or expired token; log in again with: auth USER PASSWORD";
+
+/// The ERROR when storage fails: details go to the log, not to the client.
+const STORAGE_FAILED: &str = "the server could not store this; try again later";
+
+/// Everything configurable about a realm's behaviour.
+#[derive(Debug, Clone)]
+pub struct RealmOptions {
+    /// The realm's name (the `realm` in `name@realm`).
+    pub name: String,
+    /// Idle time after which a token expires.
+    pub token_idle: Duration,
+    /// Live tokens per user.
+    pub tokens_per_user: usize,
+    /// Failed-login limits.
+    pub auth_limits: LimitConfig,
+    /// Cost of new password hashes.
+    pub password_cost: PasswordCost,
+    /// Password hashes computed at once.
+    pub hash_concurrency: usize,
+    /// Messages per inbox reply.
+    pub inbox_max_messages: usize,
+    /// Text bytes per inbox reply.
+    pub inbox_max_bytes: usize,
+    /// Messages per history reply.
+    pub history_max: usize,
+}
+
+impl Default for RealmOptions {
+    fn default() -> Self {
+        Self {
+            name: "realm1".into(),
+            token_idle: crate::token::DEFAULT_TOKEN_IDLE,
+            tokens_per_user: crate::token::DEFAULT_TOKENS_PER_USER,
+            auth_limits: LimitConfig::default(),
+            password_cost: PasswordCost::default(),
+            hash_concurrency: crate::password::DEFAULT_HASH_CONCURRENCY,
+            inbox_max_messages: DEFAULT_INBOX_MAX_MESSAGES,
+            inbox_max_bytes: DEFAULT_INBOX_MAX_BYTES,
+            history_max: DEFAULT_HISTORY_MAX,
+        }
+    }
+}
+
+/// Why a realm could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RealmError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The password settings are unusable.
+    #[error(transparent)]
+    Password(#[from] crate::password::PasswordError),
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    display_name: String,
+    password_hash: String,
+}
+
+/// The state of one connection that the realm cares about: who it is, and which users it made
+/// online.
+#[derive(Debug)]
+pub struct ConnState {
+    peer: IpAddr,
+    online_as: HashSet<String>,
+}
+
+impl ConnState {
+    /// A new connection from `peer`.
+    pub fn new(peer: IpAddr) -> Self {
+        Self {
+            peer,
+            online_as: HashSet::new(),
+        }
+    }
+}
+
+/// Messages handed out by an `inbox` reply, waiting for the reply to reach the socket.
+///
+/// Confirm it with [`Realm::confirm`] after the write; dropping it instead (the write failed)
+/// leaves the messages undelivered, to be returned by the next `inbox`.
+#[must_use = "confirm the delivery after writing the reply, or drop it to redeliver"]
+#[derive(Debug)]
+pub struct Delivery {
+    recipient: String,
+    upto_seq: i64,
+    leases: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        lock(&self.leases).remove(&self.recipient);
+    }
+}
+
+/// A chat realm: users, tokens, presence and the durable store behind them.
+pub struct Realm<S> {
+    options: RealmOptions,
+    store: S,
+    users: RwLock<BTreeMap<String, User>>,
+    tokens: Mutex<Tokens>,
+    online: Mutex<HashMap<String, usize>>,
+    limiter: Mutex<AuthLimiter>,
+    passwords: Passwords,
+    clock: Arc<dyn Clock>,
+    /// Users whose inbox reply is on its way; a second `inbox` meanwhile gets nothing rather than
+    /// the same messages again.
+    leases: Arc<Mutex<HashSet<String>>>,
+    /// Verified against when the user does not exist, so a wrong name costs the same as a wrong
+    /// password and timing does not reveal which names exist.
+    dummy_hash: String,
+}
+
+impl<S> std::fmt::Debug for Realm<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realm")
+            .field("name", &self.options.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few map operations that leave the map consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl<S: Store> Realm<S> {
+    /// Loads users and live tokens from `store`.
+    pub async fn open(
+        options: RealmOptions,
+        store: S,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RealmError> {
+        let passwords = Passwords::new(options.password_cost, options.hash_concurrency)?;
+        let users: BTreeMap<String, User> = store
+            .users()
+            .await?
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name,
+                    User {
+                        display_name: u.display_name,
+                        password_hash: u.password_hash,
+                    },
+                )
+            })
+            .collect();
+        let now = clock.now();
+        let mut tokens = Tokens::new(options.token_idle, options.tokens_per_user);
+        let mut stale = Vec::new();
+        for t in store.tokens().await? {
+            // A restart gives every surviving token a fresh idle period.
+            if users.contains_key(&t.user) {
+                if let Some(evicted) = tokens.insert(t.hash, &t.user, now) {
+                    stale.push(evicted);
+                }
+            } else {
+                stale.push(t.hash);
+            }
+        }
+        store.delete_tokens(stale).await?;
+        let cost = options.password_cost;
+        let dummy_hash = tokio::task::spawn_blocking(move || hash_blocking("jaring-dummy", cost))
+            .await
+            .map_err(|_| crate::password::PasswordError::Stopped)??;
+        Ok(Self {
+            limiter: Mutex::new(AuthLimiter::new(options.auth_limits)),
+            options,
+            store,
+            users: RwLock::new(users),
+            tokens: Mutex::new(tokens),
+            online: Mutex::default(),
+            passwords,
+            clock,
+            leases: Arc::default(),
+            dummy_hash,
+        })
+    }
+
+    /// The realm's name.
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// The store behind the realm.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Users in the realm.
+    pub fn user_count(&self) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Live tokens.
+    pub fn token_count(&self) -> usize {
+        lock(&self.tokens).len()
+    }
+
+    fn user(&self, name: &str) -> Option<User> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Executes `command` for the connection `conn`, appending the reply to `out`. An `inbox` with
+    /// messages returns the [`Delivery`] to confirm once `out` is written.
+    pub async fn execute(
+        &self,
+        conn: &mut ConnState,
+        command: Command,
+        out: &mut Vec<u8>,
+    ) -> Option<Delivery> {
+        match command {
+            Command::Auth(c) => self.auth(conn, c, out).await,
+            Command::Send(c) => self.send(conn, c, out).await,
+            Command::Inbox(c) => return self.inbox(conn, &c.token, out).await,
+            Command::Logout(c) => self.logout(conn, &c.token, out).await,
+            Command::Users(c) => self.users_cmd(conn, &c.token, out).await,
+            Command::History(c) => self.history(conn, c, out).await,
+        }
+        None
+    }
+
+    /// Confirms that an inbox reply was written: its messages are now delivered.
+    pub async fn confirm(&self, delivery: Delivery) {
+        if let Err(e) = self
+            .store
+            .mark_delivered(&delivery.recipient, delivery.upto_seq)
+            .await
+        {
+            // Not marked means delivered again later: a duplicate, never a loss.
+            error!(error = %e, user = %delivery.recipient, "cannot mark messages delivered");
+        }
+        drop(delivery);
+    }
+
+    /// The connection closed: its users go offline unless another connection holds them.
+    pub fn disconnect(&self, conn: &mut ConnState) {
+        let mut online = lock(&self.online);
+        for user in conn.online_as.drain() {
+            if let Some(n) = online.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    online.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Removes expired tokens from memory and storage; the server calls it now and then.
+    pub async fn sweep(&self) {
+        let expired = lock(&self.tokens).sweep(self.clock.now());
+        if !expired.is_empty() {
+            let n = expired.len();
+            if let Err(e) = self.store.delete_tokens(expired).await {
+                warn!(error = %e, "cannot delete expired tokens");
+            } else {
+                info!(expired = n, "expired idle tokens");
+            }
+        }
+    }
+
+    fn mark_online(&self, conn: &mut ConnState, user: &str) {
+        if !conn.online_as.contains(user) {
+            conn.online_as.insert(user.to_owned());
+            *lock(&self.online).entry(user.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The user a token belongs to, or the ERROR reply already appended.
+    async fn resolve(
+        &self,
+        conn: &mut ConnState,
+        token: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<String> {
+        let result = lock(&self.tokens).resolve(token, self.clock.now());
+        match result {
+            Ok(user) => {
+                self.mark_online(conn, &user);
+                Some(user)
+            }
+            Err(refused) => {
+                if let Refused::Expired(hash) = refused
+                    && let Err(e) = self.store.delete_tokens(vec![hash]).await
+                {
+                    warn!(error = %e, "cannot delete an expired token");
+                }
+                reply::encode_error(BAD_TOKEN, out);
+                None
+            }
+        }
+    }
+
+    async fn auth(&self, conn: &mut ConnState, c: Auth, out: &mut Vec<u8>) {
+        let now = self.clock.now();
+        if let Err(limited) = lock(&self.limiter).check(conn.peer, &c.user, now) {
+            reply::encode_error(limited, out);
+            return;
+        }
+        let user = self.user(&c.user);
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let ok = match self.passwords.verify(c.password, hash).await {
+            Ok(ok) => ok && user.is_some(),
+            Err(e) => {
+                error!(error = %e, "password verification failed");
+                reply::encode_error(STORAGE_FAILED, out);
+                return;
+            }
+        };
+        if !ok {
+            lock(&self.limiter).fail(conn.peer, &c.user, self.clock.now());
+            info!(peer = %conn.peer, user = %c.user, "failed login");
+            reply::encode_error(BAD_LOGIN, out);
+            return;
+        }
+        let token = new_token();
+        let hash = token_hash(&token);
+        if let Err(e) = self
+            .store
+            .insert_token(TokenRecord {
+                hash,
+                user: c.user.clone(),
+            })
+            .await
+        {
+            error!(error = %e, "cannot store a token");
+            reply::encode_error(STORAGE_FAILED, out);
+            return;
+        }
+        let evicted = lock(&self.tokens).insert(hash, &c.user, self.clock.now());
+        if let Some(old) = evicted {
+            let _ = self.store.delete_tokens(vec![old]).await;
+        }
+        self.mark_online(conn, &c.user);
+        reply::encode(
+            &AuthOk {
+                status: Status::Ok,
+                tokenid: token,
+            },
+            out,
+        );
+    }
+
+    /// The local user an address names, or the ERROR appended.
+    fn local_user(&self, addr: &Address, out: &mut Vec<u8>) -> Option<User> {
+        if !addr.is_in(&self.options.name) {
+            reply::encode_error(
+                format_args!(
+                    "no link to realm {:?}: this realm ({}) has no federation peers configured",
+                    addr.realm.as_deref().unwrap_or_default(),
+                    self.options.name
+                ),
+                out,
+            );
+            return None;
+        }
+        let user = self.user(&addr.name);
+        if user.is_none() {
+            reply::encode_error(
+                format_args!("no user {:?} on realm {}", addr.name, self.options.name),
+                out,
+            );
+        }
+        user
+    }
+
+    async fn send(&self, conn: &mut ConnState, c: Send, out: &mut Vec<u8>) {
+        let Some(from) = self.resolve(conn, &c.token, out).await else {
+            return;
+        };
+        let Some(to) = self.local_user(&c.to, out) else {
+            return;
+        };
+        let sender_display = self
+            .user(&from)
+            .map_or_else(|| from.clone(), |u| u.display_name);
+        let message = NewMessage {
+            id: uuid::Uuid::now_v7(),
+            sender: from,
+            sender_display,
+            recipient: c.to.name,
+            recipient_display: to.display_name,
+            body: c.message,
+            sent_at: unix_ms(),
+        };
+        match self.store.insert_message(message).await {
+            Ok(stored) => reply::encode(
+                &Sent {
+                    status: Status::Ok,
+                    message: "Message Sent".into(),
+                    id: stored.message.id.to_string(),
+                },
+                out,
+            ),
+            Err(e) => {
+                error!(error = %e, "cannot store a message");
+                reply::encode_error(STORAGE_FAILED, out);
+            }
+        }
+    }
+
+    async fn inbox(
+        &self,
+        conn: &mut ConnState,
+        token: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<Delivery> {
+        let user = self.resolve(conn, token, out).await?;
+        if !lock(&self.leases).insert(user.clone()) {
+            // Another connection of this user is being handed these very messages right now.
+            reply::encode(&InboxOk::default(), out);
+            return None;
+        }
+        let delivery = Delivery {
+            recipient: user.clone(),
+            upto_seq: 0,
+            leases: Arc::clone(&self.leases),
+        };
+        let limit = self.options.inbox_max_messages.max(1);
+        let pending = match self.store.pending(&user, limit + 1).await {
+            Ok(p) => p,
+            Err(e) => {
+                error!(error = %e, "cannot read an inbox");
+                reply::encode_error(STORAGE_FAILED, out);
+                return None;
+            }
+        };
+        let mut inbox = InboxOk::default();
+        let mut bytes = 0;
+        let mut upto = None;
+        for (i, m) in pending.iter().enumerate() {
+            if i == limit || (i > 0 && bytes + m.message.body.len() > self.options.inbox_max_bytes)
+            {
+                inbox.more = true;
+                break;
+            }
+            bytes += m.message.body.len();
+            upto = Some(m.seq);
+            let wire = wire_message(m);
+            match inbox
+                .messages
+                .iter_mut()
+                .find(|(s, _)| *s == m.message.sender)
+            {
+                Some((_, list)) => list.push(wire),
+                None => inbox.messages.push((m.message.sender.clone(), vec![wire])),
+            }
+        }
+        reply::encode(&inbox, out);
+        let mut delivery = delivery;
+        delivery.upto_seq = upto?;
+        Some(delivery)
+    }
+
+    async fn logout(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {
+        let Some(user) = self.resolve(conn, token, out).await else {
+            return;
+        };
+        let hash = token_hash(token);
+        lock(&self.tokens).remove(&hash);
+        if conn.online_as.remove(&user) {
+            let mut online = lock(&self.online);
+            if let Some(n) = online.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    online.remove(&user);
+                }
+            }
+        }
+        if let Err(e) = self.store.delete_tokens(vec![hash]).await {
+            error!(error = %e, "cannot delete a token");
+        }
+        reply::encode_ok("Logged Out", out);
+    }
+
+    async fn users_cmd(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {
+        if self.resolve(conn, token, out).await.is_none() {
+            return;
+        }
+        let online = lock(&self.online);
+        let users = self
+            .users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, u)| UserEntry {
+                name: name.clone(),
+                display_name: u.display_name.clone(),
+                online: online.contains_key(name),
+            })
+            .collect();
+        drop(online);
+        reply::encode(
+            &UsersOk {
+                status: Status::Ok,
+                users,
+            },
+            out,
+        );
+    }
+
+    async fn history(&self, conn: &mut ConnState, c: History, out: &mut Vec<u8>) {
+        let Some(user) = self.resolve(conn, &c.token, out).await else {
+            return;
+        };
+        if self.local_user(&c.peer, out).is_none() {
+            return;
+        }
+        let n = (c.count.unwrap_or(history::DEFAULT_COUNT) as usize).min(self.options.history_max);
+        match self.store.conversation(&user, &c.peer.name, n).await {
+            Ok(msgs) => reply::encode(
+                &HistoryOk {
+                    status: Status::Ok,
+                    peer: c.peer.name,
+                    messages: msgs.iter().map(wire_message).collect(),
+                },
+                out,
+            ),
+            Err(e) => {
+                error!(error = %e, "cannot read a conversation");
+                reply::encode_error(STORAGE_FAILED, out);
+            }
+        }
+    }
+}
+
+fn wire_message(m: &StoredMessage) -> Message {
+    let m = &m.message;
+    Message {
+        msg_from: m.sender_display.clone(),
+        msg_to: m.recipient_display.clone(),
+        msg: m.body.clone(),
+        id: m.id.to_string(),
+        from: m.sender.clone(),
+        to: m.recipient.clone(),
+        sent_at: m.sent_at,
+    }
+}
+
+/// The lab's users, for the demo realm: name, display name; every password is `surabaya`.
+pub const DEMO_USERS: [(&str, &str); 3] = [
+    ("messi", "Lionel Messi"),
+    ("henderson", "Jordan Henderson"),
+    ("lineker", "Gary Lineker"),
+];
+
+/// The demo realm's password, as in the lab.
+pub const DEMO_PASSWORD: &str = "surabaya";
+
+/// Adds the lab's users to an empty user table (blocking; call before the server starts).
+pub fn seed_demo_users(
+    conn: &rusqlite::Connection,
+    cost: PasswordCost,
+) -> Result<usize, RealmError> {
+    if !crate::sqlite::list_users(conn)?.is_empty() {
+        return Ok(0);
+    }
+    for (name, display) in DEMO_USERS {
+        crate::sqlite::add_user(
+            conn,
+            &UserRecord {
+                name: name.into(),
+                display_name: display.into(),
+                password_hash: hash_blocking(DEMO_PASSWORD, cost)?,
+            },
+        )?;
+    }
+    Ok(DEMO_USERS.len())
+}

@@ -1,0 +1,249 @@
+//! [`ChatServer`]: the realm on the shared runtime, with its own connection loop.
+//!
+//! The runtime's sans-IO drivers cannot serve chat, because a reply may have to wait for storage
+//! (a `send` is answered only after its commit) and because an `inbox` must learn that its reply
+//! reached the socket before its messages count as delivered. So this [`Handler`] runs its own loop,
+//! keeping the runtime's rules: read at most one buffer, answer every request in it, in order,
+//! write everything before reading again, close on the idle timeout and at shutdown after saying
+//! why. Under `--model threads` each connection's thread drives the same [`Realm`] and blocks on its
+//! futures through a runtime handle (a connection thread is not an async worker, so blocking there
+//! is what the model means).
+
+use std::io::{self, Read as _, Write as _};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jaring_proto::chat::{ChatSession, Request, encode_error};
+use jaring_runtime::driver::{linger_async, write_out};
+use jaring_runtime::{Conn, End, Handler};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use crate::realm::{ConnState, Realm};
+use crate::store::Store;
+
+/// How often expired tokens are swept from memory and storage.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The chat realm as a runtime [`Handler`].
+pub struct ChatServer<S> {
+    realm: Arc<Realm<S>>,
+    max_line: usize,
+    handle: Handle,
+}
+
+impl<S> std::fmt::Debug for ChatServer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatServer")
+            .field("max_line", &self.max_line)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> ChatServer<S> {
+    /// Serves `realm`, refusing request lines over `max_line` bytes. Must be called within a tokio
+    /// runtime: its handle is what connection threads block on.
+    pub fn new(realm: Arc<Realm<S>>, max_line: usize) -> Self {
+        Self {
+            realm,
+            max_line,
+            handle: Handle::current(),
+        }
+    }
+
+    /// The realm served.
+    pub fn realm(&self) -> &Arc<Realm<S>> {
+        &self.realm
+    }
+
+    /// Sweeps expired tokens every [`SWEEP_EVERY`] until `shutdown` is cancelled.
+    pub async fn sweep_tokens(&self, shutdown: jaring_runtime::CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => self.realm.sweep().await,
+            }
+        }
+    }
+}
+
+impl<S: Store> Handler for ChatServer<S> {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        encode_error(
+            format_args!("server busy: {limit} connections open; try again later"),
+            &mut out,
+        );
+        Some(out)
+    }
+
+    fn read_buffer_size(&self) -> usize {
+        jaring_runtime::service::DEFAULT_READ_BUFFER
+    }
+
+    async fn serve_async(self: Arc<Self>, mut stream: TcpStream, conn: Conn) -> End {
+        let mut session = ChatSession::new(self.max_line);
+        let mut state = ConnState::new(conn.info.peer.ip());
+        let mut buf = vec![0u8; conn.read_buffer];
+        let mut out = Vec::new();
+        let idle = conn.idle_timeout;
+        let mut last_active = Instant::now();
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        let cancelled = conn.shutdown.cancelled();
+        tokio::pin!(cancelled);
+
+        let end = 'conn: loop {
+            let n = tokio::select! {
+                biased;
+                () = &mut cancelled => break End::Shutdown,
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) => break End::Eof,
+                    Ok(n) => n,
+                    Err(e) => break End::Error(e),
+                },
+                () = &mut idle_timer => {
+                    let deadline = last_active + idle;
+                    if Instant::now() >= deadline {
+                        break End::Idle;
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                    continue;
+                }
+            };
+            last_active = Instant::now();
+            session.handle_input(&buf[..n]);
+            while let Some(request) = session.poll_request() {
+                match request {
+                    Request::Command(cmd) => {
+                        if let Some(delivery) = self.realm.execute(&mut state, cmd, &mut out).await
+                        {
+                            // The reply carrying the messages must reach the socket before they
+                            // count as delivered.
+                            if let Err(e) = write_out(&mut stream, &mut out, idle).await {
+                                drop(delivery);
+                                break 'conn End::Error(e);
+                            }
+                            self.realm.confirm(delivery).await;
+                        }
+                    }
+                    Request::Invalid(e) => encode_error(e, &mut out),
+                    Request::TooLong(t) => {
+                        ChatSession::encode_too_long(t, &mut out);
+                        let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
+                        linger_async(&mut stream, &mut buf).await;
+                        self.realm.disconnect(&mut state);
+                        return End::Closed;
+                    }
+                }
+            }
+            if let Err(e) = write_out(&mut stream, &mut out, idle).await {
+                break End::Error(e);
+            }
+        };
+        self.realm.disconnect(&mut state);
+        match &end {
+            End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
+            End::Shutdown => session.handle_shutdown(&mut out),
+            _ => {}
+        }
+        if matches!(end, End::Idle | End::Shutdown) {
+            let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
+            linger_async(&mut stream, &mut buf).await;
+        }
+        end
+    }
+
+    fn serve_blocking(self: Arc<Self>, mut stream: std::net::TcpStream, conn: Conn) -> End {
+        let idle = conn.idle_timeout;
+        if let Err(e) = stream
+            .set_read_timeout(Some(idle))
+            .and_then(|()| stream.set_write_timeout(Some(idle)))
+        {
+            return End::Error(e);
+        }
+        let mut session = ChatSession::new(self.max_line);
+        let mut state = ConnState::new(conn.info.peer.ip());
+        let mut buf = vec![0u8; conn.read_buffer];
+        let mut out = Vec::new();
+        let end = 'conn: loop {
+            if conn.shutdown.is_cancelled() {
+                break End::Shutdown;
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) if conn.shutdown.is_cancelled() => break End::Shutdown,
+                Ok(0) => break End::Eof,
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break End::Idle;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break End::Error(e),
+            };
+            session.handle_input(&buf[..n]);
+            while let Some(request) = session.poll_request() {
+                match request {
+                    Request::Command(cmd) => {
+                        let delivery = self
+                            .handle
+                            .block_on(self.realm.execute(&mut state, cmd, &mut out));
+                        if let Some(delivery) = delivery {
+                            if let Err(e) = stream.write_all(&out) {
+                                drop(delivery);
+                                break 'conn End::Error(e);
+                            }
+                            out.clear();
+                            self.handle.block_on(self.realm.confirm(delivery));
+                        }
+                    }
+                    Request::Invalid(e) => encode_error(e, &mut out),
+                    Request::TooLong(t) => {
+                        ChatSession::encode_too_long(t, &mut out);
+                        break 'conn End::Closed;
+                    }
+                }
+            }
+            if let Err(e) = stream.write_all(&out) {
+                break End::Error(e);
+            }
+            out.clear();
+        };
+        self.realm.disconnect(&mut state);
+        match &end {
+            End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
+            End::Shutdown => session.handle_shutdown(&mut out),
+            _ => {}
+        }
+        if matches!(end, End::Idle | End::Shutdown | End::Closed) {
+            let _ = stream.set_write_timeout(Some(conn.grace.min(idle)));
+            let _ = stream.write_all(&out);
+            if stream.shutdown(Shutdown::Write).is_ok() {
+                // Read what the peer still sends for a moment, so our last reply is not reset away.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut discarded = 0;
+                while discarded < 256 * 1024 {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => discarded += n,
+                    }
+                }
+            }
+        } else if matches!(end, End::Eof) {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        end
+    }
+}

@@ -1,0 +1,140 @@
+//! The storage a realm needs, as a trait, so that SQLite (the embedded default, [`crate::sqlite`])
+//! can be joined later by a PostgreSQL backend without touching the protocol or the server.
+//!
+//! Every write returns only after it is durable: `send` answers OK on that promise. Addresses are
+//! strings (`name`, later `name@realm` and group names), and every message carries a UUID v7 id
+//! chosen by the realm it was first sent on, so a federation link can de-duplicate retries.
+
+use std::future::Future;
+
+/// A user as stored: login name, display name and Argon2id password hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Login name (unique in the realm).
+    pub name: String,
+    /// Display name, shown as `msg_from` / `msg_to` as in the lab.
+    pub display_name: String,
+    /// The Argon2id hash in PHC string form; the password itself is never stored.
+    pub password_hash: String,
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Globally unique, time-ordered id (UUID v7).
+    pub id: uuid::Uuid,
+    /// Sender address.
+    pub sender: String,
+    /// Sender display name at the time of sending.
+    pub sender_display: String,
+    /// Recipient address.
+    pub recipient: String,
+    /// Recipient display name at the time of sending.
+    pub recipient_display: String,
+    /// The text.
+    pub body: String,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at: i64,
+}
+
+/// A message as read back, with the sequence number the store assigned at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Commit order within this realm: strictly increasing, never reused.
+    pub seq: i64,
+    /// What was stored.
+    pub message: NewMessage,
+}
+
+/// A session token as stored: only the SHA-256 of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token text.
+    pub hash: [u8; 32],
+    /// Whose token it is.
+    pub user: String,
+}
+
+/// Why the store failed. Details go to the server log, never to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The storage thread is gone (the server is stopping, or it crashed).
+    #[error("the storage thread has stopped")]
+    Stopped,
+    /// The data directory is unusable.
+    #[error("cannot use the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Another process (a running realm server) holds the data directory.
+    #[error(
+        "the data directory {0} is in use by a running realm server; stop it first (users are managed offline)"
+    )]
+    Locked(std::path::PathBuf),
+    /// A user to add exists already.
+    #[error("user {0:?} exists already; use `jaring chat user passwd` to change the password")]
+    UserExists(String),
+    /// A user to change does not exist.
+    #[error("no user {0:?} in this realm; `jaring chat user list` shows who exists")]
+    NoSuchUser(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage of a realm. Every method may be called from many tasks at once.
+pub trait Store: Send + Sync + 'static {
+    /// Every user, by name.
+    fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
+
+    /// Every live token (loaded at start so a restart does not log everyone out).
+    fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    /// Stores a token; returns once committed.
+    fn insert_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Forgets tokens (logout, expiry); returns once committed.
+    fn delete_tokens(&self, hashes: Vec<[u8; 32]>) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Stores a message; returns, with its sequence number, once it is durable.
+    fn insert_message(
+        &self,
+        message: NewMessage,
+    ) -> impl Future<Output = StoreResult<StoredMessage>> + Send;
+
+    /// The oldest `limit` messages to `recipient` not yet delivered, oldest first.
+    fn pending(
+        &self,
+        recipient: &str,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+
+    /// Marks every undelivered message to `recipient` up to and including `upto_seq` as delivered;
+    /// returns once committed.
+    fn mark_delivered(
+        &self,
+        recipient: &str,
+        upto_seq: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The latest `limit` messages between `a` and `b`, both directions, oldest first.
+    fn conversation(
+        &self,
+        a: &str,
+        b: &str,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+}
+
+/// The key of the conversation between two addresses, the same whichever side asks.
+pub fn conversation_key(a: &str, b: &str) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    // A space cannot occur in an address, so the pair is unambiguous.
+    format!("{lo} {hi}")
+}

@@ -1,0 +1,240 @@
+//! The classic lab client's exact bytes, load with 1,000 clients, and persistence across restarts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use jaring_chat::SystemClock;
+use jaring_runtime::Model;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What the classic client does: sendall the line, then recv(64) until the text ends in \r\n\r\n.
+async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_json::Value {
+    stream.write_all(line.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "server closed mid-reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Exactly one reply per request: nothing after the end.
+    serde_json::from_slice(&got[..got.len() - 4]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_client_byte_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &["messi", "henderson"]);
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Threads,
+    )
+    .await;
+    let mut a = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let auth = classic_call(&mut a, "auth messi messipw \r\n").await;
+    let t = auth["tokenid"].as_str().unwrap().to_owned();
+    // The classic client builds " w1 w2" and adds a trailing space.
+    let sent = classic_call(
+        &mut a,
+        &format!("send {t} henderson  hello gimana kabarnya son \r\n"),
+    )
+    .await;
+    assert_eq!(sent["status"], "OK");
+    assert_eq!(sent["message"], "Message Sent");
+    let mut b = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let tb = classic_call(&mut b, "auth henderson hendersonpw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inbox = classic_call(&mut b, &format!("inbox {tb} \r\n")).await;
+    assert_eq!(
+        inbox["messages"]["messi"][0]["msg"],
+        " hello gimana kabarnya son"
+    );
+    // A request split across segments, and two in one segment.
+    b.write_all(b"inb").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = classic_call(&mut b, &format!("ox {tb} \r\n")).await;
+    assert_eq!(again["messages"], serde_json::json!({}));
+    b.write_all(format!("users {tb}\r\nusers {tb}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut framer = jaring_proto::chat::ReplyFramer::new(1 << 20);
+    let mut replies = 0;
+    let mut buf = [0u8; 64];
+    while replies < 2 {
+        let n = tokio::time::timeout(TIMEOUT, b.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        framer.handle_input(&buf[..n]);
+        while let Some(v) = framer.poll_reply().unwrap() {
+            assert_eq!(v["status"], "OK");
+            replies += 1;
+        }
+    }
+    drop((a, b));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_each_message_exactly_once() {
+    const CLIENTS: usize = 1000;
+    const USERS: usize = 50;
+    const PER_CLIENT: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..USERS).map(|i| format!("u{i}")).collect();
+    add_users(
+        dir.path(),
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    let addr = r.addr;
+    // All authenticate first, holding their connections open at once.
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let user = format!("u{}", i % USERS);
+            let t = c.auth(&user, &format!("{user}pw")).await;
+            (i, c, t)
+        }));
+    }
+    let mut authed = Vec::new();
+    for c in clients {
+        authed.push(c.await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, mut c, t) in authed {
+        tasks.push(tokio::spawn(async move {
+            for k in 0..PER_CLIENT {
+                let to = format!("u{}", (i + k + 1) % USERS);
+                let r = c.call(&format!("send {t} {to} m-{i}-{k}")).await;
+                assert_eq!(r["status"], "OK", "{r}");
+            }
+            (i, c, t)
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    // Every user reads its inbox from every one of its connections, concurrently.
+    let mut readers = Vec::new();
+    for (i, mut c, t) in done {
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let r = c.call(&format!("inbox {t}")).await;
+                let b = bodies(&r);
+                if b.is_empty() && r.get("more").is_none() {
+                    break;
+                }
+                got.extend(b.into_iter().map(|(_, m)| (format!("u{}", i % USERS), m)));
+            }
+            got
+        }));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in readers {
+        for (user, msg) in r.await.unwrap() {
+            *seen.entry(format!("{user}:{msg}")).or_default() += 1;
+        }
+    }
+    // One more pass per user, after every reader finished, must find nothing left.
+    let mut c = Client::connect(addr).await;
+    for u in 0..USERS {
+        let t = c.auth(&format!("u{u}"), &format!("u{u}pw")).await;
+        assert!(bodies(&c.call(&format!("inbox {t}")).await).is_empty());
+    }
+    assert_eq!(seen.len(), CLIENTS * PER_CLIENT);
+    for i in 0..CLIENTS {
+        for k in 0..PER_CLIENT {
+            let key = format!("u{}:m-{i}-{k}", (i + k + 1) % USERS);
+            assert_eq!(seen.get(&key), Some(&1), "{key}");
+        }
+    }
+    drop(c);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_tokens_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &["messi", "henderson"]);
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    let mut a = Client::connect(r.addr).await;
+    let ta = a.auth("messi", "messipw").await;
+    for i in 0..5 {
+        assert!(ok(&a
+            .call(&format!("send {ta} henderson before-{i}"))
+            .await));
+    }
+    drop(a);
+    r.stop().await;
+
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    let mut b = Client::connect(r.addr).await;
+    // The token issued before the restart still works.
+    assert!(ok(&b.call(&format!("history {ta} henderson")).await));
+    let tb = b.auth("henderson", "hendersonpw").await;
+    let got: Vec<String> = bodies(&b.call(&format!("inbox {tb}")).await)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("before-{i}")).collect::<Vec<_>>()
+    );
+    drop(b);
+    r.stop().await;
+
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    let mut b = Client::connect(r.addr).await;
+    let tb = b.auth("henderson", "hendersonpw").await;
+    assert!(
+        bodies(&b.call(&format!("inbox {tb}")).await).is_empty(),
+        "delivered stays delivered"
+    );
+    let h = b.call(&format!("history {tb} messi")).await;
+    assert_eq!(
+        h["messages"].as_array().unwrap().len(),
+        5,
+        "history keeps what was read"
+    );
+    drop(b);
+    r.stop().await;
+}

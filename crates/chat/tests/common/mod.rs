@@ -1,0 +1,161 @@
+//! Shared test harness: a realm on 127.0.0.1:0 with cheap password hashing, and a raw client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jaring_chat::password::{PasswordCost, hash_blocking};
+use jaring_chat::store::UserRecord;
+use jaring_chat::{ChatServer, Clock, Realm, RealmOptions, SqliteStore, sqlite};
+use jaring_proto::chat::ReplyFramer;
+use jaring_runtime::{CancellationToken, Model, Server, ServerConfig};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Adds users `names` (password = name + "pw", display = upper-cased name) with the cheap test cost.
+pub fn add_users(dir: &Path, names: &[&str]) {
+    let conn = sqlite::open(dir, sqlite::Synchronous::Full).unwrap();
+    for n in names {
+        sqlite::add_user(
+            &conn,
+            &UserRecord {
+                name: (*n).to_owned(),
+                display_name: n.to_uppercase(),
+                password_hash: hash_blocking(&format!("{n}pw"), PasswordCost::INSECURE_TEST)
+                    .unwrap(),
+            },
+        )
+        .unwrap();
+    }
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+    pub realm: Arc<Realm<SqliteStore>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn options() -> RealmOptions {
+    RealmOptions {
+        password_cost: PasswordCost::INSECURE_TEST,
+        ..RealmOptions::default()
+    }
+}
+
+pub async fn start(
+    dir: &Path,
+    options: RealmOptions,
+    clock: Arc<dyn Clock>,
+    model: Model,
+) -> Running {
+    let store = SqliteStore::open(dir, sqlite::Synchronous::Full, 4096).unwrap();
+    let realm = Arc::new(Realm::open(options, store, clock).await.unwrap());
+    let mut config = ServerConfig::on_port(0);
+    config.listen.bind = "127.0.0.1".parse().unwrap();
+    config.model = model;
+    config.limits.max_line = jaring_proto::chat::DEFAULT_MAX_LINE;
+    config.grace = Duration::from_secs(2);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let handler = Arc::new(ChatServer::new(
+        Arc::clone(&realm),
+        jaring_proto::chat::DEFAULT_MAX_LINE,
+    ));
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { server.serve(handler, token).await });
+    Running {
+        addr,
+        shutdown,
+        task,
+        realm,
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    framer: ReplyFramer,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        Self {
+            stream,
+            framer: ReplyFramer::new(64 << 20),
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next reply, or None if the server closed first.
+    pub async fn reply(&mut self) -> Option<Value> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(v) = self.framer.poll_reply().unwrap() {
+                return Some(v);
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.framer.handle_input(&buf[..n]);
+        }
+    }
+
+    pub async fn call(&mut self, line: &str) -> Value {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await.expect("a reply")
+    }
+
+    pub async fn auth(&mut self, user: &str, password: &str) -> String {
+        let r = self.call(&format!("auth {user} {password}")).await;
+        assert_eq!(r["status"], "OK", "{r}");
+        r["tokenid"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn ok(v: &Value) -> bool {
+    v["status"] == "OK"
+}
+
+pub fn error(v: &Value) -> &str {
+    assert_eq!(v["status"], "ERROR", "{v}");
+    v["message"].as_str().unwrap()
+}
+
+/// Every message body in an inbox reply, in order per sender.
+pub fn bodies(v: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (sender, list) in v["messages"].as_object().unwrap() {
+        for m in list.as_array().unwrap() {
+            out.push((sender.clone(), m["msg"].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}

@@ -1,0 +1,54 @@
+//! The chat protocol of a realm: requests are lines, replies are JSON objects ending in `\r\n\r\n`.
+//!
+//! The full specification, byte for byte and with example exchanges, is `docs/chat-protocol.md`;
+//! this module is its executable form, shared by the server, the client and the load generator.
+//!
+//! A request is one line of UTF-8 ending in CR LF (a bare LF is accepted too): a command word, then
+//! parameters separated by spaces; trailing spaces are ignored (the classic lab client sends
+//! `auth messi surabaya \r\n`). Every request gets exactly one reply, in request order: a JSON object
+//! with `"status": "OK"` or `"status": "ERROR"` (an ERROR carries a human-readable `"message"`),
+//! followed by `\r\n\r\n`, which is how the classic client finds the end of a reply.
+//!
+//! # Layout
+//! - [`address`]: user (and later group) addresses, `name` or `name@realm`.
+//! - [`command`]: [`Command`], the parsed request, with one module per command:
+//!   [`auth`], [`send`], [`inbox`], [`logout`], [`users`], [`history`]. Each parses its parameters
+//!   and encodes itself, so the client and the server cannot disagree on the syntax.
+//! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients.
+//! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
+
+pub mod address;
+pub mod auth;
+pub mod command;
+pub mod history;
+pub mod inbox;
+pub mod logout;
+pub mod reply;
+pub mod send;
+pub mod session;
+pub mod users;
+
+pub use address::{Address, AddressError};
+pub use command::{Command, ParseError, parse_command};
+pub use reply::{ReplyFramer, encode_error};
+pub use session::{ChatSession, Request};
+
+/// Default cap on a request line, in bytes (64 KiB): room for a long message, not for a flood. A
+/// longer line is answered with an ERROR and the connection is closed, because the rest of it
+/// cannot be told apart from the next request.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// What ends every reply on the wire.
+pub const REPLY_END: &[u8] = b"\r\n\r\n";
+
+/// Splits off the next space-separated parameter, skipping runs of spaces; returns it and the rest.
+pub(crate) fn next_param(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start_matches(' ');
+    if s.is_empty() {
+        return None;
+    }
+    Some(match s.find(' ') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    })
+}

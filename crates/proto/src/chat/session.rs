@@ -1,0 +1,172 @@
+//! [`ChatSession`]: the per-connection state machine of the chat protocol, sans-IO.
+//!
+//! The server feeds it the bytes it read ([`ChatSession::handle_input`]) and takes requests out
+//! ([`ChatSession::poll_request`]) one at a time, in order; executing them (which needs storage and
+//! may wait) is the server's job, and so is writing each reply before the next request's, so replies
+//! stay in request order. Splitting parsing from execution is what lets the same core run under the
+//! async and the thread-per-connection models.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+
+use crate::chat::command::{Command, ParseError, parse_command};
+use crate::chat::reply::encode_error;
+use crate::line::{LineFramer, TooLong};
+
+/// One request taken from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A well-formed command to execute.
+    Command(Command),
+    /// A line that is not a valid request: answer with an ERROR and go on.
+    Invalid(ParseError),
+    /// A line over the length cap: answer with an ERROR, then close the connection.
+    TooLong(TooLong),
+}
+
+/// The protocol state of one chat connection.
+#[derive(Debug)]
+pub struct ChatSession {
+    framer: LineFramer,
+    pending: VecDeque<Request>,
+    closed: bool,
+}
+
+impl ChatSession {
+    /// A session that refuses lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            framer: LineFramer::new(max_line),
+            pending: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// Takes bytes from the peer and queues every complete request in them.
+    ///
+    /// At most one read buffer's worth of requests is queued at a time, because the caller drains
+    /// them before reading again; after a line that is too long nothing more is queued.
+    pub fn handle_input(&mut self, input: &[u8]) {
+        if self.closed {
+            return;
+        }
+        let pending = &mut self.pending;
+        let closed = &mut self.closed;
+        self.framer.feed(input, |line| match line {
+            Ok(line) => {
+                pending.push_back(match parse_command(line) {
+                    Ok(cmd) => Request::Command(cmd),
+                    Err(e) => Request::Invalid(e),
+                });
+                ControlFlow::Continue(())
+            }
+            Err(too_long) => {
+                pending.push_back(Request::TooLong(too_long));
+                *closed = true;
+                ControlFlow::Break(())
+            }
+        });
+    }
+
+    /// The next request to execute, if a complete one has arrived.
+    pub fn poll_request(&mut self) -> Option<Request> {
+        self.pending.pop_front()
+    }
+
+    /// Whether the stream is over: after a too-long line no request follows.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Appends the ERROR for an over-long line.
+    pub fn encode_too_long(too_long: TooLong, out: &mut Vec<u8>) {
+        encode_error(
+            format_args!("{too_long} (the limit); closing the connection"),
+            out,
+        );
+    }
+
+    /// The connection was idle for `idle_secs`: tell the peer why it is being closed.
+    pub fn handle_idle_timeout(&mut self, idle_secs: u64, out: &mut Vec<u8>) {
+        self.closed = true;
+        encode_error(
+            format_args!("idle for {idle_secs} s; closing the connection"),
+            out,
+        );
+    }
+
+    /// The server is shutting down: tell the peer.
+    pub fn handle_shutdown(&mut self, out: &mut Vec<u8>) {
+        self.closed = true;
+        encode_error("server shutting down; closing the connection", out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn drain(s: &mut ChatSession) -> Vec<Request> {
+        std::iter::from_fn(|| s.poll_request()).collect()
+    }
+
+    #[test]
+    fn pipelined_and_split_requests_come_out_in_order() {
+        let mut s = ChatSession::new(1024);
+        s.handle_input(b"auth messi surabaya \r\ninbox t");
+        s.handle_input(b"ok \r\nbogus\r\n");
+        let got = drain(&mut s);
+        assert_eq!(got.len(), 3);
+        assert!(matches!(&got[0], Request::Command(Command::Auth(a)) if a.user == "messi"));
+        assert!(matches!(&got[1], Request::Command(Command::Inbox(i)) if i.token == "tok"));
+        assert!(matches!(&got[2], Request::Invalid(ParseError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_long_line_ends_the_stream_after_earlier_requests() {
+        let mut s = ChatSession::new(16);
+        let mut input = b"users t\r\n".to_vec();
+        input.extend_from_slice(&[b'x'; 40]);
+        input.extend_from_slice(b"\r\nusers t\r\n");
+        s.handle_input(&input);
+        let got = drain(&mut s);
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[1], Request::TooLong(_)));
+        assert!(s.is_closed());
+        s.handle_input(b"users t\r\n");
+        assert!(s.poll_request().is_none());
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, the same requests come out.
+        #[test]
+        fn any_split_gives_the_same_requests(cuts in proptest::collection::vec(0usize..80, 0..6)) {
+            let wire = b"auth messi surabaya \r\nsend tok henderson  hi there \r\nhistory tok lineker 5\r\nnope\r\n";
+            let mut whole = ChatSession::new(1024);
+            whole.handle_input(wire);
+            let expected = drain(&mut whole);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
+            cuts.sort_unstable();
+            let mut s = ChatSession::new(1024);
+            let mut start = 0;
+            let mut got = Vec::new();
+            for c in cuts.into_iter().chain([wire.len()]) {
+                s.handle_input(&wire[start..c]);
+                got.extend(drain(&mut s));
+                start = c;
+            }
+            prop_assert_eq!(got, expected);
+        }
+
+        /// Arbitrary bytes never panic, and queue at most one request per line ending.
+        #[test]
+        fn arbitrary_bytes_are_safe(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut s = ChatSession::new(64);
+            s.handle_input(&data);
+            let n = drain(&mut s).len();
+            prop_assert!(n <= data.iter().filter(|&&b| b == b'\n').count() + 1);
+        }
+    }
+}
