@@ -137,6 +137,32 @@ pub struct Report {
     pub error_kinds: Vec<ErrorCount>,
     /// Worker threads of the load generator.
     pub generator_threads: usize,
+    /// Bytes moved, for workloads that measure throughput (echo); absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<Throughput>,
+}
+
+/// Bytes a throughput workload moved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Bytes that made the whole trip (for echo: sent and received back) before the deadline.
+    pub bytes: u64,
+    /// Bytes per second.
+    pub bytes_per_s: f64,
+    /// The same in gigabits per second, as iperf3 reports.
+    pub gbit_per_s: f64,
+}
+
+impl Throughput {
+    /// `bytes` moved in `seconds`.
+    pub fn new(bytes: u64, seconds: f64) -> Self {
+        let bytes_per_s = bytes as f64 / seconds.max(1e-9);
+        Self {
+            bytes,
+            bytes_per_s,
+            gbit_per_s: bytes_per_s * 8.0 / 1e9,
+        }
+    }
 }
 
 /// How many failures of one kind.
@@ -240,6 +266,7 @@ where
         },
         error_kinds: kinds,
         generator_threads: tokio::runtime::Handle::current().metrics().num_workers(),
+        throughput: None,
     }
 }
 

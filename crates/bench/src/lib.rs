@@ -8,11 +8,13 @@
 //!
 //! # Layout
 //! - [`engine`]: runs workers, counts, shows live progress, builds the [`Report`].
+//! - [`echo`]: the ECHO workloads, `stream` (throughput) and `round-trip`.
 //! - [`time`]: the TIME workloads, `persistent` and `churn`.
 
 #![forbid(unsafe_code)]
 
+pub mod echo;
 pub mod engine;
 pub mod time;
 
-pub use engine::{LoadOptions, Report};
+pub use engine::{LoadOptions, Report, Throughput};

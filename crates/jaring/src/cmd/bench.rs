@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::{LoadOptions, Report};
 
-use crate::cli::{BenchArgs, BenchWorkload, LoadArgs, TimeMode};
+use crate::cli::{BenchArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
 use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
 
@@ -22,6 +22,17 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             };
             let report = jaring_bench::time::run(target, mode, &opts).await;
             print(&report, t.load.json)?;
+            report
+        }
+        BenchWorkload::Echo(e) => {
+            let (target, opts) = prepare(&e.load, e.port).await?;
+            let mode = match e.mode {
+                EchoMode::Stream => jaring_bench::echo::Mode::Stream,
+                EchoMode::RoundTrip => jaring_bench::echo::Mode::RoundTrip,
+            };
+            let size = e.size.unwrap_or_else(|| mode.default_size());
+            let report = jaring_bench::echo::run(target, mode, size, &opts).await;
+            print(&report, e.load.json)?;
             report
         }
     };
@@ -86,6 +97,17 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
         ("max", l.max_us),
     ] {
         table.add_row([format!("latency {name}"), format!("{us} µs")]);
+    }
+    if let Some(t) = &report.throughput {
+        table.add_row(["bytes echoed".to_owned(), t.bytes.to_string()]);
+        table.add_row([
+            "throughput".to_owned(),
+            format!(
+                "{:.1} MB/s ({:.2} Gbit/s)",
+                t.bytes_per_s / 1e6,
+                t.gbit_per_s
+            ),
+        ]);
     }
     writeln!(stdout, "{table}")?;
     for e in &report.error_kinds {

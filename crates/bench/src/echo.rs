@@ -1,0 +1,205 @@
+//! ECHO workloads: `stream` (each connection sends without pause while reading the echo back: the
+//! throughput of one or many streams) and `round-trip` (send a message, wait for all of it to come
+//! back, repeat: round trips per second and their latency).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::engine::{self, LoadOptions, Report, Throughput, Worker};
+
+/// Bytes per write in `stream` mode unless `--size` says otherwise: large writes, few syscalls.
+pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
+
+/// Message size in `round-trip` mode unless `--size` says otherwise: the 1 KiB of the targets.
+pub const DEFAULT_ROUND_TRIP_SIZE: usize = 1024;
+
+/// Largest `--size`: each connection holds two buffers of it.
+pub const MAX_SIZE: usize = 16 * 1024 * 1024;
+
+/// How long a worker waits for a connect or for the echo to progress before counting an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After an error, a worker pauses this long so a dead server does not turn the generator into a spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// Which ECHO workload to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Send continuously and read the echo concurrently; a "request" is `size` bytes echoed.
+    Stream,
+    /// Send `size` bytes, read them all back, repeat.
+    RoundTrip,
+}
+
+impl Mode {
+    /// The mode's name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::RoundTrip => "round-trip",
+        }
+    }
+
+    /// The size used when none is given.
+    pub fn default_size(self) -> usize {
+        match self {
+            Self::Stream => DEFAULT_STREAM_SIZE,
+            Self::RoundTrip => DEFAULT_ROUND_TRIP_SIZE,
+        }
+    }
+}
+
+/// Runs the ECHO workload against `target` with messages (or writes) of `size` bytes, and reports
+/// the bytes echoed in [`Report::throughput`].
+pub async fn run(target: SocketAddr, mode: Mode, size: usize, opts: &LoadOptions) -> Report {
+    let size = size.clamp(1, MAX_SIZE);
+    let echoed = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&echoed);
+    let mut report = engine::run(
+        "echo",
+        mode.as_str(),
+        &target.to_string(),
+        opts,
+        move |_, worker| {
+            let echoed = Arc::clone(&counter);
+            async move {
+                let (worker, bytes) = match mode {
+                    Mode::Stream => stream(target, size, worker).await,
+                    Mode::RoundTrip => round_trips(target, size, worker).await,
+                };
+                echoed.fetch_add(bytes, Ordering::Relaxed);
+                worker
+            }
+        },
+    )
+    .await;
+    report.throughput = Some(Throughput::new(
+        echoed.load(Ordering::Relaxed),
+        report.duration_s,
+    ));
+    report
+}
+
+async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
+    let deadline = w.deadline;
+    let block = vec![0x5au8; size];
+    let mut buf = vec![0u8; size.max(64 * 1024)];
+    let mut echoed = 0u64;
+    while !w.done() {
+        let mut stream = match connect(target).await {
+            Ok(s) => s,
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let (mut rd, mut wr) = stream.split();
+        let send = async {
+            loop {
+                match tokio::time::timeout_at(deadline, wr.write_all(&block)).await {
+                    Err(_) => return Ok(()),
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(io_kind("write", &e)),
+                }
+            }
+        };
+        let receive = async {
+            let mut since_block = 0;
+            let mut t0 = Instant::now();
+            loop {
+                let read = tokio::time::timeout(REQUEST_TIMEOUT, rd.read(&mut buf));
+                let n = match tokio::time::timeout_at(deadline, read).await {
+                    Err(_) => return Ok(()),
+                    Ok(Err(_)) => return Err("echo timeout".to_owned()),
+                    Ok(Ok(Ok(0))) => return Err("closed by server".to_owned()),
+                    Ok(Ok(Ok(n))) => n,
+                    Ok(Ok(Err(e))) => return Err(io_kind("read", &e)),
+                };
+                echoed += n as u64;
+                since_block += n;
+                while since_block >= size {
+                    // One "request" per block echoed; its latency is how long the block took.
+                    since_block -= size;
+                    w.record(t0.elapsed());
+                    t0 = Instant::now();
+                }
+            }
+        };
+        let (sent, received) = tokio::join!(send, receive);
+        if let Err(kind) = received.and(sent) {
+            w.error(kind);
+            tokio::time::sleep(ERROR_PAUSE).await;
+        }
+    }
+    (w, echoed)
+}
+
+async fn round_trips(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
+    let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut buf = vec![0u8; size];
+    let mut echoed = 0u64;
+    while !w.done() {
+        let mut stream = match connect(target).await {
+            Ok(s) => s,
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        while !w.done() {
+            let t0 = Instant::now();
+            match round_trip(&mut stream, &message, &mut buf).await {
+                Ok(()) => {
+                    w.record(t0.elapsed());
+                    echoed += size as u64;
+                }
+                Err(kind) => {
+                    w.error(kind);
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    break;
+                }
+            }
+        }
+    }
+    (w, echoed)
+}
+
+async fn round_trip(stream: &mut TcpStream, message: &[u8], buf: &mut [u8]) -> Result<(), String> {
+    stream
+        .write_all(message)
+        .await
+        .map_err(|e| io_kind("write", &e))?;
+    match tokio::time::timeout(REQUEST_TIMEOUT, stream.read_exact(buf)).await {
+        Ok(Ok(_)) if buf == message => Ok(()),
+        Ok(Ok(_)) => Err("echo differs".to_owned()),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err("closed by server".to_owned())
+        }
+        Ok(Err(e)) => Err(io_kind("read", &e)),
+        Err(_) => Err("echo timeout".to_owned()),
+    }
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(io_kind("connect", &e)),
+        Err(_) => Err("connect timeout".to_owned()),
+    }
+}
+
+fn io_kind(op: &str, e: &io::Error) -> String {
+    format!("{op}: {}", e.kind())
+}

@@ -1,0 +1,255 @@
+//! `jaring echo` and `jaring bench echo` as a user runs them, against a real server process.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use predicates::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+fn jaring() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(cargo_bin("jaring"));
+    cmd.timeout(Duration::from_secs(60));
+    cmd
+}
+
+/// A `jaring echo serve` process on a free port; killed when dropped.
+struct EchoServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EchoServer {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(cargo_bin("jaring"))
+            .args(["echo", "serve", "--bind", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jaring");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            assert!(Instant::now() < deadline, "server did not log its address");
+            let line = lines.next().expect("server running").expect("read log");
+            if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port in log line");
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    fn client(&self) -> assert_cmd::Command {
+        let mut cmd = jaring();
+        cmd.args(["echo", "client", "--port", &self.port.to_string()]);
+        cmd
+    }
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn every_echo_subcommand_has_an_example() {
+    for sub in [
+        &["echo", "serve"][..],
+        &["echo", "client"],
+        &["bench", "echo"],
+        &["info"],
+    ] {
+        jaring()
+            .args(sub)
+            .arg("--help")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"));
+    }
+}
+
+#[test]
+fn a_message_comes_back_in_chunks() {
+    let server = EchoServer::start(&[]);
+    server
+        .client()
+        .args(["--chunk", "16", "-v", "a message longer than sixteen bytes"])
+        .assert()
+        .success()
+        .stdout("a message longer than sixteen bytes\n")
+        .stderr(predicate::str::contains(
+            "chunk 1: 16 bytes: a message longe",
+        ));
+}
+
+#[test]
+fn a_file_and_stdin_are_echoed_and_verified() {
+    let server = EchoServer::start(&["--model", "threads"]);
+    let data = noise(1 << 20);
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(&data).expect("write temp file");
+    let hash = sha256_hex(&data);
+    let expected = format!("echoed {} bytes in", data.len());
+    server
+        .client()
+        .args(["--file", file.path().to_str().expect("utf-8 path")])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(expected.clone()).and(predicate::str::contains(hash.clone())),
+        );
+    server
+        .client()
+        .args(["--file", "-"])
+        .write_stdin(data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(expected).and(predicate::str::contains(hash)));
+    // An empty file is a valid, if short, stream.
+    server
+        .client()
+        .args(["--file", "-"])
+        .write_stdin(Vec::new())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("echoed 0 bytes"));
+}
+
+#[test]
+fn a_missing_file_is_a_usage_error() {
+    let server = EchoServer::start(&[]);
+    server
+        .client()
+        .args(["--file", "/nonexistent/file"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot open /nonexistent/file"));
+}
+
+#[test]
+fn interactive_reads_piped_lines_until_exit() {
+    let server = EchoServer::start(&[]);
+    server
+        .client()
+        .arg("--interactive")
+        .write_stdin("hello\nsecond line\nexit\nnever sent\n")
+        .assert()
+        .success()
+        .stdout("hello\nsecond line\n");
+    // EOF ends it too.
+    server
+        .client()
+        .arg("-i")
+        .write_stdin("only\n")
+        .assert()
+        .success()
+        .stdout("only\n");
+}
+
+#[test]
+fn repeat_prints_timestamped_echoes() {
+    let server = EchoServer::start(&["--model", "iterative"]);
+    let out = server
+        .client()
+        .args(["--repeat", "3", "--interval", "0.05", "ping"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).expect("utf-8");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with('[') && l.ends_with("] ping")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_refused_connection_exits_1_and_names_the_address() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    jaring()
+        .args(["echo", "client", "--port", &port.to_string(), "hi"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "127.0.0.1:{port}: cannot connect"
+        )));
+}
+
+#[test]
+fn nothing_to_send_is_a_usage_error() {
+    jaring().args(["echo", "client"]).assert().code(2);
+    jaring()
+        .args(["echo", "client", "--repeat", "2"])
+        .assert()
+        .code(2);
+    jaring()
+        .args(["echo", "client", "--chunk", "0", "x"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn bench_echo_reports_throughput_and_round_trips() {
+    let server = EchoServer::start(&[]);
+    let port = server.port.to_string();
+    for mode in ["stream", "round-trip"] {
+        let out = jaring()
+            .args(["bench", "echo", "--port", &port, "--mode", mode])
+            .args(["--connections", "2", "--duration", "1", "--json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let report: serde_json::Value = serde_json::from_slice(&out).expect("json report");
+        assert_eq!(report["workload"], "echo");
+        assert_eq!(report["mode"], mode);
+        assert!(
+            report["requests"].as_u64().expect("requests") > 0,
+            "{report}"
+        );
+        assert!(
+            report["throughput"]["bytes"].as_u64().expect("bytes") > 0,
+            "{report}"
+        );
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+}
