@@ -9,7 +9,10 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(45001);
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(45001);
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     loop {
         let (mut stream, _) = listener.accept().await?;
@@ -28,7 +31,9 @@ async fn main() -> std::io::Result<()> {
                         break;
                     }
                     if line.ends_with(b"\n") {
-                        let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                        let t = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
                         let [h, m, s] = [t / 3600 % 24, t / 60 % 60, t % 60].map(|v| v as u8);
                         let d = |v: u8| [b'0' + v / 10, b'0' + v % 10];
                         out.extend_from_slice(b"JAM ");
