@@ -1,1 +1,300 @@
-//! Realm configuration.
+//! The realm's configuration file (TOML), its defaults, and the commented default that
+//! `jaring chat config` prints.
+//!
+//! Precedence: defaults < file < command-line flags (`--bind`, `--port`, limits). Every field is
+//! optional in the file; unknown fields are refused, so a typo cannot silently keep a default.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limiter::{DEFAULT_FAILURES_PER_ADDRESS, DEFAULT_FAILURES_PER_USER, DEFAULT_WINDOW};
+use crate::password::{DEFAULT_HASH_CONCURRENCY, PasswordCost};
+use crate::realm::{
+    DEFAULT_HISTORY_MAX, DEFAULT_INBOX_MAX_BYTES, DEFAULT_INBOX_MAX_MESSAGES, RealmOptions,
+};
+use crate::sqlite::{DEFAULT_MAX_BATCH, Synchronous};
+use crate::token::{DEFAULT_TOKEN_IDLE, DEFAULT_TOKENS_PER_USER};
+
+/// Default realm name, as in the labs.
+pub const DEFAULT_REALM: &str = "realm1";
+
+/// Default data directory, relative to where the server starts.
+pub const DEFAULT_DATA_DIR: &str = "jaring-chat";
+
+/// A realm configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmConfig {
+    /// `[realm]`
+    #[serde(default)]
+    pub realm: RealmSection,
+    /// `[listen]`
+    #[serde(default)]
+    pub listen: ListenSection,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// `[passwords]`
+    #[serde(default)]
+    pub passwords: PasswordsSection,
+    /// `[storage]`
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[realm]`: who this realm is and where it keeps its data.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmSection {
+    /// Realm name (default `realm1`).
+    pub name: Option<String>,
+    /// Data directory (default `./jaring-chat`); relative paths are relative to the config file.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[listen]`: where clients connect.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Bind address (default 0.0.0.0).
+    pub bind: Option<IpAddr>,
+    /// Port (default 8889).
+    pub port: Option<u16>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Longest request line in bytes (default 65536).
+    pub max_line: Option<usize>,
+    /// Concurrent connections (default 10000).
+    pub max_connections: Option<usize>,
+    /// Seconds a silent connection stays open (default 300).
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds an unused token stays valid (default 3600).
+    pub token_idle_secs: Option<u64>,
+    /// Live tokens per user (default 64).
+    pub tokens_per_user: Option<usize>,
+    /// Messages per inbox reply (default 1000).
+    pub inbox_max_messages: Option<usize>,
+    /// Message bytes per inbox reply (default 1 MiB).
+    pub inbox_max_bytes: Option<usize>,
+    /// Messages per history reply (default 1000).
+    pub history_max: Option<usize>,
+}
+
+/// `[auth]`: failed-login limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Failures per client address per window (default 20).
+    pub failures_per_address: Option<u32>,
+    /// Failures per user per window (default 5).
+    pub failures_per_user: Option<u32>,
+    /// The window in seconds (default 60).
+    pub window_secs: Option<u64>,
+}
+
+/// `[passwords]`: Argon2id cost of new hashes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordsSection {
+    /// KiB per hash (default 19456).
+    pub memory_kib: Option<u32>,
+    /// Passes (default 2).
+    pub iterations: Option<u32>,
+    /// Lanes (default 1).
+    pub parallelism: Option<u32>,
+    /// Hashes computed at once (default 2).
+    pub concurrency: Option<usize>,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `full` (default) or `normal`.
+    pub synchronous: Option<Synchronous>,
+    /// Writes per transaction at most (default 4096).
+    pub max_batch: Option<usize>,
+}
+
+/// The config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// Not valid TOML for this schema.
+    #[error("{0} is not a valid realm configuration (see `jaring chat config`)")]
+    Parse(PathBuf, #[source] Box<toml::de::Error>),
+    /// A valid-looking value that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RealmConfig {
+    /// Reads and parses a file; relative data directories become relative to the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), Box::new(e)))?;
+        if let Some(dir) = &config.realm.data_dir
+            && dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            config.realm.data_dir = Some(parent.join(dir));
+        }
+        Ok(config)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.realm
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The realm options this file describes.
+    pub fn options(&self) -> Result<RealmOptions, ConfigError> {
+        let d = RealmOptions::default();
+        let name = self
+            .realm
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REALM.into());
+        if !jaring_proto::chat::address::is_valid_name(&name) {
+            return Err(ConfigError::Invalid(format!(
+                "realm name {name:?} is not valid: use 1 to 32 letters, digits, '_', '-' or '.'"
+            )));
+        }
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        let l = &self.limits;
+        let p = &self.passwords;
+        let cost = PasswordCost {
+            memory_kib: p.memory_kib.unwrap_or(d.password_cost.memory_kib),
+            iterations: p.iterations.unwrap_or(d.password_cost.iterations),
+            parallelism: p.parallelism.unwrap_or(d.password_cost.parallelism),
+        };
+        Ok(RealmOptions {
+            name,
+            token_idle: secs(l.token_idle_secs, DEFAULT_TOKEN_IDLE),
+            tokens_per_user: l.tokens_per_user.unwrap_or(DEFAULT_TOKENS_PER_USER),
+            auth_limits: crate::limiter::LimitConfig {
+                per_address: self
+                    .auth
+                    .failures_per_address
+                    .unwrap_or(DEFAULT_FAILURES_PER_ADDRESS),
+                per_user: self
+                    .auth
+                    .failures_per_user
+                    .unwrap_or(DEFAULT_FAILURES_PER_USER),
+                window: secs(self.auth.window_secs, DEFAULT_WINDOW),
+                ..d.auth_limits
+            },
+            password_cost: cost,
+            hash_concurrency: p.concurrency.unwrap_or(DEFAULT_HASH_CONCURRENCY),
+            inbox_max_messages: l.inbox_max_messages.unwrap_or(DEFAULT_INBOX_MAX_MESSAGES),
+            inbox_max_bytes: l.inbox_max_bytes.unwrap_or(DEFAULT_INBOX_MAX_BYTES),
+            history_max: l.history_max.unwrap_or(DEFAULT_HISTORY_MAX),
+        })
+    }
+
+    /// Storage settings.
+    pub fn storage(&self) -> (Synchronous, usize) {
+        (
+            self.storage.synchronous.unwrap_or_default(),
+            self.storage.max_batch.unwrap_or(DEFAULT_MAX_BATCH),
+        )
+    }
+}
+
+/// The commented default configuration.
+pub const DEFAULT_CONFIG: &str = r#"# jaring chat realm configuration.
+# Every setting is optional; the values shown are the defaults.
+# Command-line flags (--bind, --port, --max-connections, --idle-timeout, ...) override this file.
+
+[realm]
+# The realm's name: users elsewhere will address ours as name@realm1.
+name = "realm1"
+# Where the database (chat.db, SQLite in WAL mode) lives; relative to this file.
+data_dir = "jaring-chat"
+
+[listen]
+bind = "0.0.0.0"
+port = 8889
+
+[limits]
+# A request line longer than this is answered with an ERROR and the connection is closed.
+max_line = 65536
+# Connections past this are told the server is busy and closed.
+max_connections = 10000
+# A connection silent this long is told why and closed.
+idle_timeout_secs = 300
+# A token unused this long expires; the user must auth again.
+token_idle_secs = 3600
+# Logging in once more than this ends the user's oldest token.
+tokens_per_user = 64
+# One inbox reply carries at most this many messages / bytes of text; it says "more": true.
+inbox_max_messages = 1000
+inbox_max_bytes = 1048576
+# history TOKEN PEER N returns at most this many messages.
+history_max = 1000
+
+[auth]
+# Failed logins allowed per window, per client address and per user name; then a wait.
+failures_per_address = 20
+failures_per_user = 5
+window_secs = 60
+
+[passwords]
+# Argon2id cost of new password hashes (OWASP minimum: 19 MiB, 2 passes).
+memory_kib = 19456
+iterations = 2
+parallelism = 1
+# Hashes computed at once; more logins wait their turn.
+concurrency = 2
+
+[storage]
+# full: a committed message survives power loss; normal: survives a crash of the server only.
+synchronous = "full"
+# Most writes committed together in one transaction (group commit).
+max_batch = 4096
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_parses_to_the_defaults() {
+        let c: RealmConfig = toml::from_str(DEFAULT_CONFIG).expect("valid");
+        let o = c.options().expect("valid");
+        let d = RealmOptions::default();
+        assert_eq!(o.name, d.name);
+        assert_eq!(o.token_idle, d.token_idle);
+        assert_eq!(o.password_cost, d.password_cost);
+        assert_eq!(o.auth_limits, d.auth_limits);
+        assert_eq!(c.listen.port, Some(crate::DEFAULT_PORT));
+        assert_eq!(
+            c.limits.max_line,
+            Some(jaring_proto::chat::DEFAULT_MAX_LINE)
+        );
+        assert_eq!(c.storage(), (Synchronous::Full, DEFAULT_MAX_BATCH));
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        assert!(toml::from_str::<RealmConfig>("[limits]\nmax_lines = 3\n").is_err());
+        let bad: RealmConfig = toml::from_str("[realm]\nname = \"a b\"\n").expect("toml");
+        assert!(bad.options().is_err());
+    }
+}

@@ -1,8 +1,7 @@
 //! One module per subcommand: each turns parsed flags into calls on its library crate.
 
 pub mod bench;
-pub mod echo;
-pub mod info;
+pub mod chat;
 pub mod time;
 
 use clap::CommandFactory as _;

@@ -1,0 +1,368 @@
+//! `jaring chat serve|config|user|client`.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, Subcommand, ValueEnum};
+use jaring_chat::config::{DEFAULT_CONFIG, RealmConfig};
+use jaring_chat::password::{PasswordCost, hash_blocking};
+use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS, seed_demo_users};
+use jaring_chat::store::UserRecord;
+use jaring_chat::{ChatServer, Realm, SqliteStore, SystemClock, sqlite};
+use jaring_runtime::config::{DEFAULT_BACKLOG, DEFAULT_GRACE};
+use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
+
+use crate::cmd::{bind_failure, seconds};
+use crate::{CmdResult, Failure, signal};
+
+/// `jaring chat …`
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Serve a chat realm (without --config: a demo realm with the lab's users).
+    #[command(after_help = "Examples:\n  jaring chat serve\n  \
+        jaring chat config > realm.toml && jaring chat serve --config realm.toml --port 8889\n  \
+        printf 'auth messi surabaya \\r\\n' | nc 127.0.0.1 8889")]
+    Serve(ServeArgs),
+    /// Print a commented default realm configuration.
+    #[command(after_help = "Example:\n  jaring chat config > realm.toml")]
+    Config,
+    /// Manage users, offline, against the realm's data directory (stop the server first).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Interactive client, like the lab's (scriptable when stdin is piped).
+    #[command(after_help = "Examples:\n  jaring chat client\n  \
+        printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889")]
+    Client(ClientArgs),
+}
+
+/// Where the realm's data is: a config file, or a data directory.
+#[derive(Debug, Clone, Args)]
+pub struct RealmLocation {
+    /// Realm configuration file (see `jaring chat config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides the config file's).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl RealmLocation {
+    fn load(&self) -> Result<RealmConfig, Failure> {
+        let mut config = match &self.config {
+            Some(path) => RealmConfig::load(path).map_err(|e| Failure::Usage(e.into()))?,
+            None => RealmConfig::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.realm.data_dir = Some(dir.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// `jaring chat serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub location: RealmLocation,
+    /// Port to listen on [default: 8889, or the config's].
+    #[arg(long, short)]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0, or the config's].
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Listen backlog.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// How connections run.
+    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
+    pub model: ModelArg,
+    /// Concurrent connections [default: 10000, or the config's].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a silent connection stays open [default: 300, or the config's].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Longest request line in bytes [default: 65536, or the config's].
+    #[arg(long, value_name = "BYTES")]
+    pub max_line: Option<usize>,
+    /// Seconds to let connections finish at shutdown.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
+    pub grace: f64,
+}
+
+/// Server models.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModelArg {
+    /// Async tasks (default).
+    Async,
+    /// A thread per connection.
+    Threads,
+    /// One client at a time.
+    Iterative,
+}
+
+/// `jaring chat user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from stdin (one line).
+    #[command(
+        after_help = "Example:\n  echo 'medan' | jaring chat user add james --display-name 'James' --config realm.toml"
+    )]
+    Add {
+        /// Login name.
+        name: String,
+        /// Display name [default: the login name].
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// Change a user's password (read from stdin) and end their sessions.
+    #[command(after_help = "Example:\n  echo 'newpass' | jaring chat user passwd messi")]
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// Delete a user and their sessions (their messages stay in others' history).
+    #[command(after_help = "Example:\n  jaring chat user del lineker")]
+    Del {
+        /// Login name.
+        name: String,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// List users.
+    #[command(after_help = "Example:\n  jaring chat user list --json")]
+    List {
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jaring chat client`
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The realm, as host:port.
+    #[arg(long, default_value = "127.0.0.1:8889")]
+    pub server: String,
+    /// Print each reply as raw JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// Runs a `jaring chat` subcommand.
+pub async fn run(command: ChatCommand) -> CmdResult {
+    match command {
+        ChatCommand::Serve(args) => serve(args).await,
+        ChatCommand::Config => {
+            std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes())?;
+            Ok(())
+        }
+        ChatCommand::User(cmd) => tokio::task::spawn_blocking(move || user(cmd))
+            .await
+            .map_err(|e| anyhow!("user command failed: {e}"))?,
+        ChatCommand::Client(args) => {
+            let opts = jaring_chat::client::ClientOptions {
+                server: args.server,
+                json: args.json,
+                timeout: seconds("timeout", args.timeout)?,
+            };
+            tokio::task::spawn_blocking(move || {
+                jaring_chat::client::run(&opts, &mut std::io::stdout().lock())
+            })
+            .await
+            .map_err(|e| anyhow!("client failed: {e}"))??;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> CmdResult {
+    let demo = args.location.config.is_none();
+    let config = args.location.load()?;
+    let options = config.options().map_err(|e| Failure::Usage(e.into()))?;
+    let dir = config.data_dir();
+    if demo {
+        tracing::info!(
+            data_dir = %dir.display(),
+            "demo realm {}: users {} (password {DEMO_PASSWORD}); pass --config FILE for a real one",
+            options.name,
+            DEMO_USERS.map(|(n, _)| n).join(", "),
+        );
+    }
+    seconds("grace", args.grace)?;
+    let (sync, max_batch) = config.storage();
+    let store = {
+        let dir = dir.clone();
+        let cost = options.password_cost;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<SqliteStore> {
+            let store = SqliteStore::open(&dir, sync, max_batch)?;
+            if demo {
+                let conn = sqlite::open(&dir, sync)?;
+                seed_demo_users(&conn, cost)?;
+            }
+            Ok(store)
+        })
+        .await
+        .map_err(|e| anyhow!("storage start-up failed: {e}"))??
+    };
+    let realm = Realm::open(options, store, Arc::new(SystemClock::default()))
+        .await
+        .context("cannot open the realm")?;
+    let max_line = args
+        .max_line
+        .or(config.limits.max_line)
+        .unwrap_or(jaring_proto::chat::DEFAULT_MAX_LINE);
+    let defaults = Limits::default();
+    let server_config = ServerConfig {
+        listen: ListenConfig {
+            bind: args
+                .bind
+                .or(config.listen.bind)
+                .unwrap_or(jaring_runtime::config::DEFAULT_BIND),
+            port: args
+                .port
+                .or(config.listen.port)
+                .unwrap_or(jaring_chat::DEFAULT_PORT),
+            backlog: args.backlog,
+        },
+        model: match args.model {
+            ModelArg::Async => Model::Async,
+            ModelArg::Threads => Model::Threads,
+            ModelArg::Iterative => Model::Iterative,
+        },
+        limits: Limits {
+            max_connections: args
+                .max_connections
+                .or(config.limits.max_connections)
+                .unwrap_or(defaults.max_connections),
+            idle_timeout: args
+                .idle_timeout
+                .or(config.limits.idle_timeout_secs)
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_line,
+        },
+        grace: Duration::try_from_secs_f64(args.grace).unwrap_or(DEFAULT_GRACE),
+    };
+    let server = Server::bind(server_config).await.map_err(bind_failure)?;
+    tracing::info!(
+        realm = realm.name(),
+        users = realm.user_count(),
+        data_dir = %dir.display(),
+        "chat realm ready: try `jaring chat client --server 127.0.0.1:{}`",
+        server.local_addr().port()
+    );
+    let handler = Arc::new(ChatServer::new(Arc::new(realm), max_line));
+    let shutdown = CancellationToken::new();
+    signal::spawn(shutdown.clone());
+    let sweeper = {
+        let handler = Arc::clone(&handler);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { handler.sweep_tokens(shutdown).await })
+    };
+    server.serve(Arc::clone(&handler), shutdown).await;
+    let _ = sweeper.await;
+    Ok(())
+}
+
+fn read_password(name: &str) -> Result<String, Failure> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password for {name} (shown as you type; pipe it in to hide it): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() || password.contains(' ') {
+        return Err(Failure::Usage(anyhow!(
+            "the password must be one word without spaces (the protocol separates parameters by spaces)"
+        )));
+    }
+    Ok(password)
+}
+
+fn cost(config: &RealmConfig) -> Result<PasswordCost, Failure> {
+    Ok(config
+        .options()
+        .map_err(|e| Failure::Usage(e.into()))?
+        .password_cost)
+}
+
+fn user(cmd: UserCommand) -> CmdResult {
+    let location = match &cmd {
+        UserCommand::Add { location, .. }
+        | UserCommand::Passwd { location, .. }
+        | UserCommand::Del { location, .. }
+        | UserCommand::List { location, .. } => location.clone(),
+    };
+    let config = location.load()?;
+    let dir = config.data_dir();
+    // Holding the lock for the whole command keeps a server from starting under us.
+    let _lock = sqlite::lock_dir(&dir)?;
+    let mut conn = sqlite::open(&dir, config.storage().0)?;
+    match cmd {
+        UserCommand::Add {
+            name, display_name, ..
+        } => {
+            if !jaring_proto::chat::address::is_valid_name(&name) {
+                return Err(Failure::Usage(anyhow!(
+                    "invalid user name {name:?}: use 1 to 32 letters, digits, '_', '-' or '.'"
+                )));
+            }
+            let password = read_password(&name)?;
+            let hash = hash_blocking(&password, cost(&config)?)?;
+            sqlite::add_user(
+                &conn,
+                &UserRecord {
+                    display_name: display_name.unwrap_or_else(|| name.clone()),
+                    name: name.clone(),
+                    password_hash: hash,
+                },
+            )?;
+            eprintln!("added {name} to {}", dir.display());
+        }
+        UserCommand::Passwd { name, .. } => {
+            let password = read_password(&name)?;
+            let hash = hash_blocking(&password, cost(&config)?)?;
+            sqlite::set_password(&mut conn, &name, &hash)?;
+            eprintln!("changed the password of {name}; their sessions ended");
+        }
+        UserCommand::Del { name, .. } => {
+            sqlite::delete_user(&mut conn, &name)?;
+            eprintln!("deleted {name}");
+        }
+        UserCommand::List { json, .. } => {
+            let users = sqlite::list_users(&conn)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| serde_json::json!({"name": u.name, "display_name": u.display_name}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else {
+                for u in users {
+                    writeln!(out, "{:<32} {}", u.name, u.display_name)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
