@@ -64,6 +64,14 @@ pub enum Command {
     /// TIME service: `TIME` → `JAM hh:mm:ss` (server and client).
     #[command(subcommand)]
     Time(TimeCommand),
+    /// ECHO service: every byte back, in order (server, and a client for messages, lines, files).
+    #[command(subcommand)]
+    Echo(EchoCommand),
+    /// Socket facts: getaddrinfo results, default timeout and options (the lab's socket_info).
+    #[command(
+        after_help = "Examples:\n  jaring info\n  jaring info example.com 443\n  jaring info ::1 7 --json"
+    )]
+    Info(InfoArgs),
     /// Chat realm: auth, private messages, a durable inbox (server, config, users, client).
     #[command(subcommand)]
     Chat(crate::cmd::chat::ChatCommand),
@@ -206,6 +214,13 @@ pub enum BenchWorkload {
         jaring bench time --mode churn --connections 20 --json"
     )]
     Time(BenchTimeArgs),
+    /// ECHO throughput (stream) or round trips per second (round-trip).
+    #[command(
+        after_help = "Examples:\n  jaring bench echo --connections 1 --duration 10\n  \
+        jaring bench echo --connections 50 --size 131072\n  \
+        jaring bench echo --mode round-trip --size 1024 --connections 1 --json"
+    )]
+    Echo(BenchEchoArgs),
 }
 
 /// Options every workload shares.
@@ -246,4 +261,127 @@ pub enum TimeMode {
     Persistent,
     /// Open a connection per request, as the labs' client does.
     Churn,
+}
+
+/// `jaring echo …`
+#[derive(Debug, Subcommand)]
+pub enum EchoCommand {
+    /// Serve ECHO: every byte back, zero-copy on Linux, in bounded memory per connection.
+    #[command(
+        after_help = "Examples:\n  jaring echo serve\n  jaring echo serve --port 32444 --model threads\n  \
+        echo hello | nc -q1 127.0.0.1 10000"
+    )]
+    Serve(EchoServeArgs),
+    /// Send a message, lines, or a whole file to an ECHO server and check what comes back.
+    #[command(
+        after_help = "Examples:\n  jaring echo client hello\n  jaring echo client --chunk 16 -v 'a message longer than sixteen bytes'\n  \
+        jaring echo client --file big.iso\n  tar c dir | jaring echo client --file -\n  \
+        jaring echo client --interactive\n  jaring echo client --repeat 5 --interval 1 ping"
+    )]
+    Client(EchoClientArgs),
+}
+
+/// `jaring echo serve`
+#[derive(Debug, Args)]
+pub struct EchoServeArgs {
+    /// Port to listen on (the labs also use 32444 for file echo).
+    #[arg(long, short, default_value_t = jaring_echo::DEFAULT_PORT)]
+    pub port: u16,
+    /// Most bytes one streaming connection holds (its pipe or buffer); also its memory bound.
+    #[arg(long, value_name = "BYTES", default_value_t = jaring_echo::server::DEFAULT_STREAM_BUFFER)]
+    pub buffer: usize,
+    /// Copy through user space instead of splice(2), e.g. to compare the two.
+    #[arg(long)]
+    pub no_splice: bool,
+    /// Listener options, limits and model.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `jaring echo client`
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["message", "file", "interactive"]))]
+pub struct EchoClientArgs {
+    /// Server host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(long, short, default_value_t = jaring_echo::DEFAULT_PORT)]
+    pub port: u16,
+    /// The message to send (no newline is added).
+    pub message: Option<String>,
+    /// Read the echo at most N bytes at a time (the labs read 16).
+    #[arg(long, value_name = "N", default_value_t = jaring_echo::client::DEFAULT_CHUNK,
+          value_parser = |s: &str| bytes_in(s, jaring_echo::client::MAX_CHUNK))]
+    pub chunk: usize,
+    /// Show each chunk as it arrives (on stderr).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Stream this file (`-` for stdin) and verify the echo byte for byte.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<String>,
+    /// Send each line typed (or piped) and print its echo, until EOF or `exit`.
+    #[arg(long, short)]
+    pub interactive: bool,
+    /// Send MESSAGE this many times on one connection, printing a timestamp with each echo.
+    #[arg(long, value_name = "N", requires = "message")]
+    pub repeat: Option<u64>,
+    /// Seconds between repeats.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "repeat")]
+    pub interval: f64,
+    /// Seconds to wait for the connection, and for the echo to make progress.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// `jaring info`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Host name or address to look up.
+    #[arg(default_value = jaring_info::DEFAULT_HOST)]
+    pub host: String,
+    /// Port number or service name to look up.
+    #[arg(default_value = jaring_info::DEFAULT_PORT)]
+    pub port: String,
+    /// Timeout to set on a fresh socket, to show it taking effect.
+    #[arg(long, value_name = "SECS", default_value_t = jaring_info::DEFAULT_SET_TIMEOUT.as_secs_f64())]
+    pub timeout: f64,
+    /// Print JSON on stdout (a stable schema for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `jaring bench echo`
+#[derive(Debug, Args)]
+pub struct BenchEchoArgs {
+    /// Server port.
+    #[arg(long, short, default_value_t = jaring_echo::DEFAULT_PORT)]
+    pub port: u16,
+    /// stream: send continuously, measure bytes/s; round-trip: send SIZE bytes, await the echo, repeat.
+    #[arg(long, value_enum, default_value_t = EchoMode::Stream)]
+    pub mode: EchoMode,
+    /// Bytes per write (stream, default 131072) or per message (round-trip, default 1024).
+    #[arg(long, short, value_name = "BYTES",
+          value_parser = |s: &str| bytes_in(s, jaring_bench::echo::MAX_SIZE))]
+    pub size: Option<usize>,
+    /// Shared load options.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// ECHO load modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EchoMode {
+    /// Throughput: each connection sends without pause and reads the echo concurrently.
+    Stream,
+    /// Round trips: send a message, wait for all of it to come back, repeat.
+    RoundTrip,
+}
+
+/// A byte count from 1 to `max`.
+fn bytes_in(s: &str, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of bytes from 1 to {max}")),
+    }
 }

@@ -71,6 +71,8 @@ fn run_async(command: Command) -> CmdResult {
     runtime.block_on(async move {
         match command {
             Command::Time(args) => cmd::time::run(args).await,
+            Command::Echo(args) => cmd::echo::run(args).await,
+            Command::Info(args) => cmd::info::run(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Completions { .. } => Ok(()),

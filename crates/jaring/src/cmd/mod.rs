@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod chat;
+pub mod echo;
+pub mod info;
 pub mod time;
 
 use clap::CommandFactory as _;
