@@ -1,6 +1,8 @@
 //! The `jaring` binary as a user runs it: help, completions, exit codes, a real server and client,
 //! and graceful shutdown on SIGTERM.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

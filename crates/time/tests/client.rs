@@ -1,5 +1,7 @@
 //! The TIME client against real servers, good and bad.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The TIME server over real TCP on port 0: every behaviour of docs/time-protocol.md, under each
 //! server model, with limits, timeouts and shutdown.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
