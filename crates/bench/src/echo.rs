@@ -90,7 +90,8 @@ pub async fn run(target: SocketAddr, mode: Mode, size: usize, opts: &LoadOptions
 async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
     let deadline = w.deadline;
     let block = vec![0x5au8; size];
-    let mut buf = vec![0u8; size.max(64 * 1024)];
+    // Reads at least as big as the server's pipe, so the generator spends few syscalls per byte.
+    let mut buf = vec![0u8; size.max(1024 * 1024)];
     let mut echoed = 0u64;
     while !w.done() {
         let mut stream = match connect(target).await {

@@ -164,6 +164,7 @@ mod pipe {
     use std::os::fd::OwnedFd;
 
     use rustix::io::Errno;
+    use rustix::net::RecvFlags;
     use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, fcntl_setpipe_size};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
@@ -201,8 +202,10 @@ mod pipe {
             let pending = self.pending;
             let write_end = &self.write_end;
             // EAGAIN means "socket empty" only when the pipe is empty; with bytes in the pipe it
-            // may mean "pipe out of slots". Only the first may clear tokio's read readiness, so
-            // the second is returned as a value, which try_io passes through untouched.
+            // may mean "pipe out of slots". A one-byte peek tells them apart: only an empty
+            // socket may clear tokio's read readiness (else we would wait for data that is
+            // already there), and a full pipe is returned as a value, which try_io passes
+            // through untouched, so the loop drains before it reads again.
             let result = stream.try_io(Interest::READABLE, || {
                 match rustix::pipe::splice(
                     stream,
@@ -213,7 +216,17 @@ mod pipe {
                     SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
                 ) {
                     Ok(n) => Ok(Some(n)),
-                    Err(Errno::AGAIN) if pending > 0 => Ok(None),
+                    Err(Errno::AGAIN) if pending > 0 => {
+                        let mut probe = [0u8; 1];
+                        match rustix::net::recv(
+                            stream,
+                            &mut probe,
+                            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+                        ) {
+                            Ok(_) => Ok(None),
+                            Err(e) => Err(io::Error::from(e)),
+                        }
+                    }
                     Err(e) => Err(io::Error::from(e)),
                 }
             });

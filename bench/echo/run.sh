@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Runs, side by side: the loopback limit (iperf3), jaring's ECHO server (splice, and copying with
+# --no-splice), the labs' Python echo server and xinetd's built-in echo, under `jaring bench echo`
+# (and iperf3's own client for iperf3), and prints markdown tables of results and ratios.
+#
+# Cases: one stream, 50 concurrent streams (throughput of bytes echoed), and 1 KiB round trips on
+# 50 connections (round trips per second).
+#
+# Server CPU: each server's CPU time over each run is read from /proc, so the tables also show how
+# much of its core each server needed per Gbit/s (the load generator's core is often the limit).
+#
+# Cores: every server (and xinetd's per-connection children) is pinned to CPU 0 and every load
+# generator to CPU 1 with taskset; one server is loaded at a time, all interleaved round by round
+# so drift hits them alike. Bounded: ROUNDS x 14 runs x DURATION s (default 2 x 14 x 4 s, about
+# 2 minutes) plus a release build if one is needed.
+#
+# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-4}
+CONNECTIONS=${CONNECTIONS:-50}
+SIZE=${SIZE:-131072}
+# Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
+PORT_JARING=23200 PORT_COPY=23201 PORT_PYTHON=23202 PORT_XINETD=23203 PORT_IPERF=23204
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need taskset util-linux
+need python3 python3
+need iperf3 iperf3
+need xinetd xinetd
+cargo build --release --locked -q -p jaring
+JARING=target/release/jaring
+OUT=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# xinetd's built-in echo (id echo-stream) on a spare loopback port, from a config of our own: the
+# system's /etc/xinetd.d is neither read nor touched.
+cat > "$OUT/xinetd.conf" <<EOF
+defaults
+{
+    instances = UNLIMITED
+    cps       = 100000 1
+}
+service echo
+{
+    type        = INTERNAL UNLISTED
+    id          = echo-stream
+    socket_type = stream
+    protocol    = tcp
+    wait        = no
+    user        = $(id -un)
+    bind        = 127.0.0.1
+    port        = $PORT_XINETD
+    instances   = UNLIMITED
+    cps         = 100000 1
+}
+EOF
+declare -A pid
+taskset -c 0 xinetd -dontfork -f "$OUT/xinetd.conf" -pidfile "$OUT/xinetd.pid" 2>"$OUT/xinetd.log" & pid[xinetd]=$!
+RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_JARING & pid[jaring]=$!
+RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_COPY --no-splice & pid[copy]=$!
+taskset -c 0 python3 bench/echo/lab_echo_server.py $PORT_PYTHON & pid[python]=$!
+taskset -c 0 iperf3 --server --bind 127.0.0.1 --port $PORT_IPERF >/dev/null 2>&1 & pid[iperf3]=$!
+pids=("${pid[@]}")
+for port in $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
+
+# CPU time (user + system, with reaped children: xinetd forks one per connection) of a server, in
+# clock ticks; the difference over a run is how much of its core the server used.
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+measured() { # server name -- command...
+  local server=$1 name=$2; shift 3
+  local t0; t0=$(ticks "${pid[$server]}")
+  "$@" > "$OUT/$name.json" 2>/dev/null || true
+  sleep 0.3 # let xinetd reap its children, so their time is counted
+  echo $(( $(ticks "${pid[$server]}") - t0 )) > "$OUT/$name.ticks"
+}
+bench() { # server case conns mode size
+  local port_var="PORT_${1^^}"
+  measured "$1" "$1-$2-$round" -- taskset -c 1 "$JARING" bench echo --port "${!port_var}" --connections "$3" \
+    --mode "$4" --size "$5" --duration "$DURATION" --json
+}
+iperf() { # case streams
+  measured iperf3 "iperf3-$1-$round" -- taskset -c 1 iperf3 --client 127.0.0.1 --port $PORT_IPERF \
+    --time "$DURATION" --parallel "$2" --json
+}
+for round in $(seq "$ROUNDS"); do
+  iperf stream1 1
+  for s in jaring copy python xinetd; do bench $s stream1 1 stream "$SIZE"; done
+  iperf streamN "$CONNECTIONS"
+  for s in jaring copy python xinetd; do bench $s streamN "$CONNECTIONS" stream "$SIZE"; done
+  for s in jaring copy python xinetd; do bench $s rt "$CONNECTIONS" round-trip 1024; done
+  echo "round $round of $ROUNDS done" >&2
+done
+cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
+
+python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$(getconf CLK_TCK)" <<'PY'
+import json, os, platform, statistics, sys
+out, rounds, duration, conns, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+hz = int(sys.argv[6])
+def runs(name):
+    rs = []
+    for r in range(1, rounds + 1):
+        try:
+            rs.append(json.load(open(os.path.join(out, f"{name}-{r}.json"))))
+        except Exception:
+            pass
+    return rs
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+def gbit(server, case):
+    if server == "iperf3":
+        return med([r.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e9 for r in runs(f"iperf3-{case}")])
+    return med([r["throughput"]["gbit_per_s"] for r in runs(f"{server}-{case}")])
+def field(server, case, f):
+    return med([f(r) for r in runs(f"{server}-{case}")])
+def cores(name):
+    """Share of one core the server used during the run (its CPU time / the run's length)."""
+    vals = []
+    for r in range(1, rounds + 1):
+        try:
+            vals.append(int(open(os.path.join(out, f"{name}-{r}.ticks")).read()) / hz / float(duration))
+        except Exception:
+            pass
+    return med(vals)
+def ratio(a, b):
+    return a / b if b and b == b and b > 0 else float("nan")
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
+print(f"Servers pinned to CPU 0, load generators (jaring bench, iperf3 client) to CPU 1; "
+      f"{rounds} rounds of {duration} s, median shown; stream writes of {size} bytes.")
+print(f"Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
+      f"after: {open(os.path.join(out, 'load-after')).read().strip()}.\n")
+names = {"iperf3": "iperf3 (loopback limit)", "jaring": "jaring (splice)", "copy": "jaring --no-splice",
+         "python": "Python lab server", "xinetd": "xinetd echo-stream"}
+print("| case | server | Gbit/s echoed | server CPU (cores) | Gbit/s per server core | requests/s | errors | p50 µs | p99 µs |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+cases = [("stream1", "1 stream"), ("streamN", f"{conns} streams"), ("rt", f"1 KiB round trips, {conns} conns")]
+for case, label in cases:
+    for s in ("iperf3", "jaring", "copy", "python", "xinetd"):
+        if s == "iperf3":
+            if case == "rt":
+                continue
+            c = cores(f"iperf3-{case}")
+            print(f"| {label} | {names[s]} | {gbit(s, case):.2f} | {c:.2f} | {ratio(gbit(s, case), c):.1f} | | | | |")
+            continue
+        c = cores(f"{s}-{case}")
+        print(f"| {label} | {names[s]} | {gbit(s, case):.2f} | {c:.2f} | {ratio(gbit(s, case), c):.1f} | "
+              f"{field(s, case, lambda r: r['requests_per_s']):,.0f} | "
+              f"{field(s, case, lambda r: r['errors']):.0f} | {field(s, case, lambda r: r['latency']['p50_us']):.0f} | "
+              f"{field(s, case, lambda r: r['latency']['p99_us']):.0f} |")
+print()
+rt = lambda s: field(s, "rt", lambda r: r["requests_per_s"])
+print("| ratio | value | target |")
+print("|---|---:|---|")
+print(f"| 1 stream: jaring / iperf3 | {ratio(gbit('jaring', 'stream1'), gbit('iperf3', 'stream1')):.2f} | ≥ 0.60 |")
+print(f"| {conns} streams: jaring / iperf3 | {ratio(gbit('jaring', 'streamN'), gbit('iperf3', 'streamN')):.2f} | ≥ 0.60 |")
+print(f"| 1 stream: jaring / xinetd | {ratio(gbit('jaring', 'stream1'), gbit('xinetd', 'stream1')):.2f} | ≥ 3 |")
+print(f"| {conns} streams: jaring / xinetd | {ratio(gbit('jaring', 'streamN'), gbit('xinetd', 'streamN')):.2f} | ≥ 3 |")
+print(f"| 1 KiB round trips: jaring / Python lab server | {ratio(rt('jaring'), rt('python')):.2f} | ≥ 3 |")
+print(f"| 1 stream: splice / copy (does zero copy pay?) | {ratio(gbit('jaring', 'stream1'), gbit('copy', 'stream1')):.2f} | > 1 |")
+print(f"| {conns} streams: splice / copy | {ratio(gbit('jaring', 'streamN'), gbit('copy', 'streamN')):.2f} | > 1 |")
+eff = lambda s, case: ratio(gbit(s, case), cores(f"{s}-{case}"))
+print(f"| 1 stream: Gbit/s per server core, splice / copy | {ratio(eff('jaring', 'stream1'), eff('copy', 'stream1')):.2f} | > 1 |")
+print(f"| {conns} streams: Gbit/s per server core, splice / copy | {ratio(eff('jaring', 'streamN'), eff('copy', 'streamN')):.2f} | > 1 |")
+PY
