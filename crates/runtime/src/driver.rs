@@ -12,15 +12,17 @@
 //! still sends for a moment, because closing with unread input makes the kernel send RST, which can
 //! destroy our final reply before the peer reads it.
 
+use std::future::Future;
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::time::Duration;
 
 use jaring_proto::Flow;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::service::{ConnInfo, Session};
 
@@ -61,42 +63,87 @@ pub struct Conn {
     pub shutdown: CancellationToken,
 }
 
+/// What became of a wait under a [`Watch`].
+#[derive(Debug)]
+pub enum Wait<T> {
+    /// The awaited operation finished first.
+    Ready(T),
+    /// The connection was idle for its whole idle timeout.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// The two clocks every connection loop must watch besides its socket: its idle timeout and the
+/// server's shutdown. Any loop (the drivers here, or a service's own) wraps each wait in [`run`]
+/// and calls [`touch`] on progress.
+///
+/// The idle timer is armed once and re-armed only when it fires early, because re-arming it on
+/// every read would cost a timer-wheel update per request on the hot path.
+///
+/// [`run`]: Watch::run
+/// [`touch`]: Watch::touch
+#[derive(Debug)]
+pub struct Watch {
+    idle: Duration,
+    last_active: Instant,
+    timer: Pin<Box<Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Watch {
+    /// Starts watching for `conn`; the connection counts as active from now.
+    pub fn new(conn: &Conn) -> Self {
+        Self {
+            idle: conn.idle_timeout,
+            last_active: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(conn.idle_timeout)),
+            cancelled: Box::pin(conn.shutdown.clone().cancelled_owned()),
+        }
+    }
+
+    /// Marks progress: the idle timeout counts from now.
+    pub fn touch(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    /// Awaits `operation`, unless the server shuts down or the connection stays idle first.
+    /// Shutdown wins a tie, so a peer that keeps the socket busy cannot delay it.
+    pub async fn run<F: Future>(&mut self, operation: F) -> Wait<F::Output> {
+        tokio::pin!(operation);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut self.cancelled => return Wait::Shutdown,
+                output = &mut operation => return Wait::Ready(output),
+                () = &mut self.timer => {
+                    let deadline = self.last_active + self.idle;
+                    if Instant::now() >= deadline {
+                        return Wait::Idle;
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
 /// Runs one connection on the async runtime until it ends.
-pub(crate) async fn drive_async<S: Session>(
-    mut stream: TcpStream,
-    mut session: S,
-    ctx: &Conn,
-) -> End {
+pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx: &Conn) -> End {
     let mut buf = vec![0u8; ctx.read_buffer];
     let mut out = Vec::new();
     let idle = ctx.idle_timeout;
-    // One timer per connection, reset only when it fires: re-arming it on every read would cost a
-    // timer-wheel update per request on the hot path.
-    let mut last_active = Instant::now();
-    let idle_timer = tokio::time::sleep(idle);
-    tokio::pin!(idle_timer);
-    let cancelled = ctx.shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let mut watch = Watch::new(ctx);
 
     let end = loop {
-        let n = tokio::select! {
-            biased;
-            () = &mut cancelled => break End::Shutdown,
-            read = stream.read(&mut buf) => match read {
-                Ok(0) => break End::Eof,
-                Ok(n) => n,
-                Err(e) => break End::Error(e),
-            },
-            () = &mut idle_timer => {
-                let deadline = last_active + idle;
-                if Instant::now() >= deadline {
-                    break End::Idle;
-                }
-                idle_timer.as_mut().reset(deadline);
-                continue;
-            }
+        let n = match watch.run(stream.read(&mut buf)).await {
+            Wait::Shutdown => break End::Shutdown,
+            Wait::Idle => break End::Idle,
+            Wait::Ready(Ok(0)) => break End::Eof,
+            Wait::Ready(Ok(n)) => n,
+            Wait::Ready(Err(e)) => break End::Error(e),
         };
-        last_active = Instant::now();
+        watch.touch();
         let flow = session.handle_input(&buf[..n], &mut out);
         if let Err(e) = write_out(&mut stream, &mut out, idle).await {
             break End::Error(e);

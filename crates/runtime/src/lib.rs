@@ -21,7 +21,7 @@ pub mod server;
 pub mod service;
 
 pub use config::{Limits, ListenConfig, Model, ServerConfig};
-pub use driver::{Conn, End};
+pub use driver::{Conn, End, Wait, Watch};
 pub use jaring_proto::Flow;
 pub use server::{BindError, Server, Stats};
 pub use service::{ConnInfo, Handler, Service, Session};
