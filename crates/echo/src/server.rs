@@ -1,13 +1,13 @@
-//! The echo server: a [`Handler`] with its own connection loop, so bytes can move without passing
-//! through user space.
+//! The echo server: a [`Handler`] with its own connection loop, reading and writing concurrently
+//! through one bounded buffer, or (opt-in) moving bytes without passing through user space.
 //!
 //! Every connection starts on a small buffer: an idle or chatty connection costs
 //! [`DEFAULT_SMALL_BUFFER`] bytes and no extra descriptors. A read that fills the buffer marks the
-//! connection as a stream; once its buffer has drained it moves to a kernel pipe and `splice(2)`
-//! (Linux), or to a buffer of [`EchoConfig::stream_buffer`] bytes elsewhere or when no pipe can be
-//! had. Either way a connection holds at most one buffer (or pipe) of data, and reads only while
-//! there is room in it: a peer that sends without reading fills its buffer, then the kernel's, and
-//! then its own writes block. Nothing grows with the size of the stream.
+//! connection as a stream; once its buffer has drained it moves to a buffer of
+//! [`EchoConfig::stream_buffer`] bytes, or, with [`EchoConfig::zero_copy`], to a kernel pipe and
+//! `splice(2)` (Linux). Either way a connection holds at most one buffer (or pipe) of data, and
+//! reads only while there is room in it: a peer that sends without reading fills its buffer, then
+//! the kernel's, and then its own writes block. Nothing grows with the size of the stream.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
@@ -46,7 +46,10 @@ pub const THREAD_BUFFER: usize = 64 * 1024;
 pub struct EchoConfig {
     /// Bytes a streaming connection may hold (see [`DEFAULT_STREAM_BUFFER`]).
     pub stream_buffer: usize,
-    /// Use `splice(2)` through a pipe for streams where the system has it (Linux).
+    /// Use `splice(2)` through a pipe for streams where the system has it (Linux). Off by
+    /// default because measurement says so: on Linux 6.18 loopback it saved the server some CPU
+    /// per byte but made the peer's receive path dearer, and streams were slower end to end
+    /// (BENCHMARKS.md, "Echo"; `bench/echo/run.sh` keeps measuring both).
     pub zero_copy: bool,
 }
 
@@ -54,7 +57,7 @@ impl Default for EchoConfig {
     fn default() -> Self {
         Self {
             stream_buffer: DEFAULT_STREAM_BUFFER,
-            zero_copy: true,
+            zero_copy: false,
         }
     }
 }

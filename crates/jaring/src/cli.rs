@@ -290,9 +290,10 @@ pub struct EchoServeArgs {
     /// Most bytes one streaming connection holds (its pipe or buffer); also its memory bound.
     #[arg(long, value_name = "BYTES", default_value_t = jaring_echo::server::DEFAULT_STREAM_BUFFER)]
     pub buffer: usize,
-    /// Copy through user space instead of splice(2), e.g. to compare the two.
+    /// Move streams with splice(2) through a kernel pipe instead of copying (Linux; see
+    /// BENCHMARKS.md for when it pays).
     #[arg(long)]
-    pub no_splice: bool,
+    pub splice: bool,
     /// Listener options, limits and model.
     #[command(flatten)]
     pub server: ServerArgs,

@@ -102,7 +102,7 @@ fn every_echo_subcommand_has_an_example() {
 
 #[test]
 fn a_message_comes_back_in_chunks() {
-    let server = EchoServer::start(&[]);
+    let server = EchoServer::start(&["--splice"]);
     server
         .client()
         .args(["--chunk", "16", "-v", "a message longer than sixteen bytes"])
