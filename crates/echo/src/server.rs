@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jaring_runtime::driver::linger_async;
-use jaring_runtime::{Conn, End, Handler};
+use jaring_runtime::{Conn, End, Handler, Wait, Watch};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
@@ -185,15 +185,10 @@ impl ConnLoop<'_> {
     /// Moves bytes until EOF (after echoing everything), shutdown (after flushing within the
     /// grace period), the idle timeout or an error.
     async fn run(&mut self, stream: &TcpStream, conn: &Conn) -> End {
-        let idle = conn.idle_timeout;
-        let mut last_active = Instant::now();
-        // One timer, re-armed only when it fires: resetting it per read would cost a timer-wheel
-        // update per system call on the hot path.
-        let timer = tokio::time::sleep(idle);
-        tokio::pin!(timer);
-        let cancelled = conn.shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // Idle timeout and shutdown, shared with every connection loop of the runtime.
+        let mut watch = Watch::new(conn);
         let mut eof = false;
+        // At shutdown: stop reading, and give what we hold back until this instant.
         let mut stopping: Option<Instant> = None;
         // Set when the socket said "not now"; tokio has then cleared its readiness, so waiting
         // for readiness is correct. Never wait on a direction that has not said so, or we spin.
@@ -239,46 +234,39 @@ impl ConnLoop<'_> {
                 }
             }
             if progressed {
-                last_active = Instant::now();
+                watch.touch();
                 // A stream that never blocks must still let other connections run.
                 tokio::task::coop::consume_budget().await;
                 continue;
             }
 
             let want_read = read_blocked && !eof && stopping.is_none() && self.pump.has_room();
-            tokio::select! {
-                biased;
-                () = &mut cancelled, if stopping.is_none() => {
-                    let now = Instant::now();
-                    stopping = Some(now);
-                    timer.as_mut().reset(now + conn.grace.min(idle));
-                }
-                ready = stream.writable(), if write_blocked => {
-                    if let Err(e) = ready {
-                        return End::Error(e);
-                    }
-                    write_blocked = false;
-                }
-                ready = stream.readable(), if want_read => {
-                    if let Err(e) = ready {
-                        return End::Error(e);
-                    }
-                    read_blocked = false;
-                }
-                () = &mut timer => {
-                    if let Some(since) = stopping {
-                        if Instant::now() >= since + conn.grace.min(idle) {
-                            debug!(conn = conn.info.id, unsent = self.pump.pending(), "grace period over");
-                            return End::Shutdown;
-                        }
+            let ready = ready(stream, want_read, write_blocked);
+            let ready = match stopping {
+                None => match watch.run(ready).await {
+                    Wait::Ready(ready) => ready,
+                    Wait::Idle => return End::Idle,
+                    Wait::Shutdown => {
+                        stopping = Some(Instant::now() + conn.grace.min(conn.idle_timeout));
                         continue;
                     }
-                    let deadline = last_active + idle;
-                    if Instant::now() >= deadline {
-                        return End::Idle;
+                },
+                Some(deadline) => match tokio::time::timeout_at(deadline, ready).await {
+                    Ok(ready) => ready,
+                    Err(_) => {
+                        debug!(
+                            conn = conn.info.id,
+                            unsent = self.pump.pending(),
+                            "grace period over"
+                        );
+                        return End::Shutdown;
                     }
-                    timer.as_mut().reset(deadline);
-                }
+                },
+            };
+            match ready {
+                Ok(Ready::Read) => read_blocked = false,
+                Ok(Ready::Write) => write_blocked = false,
+                Err(e) => return End::Error(e),
             }
         }
     }
@@ -305,6 +293,24 @@ impl ConnLoop<'_> {
             }
         }
         self.pump = Pump::buffer(size);
+    }
+}
+
+/// Which direction became ready.
+enum Ready {
+    Read,
+    Write,
+}
+
+/// Waits until the socket is readable (if `read`) or writable (if `write`), whichever comes first.
+async fn ready(stream: &TcpStream, read: bool, write: bool) -> io::Result<Ready> {
+    tokio::select! {
+        biased;
+        w = stream.writable(), if write => w.map(|()| Ready::Write),
+        r = stream.readable(), if read => r.map(|()| Ready::Read),
+        // Nothing to wait for cannot happen (every pass that makes no progress blocks a
+        // direction), but if it did, trying again beats waiting for ever.
+        () = std::future::ready(()), if !read && !write => Ok(Ready::Read),
     }
 }
 
