@@ -88,6 +88,10 @@ pub struct LimitsSection {
     pub inbox_max_bytes: Option<usize>,
     /// Messages per history reply (default 1000).
     pub history_max: Option<usize>,
+    /// Events a live group session may fall behind before it is ended (default 4096).
+    pub live_queue: Option<usize>,
+    /// Largest group whose joins and leaves are pushed as events (default 100).
+    pub presence_max_members: Option<usize>,
 }
 
 /// `[auth]`: failed-login limits.
@@ -205,6 +209,8 @@ impl RealmConfig {
             inbox_max_messages: l.inbox_max_messages.unwrap_or(DEFAULT_INBOX_MAX_MESSAGES),
             inbox_max_bytes: l.inbox_max_bytes.unwrap_or(DEFAULT_INBOX_MAX_BYTES),
             history_max: l.history_max.unwrap_or(DEFAULT_HISTORY_MAX),
+            live_queue: l.live_queue.unwrap_or(d.live_queue),
+            presence_max_members: l.presence_max_members.unwrap_or(d.presence_max_members),
         })
     }
 
@@ -248,6 +254,11 @@ inbox_max_messages = 1000
 inbox_max_bytes = 1048576
 # history TOKEN PEER N returns at most this many messages.
 history_max = 1000
+# A live group session this many events behind its group is ended with a reason (the member
+# catches up with inboxgroup); this bounds the memory a slow member can cost.
+live_queue = 4096
+# In groups with more members than this, joins and leaves are not pushed (n joins would cost n²).
+presence_max_members = 100
 
 [auth]
 # Failed logins allowed per window, per client address and per user name; then a wait.

@@ -14,6 +14,8 @@
 //!   (WAL, group commit on a writer thread), with the offline user functions.
 //! - [`password`]: Argon2id hashing off the async workers; [`token`]: session tokens;
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
+//! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
+//!   connection loop of a live group session; [`group_store`]: the storage groups need.
 //! - [`config`]: the realm's TOML configuration and its commented default.
 //! - [`client`]: `jaring chat client`, the interactive client.
 
@@ -22,7 +24,10 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod group_store;
+pub mod groups;
 pub mod limiter;
+pub mod live;
 pub mod password;
 pub mod realm;
 pub mod server;

@@ -20,7 +20,12 @@ use jaring_proto::chat::send::Send;
 use jaring_proto::chat::{Address, Command};
 use tracing::{error, info, warn};
 
+mod group_cmds;
+
+pub use group_cmds::{LiveSession, wire_group_message};
+
 use crate::clock::Clock;
+use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
 use crate::store::{NewMessage, Store, StoredMessage, TokenRecord, UserRecord};
@@ -66,6 +71,10 @@ pub struct RealmOptions {
     pub inbox_max_bytes: usize,
     /// Messages per history reply.
     pub history_max: usize,
+    /// Events a live group session may fall behind before it is ended.
+    pub live_queue: usize,
+    /// Largest group whose joins and leaves are pushed as events.
+    pub presence_max_members: usize,
 }
 
 impl Default for RealmOptions {
@@ -80,6 +89,8 @@ impl Default for RealmOptions {
             inbox_max_messages: DEFAULT_INBOX_MAX_MESSAGES,
             inbox_max_bytes: DEFAULT_INBOX_MAX_BYTES,
             history_max: DEFAULT_HISTORY_MAX,
+            live_queue: DEFAULT_LIVE_QUEUE,
+            presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
         }
     }
 }
@@ -129,6 +140,20 @@ pub struct Delivery {
     recipient: String,
     upto_seq: i64,
     leases: Arc<Mutex<HashSet<String>>>,
+    /// For `inboxgroup`: (group, member), whose read cursor moves instead.
+    group: Option<(String, String)>,
+}
+
+/// What the server does after writing a command's reply.
+#[must_use = "confirm a delivery, or run the live session"]
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing more.
+    Replied,
+    /// Confirm this delivery once the reply is written.
+    Deliver(Delivery),
+    /// The connection is now a live group session.
+    Live(LiveSession),
 }
 
 impl Drop for Delivery {
@@ -150,6 +175,8 @@ pub struct Realm<S> {
     /// Users whose inbox reply is on its way; a second `inbox` meanwhile gets nothing rather than
     /// the same messages again.
     leases: Arc<Mutex<HashSet<String>>>,
+    /// The groups, their members and their live fan-out.
+    groups: Arc<Hub>,
     /// Verified against when the user does not exist, so a wrong name costs the same as a wrong
     /// password and timing does not reveal which names exist.
     dummy_hash: String,
@@ -214,7 +241,10 @@ impl<S: Store> Realm<S> {
         let dummy_hash = tokio::task::spawn_blocking(move || hash_blocking("jaring-dummy", cost))
             .await
             .map_err(|_| crate::password::PasswordError::Stopped)??;
+        let groups = Arc::new(Hub::new(options.live_queue, options.presence_max_members));
+        groups.load(store.groups().await?, store.memberships().await?);
         Ok(Self {
+            groups,
             limiter: Mutex::new(AuthLimiter::new(options.auth_limits)),
             options,
             store,
@@ -259,27 +289,54 @@ impl<S: Store> Realm<S> {
             .cloned()
     }
 
-    /// Executes `command` for the connection `conn`, appending the reply to `out`. An `inbox` with
-    /// messages returns the [`Delivery`] to confirm once `out` is written.
+    /// Executes `command` for the connection `conn`, appending the reply to `out`. An `inbox` or
+    /// `inboxgroup` with messages returns the [`Delivery`] to confirm once `out` is written; a
+    /// `group` that succeeded returns the [`LiveSession`] the connection turns into.
     pub async fn execute(
         &self,
         conn: &mut ConnState,
         command: Command,
         out: &mut Vec<u8>,
-    ) -> Option<Delivery> {
+    ) -> Outcome {
         match command {
             Command::Auth(c) => self.auth(conn, c, out).await,
             Command::Send(c) => self.send(conn, c, out).await,
-            Command::Inbox(c) => return self.inbox(conn, &c.token, out).await,
+            Command::Inbox(c) => {
+                return self
+                    .inbox(conn, &c.token, out)
+                    .await
+                    .map_or(Outcome::Replied, Outcome::Deliver);
+            }
             Command::Logout(c) => self.logout(conn, &c.token, out).await,
             Command::Users(c) => self.users_cmd(conn, &c.token, out).await,
             Command::History(c) => self.history(conn, c, out).await,
+            Command::Group(c) => {
+                return self
+                    .group_join(conn, c, out)
+                    .await
+                    .map_or(Outcome::Replied, Outcome::Live);
+            }
+            Command::SendGroup(c) => self.sendgroup(conn, c, out).await,
+            Command::InboxGroup(c) => {
+                return self
+                    .inboxgroup(conn, &c.token, &c.group, out)
+                    .await
+                    .map_or(Outcome::Replied, Outcome::Deliver);
+            }
+            Command::Groups(c) => self.groups_cmd(conn, &c.token, out).await,
+            Command::Members(c) => self.members_cmd(conn, &c.token, &c.group, out).await,
+            Command::Leave(c) => self.leave_cmd(conn, &c.token, &c.group, out).await,
         }
-        None
+        Outcome::Replied
     }
 
     /// Confirms that an inbox reply was written: its messages are now delivered.
     pub async fn confirm(&self, delivery: Delivery) {
+        if let Some((group, user)) = &delivery.group {
+            self.advance_cursor(group, user, delivery.upto_seq, true)
+                .await;
+            return;
+        }
         if let Err(e) = self
             .store
             .mark_delivered(&delivery.recipient, delivery.upto_seq)
@@ -401,17 +458,26 @@ impl<S: Store> Realm<S> {
         );
     }
 
+    /// Whether `addr` names another realm, which is refused (the ERROR appended) until
+    /// federation is configured.
+    fn refuse_foreign(&self, addr: &Address, out: &mut Vec<u8>) -> bool {
+        if addr.is_in(&self.options.name) {
+            return false;
+        }
+        reply::encode_error(
+            format_args!(
+                "no link to realm {:?}: this realm ({}) has no federation peers configured",
+                addr.realm.as_deref().unwrap_or_default(),
+                self.options.name
+            ),
+            out,
+        );
+        true
+    }
+
     /// The local user an address names, or the ERROR appended.
     fn local_user(&self, addr: &Address, out: &mut Vec<u8>) -> Option<User> {
-        if !addr.is_in(&self.options.name) {
-            reply::encode_error(
-                format_args!(
-                    "no link to realm {:?}: this realm ({}) has no federation peers configured",
-                    addr.realm.as_deref().unwrap_or_default(),
-                    self.options.name
-                ),
-                out,
-            );
+        if self.refuse_foreign(addr, out) {
             return None;
         }
         let user = self.user(&addr.name);
@@ -475,6 +541,7 @@ impl<S: Store> Realm<S> {
             recipient: user.clone(),
             upto_seq: 0,
             leases: Arc::clone(&self.leases),
+            group: None,
         };
         let limit = self.options.inbox_max_messages.max(1);
         let pending = match self.store.pending(&user, limit + 1).await {
@@ -563,10 +630,19 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, &c.token, out).await else {
             return;
         };
+        let n = (c.count.unwrap_or(history::DEFAULT_COUNT) as usize).min(self.options.history_max);
+        // A user's name means the conversation with them; otherwise the name may be a group's
+        // (a group cannot be created under a user's name).
+        if c.peer.is_in(&self.options.name)
+            && self.user(&c.peer.name).is_none()
+            && self.groups.exists(&c.peer.name)
+        {
+            self.group_history(&user, &c.peer.name, n, out).await;
+            return;
+        }
         if self.local_user(&c.peer, out).is_none() {
             return;
         }
-        let n = (c.count.unwrap_or(history::DEFAULT_COUNT) as usize).min(self.options.history_max);
         match self.store.conversation(&user, &c.peer.name, n).await {
             Ok(msgs) => reply::encode(
                 &HistoryOk {

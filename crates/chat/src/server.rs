@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use crate::realm::{ConnState, Realm};
+use crate::live::{self, LiveEnd};
+use crate::realm::{ConnState, Outcome, Realm};
 use crate::store::Store;
 
 /// How often expired tokens are swept from memory and storage.
@@ -68,6 +69,47 @@ impl<S: Store> ChatServer<S> {
                 _ = tick.tick() => self.realm.sweep().await,
             }
         }
+    }
+}
+
+impl<S: Store> ChatServer<S> {
+    /// Runs a live group session on a connection thread: the session needs to wait on the socket
+    /// and the group at once, so it runs as the async loop, on a non-blocking duplicate of the
+    /// socket, driven from this thread; the socket is blocking again afterwards.
+    fn live_blocking(
+        &self,
+        l: crate::realm::LiveSession,
+        stream: &std::net::TcpStream,
+        session: &mut ChatSession,
+        buf: &mut [u8],
+        out: &mut Vec<u8>,
+        conn: &Conn,
+    ) -> LiveEnd {
+        let dup = match stream.try_clone().and_then(|d| {
+            d.set_nonblocking(true)?;
+            Ok(d)
+        }) {
+            Ok(d) => d,
+            Err(e) => return LiveEnd::Closed(End::Error(e)),
+        };
+        let end = self.handle.block_on(async {
+            let mut s = match TcpStream::from_std(dup) {
+                Ok(s) => s,
+                Err(e) => return LiveEnd::Closed(End::Error(e)),
+            };
+            let end = live::run(&self.realm, l, &mut s, session, buf, out, conn).await;
+            if matches!(end, LiveEnd::Exit | LiveEnd::Ended | LiveEnd::TooLong)
+                && let Err(e) = write_out(&mut s, out, conn.grace.min(conn.idle_timeout)).await
+            {
+                return LiveEnd::Closed(End::Error(e));
+            }
+            end
+        });
+        // The flag is shared with the duplicate, which is gone now.
+        if let Err(e) = stream.set_nonblocking(false) {
+            return LiveEnd::Closed(End::Error(e));
+        }
+        end
     }
 }
 
@@ -124,15 +166,42 @@ impl<S: Store> Handler for ChatServer<S> {
             while let Some(request) = session.poll_request() {
                 match request {
                     Request::Command(cmd) => {
-                        if let Some(delivery) = self.realm.execute(&mut state, cmd, &mut out).await
-                        {
-                            // The reply carrying the messages must reach the socket before they
-                            // count as delivered.
-                            if let Err(e) = write_out(&mut stream, &mut out, idle).await {
-                                drop(delivery);
-                                break 'conn End::Error(e);
+                        match self.realm.execute(&mut state, cmd, &mut out).await {
+                            Outcome::Replied => {}
+                            Outcome::Deliver(delivery) => {
+                                // The reply carrying the messages must reach the socket before
+                                // they count as delivered.
+                                if let Err(e) = write_out(&mut stream, &mut out, idle).await {
+                                    drop(delivery);
+                                    break 'conn End::Error(e);
+                                }
+                                self.realm.confirm(delivery).await;
                             }
-                            self.realm.confirm(delivery).await;
+                            Outcome::Live(l) => {
+                                let end = live::run(
+                                    &self.realm,
+                                    l,
+                                    &mut stream,
+                                    &mut session,
+                                    &mut buf,
+                                    &mut out,
+                                    &conn,
+                                )
+                                .await;
+                                match end {
+                                    LiveEnd::Exit | LiveEnd::Ended => {}
+                                    LiveEnd::TooLong => {
+                                        let _ =
+                                            write_out(&mut stream, &mut out, conn.grace.min(idle))
+                                                .await;
+                                        linger_async(&mut stream, &mut buf).await;
+                                        self.realm.disconnect(&mut state);
+                                        return End::Closed;
+                                    }
+                                    LiveEnd::Closed(end) => break 'conn end,
+                                }
+                                last_active = Instant::now();
+                            }
                         }
                     }
                     Request::Invalid(e) => encode_error(e, &mut out),
@@ -143,6 +212,8 @@ impl<S: Store> Handler for ChatServer<S> {
                         self.realm.disconnect(&mut state);
                         return End::Closed;
                     }
+                    // Live lines are taken by the live session's own loop.
+                    Request::Live(_) => {}
                 }
             }
             if let Err(e) = write_out(&mut stream, &mut out, idle).await {
@@ -197,16 +268,33 @@ impl<S: Store> Handler for ChatServer<S> {
             while let Some(request) = session.poll_request() {
                 match request {
                     Request::Command(cmd) => {
-                        let delivery = self
+                        let outcome = self
                             .handle
                             .block_on(self.realm.execute(&mut state, cmd, &mut out));
-                        if let Some(delivery) = delivery {
-                            if let Err(e) = stream.write_all(&out) {
-                                drop(delivery);
-                                break 'conn End::Error(e);
+                        match outcome {
+                            Outcome::Replied => {}
+                            Outcome::Deliver(delivery) => {
+                                if let Err(e) = stream.write_all(&out) {
+                                    drop(delivery);
+                                    break 'conn End::Error(e);
+                                }
+                                out.clear();
+                                self.handle.block_on(self.realm.confirm(delivery));
                             }
-                            out.clear();
-                            self.handle.block_on(self.realm.confirm(delivery));
+                            Outcome::Live(l) => {
+                                match self.live_blocking(
+                                    l,
+                                    &stream,
+                                    &mut session,
+                                    &mut buf,
+                                    &mut out,
+                                    &conn,
+                                ) {
+                                    LiveEnd::Exit | LiveEnd::Ended => {}
+                                    LiveEnd::TooLong => break 'conn End::Closed,
+                                    LiveEnd::Closed(end) => break 'conn end,
+                                }
+                            }
                         }
                     }
                     Request::Invalid(e) => encode_error(e, &mut out),
@@ -214,6 +302,7 @@ impl<S: Store> Handler for ChatServer<S> {
                         ChatSession::encode_too_long(t, &mut out);
                         break 'conn End::Closed;
                     }
+                    Request::Live(_) => {}
                 }
             }
             if let Err(e) = stream.write_all(&out) {

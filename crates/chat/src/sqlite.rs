@@ -16,6 +16,9 @@
 //!   de-duplicate retries; `conversation` keys history (a sorted pair of addresses for private
 //!   messages, the group name for group messages in issue 5); `delivered_at` is set only after the
 //!   inbox reply carrying the message was written to the socket.
+//! - `groups(name, home, created_at, last_seq)`, `group_members(grp, user, read_seq, joined_at)`,
+//!   `group_messages(grp, seq, id, sender, sender_display, body, sent_at)`: see `sqlite/groups.rs`
+//!   for how `seq` and the read cursors work.
 //! - `outbox(peer, seq)`: messages waiting for another realm's acknowledgement (issue 6), empty
 //!   until federation is configured.
 
@@ -27,6 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
+
+mod groups;
 
 use crate::store::{
     NewMessage, Store, StoreError, StoreResult, StoredMessage, TokenRecord, UserRecord,
@@ -110,6 +115,7 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
         },
     )?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(groups::SCHEMA)?;
     Ok(conn)
 }
 
@@ -145,6 +151,7 @@ enum Write {
     Delivered(String, i64, oneshot::Sender<StoreResult<()>>),
     Token(TokenRecord, oneshot::Sender<StoreResult<()>>),
     DeleteTokens(Vec<[u8; 32]>, oneshot::Sender<StoreResult<()>>),
+    Group(groups::GroupWrite),
 }
 
 /// The SQLite store. Cloning shares the writer thread and the reader pool.
@@ -249,6 +256,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
             oneshot::Sender<StoreResult<StoredMessage>>,
         ),
         Unit(StoreResult<()>, oneshot::Sender<StoreResult<()>>),
+        Group(groups::Finish),
     }
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -300,6 +308,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
                 .map_err(StoreError::from);
                 done.push(Done::Unit(r, reply));
             }
+            Write::Group(g) => done.push(Done::Group(g.apply(&tx, now))),
         }
     }
     if let Err(e) = tx.commit() {
@@ -309,6 +318,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
             match d {
                 Done::Message(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
                 Done::Unit(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
+                Done::Group(f) => f.run(false),
             }
         }
         return;
@@ -317,6 +327,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
         match d {
             Done::Message(r, reply) => drop(reply.send(r)),
             Done::Unit(r, reply) => drop(reply.send(r)),
+            Done::Group(f) => f.run(true),
         }
     }
 }
@@ -327,6 +338,7 @@ fn fail(w: Write) {
         Write::Delivered(_, _, r) | Write::Token(_, r) | Write::DeleteTokens(_, r) => {
             drop(r.send(Err(StoreError::Stopped)));
         }
+        Write::Group(g) => g.fail(),
     }
 }
 

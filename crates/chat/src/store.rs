@@ -89,7 +89,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Durable storage of a realm. Every method may be called from many tasks at once.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
     /// Every user, by name.
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
 

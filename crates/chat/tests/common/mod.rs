@@ -106,6 +106,14 @@ impl Client {
         }
     }
 
+    /// A client on a stream connected some other way (a small receive buffer, say).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            framer: ReplyFramer::new(64 << 20),
+        }
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }

@@ -1,7 +1,10 @@
 //! [`Command`]: one parsed request line, and the errors a line can have.
 
 use crate::chat::address::{AddressError, excerpt};
-use crate::chat::{auth, history, inbox, logout, next_param, send, users};
+use crate::chat::{
+    auth, group, groups, history, inbox, inboxgroup, leave, logout, members, next_param, send,
+    sendgroup, users,
+};
 
 /// A request, parsed. Each variant's struct lives in its own module with its parser and encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +19,24 @@ pub enum Command {
     Logout(logout::Logout),
     /// `users TOKEN`
     Users(users::Users),
-    /// `history TOKEN PEER [N]`
+    /// `history TOKEN PEER [N]` (PEER may be a group)
     History(history::History),
+    /// `group TOKEN NAME`
+    Group(group::Group),
+    /// `sendgroup TOKEN GROUP MESSAGE…`
+    SendGroup(sendgroup::SendGroup),
+    /// `inboxgroup TOKEN GROUP`
+    InboxGroup(inboxgroup::InboxGroup),
+    /// `groups TOKEN`
+    Groups(groups::Groups),
+    /// `members TOKEN GROUP`
+    Members(members::Members),
+    /// `leave TOKEN GROUP`
+    Leave(leave::Leave),
 }
 
 /// The commands this realm knows, for error messages.
-pub const COMMANDS: &str = "auth, send, inbox, logout, users, history";
+pub const COMMANDS: &str = "auth, send, inbox, logout, users, history, group, sendgroup, inboxgroup, groups, members, leave";
 
 /// Why a request line was refused. The connection stays open; the `Display` text is the ERROR's
 /// `message`.
@@ -60,6 +75,12 @@ impl Command {
             Self::Logout(_) => logout::WORD,
             Self::Users(_) => users::WORD,
             Self::History(_) => history::WORD,
+            Self::Group(_) => group::WORD,
+            Self::SendGroup(_) => sendgroup::WORD,
+            Self::InboxGroup(_) => inboxgroup::WORD,
+            Self::Groups(_) => groups::WORD,
+            Self::Members(_) => members::WORD,
+            Self::Leave(_) => leave::WORD,
         }
     }
 
@@ -72,6 +93,12 @@ impl Command {
             Self::Logout(c) => c.encode(out),
             Self::Users(c) => c.encode(out),
             Self::History(c) => c.encode(out),
+            Self::Group(c) => c.encode(out),
+            Self::SendGroup(c) => c.encode(out),
+            Self::InboxGroup(c) => c.encode(out),
+            Self::Groups(c) => c.encode(out),
+            Self::Members(c) => c.encode(out),
+            Self::Leave(c) => c.encode(out),
         }
     }
 }
@@ -97,6 +124,18 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         Command::Users(users::Users::parse(params)?)
     } else if word.eq_ignore_ascii_case(history::WORD) {
         Command::History(history::History::parse(params)?)
+    } else if word.eq_ignore_ascii_case(group::WORD) {
+        Command::Group(group::Group::parse(params)?)
+    } else if word.eq_ignore_ascii_case(sendgroup::WORD) {
+        Command::SendGroup(sendgroup::SendGroup::parse(params)?)
+    } else if word.eq_ignore_ascii_case(inboxgroup::WORD) {
+        Command::InboxGroup(inboxgroup::InboxGroup::parse(params)?)
+    } else if word.eq_ignore_ascii_case(groups::WORD) {
+        Command::Groups(groups::Groups::parse(params)?)
+    } else if word.eq_ignore_ascii_case(members::WORD) {
+        Command::Members(members::Members::parse(params)?)
+    } else if word.eq_ignore_ascii_case(leave::WORD) {
+        Command::Leave(leave::Leave::parse(params)?)
     } else {
         return Err(ParseError::Unknown(excerpt(word)));
     };
@@ -177,6 +216,36 @@ mod tests {
     }
 
     #[test]
+    fn group_commands_parse_like_the_lab() {
+        // The classic client appends its origin realm to `group`; it is ignored.
+        assert_eq!(
+            parse("group tok football realm1 "),
+            parse("group tok football")
+        );
+        assert!(matches!(
+            parse("group tok football realm1 extra"),
+            Err(ParseError::TooMany(_))
+        ));
+        assert!(matches!(
+            parse("sendgroup tok football  hi there "),
+            Ok(Command::SendGroup(s)) if s.message == " hi there"
+        ));
+        assert!(matches!(
+            parse("sendgroup tok football"),
+            Err(ParseError::Missing(_))
+        ));
+        assert!(matches!(parse("leave tok"), Err(ParseError::Missing(_))));
+        assert!(matches!(
+            parse("members tok a b"),
+            Err(ParseError::TooMany(_))
+        ));
+        assert!(matches!(
+            parse("inboxgroup tok bad!name"),
+            Err(ParseError::Address(_))
+        ));
+    }
+
+    #[test]
     fn every_command_round_trips_through_its_encoder() {
         for line in [
             "auth messi surabaya",
@@ -186,6 +255,13 @@ mod tests {
             "users tok",
             "history tok henderson",
             "history tok henderson 20",
+            "group tok football",
+            "sendgroup tok football hello  all",
+            "inboxgroup tok football",
+            "groups tok",
+            "members tok football",
+            "leave tok football",
+            "group tok football@realm2",
         ] {
             let cmd = parse(line).expect("valid");
             let mut out = Vec::new();

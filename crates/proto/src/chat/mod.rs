@@ -14,24 +14,36 @@
 //! - [`command`]: [`Command`], the parsed request, with one module per command:
 //!   [`auth`], [`send`], [`inbox`], [`logout`], [`users`], [`history`]. Each parses its parameters
 //!   and encodes itself, so the client and the server cannot disagree on the syntax.
+//! - Groups: [`group`] (join, and turn the connection into a live session), [`sendgroup`],
+//!   [`inboxgroup`], [`groups`], [`members`], [`leave`]; their replies in [`group_reply`]; the
+//!   events a live session pushes, and their framing, in [`event`].
 //! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients.
 //! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
 
 pub mod address;
 pub mod auth;
 pub mod command;
+pub mod event;
+pub mod group;
+pub mod group_reply;
+pub mod groups;
 pub mod history;
 pub mod inbox;
+pub mod inboxgroup;
+pub mod leave;
 pub mod logout;
+pub mod members;
 pub mod reply;
 pub mod send;
+pub mod sendgroup;
 pub mod session;
 pub mod users;
 
 pub use address::{Address, AddressError};
 pub use command::{Command, ParseError, parse_command};
+pub use event::{Event, GroupMessage, encode_event, is_event};
 pub use reply::{ReplyFramer, encode_error};
-pub use session::{ChatSession, Request};
+pub use session::{ChatSession, LiveLine, Request};
 
 /// Default cap on a request line, in bytes (64 KiB): room for a long message, not for a flood. A
 /// longer line is answered with an ERROR and the connection is closed, because the rest of it

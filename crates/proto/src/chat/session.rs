@@ -13,6 +13,9 @@ use crate::chat::command::{Command, ParseError, parse_command};
 use crate::chat::reply::encode_error;
 use crate::line::{LineFramer, TooLong};
 
+/// What ends a live group session when the client sends it as a whole line.
+pub const EXIT: &str = "exit";
+
 /// One request taken from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -22,14 +25,32 @@ pub enum Request {
     Invalid(ParseError),
     /// A line over the length cap: answer with an ERROR, then close the connection.
     TooLong(TooLong),
+    /// A line sent during a live group session (see [`ChatSession::enter_live`]).
+    Live(LiveLine),
+}
+
+/// A line of a live group session: every line is a message, except `exit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveLine {
+    /// A message to the group: the line, trailing spaces stripped.
+    Message(String),
+    /// `exit`: end the live session (the membership stays).
+    Exit,
+    /// An empty line: nothing to send; it only shows the client is alive.
+    Empty,
+    /// The line was not valid UTF-8.
+    NotUtf8,
 }
 
 /// The protocol state of one chat connection.
 #[derive(Debug)]
 pub struct ChatSession {
     framer: LineFramer,
-    pending: VecDeque<Request>,
+    /// Raw lines, parsed only when taken: whether a line is a command or a live message depends
+    /// on the requests before it, which the server executes in between.
+    pending: VecDeque<Result<Vec<u8>, TooLong>>,
     closed: bool,
+    live: bool,
 }
 
 impl ChatSession {
@@ -39,6 +60,7 @@ impl ChatSession {
             framer: LineFramer::new(max_line),
             pending: VecDeque::new(),
             closed: false,
+            live: false,
         }
     }
 
@@ -54,14 +76,11 @@ impl ChatSession {
         let closed = &mut self.closed;
         self.framer.feed(input, |line| match line {
             Ok(line) => {
-                pending.push_back(match parse_command(line) {
-                    Ok(cmd) => Request::Command(cmd),
-                    Err(e) => Request::Invalid(e),
-                });
+                pending.push_back(Ok(line.to_vec()));
                 ControlFlow::Continue(())
             }
             Err(too_long) => {
-                pending.push_back(Request::TooLong(too_long));
+                pending.push_back(Err(too_long));
                 *closed = true;
                 ControlFlow::Break(())
             }
@@ -70,7 +89,32 @@ impl ChatSession {
 
     /// The next request to execute, if a complete one has arrived.
     pub fn poll_request(&mut self) -> Option<Request> {
-        self.pending.pop_front()
+        let line = match self.pending.pop_front()? {
+            Ok(line) => line,
+            Err(too_long) => return Some(Request::TooLong(too_long)),
+        };
+        if self.live {
+            return Some(Request::Live(parse_live(&line)));
+        }
+        Some(match parse_command(&line) {
+            Ok(cmd) => Request::Command(cmd),
+            Err(e) => Request::Invalid(e),
+        })
+    }
+
+    /// The server accepted `group`: from the next line on, lines are live messages.
+    pub fn enter_live(&mut self) {
+        self.live = true;
+    }
+
+    /// The live session ended (`exit`, or the server ended it): lines are commands again.
+    pub fn leave_live(&mut self) {
+        self.live = false;
+    }
+
+    /// Whether lines are live group messages now.
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// Whether the stream is over: after a too-long line no request follows.
@@ -99,6 +143,21 @@ impl ChatSession {
     pub fn handle_shutdown(&mut self, out: &mut Vec<u8>) {
         self.closed = true;
         encode_error("server shutting down; closing the connection", out);
+    }
+}
+
+/// Parses one line of a live session.
+fn parse_live(line: &[u8]) -> LiveLine {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return LiveLine::NotUtf8;
+    };
+    let text = text.trim_end_matches([' ', '\t']);
+    if text.trim_start().is_empty() {
+        LiveLine::Empty
+    } else if text.trim_start().eq_ignore_ascii_case(EXIT) {
+        LiveLine::Exit
+    } else {
+        LiveLine::Message(text.to_owned())
     }
 }
 
@@ -137,6 +196,28 @@ mod tests {
         assert!(s.is_closed());
         s.handle_input(b"users t\r\n");
         assert!(s.poll_request().is_none());
+    }
+
+    #[test]
+    fn lines_after_a_group_join_are_messages_until_exit() {
+        let mut s = ChatSession::new(1024);
+        s.handle_input(b"group t football\r\nhello  all \r\n\r\nEXIT\r\nusers t\r\n");
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Group(_)))
+        ));
+        s.enter_live();
+        assert_eq!(
+            s.poll_request(),
+            Some(Request::Live(LiveLine::Message("hello  all".into())))
+        );
+        assert_eq!(s.poll_request(), Some(Request::Live(LiveLine::Empty)));
+        assert_eq!(s.poll_request(), Some(Request::Live(LiveLine::Exit)));
+        s.leave_live();
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Users(_)))
+        ));
     }
 
     proptest! {

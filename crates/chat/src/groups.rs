@@ -1,0 +1,348 @@
+//! [`Hub`]: the groups a realm knows, in memory, and the live fan-out of their events.
+//!
+//! Storage is the truth (see [`crate::group_store`]); the hub mirrors memberships and read cursors
+//! so that commands do not wait for a read, and it owns one ring of pushed events per group with a
+//! live session. A committed message is encoded once and put in its group's ring
+//! ([`tokio::sync::broadcast`]): one O(1) send, whatever the group's size. Each live session reads
+//! the ring at its own pace and writes everything it finds in one batch; a session more than the
+//! ring's capacity behind has lost events it can no longer be given live, so its live session is
+//! ended with a reason and it catches up from storage with `inboxgroup`. So one slow member never
+//! slows the group, and memory is bounded by the ring, not by the slowest member.
+//!
+//! Joins and leaves touch one map entry each; in a group larger than
+//! [`DEFAULT_PRESENCE_MAX_MEMBERS`] they are not pushed as events at all, because n members
+//! joining would otherwise cost n² event deliveries (the way big IRC networks mute JOIN/PART in
+//! large channels); `members` lists who is in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use jaring_proto::chat::event::{Event, GroupMessage, MemberChange, encode_event};
+use tokio::sync::broadcast;
+
+use crate::group_store::{GroupRecord, MemberRecord, StoredGroupMessage};
+
+/// Events a live session may fall behind its group before its live session is ended (the ring of
+/// pushed events each group with a live session keeps). The member then catches up with
+/// `inboxgroup`; nothing is lost, because every message is committed before it is pushed.
+pub const DEFAULT_LIVE_QUEUE: usize = 4096;
+
+/// Above this many members, joins and leaves are not pushed to live sessions (they would cost
+/// every member a line per join: n² work when n members join); `members` shows who is in.
+pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 100;
+
+/// One event as pushed: encoded once, shared by every live session of the group.
+#[derive(Debug)]
+pub struct Pushed {
+    /// The message's `seq`, or 0 for a join or leave.
+    pub seq: i64,
+    /// The framed event, ready to write.
+    pub bytes: Box<[u8]>,
+    /// For a leave: who left (their own live sessions end).
+    pub left: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Member {
+    read_seq: i64,
+    live: usize,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    members: HashMap<String, Member>,
+    last_seq: i64,
+    ring: Option<broadcast::Sender<Arc<Pushed>>>,
+}
+
+/// The realm's groups in memory.
+#[derive(Debug)]
+pub struct Hub {
+    groups: Mutex<BTreeMap<String, GroupState>>,
+    live_queue: usize,
+    presence_max: usize,
+}
+
+/// A member's view of a group, taken at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// The highest `seq` delivered to the member.
+    pub read_seq: i64,
+    /// The group's latest `seq`.
+    pub last_seq: i64,
+    /// Live sessions the member has open on the group.
+    pub live: usize,
+}
+
+/// A live session's subscription: the ring it reads and where its member's cursor was.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The group's events from the moment of subscribing.
+    pub events: broadcast::Receiver<Arc<Pushed>>,
+    /// The member's read cursor at that moment: what is after it and before the first event in
+    /// the ring is read from storage.
+    pub read_seq: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few map operations that leave the maps consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hub {
+    /// An empty hub whose rings hold `live_queue` events.
+    pub fn new(live_queue: usize, presence_max: usize) -> Self {
+        Self {
+            groups: Mutex::default(),
+            live_queue: live_queue.max(1),
+            presence_max,
+        }
+    }
+
+    /// The ring capacity: how far behind a live session may fall.
+    pub fn live_queue(&self) -> usize {
+        self.live_queue
+    }
+
+    /// Loads what storage holds (at start).
+    pub fn load(&self, groups: Vec<GroupRecord>, members: Vec<MemberRecord>) {
+        let mut map = lock(&self.groups);
+        for g in groups {
+            map.insert(
+                g.name,
+                GroupState {
+                    members: HashMap::new(),
+                    last_seq: g.last_seq,
+                    ring: None,
+                },
+            );
+        }
+        for m in members {
+            if let Some(g) = map.get_mut(&m.group) {
+                g.members.insert(
+                    m.user,
+                    Member {
+                        read_seq: m.read_seq,
+                        live: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Whether the group exists.
+    pub fn exists(&self, group: &str) -> bool {
+        lock(&self.groups).contains_key(group)
+    }
+
+    /// The user's membership of the group, if they are a member.
+    pub fn membership(&self, group: &str, user: &str) -> Option<Membership> {
+        let map = lock(&self.groups);
+        let g = map.get(group)?;
+        g.members.get(user).map(|m| Membership {
+            read_seq: m.read_seq,
+            last_seq: g.last_seq,
+            live: m.live,
+        })
+    }
+
+    /// A committed join: the group and membership exist now. Returns whether to push the join.
+    pub fn joined(&self, group: &str, user: &str, read_seq: i64) -> bool {
+        let mut map = lock(&self.groups);
+        let g = map.entry(group.to_owned()).or_insert_with(|| GroupState {
+            members: HashMap::new(),
+            last_seq: read_seq,
+            ring: None,
+        });
+        let member = g.members.entry(user.to_owned()).or_default();
+        member.read_seq = member.read_seq.max(read_seq);
+        g.members.len() <= self.presence_max
+    }
+
+    /// A committed leave. Returns whether to push it: in small groups always, in large ones only
+    /// when the user has live sessions open, which end on hearing it.
+    pub fn left(&self, group: &str, user: &str) -> bool {
+        let mut map = lock(&self.groups);
+        map.get_mut(group).is_some_and(|g| {
+            let live = g.members.remove(user).is_some_and(|m| m.live > 0);
+            live || g.members.len() < self.presence_max
+        })
+    }
+
+    /// Pushes a committed message to the group's live sessions. Storage calls this in `seq` order.
+    pub fn publish_message(&self, stored: &StoredGroupMessage) {
+        let m = &stored.message;
+        let mut map = lock(&self.groups);
+        let Some(g) = map.get_mut(&m.group) else {
+            return;
+        };
+        g.last_seq = g.last_seq.max(stored.seq);
+        let Some(ring) = &g.ring else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(160 + m.body.len());
+        encode_event(
+            &Event::Message(GroupMessage {
+                group: m.group.clone(),
+                seq: stored.seq,
+                id: m.id.to_string(),
+                from: m.sender.clone(),
+                msg_from: m.sender_display.clone(),
+                msg: m.body.clone(),
+                sent_at: m.sent_at,
+            }),
+            &mut bytes,
+        );
+        // An error only means no receiver is left; the ring is dropped when the last one goes.
+        let _ = ring.send(Arc::new(Pushed {
+            seq: stored.seq,
+            bytes: bytes.into_boxed_slice(),
+            left: None,
+        }));
+    }
+
+    /// Pushes a join (`leave` false) or leave to the group's live sessions.
+    pub fn publish_presence(&self, change: MemberChange, leave: bool) {
+        let map = lock(&self.groups);
+        let Some(ring) = map.get(&change.group).and_then(|g| g.ring.as_ref()) else {
+            return;
+        };
+        let left = leave.then(|| change.user.clone());
+        let mut bytes = Vec::new();
+        encode_event(
+            &if leave {
+                Event::Leave(change)
+            } else {
+                Event::Join(change)
+            },
+            &mut bytes,
+        );
+        let _ = ring.send(Arc::new(Pushed {
+            seq: 0,
+            bytes: bytes.into_boxed_slice(),
+            left,
+        }));
+    }
+
+    /// Starts a live session of a member: from now on the group's events reach it.
+    pub fn subscribe(&self, group: &str, user: &str) -> Option<Subscription> {
+        let mut map = lock(&self.groups);
+        let g = map.get_mut(group)?;
+        let member = g.members.get_mut(user)?;
+        member.live += 1;
+        let read_seq = member.read_seq;
+        let capacity = self.live_queue;
+        let ring = g.ring.get_or_insert_with(|| broadcast::channel(capacity).0);
+        Some(Subscription {
+            events: ring.subscribe(),
+            read_seq,
+        })
+    }
+
+    /// Ends a live session (its receiver already dropped); the ring goes with the last one.
+    pub fn unsubscribe(&self, group: &str, user: &str) {
+        let mut map = lock(&self.groups);
+        let Some(g) = map.get_mut(group) else {
+            return;
+        };
+        if let Some(m) = g.members.get_mut(user) {
+            m.live = m.live.saturating_sub(1);
+        }
+        if g.ring.as_ref().is_some_and(|r| r.receiver_count() == 0) {
+            g.ring = None;
+        }
+    }
+
+    /// Moves a member's read cursor forward.
+    pub fn advance(&self, group: &str, user: &str, seq: i64) {
+        if let Some(m) = lock(&self.groups)
+            .get_mut(group)
+            .and_then(|g| g.members.get_mut(user))
+        {
+            m.read_seq = m.read_seq.max(seq);
+        }
+    }
+
+    /// Every group: name, member count, whether `user` is a member.
+    pub fn list(&self, user: &str) -> Vec<(String, usize, bool)> {
+        lock(&self.groups)
+            .iter()
+            .map(|(name, g)| (name.clone(), g.members.len(), g.members.contains_key(user)))
+            .collect()
+    }
+
+    /// A group's members by name, with whether each has a live session open.
+    pub fn members(&self, group: &str) -> Option<Vec<(String, bool)>> {
+        let map = lock(&self.groups);
+        let g = map.get(group)?;
+        let mut out: Vec<(String, bool)> = g
+            .members
+            .iter()
+            .map(|(name, m)| (name.clone(), m.live > 0))
+            .collect();
+        out.sort_unstable();
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group_store::NewGroupMessage;
+
+    fn stored(seq: i64) -> StoredGroupMessage {
+        StoredGroupMessage {
+            seq,
+            message: NewGroupMessage {
+                id: uuid::Uuid::now_v7(),
+                group: "g".into(),
+                sender: "a".into(),
+                sender_display: "A".into(),
+                body: format!("m{seq}"),
+                sent_at: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_ring_exists_only_while_someone_listens() {
+        let hub = Hub::new(4, 100);
+        assert!(hub.subscribe("g", "a").is_none(), "no such group");
+        hub.joined("g", "a", 0);
+        let mut sub = hub.subscribe("g", "a").expect("member");
+        hub.publish_message(&stored(1));
+        let got = sub.events.try_recv().expect("pushed");
+        assert_eq!(got.seq, 1);
+        drop(sub);
+        hub.unsubscribe("g", "a");
+        assert!(lock(&hub.groups)["g"].ring.is_none());
+        // Without listeners a publish only moves the group's order on.
+        hub.publish_message(&stored(2));
+        assert_eq!(hub.membership("g", "a").expect("member").last_seq, 2);
+    }
+
+    #[test]
+    fn a_session_that_falls_a_ring_behind_learns_it_lagged() {
+        let hub = Hub::new(4, 100);
+        hub.joined("g", "a", 0);
+        let mut sub = hub.subscribe("g", "a").expect("member");
+        for seq in 1..=5 {
+            hub.publish_message(&stored(seq));
+        }
+        assert!(matches!(
+            sub.events.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        ));
+    }
+
+    #[test]
+    fn presence_is_muted_in_large_groups() {
+        let hub = Hub::new(4, 2);
+        assert!(hub.joined("g", "a", 0));
+        assert!(hub.joined("g", "b", 0));
+        assert!(!hub.joined("g", "c", 0));
+        assert!(!hub.left("g", "c"));
+        assert!(hub.left("g", "b"));
+        assert_eq!(hub.list("a"), [("g".to_owned(), 1, true)]);
+    }
+}

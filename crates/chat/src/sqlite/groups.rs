@@ -1,0 +1,340 @@
+//! [`GroupStore`] for [`SqliteStore`]: groups, memberships, group messages and read cursors.
+//!
+//! Writes join the same writer thread and group commit as private messages. A group message's
+//! `seq` comes from `groups.last_seq`, bumped in the transaction that stores the message, so a
+//! failed commit takes its numbers back with it and the order has no gaps. After the commit the
+//! writer runs each message's [`Published`] hook in commit order, which is `seq` order.
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::oneshot;
+
+use super::{SqliteStore, Write};
+use crate::group_store::{
+    GroupRecord, GroupStore, JoinOutcome, MemberRecord, NewGroupMessage, Published,
+    StoredGroupMessage,
+};
+use crate::store::{StoreError, StoreResult};
+
+/// The group tables (added to schema version 1 without touching its tables).
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS groups (
+    name TEXT PRIMARY KEY NOT NULL,
+    home TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    grp TEXT NOT NULL,
+    user TEXT NOT NULL,
+    read_seq INTEGER NOT NULL,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (grp, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_messages (
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    sender_display TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (grp, seq)
+);
+";
+
+/// A queued group write and where its answer goes.
+pub(super) enum GroupWrite {
+    Join {
+        group: String,
+        home: String,
+        user: String,
+        reply: oneshot::Sender<StoreResult<JoinOutcome>>,
+    },
+    Leave {
+        group: String,
+        user: String,
+        reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    Message {
+        message: NewGroupMessage,
+        published: Published,
+        reply: oneshot::Sender<StoreResult<StoredGroupMessage>>,
+    },
+    Cursors {
+        cursors: Vec<(String, String, i64)>,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// A group write applied in the open transaction, to be answered once its fate is known.
+pub(super) struct Finish(Box<dyn FnOnce(bool) + Send>);
+
+impl Finish {
+    /// Answers the caller: the result if the transaction committed, an error if it did not.
+    pub(super) fn run(self, committed: bool) {
+        (self.0)(committed);
+    }
+}
+
+fn answer<T: Send + 'static>(
+    result: StoreResult<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+) -> Finish {
+    Finish(Box::new(move |committed| {
+        let _ = reply.send(if committed {
+            result
+        } else {
+            Err(StoreError::Stopped)
+        });
+    }))
+}
+
+impl GroupWrite {
+    /// Runs the write in the batch's transaction.
+    pub(super) fn apply(self, tx: &Connection, now: i64) -> Finish {
+        match self {
+            Self::Join {
+                group,
+                home,
+                user,
+                reply,
+            } => answer(join(tx, &group, &home, &user, now), reply),
+            Self::Leave { group, user, reply } => answer(
+                tx.prepare_cached("DELETE FROM group_members WHERE grp = ?1 AND user = ?2")
+                    .and_then(|mut s| s.execute(params![group, user]))
+                    .map(|n| n > 0)
+                    .map_err(StoreError::from),
+                reply,
+            ),
+            Self::Message {
+                message,
+                published,
+                reply,
+            } => match insert(tx, &message) {
+                Ok(seq) => {
+                    let stored = StoredGroupMessage { seq, message };
+                    Finish(Box::new(move |committed| {
+                        if committed {
+                            published(&stored);
+                            let _ = reply.send(Ok(stored));
+                        } else {
+                            let _ = reply.send(Err(StoreError::Stopped));
+                        }
+                    }))
+                }
+                Err(e) => answer(Err(e), reply),
+            },
+            Self::Cursors { cursors, reply } => {
+                let r = (|| {
+                    let mut s = tx.prepare_cached(
+                        "UPDATE group_members SET read_seq = ?3 \
+                         WHERE grp = ?1 AND user = ?2 AND read_seq < ?3",
+                    )?;
+                    for (g, u, seq) in &cursors {
+                        s.execute(params![g, u, seq])?;
+                    }
+                    Ok(())
+                })();
+                answer(r, reply)
+            }
+        }
+    }
+
+    /// Answers the caller that nothing was stored.
+    pub(super) fn fail(self) {
+        match self {
+            Self::Join { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            Self::Leave { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            Self::Message { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            Self::Cursors { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+        }
+    }
+}
+
+fn join(
+    tx: &Connection,
+    group: &str,
+    home: &str,
+    user: &str,
+    now: i64,
+) -> StoreResult<JoinOutcome> {
+    let created = tx
+        .prepare_cached(
+            "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
+             ON CONFLICT (name) DO NOTHING",
+        )?
+        .execute(params![group, home, now])?
+        > 0;
+    let last_seq: i64 = tx
+        .prepare_cached("SELECT last_seq FROM groups WHERE name = ?1")?
+        .query_row([group], |r| r.get(0))?;
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT read_seq FROM group_members WHERE grp = ?1 AND user = ?2")?
+        .query_row([group, user], |r| r.get(0))
+        .optional()?;
+    if let Some(read_seq) = existing {
+        return Ok(JoinOutcome {
+            created,
+            new_member: false,
+            read_seq,
+        });
+    }
+    tx.prepare_cached(
+        "INSERT INTO group_members (grp, user, read_seq, joined_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![group, user, last_seq, now])?;
+    Ok(JoinOutcome {
+        created,
+        new_member: true,
+        read_seq: last_seq,
+    })
+}
+
+fn insert(tx: &Connection, m: &NewGroupMessage) -> StoreResult<i64> {
+    let seq: i64 = tx
+        .prepare_cached(
+            "UPDATE groups SET last_seq = last_seq + 1 WHERE name = ?1 RETURNING last_seq",
+        )?
+        .query_row([&m.group], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO group_messages (grp, seq, id, sender, sender_display, body, sent_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        m.group,
+        seq,
+        &m.id.as_bytes()[..],
+        m.sender,
+        m.sender_display,
+        m.body,
+        m.sent_at
+    ])?;
+    Ok(seq)
+}
+
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredGroupMessage> {
+    let id: Vec<u8> = row.get(2)?;
+    Ok(StoredGroupMessage {
+        seq: row.get(1)?,
+        message: NewGroupMessage {
+            id: uuid::Uuid::from_slice(&id).unwrap_or_default(),
+            group: row.get(0)?,
+            sender: row.get(3)?,
+            sender_display: row.get(4)?,
+            body: row.get(5)?,
+            sent_at: row.get(6)?,
+        },
+    })
+}
+
+const COLUMNS: &str = "grp, seq, id, sender, sender_display, body, sent_at";
+
+impl GroupStore for SqliteStore {
+    async fn groups(&self) -> StoreResult<Vec<GroupRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT name, home, last_seq FROM groups ORDER BY name")?;
+            let rows = s.query_map([], |r| {
+                Ok(GroupRecord {
+                    name: r.get(0)?,
+                    home: r.get(1)?,
+                    last_seq: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn memberships(&self) -> StoreResult<Vec<MemberRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare("SELECT grp, user, read_seq FROM group_members")?;
+            let rows = s.query_map([], |r| {
+                Ok(MemberRecord {
+                    group: r.get(0)?,
+                    user: r.get(1)?,
+                    read_seq: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn join_group(&self, group: &str, home: &str, user: &str) -> StoreResult<JoinOutcome> {
+        let (group, home, user) = (group.to_owned(), home.to_owned(), user.to_owned());
+        self.write(|reply| {
+            Write::Group(GroupWrite::Join {
+                group,
+                home,
+                user,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn leave_group(&self, group: &str, user: &str) -> StoreResult<bool> {
+        let (group, user) = (group.to_owned(), user.to_owned());
+        self.write(|reply| Write::Group(GroupWrite::Leave { group, user, reply }))
+            .await
+    }
+
+    async fn insert_group_message(
+        &self,
+        message: NewGroupMessage,
+        published: Published,
+    ) -> StoreResult<StoredGroupMessage> {
+        self.write(|reply| {
+            Write::Group(GroupWrite::Message {
+                message,
+                published,
+                reply,
+            })
+        })
+        .await
+    }
+
+    async fn group_messages(
+        &self,
+        group: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredGroupMessage>> {
+        let group = group.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM group_messages WHERE grp = ?1 AND seq > ?2 \
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = s.query_map(params![group, after, limit as i64], message_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn group_history(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredGroupMessage>> {
+        let group = group.to_owned();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM group_messages WHERE grp = ?1 ORDER BY seq DESC LIMIT ?2"
+            ))?;
+            let rows = s.query_map(params![group, limit as i64], message_row)?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn advance_cursors(&self, cursors: Vec<(String, String, i64)>) -> StoreResult<()> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        self.write(|reply| Write::Group(GroupWrite::Cursors { cursors, reply }))
+            .await
+    }
+}

@@ -1,0 +1,606 @@
+//! Groups over real TCP: live sessions, offline commands, ordering, slow members, large groups.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use jaring_chat::{RealmOptions, SystemClock};
+use jaring_runtime::Model;
+use serde_json::Value;
+
+async fn realm_with(
+    users: &[&str],
+    options: RealmOptions,
+    model: Model,
+) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), users);
+    let r = start(dir.path(), options, Arc::new(SystemClock::default()), model).await;
+    (dir, r)
+}
+
+/// A client logged in as `user`.
+async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
+    let mut c = Client::connect(addr).await;
+    let t = c.auth(user, &format!("{user}pw")).await;
+    (c, t)
+}
+
+/// The next frame that is not a join or leave event.
+async fn next_non_presence(c: &mut Client) -> Value {
+    loop {
+        let v = c.reply().await.expect("a frame");
+        if !matches!(v["event"].as_str(), Some("join" | "leave")) {
+            return v;
+        }
+    }
+}
+
+/// Reads message events until `n` were seen; returns their (seq, msg).
+async fn messages(c: &mut Client, n: usize) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let v = next_non_presence(c).await;
+        assert_eq!(v["event"], "message", "{v}");
+        got.push((
+            v["seq"].as_i64().unwrap(),
+            v["msg"].as_str().unwrap().to_owned(),
+        ));
+    }
+    got
+}
+
+/// The OK that ends a live session after `exit`, skipping events still in flight.
+async fn exit_live(c: &mut Client) -> Value {
+    exit_collect(c).await.0
+}
+
+/// `exit`, then the final reply and the messages pushed before it.
+async fn exit_collect(c: &mut Client) -> (Value, Vec<(i64, String)>) {
+    c.send_raw(b"exit\r\n").await;
+    let mut got = Vec::new();
+    loop {
+        let v = c.reply().await.expect("the final reply");
+        if v.get("status").is_some() {
+            return (v, got);
+        }
+        if v["event"] == "message" {
+            got.push((
+                v["seq"].as_i64().unwrap(),
+                v["msg"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+}
+
+async fn live_flow(model: Model) {
+    let (_dir, r) = realm_with(&["messi", "henderson", "lineker"], options(), model).await;
+    let (mut a, ta) = login(r.addr, "messi").await;
+    let (mut b, tb) = login(r.addr, "henderson").await;
+
+    // The classic client's trailing origin word is accepted; the first join creates the group.
+    let j = a.call(&format!("group {ta} football realm1")).await;
+    assert!(ok(&j), "{j}");
+    assert_eq!(
+        (j["created"].as_bool(), j["new_member"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let j = b.call(&format!("group {tb} football")).await;
+    assert_eq!(
+        (j["created"].as_bool(), j["new_member"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let join = a.reply().await.unwrap();
+    assert_eq!(join["event"], "join");
+    assert_eq!(join["user"], "henderson");
+    assert_eq!(join["display_name"], "HENDERSON");
+
+    // Every line is a message, pushed to every live member, the sender included, once.
+    b.send_raw(b"hello  all \r\n\r\nsecond\r\n").await;
+    let want = vec![(1, "hello  all".to_owned()), (2, "second".to_owned())];
+    assert_eq!(messages(&mut a, 2).await, want);
+    assert_eq!(messages(&mut b, 2).await, want);
+    a.send_raw(b"from messi\r\n").await;
+    let m = next_non_presence(&mut b).await;
+    assert_eq!(
+        (
+            m["from"].as_str(),
+            m["msg_from"].as_str(),
+            m["seq"].as_i64()
+        ),
+        (Some("messi"), Some("MESSI"), Some(3))
+    );
+
+    // exit: the final OK, then command mode on the same connection.
+    let bye = exit_live(&mut a).await;
+    assert!(ok(&bye), "{bye}");
+    assert!(ok(&a.call(&format!("users {ta}")).await));
+    // Messages while messi is not live wait for inboxgroup (or the next live session).
+    b.send_raw(b"while you were away\r\n").await;
+    assert_eq!(
+        messages(&mut b, 1).await,
+        [(4, "while you were away".to_owned())]
+    );
+    let ib = a.call(&format!("inboxgroup {ta} football")).await;
+    let got: Vec<i64> = ib["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, [4]);
+    assert!(
+        a.call(&format!("inboxgroup {ta} football")).await["messages"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // groups, members, history.
+    let g = a.call(&format!("groups {ta}")).await;
+    assert_eq!(
+        g["groups"],
+        serde_json::json!([{"name":"football","members":2,"member":true}])
+    );
+    let m = a.call(&format!("members {ta} football")).await;
+    assert_eq!(
+        m["members"],
+        serde_json::json!([
+            {"name":"henderson","display_name":"HENDERSON","live":true},
+            {"name":"messi","display_name":"MESSI","live":false}
+        ])
+    );
+    let h = a.call(&format!("history {ta} football")).await;
+    let bodies: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["hello  all", "second", "from messi", "while you were away"]
+    );
+    let h1 = a.call(&format!("history {ta} football 1")).await;
+    assert_eq!(h1["messages"][0]["seq"], 4);
+
+    // A member who is not live: rejoining replays what they missed, then goes live.
+    b.send_raw(b"missed one\r\n").await;
+    assert_eq!(messages(&mut b, 1).await, [(5, "missed one".to_owned())]);
+    assert!(ok(&a.call(&format!("group {ta} football")).await));
+    assert_eq!(messages(&mut a, 1).await, [(5, "missed one".to_owned())]);
+    assert!(ok(&exit_live(&mut a).await));
+
+    // leave ends the membership; the live members hear it; the group and its history live on.
+    assert!(ok(&a.call(&format!("leave {ta} football")).await));
+    let left = b.reply().await.unwrap();
+    assert_eq!(
+        (left["event"].as_str(), left["user"].as_str()),
+        (Some("leave"), Some("messi"))
+    );
+    assert!(error(&a.call(&format!("inboxgroup {ta} football")).await).contains("not a member"));
+    assert!(error(&a.call(&format!("history {ta} football")).await).contains("not a member"));
+    assert!(ok(&exit_live(&mut b).await));
+    assert!(ok(&b.call(&format!("leave {tb} football")).await));
+    let g = b.call(&format!("groups {tb}")).await;
+    assert_eq!(
+        g["groups"],
+        serde_json::json!([{"name":"football","members":0,"member":false}])
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_message_exit_async() {
+    live_flow(Model::Async).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_message_exit_threads() {
+    live_flow(Model::Threads).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_commands_and_errors() {
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), Model::Async).await;
+    let (mut a, ta) = login(r.addr, "messi").await;
+    let (mut b, tb) = login(r.addr, "henderson").await;
+    // sendgroup creates the group and joins the sender.
+    let s = a.call(&format!("sendgroup {ta} lab  first one")).await;
+    assert_eq!(
+        (s["message"].as_str(), s["seq"].as_i64()),
+        (Some("Message Sent"), Some(1))
+    );
+    assert_eq!(s["id"].as_str().unwrap().len(), 36);
+    // What was said before someone joined is history, not something they missed.
+    assert!(error(&b.call(&format!("inboxgroup {tb} lab")).await).contains("not a member"));
+    assert!(ok(&b.call(&format!("sendgroup {tb} lab hi")).await));
+    assert!(
+        b.call(&format!("inboxgroup {tb} lab")).await["messages"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+    let ia = a.call(&format!("inboxgroup {ta} lab")).await;
+    let msgs: Vec<(&str, i64)> = ia["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["msg"].as_str().unwrap(), m["seq"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(msgs, [(" first one", 1), ("hi", 2)]);
+    let h = b.call(&format!("history {tb} lab")).await;
+    assert_eq!(h["group"], "lab");
+    assert_eq!(h["messages"].as_array().unwrap().len(), 2);
+
+    // Errors say what to do, and leave the connection usable.
+    assert!(error(&a.call(&format!("group {ta} henderson")).await).contains("is a user"));
+    assert!(error(&a.call(&format!("members {ta} nogroup")).await).contains("no group"));
+    assert!(error(&a.call(&format!("inboxgroup {ta} nogroup")).await).contains("no group"));
+    assert!(error(&a.call(&format!("leave {ta} nogroup")).await).contains("no group"));
+    assert!(
+        error(&a.call(&format!("sendgroup {ta} lab@elsewhere hi")).await)
+            .contains("no link to realm")
+    );
+    assert!(error(&a.call("sendgroup nope lab hi").await).contains("unknown or expired token"));
+    assert!(error(&a.call(&format!("sendgroup {ta} lab")).await).contains("usage: sendgroup"));
+    assert!(error(&a.call("exit").await).contains("unknown command"));
+
+    // An inbox reply carries at most inbox_max_messages; "more" says ask again.
+    r.stop().await;
+    let (_dir, r) = realm_with(
+        &["messi", "henderson"],
+        RealmOptions {
+            inbox_max_messages: 3,
+            ..options()
+        },
+        Model::Async,
+    )
+    .await;
+    let (mut a, ta) = login(r.addr, "messi").await;
+    let (mut b, tb) = login(r.addr, "henderson").await;
+    assert!(ok(&b.call(&format!("sendgroup {tb} g hello")).await));
+    assert!(ok(&a.call(&format!("sendgroup {ta} g join")).await));
+    for i in 0..5 {
+        assert!(ok(&b.call(&format!("sendgroup {tb} g m{i}")).await));
+    }
+    let mut seen = Vec::new();
+    loop {
+        let v = a.call(&format!("inboxgroup {ta} g")).await;
+        seen.extend(
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_i64().unwrap()),
+        );
+        if v["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, [2, 3, 4, 5, 6, 7]);
+    r.stop().await;
+}
+
+/// Several concurrent senders: every member sees one order, gapless, each message once, whether
+/// live or through inboxgroup afterwards; and it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_one_order() {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 150;
+    const TOTAL: usize = SENDERS * PER_SENDER;
+    let names = ["s0", "s1", "s2", "s3", "l0", "l1", "half"];
+    let (dir, r) = realm_with(&names, options(), Model::Async).await;
+    let mut listeners = Vec::new();
+    for n in ["l0", "l1"] {
+        let (mut c, t) = login(r.addr, n).await;
+        assert!(ok(&c.call(&format!("group {t} race")).await));
+        listeners.push(c);
+    }
+    let (mut half, th) = login(r.addr, "half").await;
+    assert!(ok(&half.call(&format!("group {th} race")).await));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let addr = r.addr;
+        senders.push(tokio::spawn(async move {
+            let (mut c, t) = login(addr, &format!("s{s}")).await;
+            // Half through sendgroup (pipelined), half as a live session's lines.
+            if s % 2 == 0 {
+                let mut batch = Vec::new();
+                for i in 0..PER_SENDER {
+                    batch.extend_from_slice(format!("sendgroup {t} race {s}:{i}\r\n").as_bytes());
+                }
+                c.send_raw(&batch).await;
+                for _ in 0..PER_SENDER {
+                    assert!(ok(&c.reply().await.unwrap()));
+                }
+            } else {
+                assert!(ok(&c.call(&format!("group {t} race")).await));
+                let mut batch = Vec::new();
+                for i in 0..PER_SENDER {
+                    batch.extend_from_slice(format!("{s}:{i}\r\n").as_bytes());
+                }
+                c.send_raw(&batch).await;
+                messages(&mut c, PER_SENDER).await;
+            }
+        }));
+    }
+    // "half" leaves its live session part-way and catches up with inboxgroup later.
+    let mut half_all = messages(&mut half, TOTAL / 3).await;
+    let (bye, in_flight) = exit_collect(&mut half).await;
+    assert!(ok(&bye));
+    half_all.extend(in_flight);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let mut orders = Vec::new();
+    for mut c in listeners {
+        orders.push(messages(&mut c, TOTAL).await);
+    }
+    let mut rest = Vec::new();
+    loop {
+        let v = half.call(&format!("inboxgroup {th} race")).await;
+        rest.extend(v["messages"].as_array().unwrap().iter().map(|m| {
+            (
+                m["seq"].as_i64().unwrap(),
+                m["msg"].as_str().unwrap().to_owned(),
+            )
+        }));
+        if v["more"] != true {
+            break;
+        }
+    }
+    let seqs: Vec<i64> = (1..=TOTAL as i64).collect();
+    for o in &orders {
+        assert_eq!(
+            o.iter().map(|m| m.0).collect::<Vec<_>>(),
+            seqs,
+            "gapless, in order, once"
+        );
+        assert_eq!(o, &orders[0], "every member sees the same order");
+        // Each sender's own messages keep the order it sent them in.
+        for s in 0..SENDERS {
+            let mine: Vec<usize> = o
+                .iter()
+                .filter_map(|m| {
+                    m.1.strip_prefix(&format!("{s}:"))
+                        .map(|i| i.parse().unwrap())
+                })
+                .collect();
+            assert_eq!(mine, (0..PER_SENDER).collect::<Vec<_>>());
+        }
+    }
+    r.stop().await;
+    // After a restart the order and the cursors are what they were.
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    let (mut c, t) = login(r.addr, "l0").await;
+    let h = c.call(&format!("history {t} race 1000")).await;
+    let stored: Vec<(i64, String)> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_i64().unwrap(),
+                m["msg"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(stored, orders[0]);
+    let (mut hc, th) = login(r.addr, "half").await;
+    let v = hc.call(&format!("inboxgroup {th} race")).await;
+    assert!(
+        v["messages"].as_array().unwrap().is_empty(),
+        "read before the restart: {v}"
+    );
+    // The live part and the inboxgroup part together: every message once, in the group's order.
+    half_all.extend(rest);
+    assert_eq!(
+        half_all.len(),
+        TOTAL,
+        "no gap, no duplicate across live and inboxgroup"
+    );
+    assert_eq!(half_all, orders[0]);
+    r.stop().await;
+}
+
+/// A member that never reads its socket is cut loose with an `end` event saying why, while the
+/// others receive everything; it then catches up with inboxgroup, each message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_cut_loose() {
+    const N: usize = 1500;
+    let opts = RealmOptions {
+        live_queue: 32,
+        ..options()
+    };
+    let (_dir, r) = realm_with(&["fast", "stalled", "sender"], opts, Model::Async).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = Client::from_stream(socket.connect(r.addr).await.unwrap());
+    let ts = stalled.auth("stalled", "stalledpw").await;
+    assert!(ok(&stalled.call(&format!("group {ts} busy")).await));
+    let (mut fast, tf) = login(r.addr, "fast").await;
+    assert!(ok(&fast.call(&format!("group {tf} busy")).await));
+    let (mut sender, tsend) = login(r.addr, "sender").await;
+    let body = "x".repeat(8000);
+    let reader = tokio::spawn(async move {
+        let got = messages(&mut fast, N).await;
+        (fast, got)
+    });
+    for chunk in 0..N / 50 {
+        let mut batch = Vec::new();
+        for i in 0..50 {
+            batch.extend_from_slice(
+                format!("sendgroup {tsend} busy {} {body}\r\n", chunk * 50 + i).as_bytes(),
+            );
+        }
+        sender.send_raw(&batch).await;
+        for _ in 0..50 {
+            assert!(ok(&sender.reply().await.unwrap()));
+        }
+    }
+    let (_fast, got) = reader.await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=N as i64).collect::<Vec<_>>()
+    );
+
+    // Now the stalled member reads: what it was given, then why its session ended.
+    let mut seen = Vec::new();
+    let end = loop {
+        let v = next_non_presence(&mut stalled).await;
+        match v["event"].as_str() {
+            Some("message") => seen.push(v["seq"].as_i64().unwrap()),
+            Some("end") => break v,
+            _ => panic!("unexpected {v}"),
+        }
+    };
+    assert!(end["reason"].as_str().unwrap().contains("behind"), "{end}");
+    assert!(seen.len() < N, "it was cut loose before the end");
+    assert_eq!(seen, (1..=seen.len() as i64).collect::<Vec<_>>());
+    // Back in command mode on the same connection: inboxgroup brings the rest, each once.
+    let mut rest = Vec::new();
+    loop {
+        let v = stalled.call(&format!("inboxgroup {ts} busy")).await;
+        rest.extend(
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_i64().unwrap()),
+        );
+        if v["more"] != true {
+            break;
+        }
+    }
+    seen.extend(rest);
+    assert_eq!(seen, (1..=N as i64).collect::<Vec<_>>());
+    r.stop().await;
+}
+
+/// 1,000 members live in one group: each receives every message once, in order; joins of a
+/// large group are not pushed to everyone (that would be n² work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_live_members() {
+    const MEMBERS: usize = 1000;
+    const MSGS: usize = 20;
+    let names: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (_dir, r) = realm_with(&refs, options(), Model::Async).await;
+    let (mut first, t0) = login(r.addr, "m0").await;
+    assert!(ok(&first.call(&format!("group {t0} big")).await));
+    let mut joins = Vec::new();
+    for chunk in names[1..].chunks(100) {
+        let mut tasks = Vec::new();
+        for n in chunk {
+            let (addr, n) = (r.addr, n.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut c, t) = login(addr, &n).await;
+                assert!(ok(&c.call(&format!("group {t} big")).await));
+                c
+            }));
+        }
+        for t in tasks {
+            joins.push(t.await.unwrap());
+        }
+    }
+    // Only joins while the group had at most presence_max_members members were pushed.
+    let (mut sender, ts) = login(r.addr, "m0").await;
+    let mut batch = Vec::new();
+    for i in 0..MSGS {
+        batch.extend_from_slice(format!("sendgroup {ts} big msg{i}\r\n").as_bytes());
+    }
+    sender.send_raw(&batch).await;
+    for _ in 0..MSGS {
+        assert!(ok(&sender.reply().await.unwrap()));
+    }
+    let want: Vec<(i64, String)> = (0..MSGS)
+        .map(|i| (i as i64 + 1, format!("msg{i}")))
+        .collect();
+    let mut presence = 0;
+    let mut got = Vec::new();
+    while got.len() < MSGS {
+        let v = first.reply().await.unwrap();
+        match v["event"].as_str() {
+            Some("join") => presence += 1,
+            Some("message") => got.push((
+                v["seq"].as_i64().unwrap(),
+                v["msg"].as_str().unwrap().to_owned(),
+            )),
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        presence,
+        jaring_chat::groups::DEFAULT_PRESENCE_MAX_MEMBERS - 1
+    );
+    let mut tasks = Vec::new();
+    for mut c in joins {
+        let want = want.clone();
+        tasks.push(tokio::spawn(async move {
+            assert_eq!(messages(&mut c, MSGS).await, want);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let g = sender.call(&format!("groups {ts}")).await;
+    assert_eq!(g["groups"][0]["members"], MEMBERS);
+    r.stop().await;
+}
+
+/// Whether another connection to the database sees a group message with this id: only committed
+/// rows are visible to it.
+fn committed(dir: &std::path::Path, id: &str) -> bool {
+    let conn = jaring_chat::sqlite::open(dir, jaring_chat::sqlite::Synchronous::Full).unwrap();
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM group_messages WHERE id = ?1",
+        [&id.as_bytes()[..]],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap()
+        == 1
+}
+
+/// Every message is committed before its OK goes out and before it is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_before_acknowledged_or_pushed() {
+    const N: usize = 40;
+    let (dir, r) = realm_with(&["reader", "writer"], options(), Model::Async).await;
+    let (mut reader, tr) = login(r.addr, "reader").await;
+    assert!(ok(&reader.call(&format!("group {tr} durable")).await));
+    let (mut writer, tw) = login(r.addr, "writer").await;
+    let mut batch = Vec::new();
+    for i in 0..N {
+        batch.extend_from_slice(format!("sendgroup {tw} durable m{i}\r\n").as_bytes());
+    }
+    writer.send_raw(&batch).await;
+    for _ in 0..N {
+        let v = next_non_presence(&mut reader).await;
+        assert_eq!(v["event"], "message");
+        assert!(
+            committed(dir.path(), v["id"].as_str().unwrap()),
+            "pushed before commit: {v}"
+        );
+    }
+    for _ in 0..N {
+        let v = writer.reply().await.unwrap();
+        assert!(
+            committed(dir.path(), v["id"].as_str().unwrap()),
+            "acknowledged before commit: {v}"
+        );
+    }
+    r.stop().await;
+}
