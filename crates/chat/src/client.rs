@@ -2,13 +2,17 @@
 //!
 //! At a terminal it has line editing and history (rustyline); with stdin piped it reads commands
 //! line by line and stops at the end of input, so it can be scripted. Output is readable text, or
-//! each raw JSON reply with `--json`. Blocking I/O: one user, one connection, nothing to multiplex.
+//! each raw JSON reply with `--json`. Blocking I/O: one user, one connection. In a live group
+//! session (`group NAME`) a reader thread prints the group's events as they arrive, through
+//! rustyline's external printer at a terminal so they do not garble the line being typed, while
+//! the main thread sends each typed line to the group; `exit` ends the session.
 
 use std::io::{self, BufRead as _, IsTerminal as _, Read as _, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use jaring_proto::chat::ReplyFramer;
+use jaring_proto::chat::{ReplyFramer, is_event};
+use rustyline::ExternalPrinter as _;
 use serde_json::Value;
 
 /// Largest reply the client accepts (an inbox reply is capped well below it by the server).
@@ -83,7 +87,15 @@ const HELP: &str = "commands:
   send TO MESSAGE...      send a private message
   inbox                   messages you have not read yet
   users                   who exists, who is online
-  history PEER [N]        the last N messages with PEER, both ways
+  history PEER [N]        the last N messages with PEER (or in group PEER)
+  group NAME              join group NAME (created if new) and chat live: each line you
+                          type goes to the group, its messages print as they arrive;
+                          exit ends the live session (you stay a member)
+  sendgroup GROUP MESSAGE...  send one message to a group (joins it if needed)
+  inboxgroup GROUP        the group's messages you have not read yet
+  groups                  every group, with its member count
+  members GROUP           who is in a group, who is live
+  leave GROUP             leave a group
   logout                  end the session
   help, quit";
 
@@ -154,10 +166,39 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
                 continue;
             }
             ("auth", 3) => format!("auth {} {}", words[1], words[2]),
-            ("send" | "inbox" | "users" | "history" | "logout", _) if token.is_empty() => {
+            (
+                "send" | "inbox" | "users" | "history" | "logout" | "group" | "sendgroup"
+                | "inboxgroup" | "groups" | "members" | "leave",
+                _,
+            ) if token.is_empty() => {
                 need_token(out);
                 continue;
             }
+            // The classic client's trailing origin word is accepted and ignored.
+            ("group", 2 | 3) => {
+                let reply = conn.call(&format!("group {token} {}", words[1]))?;
+                if reply["status"] != "OK" || opts.json {
+                    print_reply(cmd, &reply, opts.json, out);
+                }
+                if reply["status"] == "OK" {
+                    if !opts.json {
+                        let _ = writeln!(
+                            out,
+                            "live in {}: type to send, exit to leave the live session",
+                            words[1]
+                        );
+                    }
+                    live(&mut conn, opts, editor.as_mut(), &mut stdin, out)?;
+                }
+                continue;
+            }
+            ("sendgroup", n) if n >= 3 => {
+                let rest = line.trim_start()[9..].trim_start();
+                let msg = rest.split_once(' ').map_or("", |(_, m)| m);
+                format!("sendgroup {token} {} {msg}", words[1])
+            }
+            ("inboxgroup" | "members" | "leave", 2) => format!("{cmd} {token} {}", words[1]),
+            ("groups", 1) => format!("groups {token}"),
             ("send", n) if n >= 3 => {
                 // Everything after TO, spaces kept.
                 let rest = line.trim_start()[4..].trim_start();
@@ -172,11 +213,7 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
             }
         };
         let reply = conn.call(&request)?;
-        if opts.json {
-            let _ = writeln!(out, "{reply}");
-        } else {
-            print_reply(cmd, &reply, out);
-        }
+        print_reply(cmd, &reply, opts.json, out);
         if reply["status"] == "OK" {
             match cmd {
                 "auth" => token = reply["tokenid"].as_str().unwrap_or_default().to_owned(),
@@ -188,20 +225,149 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
     Ok(())
 }
 
-fn print_reply(cmd: &str, v: &Value, out: &mut impl Write) {
+/// Runs a live group session: events print as they arrive while typed lines go to the group.
+fn live(
+    conn: &mut Conn,
+    opts: &ClientOptions,
+    mut editor: Option<&mut rustyline::DefaultEditor>,
+    stdin: &mut io::StdinLock<'_>,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let server = conn.server.clone();
+    let io_err = |e| ClientError::Io(server.clone(), e);
+    let mut reader = conn.stream.try_clone().map_err(io_err)?;
+    // Events come whenever the group speaks: no reply timeout while live.
+    conn.stream.set_read_timeout(None).map_err(io_err)?;
+    let mut framer = std::mem::replace(&mut conn.framer, ReplyFramer::new(MAX_REPLY));
+    let json = opts.json;
+    // At a terminal, events print above the line being typed; piped, they come back over a
+    // channel and print between lines.
+    let mut external = match editor.as_deref_mut() {
+        Some(ed) => Some(
+            ed.create_external_printer()
+                .map_err(|e| ClientError::Terminal(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let thread = std::thread::spawn(move || {
+        let mut emit = |text: String| match &mut external {
+            Some(p) => drop(p.print(text)),
+            None => drop(tx.send(text)),
+        };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match framer.poll_reply() {
+                Ok(Some(v)) => {
+                    emit(if json {
+                        v.to_string()
+                    } else {
+                        format_event(&v)
+                    });
+                    // The final reply, or the server ending the session, ends the live mode.
+                    if !is_event(&v) || v["event"] == "end" {
+                        return (framer, Ok(()));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return (framer, Err(io::Error::other(e))),
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => return (framer, Err(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => framer.handle_input(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (framer, Err(e)),
+            }
+        }
+    });
+    while !thread.is_finished() {
+        let line = match editor.as_deref_mut() {
+            Some(ed) => ed
+                .readline("live> ")
+                .unwrap_or_else(|_| EXIT_LINE.to_owned()),
+            None => {
+                let mut l = String::new();
+                match stdin.read_line(&mut l) {
+                    Ok(0) | Err(_) => EXIT_LINE.to_owned(),
+                    Ok(_) => l.trim_end_matches(['\r', '\n']).to_owned(),
+                }
+            }
+        };
+        if thread.is_finished() {
+            // The server ended the session while this line was typed: it was not sent.
+            break;
+        }
+        conn.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .map_err(|e| ClientError::Io(conn.server.clone(), e))?;
+        for text in rx.try_iter() {
+            let _ = writeln!(out, "{text}");
+        }
+        if line.trim().eq_ignore_ascii_case(EXIT_LINE) {
+            break;
+        }
+    }
+    let (framer, result) = thread
+        .join()
+        .map_err(|_| ClientError::Terminal("the event reader failed".into()))?;
+    for text in rx.try_iter() {
+        let _ = writeln!(out, "{text}");
+    }
+    conn.framer = framer;
+    let _ = conn.stream.set_read_timeout(Some(opts.timeout));
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ClientError::Closed(conn.server.clone()),
+        _ => ClientError::Io(conn.server.clone(), e),
+    })
+}
+
+/// The line that ends a live session.
+const EXIT_LINE: &str = "exit";
+
+/// One event (or the final reply) as a line for people.
+fn format_event(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let group = s(&v["group"]);
+    match v["event"].as_str() {
+        Some("message") => format!("[{group}] {}: {}", s(&v["from"]), s(&v["msg"])),
+        Some("join") => format!("[{group}] * {} joined", s(&v["user"])),
+        Some("leave") => format!("[{group}] * {} left", s(&v["user"])),
+        Some("end") => format!("[{group}] live session ended: {}", s(&v["reason"])),
+        Some(_) => v.to_string(),
+        None if v["status"] == "OK" => "left the live session".to_owned(),
+        None => format!("error: {}", s(&v["message"])),
+    }
+}
+
+fn print_reply(cmd: &str, v: &Value, json: bool, out: &mut impl Write) {
+    if json {
+        let _ = writeln!(out, "{v}");
+        return;
+    }
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     if v["status"] != "OK" {
         let _ = writeln!(out, "error: {}", s(&v["message"]));
         return;
     }
     let print_msg = |out: &mut dyn Write, m: &Value| {
-        let _ = writeln!(
-            out,
-            "  {} → {}: {}",
-            s(&m["from"]),
-            s(&m["to"]),
-            s(&m["msg"])
-        );
+        let _ = if m.get("group").is_some() {
+            writeln!(
+                out,
+                "  [{}] {}: {}",
+                s(&m["group"]),
+                s(&m["from"]),
+                s(&m["msg"])
+            )
+        } else {
+            writeln!(
+                out,
+                "  {} → {}: {}",
+                s(&m["from"]),
+                s(&m["to"]),
+                s(&m["msg"])
+            )
+        };
     };
     match cmd {
         "auth" => drop(writeln!(out, "logged in")),
@@ -232,9 +398,40 @@ fn print_reply(cmd: &str, v: &Value, out: &mut impl Write) {
                 );
             }
         }
-        "history" => {
-            for m in v["messages"].as_array().into_iter().flatten() {
+        "history" | "inboxgroup" => {
+            let msgs = v["messages"].as_array();
+            if cmd == "inboxgroup" && msgs.is_none_or(Vec::is_empty) {
+                let _ = writeln!(out, "no new messages");
+            }
+            for m in msgs.into_iter().flatten() {
                 print_msg(out, m);
+            }
+            if v["more"] == true {
+                let _ = writeln!(out, "(more waiting: run inboxgroup again)");
+            }
+        }
+        "sendgroup" => drop(writeln!(out, "sent (#{})", v["seq"])),
+        "leave" => drop(writeln!(out, "{}", s(&v["message"]))),
+        "groups" => {
+            for g in v["groups"].as_array().into_iter().flatten() {
+                let mark = if g["member"] == true { "member" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>6} members  {mark}",
+                    s(&g["name"]),
+                    g["members"]
+                );
+            }
+        }
+        "members" => {
+            for m in v["members"].as_array().into_iter().flatten() {
+                let mark = if m["live"] == true { "live" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "  {:<16} {:<24} {mark}",
+                    s(&m["name"]),
+                    s(&m["display_name"])
+                );
             }
         }
         _ => drop(writeln!(out, "{v}")),

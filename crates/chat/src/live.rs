@@ -219,7 +219,25 @@ async fn drive<S: Store>(
                     }
                 }
                 Request::Live(LiveLine::Exit) => {
+                    // Events already in the ring (the member's own last lines among them) are
+                    // given before the final OK rather than left for inboxgroup.
+                    let mut upto = cursor;
+                    while out.len() < DEFAULT_LIVE_BATCH {
+                        match live.subscription.events.try_recv() {
+                            Ok(p) if p.seq == 0 || p.seq > upto => {
+                                out.extend_from_slice(&p.bytes);
+                                upto = upto.max(p.seq);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    live.close();
                     reply::encode_ok(&format!("Left the live session of group {group}"), out);
+                    match write_out(stream, out, idle).await {
+                        Ok(()) => cursor = upto,
+                        Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
+                    }
                     break 'live LiveEnd::Exit;
                 }
                 Request::Live(LiveLine::Empty) => {}
