@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Highest latency the histograms hold, in microseconds; anything slower is clamped to it.
-const MAX_LATENCY_US: u64 = 60_000_000;
+pub const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// How long after the deadline workers get to finish the request in hand before they are aborted.
 const FINISH_GRACE: Duration = Duration::from_secs(1);
@@ -140,6 +140,173 @@ pub struct Report {
     /// Bytes moved, for workloads that measure throughput (echo); absent from the JSON otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
+    /// Messages seen arriving at their recipients, for workloads that check delivery (chat);
+    /// absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// The server process's CPU time and memory over the run, when its pid was given; absent from
+    /// the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerUsage>,
+}
+
+impl Report {
+    /// Counts one more failure of `kind` (for failures seen outside the workers, e.g. receivers).
+    pub fn add_error(&mut self, kind: String) {
+        self.errors += 1;
+        match self.error_kinds.iter_mut().find(|k| k.kind == kind) {
+            Some(k) => k.count += 1,
+            None => self.error_kinds.push(ErrorCount { kind, count: 1 }),
+        }
+    }
+}
+
+impl Latency {
+    /// The percentiles of `h` (all zero when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self {
+                p50_us: 0,
+                p90_us: 0,
+                p99_us: 0,
+                max_us: 0,
+                mean_us: 0.0,
+            };
+        }
+        Self {
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// An empty latency histogram: three significant figures from 1 µs to [`MAX_LATENCY_US`].
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .unwrap_or_else(|_| unreachable!("the bounds are valid constants"))
+}
+
+/// What happened to the messages a workload sent (chat: sent by one connection, read from an
+/// inbox by another).
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// Connections reading the messages.
+    pub receivers: usize,
+    /// Messages the server acknowledged.
+    pub acknowledged: u64,
+    /// Distinct messages that arrived (may exceed `acknowledged` by messages whose OK came after
+    /// the end of the run).
+    pub delivered: u64,
+    /// Acknowledged messages that never arrived before the receivers gave up.
+    pub missing: u64,
+    /// Messages that arrived a second time.
+    pub duplicates: u64,
+    /// Messages that arrived before an earlier one from the same sender.
+    pub out_of_order: u64,
+    /// From the instant the sender started writing the request to the instant the reply carrying
+    /// the message was read by its receiver.
+    pub latency: Latency,
+}
+
+/// One reading of a process's counters from `/proc/<pid>`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// User + system CPU time in clock ticks.
+    ticks: u64,
+    /// Resident memory in KiB (`VmRSS`).
+    rss_kib: u64,
+    /// Peak resident memory in KiB (`VmHWM`).
+    peak_kib: u64,
+}
+
+/// The server's CPU time and memory over a run, from `/proc/<pid>` (Linux).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerUsage {
+    /// The server's process id.
+    pub pid: u32,
+    /// CPU seconds (user + system) the server used during the run.
+    pub cpu_s: f64,
+    /// The same per successful request, in microseconds: the cost of one request, much less
+    /// sensitive to other load on the machine than requests per second.
+    pub cpu_us_per_request: f64,
+    /// Resident memory at the end of the run, in KiB.
+    pub rss_kib: u64,
+    /// Peak resident memory of the process so far, in KiB.
+    pub rss_peak_kib: u64,
+    /// Resident memory before the bench connected, in KiB (idle mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_before_kib: Option<u64>,
+    /// `(rss - rss_before) / connections`, in bytes (idle mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_connection_bytes: Option<u64>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times; 100 on every Linux this runs on (it is a
+/// kernel ABI constant, `USER_HZ`).
+const USER_HZ: f64 = 100.0;
+
+impl ProcSample {
+    /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+    pub fn read(pid: u32) -> std::io::Result<Self> {
+        let bad =
+            || std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc format");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name may contain spaces and parentheses: fields start after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .ok_or_else(bad)?
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let ticks = tick(11).zip(tick(12)).map(|(u, s)| u + s).ok_or_else(bad)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(Self {
+            ticks,
+            rss_kib: kib("VmRSS:"),
+            peak_kib: kib("VmHWM:"),
+        })
+    }
+}
+
+impl ServerUsage {
+    /// The usage between two samples, for `requests` successful requests; `before` is a sample
+    /// taken before the bench connected, to tell the memory its connections cost.
+    pub fn between(
+        pid: u32,
+        start: &ProcSample,
+        end: &ProcSample,
+        requests: u64,
+        before: Option<&ProcSample>,
+    ) -> Self {
+        let cpu_s = end.ticks.saturating_sub(start.ticks) as f64 / USER_HZ;
+        Self {
+            pid,
+            cpu_s,
+            cpu_us_per_request: if requests == 0 {
+                0.0
+            } else {
+                cpu_s * 1e6 / requests as f64
+            },
+            rss_kib: end.rss_kib,
+            rss_peak_kib: end.peak_kib,
+            rss_before_kib: before.map(|b| b.rss_kib),
+            rss_per_connection_bytes: before
+                .filter(|_| requests > 0)
+                .map(|b| end.rss_kib.saturating_sub(b.rss_kib) * 1024 / requests),
+        }
+    }
 }
 
 /// Bytes a throughput workload moved.
@@ -199,8 +366,7 @@ where
     }
 
     let progress = opts.progress.then(|| progress_bar(opts.duration));
-    let mut merged = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
-        .unwrap_or_else(|_| unreachable!("the bounds are valid constants"));
+    let mut merged = histogram();
     let (mut requests, mut errors) = (0, 0);
     let mut kinds: Vec<ErrorCount> = Vec::new();
     let hard_stop = tokio::time::sleep_until(deadline + FINISH_GRACE);
@@ -240,14 +406,6 @@ where
     }
     let duration = opts.duration.as_secs_f64();
     kinds.sort_by_key(|k| std::cmp::Reverse(k.count));
-    let empty = merged.is_empty();
-    let pct = |q: f64| {
-        if empty {
-            0
-        } else {
-            merged.value_at_quantile(q)
-        }
-    };
     Report {
         workload: workload_name.to_owned(),
         mode: mode.to_owned(),
@@ -257,16 +415,12 @@ where
         requests,
         errors,
         requests_per_s: requests as f64 / duration,
-        latency: Latency {
-            p50_us: pct(0.50),
-            p90_us: pct(0.90),
-            p99_us: pct(0.99),
-            max_us: if empty { 0 } else { merged.max() },
-            mean_us: if empty { 0.0 } else { merged.mean() },
-        },
+        latency: Latency::of(&merged),
         error_kinds: kinds,
         generator_threads: tokio::runtime::Handle::current().metrics().num_workers(),
         throughput: None,
+        delivery: None,
+        server: None,
     }
 }
 

@@ -8,11 +8,14 @@
 //!
 //! # Layout
 //! - [`engine`]: runs workers, counts, shows live progress, builds the [`Report`].
+//! - [`chat`]: the CHAT workloads, `send` (durable messages, send→inbox latency) and `idle`
+//!   (logged-in connections held, for the server's memory).
 //! - [`echo`]: the ECHO workloads, `stream` (throughput) and `round-trip`.
 //! - [`time`]: the TIME workloads, `persistent` and `churn`.
 
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod echo;
 pub mod engine;
 pub mod time;

@@ -221,6 +221,15 @@ pub enum BenchWorkload {
         jaring bench echo --mode round-trip --size 1024 --connections 1 --json"
     )]
     Echo(BenchEchoArgs),
+    /// CHAT: durable private messages per second with send→inbox latency, or idle logged-in
+    /// connections (--idle) and the server's memory.
+    #[command(after_help = "Examples:\n  \
+        jaring bench chat --connections 100 --duration 10\n  \
+        jaring bench chat --connections 100 --server-pid \"$(pgrep -f 'jaring chat serve')\" --json\n  \
+        jaring bench chat --idle --connections 10000 --duration 5 --server-pid 1234\n\
+        The bench users (u0, u1, …, password surabaya) must exist: senders are u0..u{N-1},\n\
+        receivers the next --receivers users. bench/chat/run.sh shows how to create them.")]
+    Chat(BenchChatArgs),
 }
 
 /// Options every workload shares.
@@ -365,6 +374,37 @@ pub struct BenchEchoArgs {
     #[arg(long, short, value_name = "BYTES",
           value_parser = |s: &str| bytes_in(s, jaring_bench::echo::MAX_SIZE))]
     pub size: Option<usize>,
+    /// Shared load options.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// `jaring bench chat`
+#[derive(Debug, Args)]
+pub struct BenchChatArgs {
+    /// Server port.
+    #[arg(long, short, default_value_t = jaring_chat::DEFAULT_PORT)]
+    pub port: u16,
+    /// Hold --connections logged-in connections idle for --duration instead of sending, and
+    /// report the server's memory (with --server-pid).
+    #[arg(long)]
+    pub idle: bool,
+    /// Message text length in bytes.
+    #[arg(long, short, value_name = "BYTES", default_value_t = jaring_bench::chat::DEFAULT_SIZE,
+          value_parser = |s: &str| bytes_in(s, jaring_bench::chat::MAX_SIZE))]
+    pub size: usize,
+    /// Connections polling `inbox` for the messages [default: one per ten senders].
+    #[arg(long, value_name = "N")]
+    pub receivers: Option<usize>,
+    /// Bench users are PREFIX0, PREFIX1, …: senders first, then receivers.
+    #[arg(long, value_name = "PREFIX", default_value = jaring_bench::chat::DEFAULT_USER_PREFIX)]
+    pub user_prefix: String,
+    /// Every bench user's password.
+    #[arg(long, default_value = jaring_bench::chat::DEFAULT_PASSWORD)]
+    pub password: String,
+    /// The server's process id: report its CPU time per message and its memory (from /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// Shared load options.
     #[command(flatten)]
     pub load: LoadArgs,

@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::{LoadOptions, Report};
 
-use crate::cli::{BenchArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
+use crate::cli::{BenchArgs, BenchChatArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
 use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
 
@@ -33,6 +33,15 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             let size = e.size.unwrap_or_else(|| mode.default_size());
             let report = jaring_bench::echo::run(target, mode, size, &opts).await;
             print(&report, e.load.json)?;
+            report
+        }
+        BenchWorkload::Chat(c) => {
+            let (target, opts) = prepare(&c.load, c.port).await?;
+            let chat = chat_options(&c)?;
+            let report = jaring_bench::chat::run(target, &chat, &opts)
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            print(&report, c.load.json)?;
             report
         }
     };
@@ -67,6 +76,22 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
         progress: !load.json && std::io::stderr().is_terminal(),
     };
     Ok((target, opts))
+}
+
+fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Failure> {
+    use jaring_bench::chat::{ChatOptions, Mode};
+    if c.receivers == Some(0) {
+        return Err(Failure::Usage(anyhow!("--receivers must be at least 1")));
+    }
+    let mode = if c.idle { Mode::Idle } else { Mode::Send };
+    Ok(ChatOptions {
+        size: c.size,
+        receivers: c.receivers.unwrap_or(0),
+        user_prefix: c.user_prefix.clone(),
+        password: c.password.clone(),
+        server_pid: c.server_pid,
+        ..ChatOptions::new(mode)
+    })
 }
 
 fn print(report: &Report, json: bool) -> Result<(), Failure> {
@@ -108,6 +133,33 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
                 t.gbit_per_s
             ),
         ]);
+    }
+    if let Some(d) = &report.delivery {
+        table.add_row(["receivers".to_owned(), d.receivers.to_string()]);
+        table.add_row([
+            "delivered".to_owned(),
+            format!(
+                "{} of {} acknowledged ({} missing, {} duplicates, {} out of order)",
+                d.delivered, d.acknowledged, d.missing, d.duplicates, d.out_of_order
+            ),
+        ]);
+        for (name, us) in [("p50", d.latency.p50_us), ("p99", d.latency.p99_us)] {
+            table.add_row([format!("send→inbox {name}"), format!("{us} µs")]);
+        }
+    }
+    if let Some(s) = &report.server {
+        table.add_row(["server CPU".to_owned(), format!("{:.2} s", s.cpu_s)]);
+        table.add_row([
+            "server CPU per request".to_owned(),
+            format!("{:.1} µs", s.cpu_us_per_request),
+        ]);
+        table.add_row([
+            "server RSS".to_owned(),
+            format!("{:.1} MiB", s.rss_kib as f64 / 1024.0),
+        ]);
+        if let Some(per) = s.rss_per_connection_bytes {
+            table.add_row(["server RSS per connection".to_owned(), format!("{per} B")]);
+        }
     }
     writeln!(stdout, "{table}")?;
     for e in &report.error_kinds {

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Runs, side by side: jaring's chat realm (SQLite, WAL, synchronous=FULL: every OK is on disk) and
+# the faithful Python version of the lab chat server (bench/chat/lab_chat_server.py: in memory,
+# a thread per client), under `jaring bench chat`, and prints markdown tables of results and ratios.
+#
+# Cases:
+# - send: CONNECTIONS sender connections (default 100), each logged in as its own user, send
+#   SIZE-byte private messages back to back, each waiting for its OK; CONNECTIONS/10 receiver
+#   connections poll `inbox`. Messages per second are acknowledged (for jaring: committed)
+#   messages; send→inbox latency runs from the sender starting to write the `send` to its receiver
+#   reading the `inbox` reply that carries the message. Every acknowledged message is checked to
+#   arrive exactly once.
+# - idle: IDLE connections (default 10,000), each logged in as its own user, held for IDLE_HOLD s;
+#   the server's RSS (VmRSS from /proc/<pid>/status) once every one of them has answered an inbox.
+#
+# Users: u0, u1, … with password surabaya (the Python server's EXTRA_USERS). For jaring they are
+# created in a fresh data directory: one with `jaring chat user add` under a config whose Argon2id
+# cost is the cheapest Argon2 allows (8 KiB, 1 pass), the others copied from it with the same hash
+# (sqlite3), so that 10,000 logins do not take minutes. Only these bench users have cheap hashes:
+# the server runs with the default password settings, and logging in happens before the clock
+# starts anyway. The realm's failed-login limits never trigger (every login succeeds).
+#
+# Cores: each server pinned to CPU 0, the load generator to CPU 1 (taskset); the two servers are
+# measured one at a time, interleaved round by round, so drift hits them alike. With --server-pid
+# the bench reads each server's CPU time over the run, so the tables also show CPU per message,
+# which other load on the machine disturbs much less than messages per second.
+#
+# Bounded: about ROUNDS x (2 x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 1-2 minutes by default,
+# plus a release build if one is needed.
+#
+# Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 IDLE=10000 IDLE_HOLD=3)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-100}
+SIZE=${SIZE:-64}
+IDLE=${IDLE:-10000}
+IDLE_HOLD=${IDLE_HOLD:-3}
+RECEIVERS=$(( (CONNECTIONS + 9) / 10 ))
+USERS=$(( CONNECTIONS + RECEIVERS > IDLE ? CONNECTIONS + RECEIVERS : IDLE ))
+# Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
+PORT_JARING=23300 PORT_PYTHON=23301
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need taskset util-linux
+need python3 python3
+python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq libpython3-stdlib >/dev/null; }
+cargo build --release --locked -q -p jaring
+JARING=$PWD/target/release/jaring
+OUT=$(mktemp -d)
+# Each side holds IDLE sockets plus a few: the default soft limit may be lower.
+ulimit -n "$(( IDLE + 1000 > $(ulimit -n) ? IDLE + 1000 : $(ulimit -n) ))" 2>/dev/null || true
+declare -A pid
+cleanup() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+# The bench users, in a template data directory that each server start copies.
+cat > "$OUT/users.toml" <<EOF
+# Only for creating the bench users: the cheapest Argon2id cost (never use it for real passwords).
+[realm]
+data_dir = "template"
+[passwords]
+memory_kib = 8
+iterations = 1
+EOF
+echo surabaya | "$JARING" chat user add u0 --config "$OUT/users.toml" 2>/dev/null
+python3 - "$OUT/template/chat.db" "$USERS" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+(hash_,) = db.execute("SELECT password_hash FROM users WHERE name = 'u0'").fetchone()
+db.executemany("INSERT INTO users (name, display_name, password_hash, created_at) VALUES (?, ?, ?, 0)",
+               ((f"u{i}", f"u{i}", hash_) for i in range(1, int(sys.argv[2]))))
+db.commit()
+PY
+rm -f "$OUT/template/realm.lock"
+cat > "$OUT/realm.toml" <<EOF
+# The bench realm: defaults (synchronous = full, default password cost for new hashes), except room
+# for the idle case's connections.
+[realm]
+name = "bench"
+data_dir = "data"
+[listen]
+bind = "127.0.0.1"
+port = $PORT_JARING
+[limits]
+max_connections = $(( IDLE + 1000 ))
+EOF
+
+wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+start() { # fresh servers: jaring on a copy of the template data directory, Python with USERS users
+  rm -rf "$OUT/data" && cp -r "$OUT/template" "$OUT/data"
+  RUST_LOG=warn taskset -c 0 "$JARING" chat serve --config "$OUT/realm.toml" & pid[jaring]=$!
+  taskset -c 0 python3 bench/chat/lab_chat_server.py $PORT_PYTHON "$USERS" & pid[python]=$!
+  wait_port $PORT_JARING; wait_port $PORT_PYTHON
+}
+stop() {
+  for s in jaring python; do kill "${pid[$s]}" 2>/dev/null || true; wait "${pid[$s]}" 2>/dev/null || true; done
+  pid=()
+}
+bench() { # server case args...
+  local server=$1 name=$2; shift 2
+  local port_var="PORT_${server^^}"
+  taskset -c 1 "$JARING" bench chat --port "${!port_var}" --server-pid "${pid[$server]}" --json "$@" \
+    > "$OUT/$server-$name-$round.json" 2> "$OUT/$server-$name-$round.err" || true
+}
+
+cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
+echo "load average before the runs: $(cat "$OUT/load-before")" >&2
+start
+for round in $(seq "$ROUNDS"); do
+  for s in jaring python; do
+    bench $s send --connections "$CONNECTIONS" --size "$SIZE" --duration "$DURATION"
+  done
+  echo "send round $round of $ROUNDS done" >&2
+done
+stop
+# Idle on fresh servers: the Python server keeps every message ever sent in memory, which would
+# count against it.
+for round in $(seq "$ROUNDS"); do
+  start
+  for s in jaring python; do
+    bench $s idle --idle --connections "$IDLE" --duration "$IDLE_HOLD"
+  done
+  stop
+  echo "idle round $round of $ROUNDS done" >&2
+done
+cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
+
+python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$IDLE" "$IDLE_HOLD" <<'PY'
+import json, os, platform, statistics, sys
+out, rounds, duration, conns, size, idle, hold = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+def runs(name):
+    rs = []
+    for r in range(1, rounds + 1):
+        try:
+            rs.append(json.load(open(os.path.join(out, f"{name}-{r}.json"))))
+        except Exception:
+            err = os.path.join(out, f"{name}-{r}.err")
+            msg = open(err).read().strip().splitlines()[-1:] if os.path.exists(err) else []
+            print(f"<!-- {name} round {r} failed: {' '.join(msg)} -->")
+    return rs
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+def f(name, get):
+    return med([get(r) for r in runs(name)])
+def ratio(a, b):
+    return a / b if b and b == b and b > 0 else float("nan")
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
+print(f"Servers pinned to CPU 0, `jaring bench chat` to CPU 1; {rounds} rounds, median shown. "
+      f"Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
+      f"after: {open(os.path.join(out, 'load-after')).read().strip()}.\n")
+names = {"jaring": "jaring realm (SQLite, synchronous=FULL)", "python": "Python lab server (in memory)"}
+print(f"Send: {conns} senders, {size}-byte messages, {duration} s per run.\n")
+print("| server | msgs/s | server CPU µs/msg | send p50 µs | send p99 µs | send→inbox p50 µs | send→inbox p99 µs | delivered / acknowledged | missing | dup | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for s in ("jaring", "python"):
+    n = f"{s}-send"
+    d = lambda k: f(n, lambda r: r["delivery"][k])
+    print(f"| {names[s]} | {f(n, lambda r: r['requests_per_s']):,.0f} | "
+          f"{f(n, lambda r: r['server']['cpu_us_per_request']):.1f} | "
+          f"{f(n, lambda r: r['latency']['p50_us']):,.0f} | {f(n, lambda r: r['latency']['p99_us']):,.0f} | "
+          f"{f(n, lambda r: r['delivery']['latency']['p50_us']):,.0f} | "
+          f"{f(n, lambda r: r['delivery']['latency']['p99_us']):,.0f} | "
+          f"{d('delivered'):,.0f} / {d('acknowledged'):,.0f} | {d('missing'):.0f} | {d('duplicates'):.0f} | "
+          f"{f(n, lambda r: r['errors']):.0f} |")
+print(f"\nIdle: {int(idle):,} logged-in connections held {hold} s.\n")
+print("| server | connections held | server RSS MiB | RSS before MiB | bytes per connection | errors |")
+print("|---|---:|---:|---:|---:|---:|")
+for s in ("jaring", "python"):
+    n = f"{s}-idle"
+    print(f"| {names[s]} | {f(n, lambda r: r['requests']):,.0f} | {f(n, lambda r: r['server']['rss_kib'] / 1024):.1f} | "
+          f"{f(n, lambda r: r['server']['rss_before_kib'] / 1024):.1f} | "
+          f"{f(n, lambda r: r['server']['rss_per_connection_bytes']):,.0f} | {f(n, lambda r: r['errors']):.0f} |")
+rate = lambda s: f(f"{s}-send", lambda r: r["requests_per_s"])
+cpu_per = lambda s: f(f"{s}-send", lambda r: r["server"]["cpu_us_per_request"])
+rss = f("jaring-idle", lambda r: r["server"]["rss_kib"] / 1024)
+print("\n| ratio | value | target |")
+print("|---|---:|---|")
+print(f"| jaring durable msgs/s | {rate('jaring'):,.0f} | ≥ 50,000 |")
+print(f"| msgs/s: jaring / Python lab server | {ratio(rate('jaring'), rate('python')):.2f} | ≥ 2 |")
+print(f"| server CPU per message: Python / jaring | {ratio(cpu_per('python'), cpu_per('jaring')):.2f} | |")
+print(f"| jaring RSS with {int(idle):,} idle connections (MiB) | {rss:.1f} | < 150 |")
+PY

@@ -1,0 +1,641 @@
+//! CHAT workloads against a realm (or any server speaking the lab chat protocol):
+//!
+//! - `send`: N sender connections, each logged in as its own user, send private messages back to
+//!   back, each waiting for its OK (a realm answers OK only after the commit, so the rate is of
+//!   durable messages). R receiver connections poll `inbox` for them, and every message carries
+//!   the instant it was sent, so the report also says how long messages took from `send` to
+//!   `inbox`, and whether every acknowledged message arrived exactly once.
+//! - `idle`: N connections, each logged in as its own user, held open for the duration: with the
+//!   server's pid, the report says how much memory the server needs per connection.
+//!
+//! Logging in (connect, `auth`) happens before the clock starts, so neither password hashing nor
+//! the server's login limits are part of what is measured.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jaring_proto::chat::ReplyFramer;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::engine::{
+    self, Delivery, Latency, LoadOptions, ProcSample, Report, ServerUsage, Worker,
+};
+
+/// Message text length unless `--size` says otherwise: a short chat line.
+pub const DEFAULT_SIZE: usize = 64;
+
+/// Longest `--size`: the request line (command, token, recipient, text) stays under a realm's
+/// default 64 KiB line limit.
+pub const MAX_SIZE: usize = 60 * 1024;
+
+/// The bench users are this prefix followed by a number (`u0`, `u1`, …), as the Python lab
+/// server's EXTRA_USERS option creates them.
+pub const DEFAULT_USER_PREFIX: &str = "u";
+
+/// The bench users' password (the lab's).
+pub const DEFAULT_PASSWORD: &str = "surabaya";
+
+/// Connections logged in at once while setting up; enough to be quick, few enough that a server
+/// with a small listen backlog keeps up.
+pub const SETUP_CONCURRENCY: usize = 64;
+
+/// How long a worker waits for a connect or a reply before counting an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After an ERROR reply, a sender pauses this long so a refusing server does not become a spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// After an empty inbox a receiver waits this long before asking again, so idle polling does not
+/// eat the server's CPU; a non-empty inbox is asked again at once.
+pub const POLL_PAUSE: Duration = Duration::from_millis(1);
+
+/// After the senders stop, receivers keep polling at most this long for acknowledged messages.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest reply a bench connection accepts (a realm caps an inbox reply at 1 MiB of text).
+const MAX_REPLY: usize = 16 * 1024 * 1024;
+
+/// Which CHAT workload to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Senders send private messages back to back; receivers poll their inboxes.
+    Send,
+    /// Logged-in connections held open, doing nothing.
+    Idle,
+}
+
+impl Mode {
+    /// The mode's name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Idle => "idle",
+        }
+    }
+}
+
+/// What a CHAT run needs besides the engine's options.
+#[derive(Debug, Clone)]
+pub struct ChatOptions {
+    /// The workload.
+    pub mode: Mode,
+    /// Message text length in bytes (at least the few bytes that identify and time a message).
+    pub size: usize,
+    /// Receiver connections in `send` mode; sender `i` writes to receiver `i % receivers`.
+    pub receivers: usize,
+    /// Bench users are `{user_prefix}{n}`: senders first, then receivers.
+    pub user_prefix: String,
+    /// Every bench user's password.
+    pub password: String,
+    /// The server's process id, for its CPU time and memory (read from `/proc`).
+    pub server_pid: Option<u32>,
+}
+
+impl ChatOptions {
+    /// Default options for `mode`.
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            size: DEFAULT_SIZE,
+            receivers: 0,
+            user_prefix: DEFAULT_USER_PREFIX.to_owned(),
+            password: DEFAULT_PASSWORD.to_owned(),
+            server_pid: None,
+        }
+    }
+
+    /// Receivers for `senders` senders when none were asked for: one per ten senders.
+    pub fn receivers_for(&self, senders: usize) -> usize {
+        if self.receivers > 0 {
+            self.receivers
+        } else {
+            senders.div_ceil(10).max(1)
+        }
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatBenchError {
+    /// A bench connection could not log in.
+    #[error(
+        "cannot log in as {user}: {reason}; create the bench users first (`bench/chat/run.sh` shows how) or pass --user-prefix and --password"
+    )]
+    Login {
+        /// The user.
+        user: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server's process could not be read.
+    #[error("cannot read /proc/{0}: is --server-pid the server's process id on this machine?")]
+    ServerPid(u32, #[source] std::io::Error),
+}
+
+/// One logged-in connection with its reply framer.
+struct Client {
+    stream: TcpStream,
+    framer: ReplyFramer,
+    buf: Vec<u8>,
+    line: Vec<u8>,
+    token: String,
+}
+
+impl Client {
+    async fn login(target: SocketAddr, user: &str, password: &str) -> Result<Self, String> {
+        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("connect: {e}")),
+            Err(_) => return Err("connect timeout".to_owned()),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut client = Self {
+            stream,
+            framer: ReplyFramer::new(MAX_REPLY),
+            buf: vec![0; 64 * 1024],
+            line: Vec::new(),
+            token: String::new(),
+        };
+        client
+            .line
+            .extend_from_slice(format!("auth {user} {password}\r\n").as_bytes());
+        let reply = client.call().await?;
+        match reply.get("tokenid").and_then(|t| t.as_str()) {
+            Some(t) if ok(&reply) => client.token = t.to_owned(),
+            _ => return Err(error_text(&reply)),
+        }
+        // The idle mode holds thousands of these: give the setup buffer back.
+        client.buf = vec![0; 4096];
+        Ok(client)
+    }
+
+    /// Sends `self.line` and waits for one reply.
+    async fn call(&mut self) -> Result<serde_json::Value, String> {
+        self.stream
+            .write_all(&self.line)
+            .await
+            .map_err(|e| format!("write: {}", e.kind()))?;
+        self.line.clear();
+        loop {
+            match self.framer.poll_reply() {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, self.stream.read(&mut self.buf));
+            match read.await {
+                Err(_) => return Err("reply timeout".to_owned()),
+                Ok(Ok(0)) => return Err("closed by server".to_owned()),
+                Ok(Ok(n)) => self.framer.handle_input(&self.buf[..n]),
+                Ok(Err(e)) => return Err(format!("read: {}", e.kind())),
+            }
+        }
+    }
+}
+
+fn ok(reply: &serde_json::Value) -> bool {
+    reply.get("status").and_then(|s| s.as_str()) == Some("OK")
+}
+
+fn error_text(reply: &serde_json::Value) -> String {
+    reply
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map_or_else(|| "unexpected reply".to_owned(), str::to_owned)
+}
+
+/// Logs in `count` connections as users `first..first + count`, at most [`SETUP_CONCURRENCY`]
+/// at a time.
+async fn login_all(
+    target: SocketAddr,
+    opts: &ChatOptions,
+    first: usize,
+    count: usize,
+) -> Result<Vec<Client>, ChatBenchError> {
+    let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for n in first..first + count {
+        let user = format!("{}{n}", opts.user_prefix);
+        let password = opts.password.clone();
+        let permits = Arc::clone(&permits);
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let r = Client::login(target, &user, &password).await;
+            (n, user, r)
+        });
+    }
+    let mut clients: Vec<Option<Client>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let Ok((n, user, r)) = joined else { continue };
+        match r {
+            Ok(c) => clients[n - first] = Some(c),
+            Err(reason) => {
+                set.abort_all();
+                return Err(ChatBenchError::Login { user, reason });
+            }
+        }
+    }
+    Ok(clients.into_iter().flatten().collect())
+}
+
+/// Runs a CHAT workload against `target`.
+pub async fn run(
+    target: SocketAddr,
+    opts: &ChatOptions,
+    load: &LoadOptions,
+) -> Result<Report, ChatBenchError> {
+    let rss_before = match opts.server_pid {
+        Some(pid) => Some(ProcSample::read(pid).map_err(|e| ChatBenchError::ServerPid(pid, e))?),
+        None => None,
+    };
+    match opts.mode {
+        Mode::Send => send(target, opts, load).await,
+        Mode::Idle => idle(target, opts, load, rss_before).await,
+    }
+}
+
+/// Shared slots the engine's workers take their logged-in connection from.
+type Slots = Arc<Vec<Mutex<Option<Client>>>>;
+
+fn slots(clients: Vec<Client>) -> Slots {
+    Arc::new(clients.into_iter().map(|c| Mutex::new(Some(c))).collect())
+}
+
+fn take(slots: &Slots, i: usize) -> Option<Client> {
+    slots
+        .get(i)?
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+}
+
+/// The text of message `seq` from sender `sender`, sent `sent_us` after the run's epoch, padded
+/// with `x` to `size` bytes: no spaces, so servers that re-join words (the lab's) keep it intact.
+fn message_text(sender: usize, seq: u64, sent_us: u64, size: usize) -> String {
+    let mut s = format!("{sender}.{seq}.{sent_us}.");
+    while s.len() < size {
+        s.push('x');
+    }
+    s
+}
+
+/// Sender, sequence number and send instant from a message text.
+fn parse_text(text: &str) -> Option<(usize, u64, u64)> {
+    let mut parts = text.trim_start_matches(' ').splitn(4, '.');
+    let sender = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let sent_us = parts.next()?.parse().ok()?;
+    Some((sender, seq, sent_us))
+}
+
+/// What one receiver saw.
+#[derive(Default)]
+struct Received {
+    latencies: Vec<u64>,
+    duplicates: u64,
+    /// Messages seen before an earlier one from the same sender (should never happen).
+    out_of_order: u64,
+    errors: Vec<String>,
+}
+
+/// For each sender, how many of its messages were acknowledged (its sequence numbers run from 0).
+type Acked = Arc<Vec<AtomicU64>>;
+
+async fn send(
+    target: SocketAddr,
+    opts: &ChatOptions,
+    load: &LoadOptions,
+) -> Result<Report, ChatBenchError> {
+    let senders = load.connections;
+    let receivers = opts.receivers_for(senders);
+    let sender_clients = login_all(target, opts, 0, senders).await?;
+    let receiver_clients = login_all(target, opts, senders, receivers).await?;
+    let receiver_names: Arc<Vec<String>> = Arc::new(
+        (senders..senders + receivers)
+            .map(|n| format!("{}{n}", opts.user_prefix))
+            .collect(),
+    );
+    let acked: Acked = Arc::new((0..senders).map(|_| AtomicU64::new(0)).collect());
+    let epoch = std::time::Instant::now();
+    let (senders_done, senders_done_rx) = watch::channel(false);
+    let mut receiving = JoinSet::new();
+    for (r, client) in receiver_clients.into_iter().enumerate() {
+        let mine: Vec<usize> = (r..senders).step_by(receivers).collect();
+        receiving.spawn(receive(
+            client,
+            mine,
+            Arc::clone(&acked),
+            epoch,
+            senders_done_rx.clone(),
+        ));
+    }
+
+    let usage_start = sample(opts.server_pid);
+    let slots = slots(sender_clients);
+    let size = opts.size;
+    let mut report = engine::run("chat", Mode::Send.as_str(), &target.to_string(), load, {
+        let acked = Arc::clone(&acked);
+        move |i, worker| {
+            let client = take(&slots, i);
+            let to = receiver_names[i % receivers].clone();
+            let acked = Arc::clone(&acked);
+            async move {
+                match client {
+                    Some(c) => send_loop(c, i, &to, size, epoch, &acked, worker).await,
+                    None => worker,
+                }
+            }
+        }
+    })
+    .await;
+    let usage_end = sample(opts.server_pid);
+    let _ = senders_done.send(true);
+
+    let mut merged = engine::histogram();
+    let (mut delivered, mut duplicates, mut out_of_order) = (0, 0, 0);
+    let mut receive_errors: Vec<String> = Vec::new();
+    while let Some(joined) = receiving.join_next().await {
+        let Ok(r) = joined else { continue };
+        delivered += r.latencies.len() as u64;
+        for us in r.latencies {
+            let _ = merged.record(us.clamp(1, engine::MAX_LATENCY_US));
+        }
+        duplicates += r.duplicates;
+        out_of_order += r.out_of_order;
+        receive_errors.extend(r.errors);
+    }
+    let acknowledged: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    report.delivery = Some(Delivery {
+        receivers,
+        acknowledged,
+        delivered,
+        missing: acknowledged.saturating_sub(delivered),
+        duplicates,
+        out_of_order,
+        latency: Latency::of(&merged),
+    });
+    for kind in receive_errors {
+        report.add_error(format!("inbox: {kind}"));
+    }
+    report.server = usage(
+        opts.server_pid,
+        usage_start,
+        usage_end,
+        report.requests,
+        None,
+    );
+    Ok(report)
+}
+
+async fn send_loop(
+    mut c: Client,
+    i: usize,
+    to: &str,
+    size: usize,
+    epoch: std::time::Instant,
+    acked: &Acked,
+    mut w: Worker,
+) -> Worker {
+    let mut seq = 0u64;
+    while !w.done() {
+        let sent_us = epoch.elapsed().as_micros() as u64;
+        let text = message_text(i, seq, sent_us, size);
+        c.line
+            .extend_from_slice(format!("send {} {to} {text}\r\n", c.token).as_bytes());
+        let t0 = Instant::now();
+        match c.call().await {
+            Ok(reply) if ok(&reply) => {
+                w.record(t0.elapsed());
+                seq += 1;
+                acked[i].store(seq, Ordering::Relaxed);
+            }
+            Ok(reply) => {
+                // Not stored: the next message reuses the sequence number.
+                w.error(format!("send: {}", error_text(&reply)));
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+            Err(kind) => {
+                // The connection is unusable and logging in again is not what is measured.
+                w.error(format!("send: {kind}"));
+                break;
+            }
+        }
+    }
+    w
+}
+
+async fn receive(
+    mut c: Client,
+    mine: Vec<usize>,
+    acked: Acked,
+    epoch: std::time::Instant,
+    mut senders_done: watch::Receiver<bool>,
+) -> Received {
+    let mut got = Received::default();
+    // The next sequence number expected from each of this receiver's senders.
+    let mut next: HashMap<usize, u64> = mine.iter().map(|&s| (s, 0)).collect();
+    let mut drain_deadline = None;
+    loop {
+        c.line
+            .extend_from_slice(format!("inbox {}\r\n", c.token).as_bytes());
+        let reply = match c.call().await {
+            Ok(r) if ok(&r) => r,
+            Ok(r) => {
+                got.errors.push(error_text(&r));
+                break;
+            }
+            Err(kind) => {
+                got.errors.push(kind);
+                break;
+            }
+        };
+        let now_us = epoch.elapsed().as_micros() as u64;
+        let mut count = 0;
+        let messages = reply.get("messages").and_then(|m| m.as_object());
+        for list in messages.into_iter().flat_map(|m| m.values()) {
+            for m in list.as_array().into_iter().flatten() {
+                let parsed = m.get("msg").and_then(|t| t.as_str()).and_then(parse_text);
+                let Some((sender, seq, sent_us)) = parsed else {
+                    continue;
+                };
+                let Some(expected) = next.get_mut(&sender) else {
+                    continue;
+                };
+                count += 1;
+                if seq < *expected {
+                    got.duplicates += 1;
+                    continue;
+                }
+                if seq > *expected {
+                    got.out_of_order += 1;
+                }
+                *expected = seq + 1;
+                got.latencies.push(now_us.saturating_sub(sent_us));
+            }
+        }
+        if *senders_done.borrow() {
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+            let complete = mine
+                .iter()
+                .all(|s| next[s] >= acked[*s].load(Ordering::Relaxed));
+            if complete || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if count == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(POLL_PAUSE) => {}
+                _ = senders_done.changed() => {}
+            }
+        }
+    }
+    got
+}
+
+async fn idle(
+    target: SocketAddr,
+    opts: &ChatOptions,
+    load: &LoadOptions,
+    rss_before: Option<ProcSample>,
+) -> Result<Report, ChatBenchError> {
+    let n = load.connections;
+    let clients = login_all(target, opts, 0, n).await?;
+    let slots = slots(clients);
+    let checked = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + load.duration;
+    // Memory is read once every connection has answered its check (or just before the end).
+    let sampler = opts.server_pid.map(|pid| {
+        let checked = Arc::clone(&checked);
+        tokio::spawn(async move {
+            let last_chance = deadline.checked_sub(Duration::from_millis(200));
+            loop {
+                let now = Instant::now();
+                if checked.load(Ordering::Relaxed) >= n || last_chance.is_none_or(|t| now >= t) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Let the last replies' buffers settle.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ProcSample::read(pid).ok()
+        })
+    });
+    let usage_start = sample(opts.server_pid);
+    let mut report = engine::run("chat", Mode::Idle.as_str(), &target.to_string(), load, {
+        let checked = Arc::clone(&checked);
+        move |i, worker| {
+            let client = take(&slots, i);
+            let checked = Arc::clone(&checked);
+            async move {
+                match client {
+                    Some(c) => hold(c, &checked, worker).await,
+                    None => worker,
+                }
+            }
+        }
+    })
+    .await;
+    let usage_end = match sampler {
+        Some(s) => s.await.ok().flatten(),
+        None => None,
+    };
+    report.server = usage(
+        opts.server_pid,
+        usage_start,
+        usage_end,
+        report.requests,
+        rss_before,
+    );
+    Ok(report)
+}
+
+/// One idle connection: proves it is logged in with one `inbox`, then holds still until the end,
+/// and counts an error if the server closed it meanwhile.
+async fn hold(mut c: Client, checked: &AtomicUsize, mut w: Worker) -> Worker {
+    c.line
+        .extend_from_slice(format!("inbox {}\r\n", c.token).as_bytes());
+    let t0 = Instant::now();
+    let result = c.call().await;
+    checked.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(reply) if ok(&reply) => w.record(t0.elapsed()),
+        Ok(reply) => {
+            w.error(format!("inbox: {}", error_text(&reply)));
+            return w;
+        }
+        Err(kind) => {
+            w.error(format!("inbox: {kind}"));
+            return w;
+        }
+    }
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout_at(w.deadline, c.stream.read(&mut byte)).await {
+        Err(_) => {}
+        Ok(Ok(0)) => w.error("closed by server while idle"),
+        Ok(Ok(_)) => w.error("unexpected data while idle"),
+        Ok(Err(e)) => w.error(format!("read while idle: {}", e.kind())),
+    }
+    w
+}
+
+fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    ProcSample::read(pid?).ok()
+}
+
+fn usage(
+    pid: Option<u32>,
+    start: Option<ProcSample>,
+    end: Option<ProcSample>,
+    requests: u64,
+    before: Option<ProcSample>,
+) -> Option<ServerUsage> {
+    Some(ServerUsage::between(
+        pid?,
+        &start?,
+        &end?,
+        requests,
+        before.as_ref(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_text_round_trips_and_has_no_spaces() {
+        let t = message_text(12, 34, 56_789, 64);
+        assert_eq!(t.len(), 64);
+        assert!(!t.contains(' '));
+        assert_eq!(parse_text(&t), Some((12, 34, 56_789)));
+        // The lab server re-joins words with a leading space.
+        assert_eq!(parse_text(&format!(" {t}")), Some((12, 34, 56_789)));
+        assert_eq!(parse_text("hello"), None);
+    }
+
+    #[test]
+    fn a_short_size_still_identifies_the_message() {
+        let t = message_text(1, 2, 3, 1);
+        assert_eq!(parse_text(&t), Some((1, 2, 3)));
+    }
+
+    #[test]
+    fn receivers_default_to_one_per_ten_senders() {
+        let o = ChatOptions::new(Mode::Send);
+        assert_eq!(o.receivers_for(1), 1);
+        assert_eq!(o.receivers_for(100), 10);
+        assert_eq!(o.receivers_for(101), 11);
+        let o = ChatOptions {
+            receivers: 3,
+            ..ChatOptions::new(Mode::Send)
+        };
+        assert_eq!(o.receivers_for(100), 3);
+    }
+}

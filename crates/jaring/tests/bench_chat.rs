@@ -1,0 +1,152 @@
+//! `jaring bench chat` against a real `jaring chat serve` on port 0: the send mode reports
+//! messages with no errors and every acknowledged message delivered exactly once; the idle mode
+//! holds its connections and reads the server's memory.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use jaring_chat::password::{PasswordCost, hash_blocking};
+use jaring_chat::sqlite::{self, Synchronous};
+use jaring_chat::store::UserRecord;
+use serde_json::Value;
+
+/// Users u0..u{USERS-1}, password `pw`, at the cheapest hash cost so logins are instant.
+const USERS: usize = 8;
+
+fn make_users(dir: &Path) {
+    let conn = sqlite::open(dir, Synchronous::Full).unwrap();
+    let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
+    for i in 0..USERS {
+        sqlite::add_user(
+            &conn,
+            &UserRecord {
+                name: format!("u{i}"),
+                display_name: format!("User {i}"),
+                password_hash: hash.clone(),
+            },
+        )
+        .unwrap();
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a realm on port 0 over `dir` and returns it with the port it logged.
+fn serve(dir: &Path) -> (Server, u16) {
+    let config = dir.join("realm.toml");
+    std::fs::write(
+        &config,
+        "[realm]\nname = \"bench\"\ndata_dir = \"data\"\n[listen]\nbind = \"127.0.0.1\"\nport = 0\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["chat", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let marker = "--server 127.0.0.1:";
+    let port = loop {
+        let line = lines.next().expect("server log").unwrap();
+        if let Some(i) = line.find(marker) {
+            let digits: String = line[i + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            break digits.parse().unwrap();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (server, port)
+}
+
+fn bench(port: u16, pid: u32, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["bench", "chat", "--json", "--password", "pw", "--port"])
+        .arg(port.to_string())
+        .arg("--server-pid")
+        .arg(pid.to_string())
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_users(&tmp.path().join("data"));
+    let (server, port) = serve(tmp.path());
+    let pid = server.0.id();
+
+    let r = bench(
+        port,
+        pid,
+        &["--connections", "4", "--receivers", "2", "--duration", "1"],
+    );
+    assert_eq!(r["workload"], "chat");
+    assert_eq!(r["mode"], "send");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let d = &r["delivery"];
+    assert_eq!(d["receivers"], 2);
+    assert!(d["acknowledged"].as_u64().unwrap() >= r["requests"].as_u64().unwrap());
+    assert!(d["delivered"].as_u64().unwrap() >= d["acknowledged"].as_u64().unwrap());
+    assert_eq!(d["missing"], 0, "{r}");
+    assert_eq!(d["duplicates"], 0, "{r}");
+    assert_eq!(d["out_of_order"], 0, "{r}");
+    assert!(d["latency"]["p50_us"].as_u64().unwrap() > 0);
+    assert_eq!(r["server"]["pid"], pid);
+    assert!(r["server"]["rss_kib"].as_u64().unwrap() > 0);
+
+    let r = bench(
+        port,
+        pid,
+        &["--idle", "--connections", "5", "--duration", "1"],
+    );
+    assert_eq!(r["mode"], "idle");
+    assert_eq!(r["requests"], 5, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let s = &r["server"];
+    assert!(s["rss_kib"].as_u64().unwrap() > 0);
+    assert!(s["rss_before_kib"].as_u64().unwrap() > 0);
+    assert!(s["rss_per_connection_bytes"].is_u64(), "{r}");
+}
+
+#[test]
+fn bench_chat_says_how_to_create_missing_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_users(&tmp.path().join("data"));
+    let (_server, port) = serve(tmp.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["bench", "chat", "--user-prefix", "nobody", "--port"])
+        .arg(port.to_string())
+        .args(["--connections", "2", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot log in as nobody"), "{err}");
+    assert!(err.contains("bench/chat/run.sh"), "{err}");
+}
