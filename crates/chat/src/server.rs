@@ -17,7 +17,6 @@ use std::time::Duration;
 use jaring_proto::chat::{ChatSession, Request, encode_error};
 use jaring_runtime::driver::{linger_async, write_out};
 use jaring_runtime::{Conn, End, Handler};
-use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -28,6 +27,19 @@ use crate::store::Store;
 
 /// How often expired tokens are swept from memory and storage.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Reply buffer capacity a connection keeps between requests; after a larger reply (an inbox can
+/// be 1 MiB) the buffer is given back, so a connection that once fetched a big inbox does not
+/// hold that memory while it idles.
+pub const KEEP_REPLY_BUFFER: usize = 64 * 1024;
+
+/// The read buffer, allocated if the connection gave it back while idle.
+fn read_buffer(buf: &mut Vec<u8>, size: usize) -> &mut [u8] {
+    if buf.is_empty() {
+        *buf = vec![0; size.max(1)];
+    }
+    buf
+}
 
 /// The chat realm as a runtime [`Handler`].
 pub struct ChatServer<S> {
@@ -134,7 +146,9 @@ impl<S: Store> Handler for ChatServer<S> {
     async fn serve_async(self: Arc<Self>, mut stream: TcpStream, conn: Conn) -> End {
         let mut session = ChatSession::new(self.max_line);
         let mut state = ConnState::new(conn.info.peer.ip());
-        let mut buf = vec![0u8; conn.read_buffer];
+        // Allocated only while there is something to read: an idle connection holds no read
+        // buffer (10,000 idle connections would otherwise hold 40 MiB of them).
+        let mut buf = Vec::new();
         let mut out = Vec::new();
         let idle = conn.idle_timeout;
         let mut last_active = Instant::now();
@@ -147,9 +161,17 @@ impl<S: Store> Handler for ChatServer<S> {
             let n = tokio::select! {
                 biased;
                 () = &mut cancelled => break End::Shutdown,
-                read = stream.read(&mut buf) => match read {
-                    Ok(0) => break End::Eof,
-                    Ok(n) => n,
+                ready = stream.readable() => match ready {
+                    Ok(()) => match stream.try_read(read_buffer(&mut buf, conn.read_buffer)) {
+                        Ok(0) => break End::Eof,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Nothing to read after all: the connection is idle.
+                            buf = Vec::new();
+                            continue;
+                        }
+                        Err(e) => break End::Error(e),
+                    },
                     Err(e) => break End::Error(e),
                 },
                 () = &mut idle_timer => {
@@ -183,7 +205,7 @@ impl<S: Store> Handler for ChatServer<S> {
                                     l,
                                     &mut stream,
                                     &mut session,
-                                    &mut buf,
+                                    read_buffer(&mut buf, conn.read_buffer),
                                     &mut out,
                                     &conn,
                                 )
@@ -208,7 +230,7 @@ impl<S: Store> Handler for ChatServer<S> {
                     Request::TooLong(t) => {
                         ChatSession::encode_too_long(t, &mut out);
                         let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
-                        linger_async(&mut stream, &mut buf).await;
+                        linger_async(&mut stream, read_buffer(&mut buf, conn.read_buffer)).await;
                         self.realm.disconnect(&mut state);
                         return End::Closed;
                     }
@@ -219,6 +241,9 @@ impl<S: Store> Handler for ChatServer<S> {
             if let Err(e) = write_out(&mut stream, &mut out, idle).await {
                 break End::Error(e);
             }
+            if out.capacity() > KEEP_REPLY_BUFFER {
+                out = Vec::new();
+            }
         };
         self.realm.disconnect(&mut state);
         match &end {
@@ -228,7 +253,7 @@ impl<S: Store> Handler for ChatServer<S> {
         }
         if matches!(end, End::Idle | End::Shutdown) {
             let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
-            linger_async(&mut stream, &mut buf).await;
+            linger_async(&mut stream, read_buffer(&mut buf, conn.read_buffer)).await;
         }
         end
     }
