@@ -10,12 +10,16 @@
 //! - [`engine`]: runs workers, counts, shows live progress, builds the [`Report`].
 //! - [`chat`]: the CHAT workloads, `send` (durable messages, send→inbox latency) and `idle`
 //!   (logged-in connections held, for the server's memory).
+//! - [`chat_group`]: the CHAT group workload (`--group`): members in one group, senders at a fixed
+//!   rate, deliveries per second, send→receive latency, lost and duplicated deliveries; speaks the
+//!   jaring protocol or IRC (to compare with ngIRCd).
 //! - [`echo`]: the ECHO workloads, `stream` (throughput) and `round-trip`.
 //! - [`time`]: the TIME workloads, `persistent` and `churn`.
 
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod chat_group;
 pub mod echo;
 pub mod engine;
 pub mod time;

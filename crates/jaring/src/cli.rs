@@ -227,8 +227,11 @@ pub enum BenchWorkload {
         jaring bench chat --connections 100 --duration 10\n  \
         jaring bench chat --connections 100 --server-pid \"$(pgrep -f 'jaring chat serve')\" --json\n  \
         jaring bench chat --idle --connections 10000 --duration 5 --server-pid 1234\n\
+        jaring bench chat --group --members 1000 --senders 10 --rate 250 --duration 10\n  \
+        jaring bench chat --group --protocol irc --port 6667 --members 1000 --rate 250\n\
         The bench users (u0, u1, …, password surabaya) must exist: senders are u0..u{N-1},\n\
-        receivers the next --receivers users. bench/chat/run.sh shows how to create them.")]
+        receivers the next --receivers users. bench/chat/run.sh shows how to create them;\n\
+        bench/chat/run_group.sh runs the group workload against jaring and ngIRCd side by side.")]
     Chat(BenchChatArgs),
 }
 
@@ -405,9 +408,38 @@ pub struct BenchChatArgs {
     /// The server's process id: report its CPU time per message and its memory (from /proc).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Group workload: --members live in one group, --senders of them send --rate messages a
+    /// second in all; deliveries per second, send→receive latency, lost and duplicated deliveries
+    /// (--connections is not used).
+    #[arg(long)]
+    pub group: bool,
+    /// Group workload: members in the group (users PREFIX0 … must exist on a realm).
+    #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_group::DEFAULT_MEMBERS)]
+    pub members: usize,
+    /// Group workload: the first N members also send.
+    #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_group::DEFAULT_SENDERS)]
+    pub senders: usize,
+    /// Group workload: messages per second, all senders together.
+    #[arg(long, value_name = "MSGS", default_value_t = jaring_bench::chat_group::DEFAULT_RATE)]
+    pub rate: u32,
+    /// Group workload: speak the jaring protocol, or IRC (to drive ngIRCd the same way).
+    #[arg(long, value_enum, default_value_t = GroupProtocol::Jaring)]
+    pub protocol: GroupProtocol,
+    /// Group workload: the group (IRC: channel without '#') [default: a fresh name per run].
+    #[arg(long, value_name = "NAME")]
+    pub group_name: Option<String>,
     /// Shared load options.
     #[command(flatten)]
     pub load: LoadArgs,
+}
+
+/// The protocol of `jaring bench chat --group`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GroupProtocol {
+    /// A jaring realm.
+    Jaring,
+    /// An IRC server (ngIRCd).
+    Irc,
 }
 
 /// ECHO load modes.

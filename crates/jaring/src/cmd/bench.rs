@@ -11,6 +11,8 @@ use crate::cli::{BenchArgs, BenchChatArgs, BenchWorkload, EchoMode, LoadArgs, Ti
 use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
 
+mod group;
+
 /// Runs a `jaring bench` workload.
 pub async fn run(args: BenchArgs) -> CmdResult {
     let report = match args.workload {
@@ -35,6 +37,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             print(&report, e.load.json)?;
             report
         }
+        BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
         BenchWorkload::Chat(c) => {
             let (target, opts) = prepare(&c.load, c.port).await?;
             let chat = chat_options(&c)?;

@@ -1,0 +1,104 @@
+//! `jaring bench chat --group`: the group workload's flags, run and report.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, anyhow};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use jaring_bench::chat_group::{GroupOptions, GroupReport, Protocol};
+
+use crate::cli::{BenchChatArgs, GroupProtocol};
+use crate::cmd::seconds;
+use crate::{CmdResult, Failure};
+
+/// Runs the group workload and prints its report; fails if a delivery was lost or duplicated.
+pub async fn run(c: &BenchChatArgs) -> CmdResult {
+    let protocol = match c.protocol {
+        GroupProtocol::Jaring => Protocol::Jaring,
+        GroupProtocol::Irc => Protocol::Irc,
+    };
+    let mut opts = GroupOptions::new(protocol);
+    opts.members = c.members;
+    opts.senders = c.senders;
+    opts.rate = c.rate;
+    opts.size = c.size.max(32);
+    opts.duration = seconds("duration", c.load.duration)?;
+    opts.user_prefix.clone_from(&c.user_prefix);
+    opts.password.clone_from(&c.password);
+    if let Some(g) = &c.group_name {
+        opts.group.clone_from(g);
+    }
+    if opts.senders == 0 || opts.senders > opts.members || opts.rate == 0 || opts.duration.is_zero()
+    {
+        return Err(Failure::Usage(anyhow!(
+            "need --senders between 1 and --members, --rate above 0 and a --duration"
+        )));
+    }
+    let target = tokio::net::lookup_host((c.load.host.as_str(), c.port))
+        .await
+        .with_context(|| format!("cannot resolve {}:{}", c.load.host, c.port))?
+        .next()
+        .ok_or_else(|| anyhow!("{}:{} has no address", c.load.host, c.port))?;
+    let report = jaring_bench::chat_group::run(target, &opts)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    print(&report, c.load.json)?;
+    if report.lost > 0 || report.duplicated > 0 {
+        return Err(Failure::Runtime(anyhow!(
+            "{} deliveries lost, {} duplicated",
+            report.lost,
+            report.duplicated
+        )));
+    }
+    Ok(())
+}
+
+fn print(r: &GroupReport, json: bool) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string(r).map_err(|e| Failure::Runtime(e.into()))?;
+        let _ = writeln!(stdout, "{text}");
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_style(UTF8_BORDERS_ONLY);
+    let rows = [
+        ("server", format!("{} ({:?})", r.target, r.protocol)),
+        (
+            "group",
+            format!(
+                "{} members, {} senders, {} msg/s for {:.0} s",
+                r.members, r.senders, r.rate, r.duration_s
+            ),
+        ),
+        ("messages sent", r.sent.to_string()),
+        (
+            "deliveries",
+            format!("{} of {} due", r.delivered, r.expected),
+        ),
+        ("deliveries/s", format!("{:.0}", r.deliveries_per_s)),
+        (
+            "lost / duplicated",
+            format!(
+                "{} / {} ({} out of order)",
+                r.lost, r.duplicated, r.out_of_order
+            ),
+        ),
+        ("members cut loose", r.members_cut.to_string()),
+        (
+            "send→receive",
+            format!(
+                "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                r.latency_p50_us as f64 / 1e3,
+                r.latency_p90_us as f64 / 1e3,
+                r.latency_p99_us as f64 / 1e3,
+                r.latency_max_us as f64 / 1e3
+            ),
+        ),
+        ("setup", format!("{:.1} s", r.setup_s)),
+    ];
+    for (k, v) in rows {
+        table.add_row([k.to_owned(), v]);
+    }
+    let _ = writeln!(stdout, "{table}");
+    Ok(())
+}
