@@ -162,6 +162,9 @@ struct Sink {
     pipe: (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
     #[cfg(target_os = "linux")]
     null: std::fs::File,
+    /// For data the kernel would not splice (allocated only if that ever happens).
+    #[cfg(target_os = "linux")]
+    fallback: Option<Vec<u8>>,
     #[cfg(not(target_os = "linux"))]
     buf: Vec<u8>,
 }
@@ -177,7 +180,11 @@ impl Sink {
         // A bigger pipe takes more per call; the default 64 KiB works too, only slower.
         let _ = fcntl_setpipe_size(&pipe.1, SINK_CHUNK);
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        Ok(Self { pipe, null })
+        Ok(Self {
+            pipe,
+            null,
+            fallback: None,
+        })
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -190,17 +197,36 @@ impl Sink {
     /// Waits for echo bytes and discards what arrived; returns how many (0 at EOF).
     #[cfg(target_os = "linux")]
     async fn take(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        use rustix::net::{RecvFlags, recv};
         use rustix::pipe::{SpliceFlags, splice};
         use tokio::io::Interest;
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         loop {
             stream.readable().await?;
-            // The pipe is empty here (everything is passed on below), so EAGAIN is the socket's.
+            // The pipe is empty here (everything is passed on below), so EAGAIN should be the
+            // socket's; a peek makes sure before tokio's readiness is cleared. Data the kernel
+            // would not splice is read the ordinary way, so the sink can neither stall nor spin.
             let got = stream.try_io(Interest::READABLE, || {
-                splice(stream, None, &self.pipe.1, None, SINK_CHUNK, flags).map_err(io::Error::from)
+                match splice(stream, None, &self.pipe.1, None, SINK_CHUNK, flags) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e == rustix::io::Errno::AGAIN => {
+                        let mut probe = [0u8; 1];
+                        recv(stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+                            .map(|_| None)
+                            .map_err(io::Error::from)
+                    }
+                    Err(e) => Err(io::Error::from(e)),
+                }
             });
             let n = match got {
-                Ok(n) => n,
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    let buf = self.fallback.get_or_insert_with(|| vec![0; 64 * 1024]);
+                    match stream.try_read(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             };

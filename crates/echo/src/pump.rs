@@ -21,6 +21,10 @@ pub enum Fill {
     Blocked,
     /// No room left (a pipe can be out of slots before it is out of bytes); drain first.
     Full,
+    /// The socket has data, but an empty pipe would not take it (splice refused for a reason
+    /// of the kernel's). The caller should stop splicing this connection and copy instead, so
+    /// the connection can neither stall nor spin.
+    Stuck,
 }
 
 /// What a drain did.
@@ -201,11 +205,12 @@ mod pipe {
             let room = self.capacity - self.pending;
             let pending = self.pending;
             let write_end = &self.write_end;
-            // EAGAIN means "socket empty" only when the pipe is empty; with bytes in the pipe it
-            // may mean "pipe out of slots". A one-byte peek tells them apart: only an empty
-            // socket may clear tokio's read readiness (else we would wait for data that is
-            // already there), and a full pipe is returned as a value, which try_io passes
-            // through untouched, so the loop drains before it reads again.
+            // EAGAIN should mean "socket empty", but with bytes in the pipe it may mean "pipe out
+            // of slots", and the kernel may refuse for its own reasons too. A one-byte peek tells
+            // them apart: only an empty socket may clear tokio's read readiness (else we would
+            // wait for data that is already there); data that is there is returned as a value,
+            // which try_io passes through untouched: Full (drain first) if the pipe holds
+            // bytes, Stuck if it is empty.
             let result = stream.try_io(Interest::READABLE, || {
                 match rustix::pipe::splice(
                     stream,
@@ -216,7 +221,7 @@ mod pipe {
                     SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
                 ) {
                     Ok(n) => Ok(Some(n)),
-                    Err(Errno::AGAIN) if pending > 0 => {
+                    Err(Errno::AGAIN) => {
                         let mut probe = [0u8; 1];
                         match rustix::net::recv(
                             stream,
@@ -236,7 +241,8 @@ mod pipe {
                     self.pending += n;
                     Ok(Fill::Got(n))
                 }
-                Ok(None) => Ok(Fill::Full),
+                Ok(None) if pending > 0 => Ok(Fill::Full),
+                Ok(None) => Ok(Fill::Stuck),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::Got(0)),
                 Err(e) => Err(e),

@@ -209,6 +209,12 @@ impl ConnLoop<'_> {
                     Ok(Fill::Eof) => eof = true,
                     Ok(Fill::Blocked) => read_blocked = true,
                     Ok(Fill::Full) => {}
+                    Ok(Fill::Stuck) => {
+                        debug!(conn = conn.info.id, "splice takes no data; copying instead");
+                        self.pump =
+                            Pump::buffer(self.config.stream_buffer.max(DEFAULT_SMALL_BUFFER));
+                        progressed = true;
+                    }
                     Err(e) => return End::Error(e),
                 }
             }
