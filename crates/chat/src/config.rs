@@ -92,6 +92,8 @@ pub struct LimitsSection {
     pub live_queue: Option<usize>,
     /// Largest group whose joins and leaves are pushed as events (default 100).
     pub presence_max_members: Option<usize>,
+    /// Least milliseconds between two writes of a live group session (default 10).
+    pub live_flush_ms: Option<u64>,
 }
 
 /// `[auth]`: failed-login limits.
@@ -211,6 +213,7 @@ impl RealmConfig {
             history_max: l.history_max.unwrap_or(DEFAULT_HISTORY_MAX),
             live_queue: l.live_queue.unwrap_or(d.live_queue),
             presence_max_members: l.presence_max_members.unwrap_or(d.presence_max_members),
+            live_flush: l.live_flush_ms.map_or(d.live_flush, Duration::from_millis),
         })
     }
 
@@ -259,6 +262,8 @@ history_max = 1000
 live_queue = 4096
 # In groups with more members than this, joins and leaves are not pushed (n joins would cost n²).
 presence_max_members = 100
+# A live group session writes at most once per this many ms; events in between share the write.
+live_flush_ms = 10
 
 [auth]
 # Failed logins allowed per window, per client address and per user name; then a wait.

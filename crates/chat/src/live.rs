@@ -34,6 +34,12 @@ pub const DEFAULT_CURSOR_FLUSH: Duration = Duration::from_secs(2);
 /// Most bytes of events gathered into one write; more waiting go in the next write.
 pub const DEFAULT_LIVE_BATCH: usize = 256 * 1024;
 
+/// Least time between two writes of one live session: events arriving sooner wait and go out in
+/// the next batch. A busy group then costs each member at most 1/this writes a second (a write is
+/// a system call and the peer's wake-up, the main cost of fan-out), and a quiet group costs no
+/// delay at all, because a write long after the last one goes out at once.
+pub const DEFAULT_LIVE_FLUSH: Duration = Duration::from_millis(10);
+
 /// How often a blocked write looks at how far its session has fallen behind.
 const LAG_CHECK: Duration = Duration::from_millis(20);
 
@@ -197,6 +203,8 @@ async fn drive<S: Store>(
     let mut stored_cursor = cursor;
     let mut last_flush = Instant::now();
     let mut idle_deadline = Instant::now() + idle;
+    let flush = realm.options().live_flush;
+    let mut last_write = Instant::now() - flush;
     let cancelled = conn.shutdown.cancelled();
     tokio::pin!(cancelled);
 
@@ -270,6 +278,8 @@ async fn drive<S: Store>(
             biased;
             () = &mut cancelled => break LiveEnd::Closed(End::Shutdown),
             event = live.subscription.events.recv() => {
+                // Batch what else arrives within the flush interval into the same write.
+                tokio::time::sleep_until(last_write + flush).await;
                 let mut upto = cursor;
                 let mut lagged = false;
                 let mut left = false;
@@ -305,7 +315,8 @@ async fn drive<S: Store>(
                     Ok(()) => {
                         cursor = upto;
                         realm.hub().advance(&group, &user, cursor);
-                        idle_deadline = Instant::now() + idle;
+                        last_write = Instant::now();
+                        idle_deadline = last_write + idle;
                     }
                     Err(WriteFail::Lagging) => lagged = true,
                     Err(WriteFail::Io(e)) => break LiveEnd::Closed(End::Error(e)),

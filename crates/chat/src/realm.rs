@@ -75,6 +75,8 @@ pub struct RealmOptions {
     pub live_queue: usize,
     /// Largest group whose joins and leaves are pushed as events.
     pub presence_max_members: usize,
+    /// Least time between two writes of a live session (batching).
+    pub live_flush: Duration,
 }
 
 impl Default for RealmOptions {
@@ -91,6 +93,7 @@ impl Default for RealmOptions {
             history_max: DEFAULT_HISTORY_MAX,
             live_queue: DEFAULT_LIVE_QUEUE,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
+            live_flush: crate::live::DEFAULT_LIVE_FLUSH,
         }
     }
 }
