@@ -318,28 +318,48 @@ pub async fn repeat(
     client.finish().await
 }
 
+/// One line for `--interactive`, and whom to tell once its echo is printed.
+#[derive(Debug)]
+pub struct Line {
+    /// The line, without its newline.
+    pub text: String,
+    /// Told when the echo has been printed, so a prompt does not appear before it.
+    pub printed: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl From<String> for Line {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            printed: None,
+        }
+    }
+}
+
 /// `--interactive`: each line from `lines` is sent (with its newline) and its echo printed, until
 /// the lines end or one is `exit`.
 pub async fn interactive(
     target: &Target,
-    mut lines: mpsc::Receiver<String>,
+    mut lines: mpsc::Receiver<Line>,
     out: &mut impl Write,
 ) -> Result<(), ClientError> {
     let mut client = Client::connect(target).await?;
-    while let Some(line) = lines.recv().await {
-        if line.trim() == "exit" {
+    while let Some(Line { text, printed }) = lines.recv().await {
+        // Whatever happens to this line, the reader may go on (or end).
+        let _ack = Ack(printed);
+        if text.trim() == "exit" {
             break;
         }
-        if line.len() > MAX_LINE {
+        if text.len() > MAX_LINE {
             writeln!(
                 out,
                 "line not sent: {} bytes is over the {MAX_LINE}-byte limit",
-                line.len()
+                text.len()
             )
             .map_err(ClientError::Output)?;
             continue;
         }
-        let mut message = line.into_bytes();
+        let mut message = text.into_bytes();
         message.push(b'\n');
         let echo = client.round_trip(&message, MAX_CHUNK, |_| {}).await?;
         out.write_all(&echo).map_err(ClientError::Output)?;
@@ -348,30 +368,47 @@ pub async fn interactive(
     client.finish().await
 }
 
+/// Tells the line reader to go on when dropped.
+struct Ack(Option<std::sync::mpsc::SyncSender<()>>);
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Starts a thread that reads lines for `--interactive`: with line editing and history at a
 /// terminal, plain lines otherwise. The thread ends at EOF, `exit`, Ctrl-C or Ctrl-D.
-pub fn read_lines(terminal: bool) -> mpsc::Receiver<String> {
-    // One line in flight: the reader waits for each echo before offering the next prompt.
+pub fn read_lines(terminal: bool) -> mpsc::Receiver<Line> {
     let (tx, rx) = mpsc::channel(1);
     std::thread::spawn(move || {
         if terminal && let Ok(mut editor) = rustyline::DefaultEditor::new() {
-            while let Ok(line) = editor.readline("echo> ") {
-                let _ = editor.add_history_entry(line.as_str());
-                if tx.blocking_send(line).is_err() {
+            while let Ok(text) = editor.readline("echo> ") {
+                let _ = editor.add_history_entry(text.as_str());
+                let exit = text.trim() == "exit";
+                // The next prompt waits until this line's echo is on the screen.
+                let (printed, wait) = std::sync::mpsc::sync_channel(1);
+                let line = Line {
+                    text,
+                    printed: Some(printed),
+                };
+                if tx.blocking_send(line).is_err() || wait.recv().is_err() || exit {
                     return;
                 }
             }
             return;
         }
         let stdin = io::stdin();
-        let mut line = String::new();
+        let mut text = String::new();
         loop {
-            line.clear();
-            match io::BufRead::read_line(&mut stdin.lock(), &mut line) {
+            text.clear();
+            match io::BufRead::read_line(&mut stdin.lock(), &mut text) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
-                    let text = line.trim_end_matches(['\n', '\r']).to_owned();
-                    if tx.blocking_send(text).is_err() {
+                    let line = text.trim_end_matches(['\n', '\r']).to_owned();
+                    if tx.blocking_send(line.into()).is_err() {
                         return;
                     }
                 }

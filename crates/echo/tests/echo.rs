@@ -373,7 +373,7 @@ async fn interactive_sends_lines_until_exit() {
     let server = start_default().await;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     for line in ["hello", "", "world", "exit", "not sent"] {
-        tx.send(line.to_owned()).await.expect("queue");
+        tx.send(line.to_owned().into()).await.expect("queue");
     }
     drop(tx);
     let mut out = Vec::new();
