@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use jaring_runtime::{DialError, dial};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -31,26 +32,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Why the client failed. Every message names the server; data errors name the byte offset.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The host name did not resolve.
-    #[error("{host}:{port}: cannot resolve host")]
-    Resolve {
-        /// Host as given.
-        host: String,
-        /// Port as given.
-        port: u16,
-        /// Resolver error.
-        source: io::Error,
-    },
-    /// No address of the host accepted the connection.
-    #[error("{host}:{port}: cannot connect (is `jaring echo serve` running there?)")]
-    Connect {
-        /// Host as given.
-        host: String,
-        /// Port as given.
-        port: u16,
-        /// The last connect error.
-        source: io::Error,
-    },
+    /// Resolving or connecting failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// The server closed the connection before echoing everything.
     #[error(
         "{server}: connection closed at byte offset {offset}: {expected} bytes were sent, {offset} came back"
@@ -138,33 +122,18 @@ pub struct Client {
 impl Client {
     /// Connects to the target, trying each address it resolves to in turn.
     pub async fn connect(target: &Target) -> Result<Self, ClientError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|source| ClientError::Resolve {
+        let stream = dial(&target.host, target.port, target.timeout).await?;
+        let server = stream.peer_addr().map_err(|source| {
+            ClientError::Dial(DialError::Connect {
                 host: target.host.clone(),
                 port: target.port,
                 source,
-            })?
-            .collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no addresses");
-        for addr in addrs {
-            match tokio::time::timeout(target.timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(Self {
-                        stream,
-                        server: addr,
-                        timeout: target.timeout,
-                    });
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            }
-        }
-        Err(ClientError::Connect {
-            host: target.host.clone(),
-            port: target.port,
-            source: last,
+            })
+        })?;
+        Ok(Self {
+            stream,
+            server,
+            timeout: target.timeout,
         })
     }
 

@@ -13,9 +13,8 @@ use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use jaring_runtime::driver::linger_async;
+use jaring_runtime::driver::{linger_async, linger_blocking};
 use jaring_runtime::{Conn, End, Handler, Wait, Watch};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -363,18 +362,8 @@ fn serve_blocking(mut stream: std::net::TcpStream, conn: &Conn, stats: &EchoStat
         }
         End::Error(_) => {}
         _ => {
-            // Lingering close, as the runtime's own driver does: FIN, then drain briefly so
-            // unread input does not turn our close into a reset.
-            if stream.shutdown(Shutdown::Write).is_ok() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut discarded = 0;
-                while discarded < 256 * 1024 {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => discarded += n,
-                    }
-                }
-            }
+            // FIN, then drain briefly, so unread input does not turn our close into a reset.
+            linger_blocking(&mut stream, &mut buf);
         }
     }
     end

@@ -397,7 +397,7 @@ async fn a_refused_connection_names_the_server() {
     let err = client::message(&target, b"x", 16, false, &mut io::sink(), &mut io::sink())
         .await
         .expect_err("nothing listens there");
-    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, ClientError::Dial(_)), "{err:?}");
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"

@@ -289,17 +289,26 @@ pub fn drive_blocking<S: Session>(
         let _ = stream.write_all(&out);
         if matches!(end, End::Eof) {
             let _ = stream.shutdown(Shutdown::Write);
-        } else if stream.shutdown(Shutdown::Write).is_ok() {
-            let _ = stream.set_read_timeout(Some(LINGER_TIME));
-            let started = std::time::Instant::now();
-            let mut discarded = 0;
-            while discarded < LINGER_BYTES && started.elapsed() < LINGER_TIME {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => discarded += n,
-                }
-            }
+        } else {
+            linger_blocking(&mut stream, &mut buf);
         }
     }
     end
+}
+
+/// The blocking twin of [`linger_async`]: sends FIN, then reads and discards what the peer still
+/// sends, for at most a second.
+pub fn linger_blocking(stream: &mut std::net::TcpStream, buf: &mut [u8]) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(LINGER_TIME));
+    let started = std::time::Instant::now();
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES && started.elapsed() < LINGER_TIME {
+        match stream.read(buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
 }

@@ -10,17 +10,20 @@
 //! - [`config`]: listener options and limits, each with a documented `DEFAULT_*`.
 //! - [`service`]: the [`Service`] and [`Session`] traits a protocol implements.
 //! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
+//! - [`dial`]: how every client connects (resolve, try each address, name host and port on failure).
 //! - [`driver`]: the two loops that move bytes between a socket and a session, async and blocking,
 //!   and [`Conn`], what every connection loop is given.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dial;
 pub mod driver;
 pub mod server;
 pub mod service;
 
 pub use config::{Limits, ListenConfig, Model, ServerConfig};
+pub use dial::{DialError, dial};
 pub use driver::{Conn, End, Wait, Watch};
 pub use jaring_proto::Flow;
 pub use server::{BindError, Server, Stats};

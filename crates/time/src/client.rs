@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jaring_proto::time::{Hms, ReplyError, parse_reply};
+use jaring_runtime::{DialError, dial};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
 
 /// Longest reply line the client accepts; a real reply is 14 bytes, an `ERR` a few dozen.
 const MAX_REPLY: u64 = 4096;
@@ -29,26 +29,9 @@ pub struct ClientOptions {
 /// Why the client failed. Every message names the server, so a script's log says where.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The host name did not resolve.
-    #[error("{host}:{port}: cannot resolve host")]
-    Resolve {
-        /// Host as given.
-        host: String,
-        /// Port as given.
-        port: u16,
-        /// Resolver error.
-        source: io::Error,
-    },
-    /// No address of the host accepted the connection.
-    #[error("{host}:{port}: cannot connect")]
-    Connect {
-        /// Host as given.
-        host: String,
-        /// Port as given.
-        port: u16,
-        /// The last connect error.
-        source: io::Error,
-    },
+    /// Resolving or connecting failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
     /// The server did not answer in time.
     #[error("{server}: no reply within {secs} s", secs = .timeout.as_secs_f64())]
     Timeout {
@@ -84,46 +67,15 @@ pub enum ClientError {
     Output(#[source] io::Error),
 }
 
-/// Connects to `host:port` within `timeout`, trying each resolved address in turn.
-pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ClientError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| ClientError::Resolve {
-            host: host.to_owned(),
-            port,
-            source,
-        })?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no addresses");
-    for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("timed out after {} s", timeout.as_secs_f64()),
-                )
-            }
-        }
-    }
-    Err(ClientError::Connect {
-        host: host.to_owned(),
-        port,
-        source: last,
-    })
-}
-
 /// Runs the client, writing one line per reply (`JAM hh:mm:ss`) to `out`.
 pub async fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<Vec<Hms>, ClientError> {
-    let stream = connect(&opts.host, opts.port, opts.timeout).await?;
-    let server = stream.peer_addr().map_err(|source| ClientError::Connect {
-        host: opts.host.clone(),
-        port: opts.port,
-        source,
+    let stream = dial(&opts.host, opts.port, opts.timeout).await?;
+    let server = stream.peer_addr().map_err(|source| {
+        ClientError::Dial(DialError::Connect {
+            host: opts.host.clone(),
+            port: opts.port,
+            source,
+        })
     })?;
     let io_err = |source| ClientError::Io { server, source };
     let mut stream = BufReader::new(stream);

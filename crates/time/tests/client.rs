@@ -83,7 +83,7 @@ async fn a_refused_connection_names_host_and_port() {
     let err = client::run(&opts(port, 1), &mut Vec::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, ClientError::Dial(_)), "{err:?}");
     assert_eq!(err.to_string(), format!("127.0.0.1:{port}: cannot connect"));
 }
 
