@@ -6,13 +6,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::{self, LoadOptions, Report, Throughput, Worker};
+use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, connect, io_kind};
 
 /// Bytes per write in `stream` mode unless `--size` says otherwise: large writes, few syscalls.
 pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
@@ -22,12 +22,6 @@ pub const DEFAULT_ROUND_TRIP_SIZE: usize = 1024;
 
 /// Largest `--size`: each connection holds two buffers of it.
 pub const MAX_SIZE: usize = 16 * 1024 * 1024;
-
-/// How long a worker waits for a connect or for the echo to progress before counting an error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// After an error, a worker pauses this long so a dead server does not turn the generator into a spin.
-const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Which ECHO workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,19 +293,4 @@ async fn round_trip(stream: &mut TcpStream, message: &[u8], buf: &mut [u8]) -> R
         Ok(Err(e)) => Err(io_kind("read", &e)),
         Err(_) => Err("echo timeout".to_owned()),
     }
-}
-
-async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => Err(io_kind("connect", &e)),
-        Err(_) => Err("connect timeout".to_owned()),
-    }
-}
-
-fn io_kind(op: &str, e: &io::Error) -> String {
-    format!("{op}: {}", e.kind())
 }

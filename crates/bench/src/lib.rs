@@ -22,6 +22,7 @@ pub mod chat;
 pub mod chat_group;
 pub mod echo;
 pub mod engine;
+pub mod net;
 pub mod time;
 
 pub use engine::{LoadOptions, Report, Throughput};

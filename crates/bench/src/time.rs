@@ -1,9 +1,7 @@
 //! TIME workloads: `persistent` (N connections doing round trips) and `churn` (a connection per
 //! request: connect, TIME, QUIT, close, as the labs' client does).
 
-use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use jaring_proto::time::{REPLY_LEN, parse_reply};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -11,12 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::{self, LoadOptions, Report, Worker};
-
-/// How long a worker waits for a connect or a reply before counting an error and trying again.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// After an error, a worker pauses this long so a dead server does not turn the generator into a spin.
-const ERROR_PAUSE: Duration = Duration::from_millis(10);
+use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, connect, io_kind};
 
 /// Which TIME workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,17 +107,6 @@ async fn churn(target: SocketAddr, mut w: Worker) -> Worker {
     w
 }
 
-async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => Err(io_kind("connect", &e)),
-        Err(_) => Err("connect timeout".to_owned()),
-    }
-}
-
 /// Sends one TIME and reads one whole, valid reply.
 async fn round_trip(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), String> {
     stream
@@ -150,8 +132,4 @@ async fn round_trip(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), String
     }
     parse_reply(&buf[..REPLY_LEN - 2]).map_err(|_| "malformed reply".to_owned())?;
     Ok(())
-}
-
-fn io_kind(op: &str, e: &io::Error) -> String {
-    format!("{op}: {}", e.kind())
 }
