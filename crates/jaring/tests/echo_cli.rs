@@ -1,65 +1,24 @@
 //! `jaring echo` and `jaring bench echo` as a user runs them, against a real server process.
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use assert_cmd::cargo::cargo_bin;
+use std::io::Write as _;
+
 use predicates::prelude::*;
 use sha2::{Digest as _, Sha256};
-
-fn jaring() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(cargo_bin("jaring"));
-    cmd.timeout(Duration::from_secs(60));
-    cmd
-}
+use support::{ServerProcess, jaring};
 
 /// A `jaring echo serve` process on a free port; killed when dropped.
-struct EchoServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct EchoServer(ServerProcess);
 
 impl EchoServer {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(cargo_bin("jaring"))
-            .args(["echo", "serve", "--bind", "127.0.0.1", "--port", "0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jaring");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            assert!(Instant::now() < deadline, "server did not log its address");
-            let line = lines.next().expect("server running").expect("read log");
-            if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("port in log line");
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
+        Self(ServerProcess::start(&["echo", "serve"], extra))
     }
 
     fn client(&self) -> assert_cmd::Command {
         let mut cmd = jaring();
-        cmd.args(["echo", "client", "--port", &self.port.to_string()]);
+        cmd.args(["echo", "client", "--port", &self.0.port.to_string()]);
         cmd
     }
 }
@@ -229,7 +188,7 @@ fn nothing_to_send_is_a_usage_error() {
 #[test]
 fn bench_echo_reports_throughput_and_round_trips() {
     let server = EchoServer::start(&[]);
-    let port = server.port.to_string();
+    let port = server.0.port.to_string();
     for mode in ["stream", "round-trip"] {
         let out = jaring()
             .args(["bench", "echo", "--port", &port, "--mode", mode])

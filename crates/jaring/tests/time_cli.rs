@@ -3,48 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use assert_cmd::cargo::cargo_bin;
+use std::process::Command;
+use std::time::Duration;
+
 use predicates::prelude::*;
+use support::{ServerProcess, jaring};
 
-fn jaring() -> assert_cmd::Command {
-    assert_cmd::Command::new(cargo_bin("jaring"))
-}
-
-/// Starts `jaring time serve` on a free port and returns it with the port it logged.
-fn serve(extra: &[&str]) -> (Child, u16) {
-    let mut child = Command::new(cargo_bin("jaring"))
-        .args(["time", "serve", "--bind", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn jaring");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        assert!(Instant::now() < deadline, "server did not log its address");
-        let line = lines
-            .next()
-            .expect("server still running")
-            .expect("read log");
-        if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port in log line");
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+fn serve(extra: &[&str]) -> ServerProcess {
+    ServerProcess::start(&["time", "serve"], extra)
 }
 
 #[test]
@@ -114,7 +82,8 @@ fn a_refused_client_exits_1_naming_host_and_port() {
 
 #[test]
 fn client_and_server_talk_and_sigterm_stops_the_server_cleanly() {
-    let (mut server, port) = serve(&["--tz", "UTC"]);
+    let mut server = serve(&["--tz", "UTC"]);
+    let port = server.port;
     jaring()
         .args([
             "time",
@@ -136,27 +105,21 @@ fn client_and_server_talk_and_sigterm_stops_the_server_cleanly() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let mut said = String::new();
     std::io::Read::read_to_string(&mut conn, &mut said).unwrap();
     assert_eq!(said, "ERR server shutting down; closing\r\n");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = server.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "server exits after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = server.wait_exit();
     assert_eq!(code, Some(0));
 }
 
 #[test]
 fn bench_time_reports_json() {
-    let (mut server, port) = serve(&[]);
+    let server = serve(&[]);
+    let port = server.port;
     let out = jaring()
         .args([
             "bench",
@@ -202,6 +165,5 @@ fn bench_time_reports_json() {
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }

@@ -1,0 +1,90 @@
+//! What the binary's tests share: running `jaring`, and starting a server process on a free port
+//! whose address is read from its own log line.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+
+/// Generous: these machines are shared and noisy.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The `jaring` binary, with a timeout so a hung command fails the test instead of hanging it.
+pub fn jaring() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(cargo_bin("jaring"));
+    cmd.timeout(Duration::from_secs(60));
+    cmd
+}
+
+/// A `jaring … serve` process on a free loopback port; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The port it logged.
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Runs `jaring <command…> --bind 127.0.0.1 --port 0 <extra…>` and waits for its "listening"
+    /// log line.
+    pub fn start(command: &[&str], extra: &[&str]) -> Self {
+        let mut child = Command::new(cargo_bin("jaring"))
+            .args(command)
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jaring");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + PATIENCE;
+        let port = loop {
+            assert!(Instant::now() < deadline, "server did not log its address");
+            let line = lines
+                .next()
+                .expect("server still running")
+                .expect("read log");
+            if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port in log line");
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit and returns its exit code (`None` if a signal ended it).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "server exits");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
