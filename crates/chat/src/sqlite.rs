@@ -105,6 +105,13 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
     })?;
     let conn = Connection::open(dir.join(DB_FILE))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Plans that never depend on bound values. Without this, SQLite marks a statement with
+    // `LIMIT ?` to be re-prepared (parsed and planned again) whenever the parameter is bound, so
+    // every cached `inbox` query was compiled afresh: 6% of the server's CPU under load.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
