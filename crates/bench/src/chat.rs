@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -146,6 +146,8 @@ struct Client {
     buf: Vec<u8>,
     line: Vec<u8>,
     token: String,
+    /// Idle mode: how long the connection's check took, or why it failed.
+    checked: Result<Duration, String>,
 }
 
 impl Client {
@@ -162,6 +164,7 @@ impl Client {
             buf: vec![0; 64 * 1024],
             line: Vec::new(),
             token: String::new(),
+            checked: Err("not checked".to_owned()),
         };
         client
             .line
@@ -505,47 +508,42 @@ async fn idle(
     load: &LoadOptions,
     rss_before: Option<ProcSample>,
 ) -> Result<Report, ChatBenchError> {
-    let n = load.connections;
-    let clients = login_all(target, opts, 0, n).await?;
+    let mut clients = login_all(target, opts, 0, load.connections).await?;
+    check_all(&mut clients).await;
     let slots = slots(clients);
-    let checked = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + load.duration;
-    // Memory is read once every connection has answered its check (or just before the end).
+    // Every connection is logged in and has answered by now: memory is read halfway through.
+    let halfway = Instant::now() + load.duration / 2;
     let sampler = opts.server_pid.map(|pid| {
-        let checked = Arc::clone(&checked);
         tokio::spawn(async move {
-            let last_chance = deadline.checked_sub(Duration::from_millis(200));
-            loop {
-                let now = Instant::now();
-                if checked.load(Ordering::Relaxed) >= n || last_chance.is_none_or(|t| now >= t) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // Let the last replies' buffers settle.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep_until(halfway).await;
             ProcSample::read(pid).ok()
         })
     });
     let usage_start = sample(opts.server_pid);
-    let mut report = engine::run("chat", Mode::Idle.as_str(), &target.to_string(), load, {
-        let checked = Arc::clone(&checked);
+    let mut report = engine::run(
+        "chat",
+        Mode::Idle.as_str(),
+        &target.to_string(),
+        load,
         move |i, worker| {
             let client = take(&slots, i);
-            let checked = Arc::clone(&checked);
             async move {
                 match client {
-                    Some(c) => hold(c, &checked, worker).await,
+                    Some(c) => hold(c, worker).await,
                     None => worker,
                 }
             }
-        }
-    })
+        },
+    )
     .await;
-    let usage_end = match sampler {
+    let mut usage_end = match sampler {
         Some(s) => s.await.ok().flatten(),
         None => None,
     };
+    if let (Some(end), Some(last)) = (&mut usage_end, sample(opts.server_pid)) {
+        // CPU over the whole hold; memory from halfway, while every connection was open.
+        end.ticks = last.ticks;
+    }
     report.server = usage(
         opts.server_pid,
         usage_start,
@@ -556,28 +554,46 @@ async fn idle(
     Ok(report)
 }
 
-/// One idle connection: proves it is logged in with one `inbox`, then holds still until the end,
-/// and counts an error if the server closed it meanwhile.
-async fn hold(mut c: Client, checked: &AtomicUsize, mut w: Worker) -> Worker {
-    c.line
-        .extend_from_slice(format!("inbox {}\r\n", c.token).as_bytes());
-    let t0 = Instant::now();
-    let result = c.call().await;
-    checked.fetch_add(1, Ordering::Relaxed);
-    match result {
-        Ok(reply) if ok(&reply) => w.record(t0.elapsed()),
-        Ok(reply) => {
-            w.error(format!("inbox: {}", error_text(&reply)));
-            return w;
-        }
-        Err(kind) => {
-            w.error(format!("inbox: {kind}"));
-            return w;
+/// Proves each connection is logged in with one `inbox` (before the clock starts, so a slow
+/// server has all the time it needs), keeping how long it took.
+async fn check_all(clients: &mut Vec<Client>) {
+    let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for mut c in clients.drain(..) {
+        let permits = Arc::clone(&permits);
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            c.line
+                .extend_from_slice(format!("inbox {}\r\n", c.token).as_bytes());
+            let t0 = Instant::now();
+            c.checked = match c.call().await {
+                Ok(reply) if ok(&reply) => Ok(t0.elapsed()),
+                Ok(reply) => Err(format!("inbox: {}", error_text(&reply))),
+                Err(kind) => Err(format!("inbox: {kind}")),
+            };
+            c
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok(c) = joined {
+            clients.push(c);
         }
     }
+}
+
+/// One idle connection: holds still until the end; it counts as a request (with the latency of
+/// its check) if it answered its check and the server kept it open to the end.
+async fn hold(mut c: Client, mut w: Worker) -> Worker {
+    let checked = match std::mem::replace(&mut c.checked, Err(String::new())) {
+        Ok(latency) => latency,
+        Err(kind) => {
+            w.error(kind);
+            return w;
+        }
+    };
     let mut byte = [0u8; 1];
     match tokio::time::timeout_at(w.deadline, c.stream.read(&mut byte)).await {
-        Err(_) => {}
+        Err(_) => w.record(checked),
         Ok(Ok(0)) => w.error("closed by server while idle"),
         Ok(Ok(_)) => w.error("unexpected data while idle"),
         Ok(Err(e)) => w.error(format!("read while idle: {}", e.kind())),

@@ -215,11 +215,11 @@ pub struct Delivery {
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
     /// User + system CPU time in clock ticks.
-    ticks: u64,
+    pub ticks: u64,
     /// Resident memory in KiB (`VmRSS`).
-    rss_kib: u64,
+    pub rss_kib: u64,
     /// Peak resident memory in KiB (`VmHWM`).
-    peak_kib: u64,
+    pub peak_kib: u64,
 }
 
 /// The server's CPU time and memory over a run, from `/proc/<pid>` (Linux).
