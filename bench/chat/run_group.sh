@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Runs, side by side: a jaring chat realm (SQLite, WAL, synchronous=FULL: every group message is on
+# disk before anyone sees it) and ngIRCd (the closest classic server: one C process, a line
+# protocol, in memory), under `jaring bench chat --group`, and prints a markdown table.
+#
+# The same workload for both: MEMBERS connections in one group (jaring: `group`; ngIRCd: one
+# channel, NICK/USER/JOIN), the first SENDERS of them sending RATE messages a second in all
+# (jaring: live-session lines; ngIRCd: PRIVMSG), SIZE bytes each, for DURATION seconds. A delivery
+# is one message arriving at one member (ngIRCd does not echo a message to its sender, so there a
+# message is due to MEMBERS-1 members, on jaring to all MEMBERS). Reported: deliveries per second
+# (first send to last delivery), send→receive latency (p50/p99/max) and lost / duplicated
+# deliveries (the bench exits 1 if any).
+#
+# ngIRCd is configured (in a temp dir) as far as it allows for this: MaxConnectionsIP = 0 and
+# MaxConnections = 0 (no limits), MaxPenaltyTime = 0 (no flood penalties), long ping timeouts, no
+# DNS/ident lookups. Its per-connection command budget (a few commands per loop per client) is
+# compiled in and cannot be lifted; the senders' rates here stay well inside it.
+#
+# Users: u0 … u{MEMBERS-1}, password surabaya, created as bench/chat/run.sh does (cheap hashes for
+# the bench users only; logging in happens before the clock starts).
+#
+# Cores: each server pinned to CPU 0, the load generator to CPU 1. Rounds interleave the servers.
+# Bounded: about ROUNDS x |RATES| x 2 x (DURATION + ~8) s, 2-3 minutes by default, plus a release
+# build if one is needed.
+#
+# Usage: bench/chat/run_group.sh   (env: ROUNDS=2 DURATION=8 MEMBERS=1000 SENDERS=10 RATES="250 500" SIZE=64)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-8}
+MEMBERS=${MEMBERS:-1000}
+SENDERS=${SENDERS:-10}
+RATES=${RATES:-"250 500"}
+SIZE=${SIZE:-64}
+# Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
+PORT_JARING=23310 PORT_IRC=23320
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need taskset util-linux
+need python3 python3
+need ngircd ngircd
+python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq libpython3-stdlib >/dev/null; }
+cargo build --release --locked -q -p jaring
+JARING=$PWD/target/release/jaring
+OUT=$(mktemp -d)
+ulimit -n "$(( MEMBERS * 3 + 1000 > $(ulimit -n) ? MEMBERS * 3 + 1000 : $(ulimit -n) ))" 2>/dev/null || true
+SERVER_PID=
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+# The bench users, in a template data directory that each jaring start copies.
+cat > "$OUT/users.toml" <<CONF
+# Only for creating the bench users: the cheapest Argon2id cost (never use it for real passwords).
+[realm]
+data_dir = "template"
+[passwords]
+memory_kib = 8
+iterations = 1
+CONF
+echo surabaya | "$JARING" chat user add u0 --config "$OUT/users.toml" 2>/dev/null
+python3 - "$OUT/template/chat.db" "$MEMBERS" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+(hash_,) = db.execute("SELECT password_hash FROM users WHERE name = 'u0'").fetchone()
+db.executemany("INSERT INTO users (name, display_name, password_hash, created_at) VALUES (?, ?, ?, 0)",
+               ((f"u{i}", f"u{i}", hash_) for i in range(1, int(sys.argv[2]))))
+db.commit()
+PY
+rm -f "$OUT/template/realm.lock"
+
+cat > "$OUT/ngircd.conf" <<CONF
+[Global]
+Name = irc.bench.local
+Info = jaring group benchmark
+Listen = 127.0.0.1
+Ports = $PORT_IRC
+MotdPhrase = bench
+PidFile = $OUT/ngircd.pid
+ServerUID = $(id -u)
+ServerGID = $(id -g)
+
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 30
+MaxPenaltyTime = 0
+PingTimeout = 600
+PongTimeout = 600
+
+[Options]
+DNS = no
+Ident = no
+PAM = no
+CONF
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2; exit 1
+}
+
+start_jaring() {
+  rm -rf "$OUT/data"; cp -r "$OUT/template" "$OUT/data"
+  taskset -c 0 "$JARING" chat serve --data-dir "$OUT/data" --bind 127.0.0.1 --port $PORT_JARING \
+    2>"$OUT/jaring.log" & SERVER_PID=$!
+  wait_port $PORT_JARING
+}
+start_irc() {
+  taskset -c 0 ngircd -n -f "$OUT/ngircd.conf" >"$OUT/ngircd.log" 2>&1 & SERVER_PID=$!
+  wait_port $PORT_IRC
+}
+stop() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+
+: > "$OUT/results"
+for round in $(seq "$ROUNDS"); do
+  for rate in $RATES; do
+    for server in jaring ngircd; do
+      if [ $server = jaring ]; then start_jaring; args=(--port $PORT_JARING --protocol jaring)
+      else start_irc; args=(--port $PORT_IRC --protocol irc); fi
+      echo "round $round: $server, $rate msg/s" >&2
+      taskset -c 1 "$JARING" bench chat --group "${args[@]}" --members "$MEMBERS" --senders "$SENDERS" \
+        --rate "$rate" --size "$SIZE" --duration "$DURATION" --json \
+        | sed "s/^/$server $rate /" >> "$OUT/results" || true
+      stop
+    done
+  done
+done
+
+python3 - "$OUT/results" "$MEMBERS" "$SENDERS" "$SIZE" "$DURATION" <<'PY'
+import json, sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    server, rate, js = line.split(" ", 2)
+    rows.setdefault((int(rate), server), []).append(json.loads(js))
+print(f"{sys.argv[2]} members, {sys.argv[3]} senders, {sys.argv[4]}-byte messages, {sys.argv[5]} s per run; "
+      "median of the rounds (worst for lost/duplicated).\n")
+print("| server | msg/s asked | deliveries/s | p50 ms | p99 ms | max ms | lost | duplicated | cut loose |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (rate, server), rs in sorted(rows.items()):
+    med = lambda k: statistics.median(r[k] for r in rs)
+    print(f"| {server} | {rate} | {med('deliveries_per_s'):,.0f} | {med('latency_p50_us')/1e3:.1f} | "
+          f"{med('latency_p99_us')/1e3:.1f} | {med('latency_max_us')/1e3:.1f} | "
+          f"{max(r['lost'] for r in rs)} | {max(r['duplicated'] for r in rs)} | {max(r['members_cut'] for r in rs)} |")
+PY

@@ -1,0 +1,91 @@
+//! `jaring bench chat --group` against a real `jaring chat serve` on port 0: every delivery due
+//! arrives once, and the report says so.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+use jaring_chat::password::{PasswordCost, hash_blocking};
+use jaring_chat::sqlite::{self, Synchronous};
+use jaring_chat::store::UserRecord;
+use serde_json::Value;
+
+#[test]
+fn bench_chat_group_delivers_every_message_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conn = sqlite::open(&tmp.path().join("data"), Synchronous::Full).unwrap();
+    let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
+    for i in 0..20 {
+        let user = UserRecord {
+            name: format!("u{i}"),
+            display_name: format!("User {i}"),
+            password_hash: hash.clone(),
+        };
+        sqlite::add_user(&conn, &user).unwrap();
+    }
+    drop(conn);
+    let config = tmp.path().join("realm.toml");
+    std::fs::write(
+        &config,
+        "[realm]\ndata_dir = \"data\"\n[listen]\nbind = \"127.0.0.1\"\nport = 0\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["chat", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let marker = "--server 127.0.0.1:";
+    let port: u16 = loop {
+        let line = lines.next().expect("server log").unwrap();
+        if let Some(i) = line.find(marker) {
+            let digits: String = line[i + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            break digits.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["bench", "chat", "--group", "--json", "--password", "pw"])
+        .args([
+            "--members",
+            "20",
+            "--senders",
+            "3",
+            "--rate",
+            "60",
+            "--duration",
+            "1",
+        ])
+        .arg("--port")
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{r}");
+    assert_eq!(r["expected"].as_u64().unwrap(), sent * 20, "{r}");
+    assert_eq!(r["delivered"], r["expected"], "{r}");
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["out_of_order"], 0, "{r}");
+    assert_eq!(r["members_cut"], 0, "{r}");
+    assert!(r["latency_p50_us"].as_u64().unwrap() > 0);
+}
