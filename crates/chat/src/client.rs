@@ -259,14 +259,19 @@ fn live(
         loop {
             match framer.poll_reply() {
                 Ok(Some(v)) => {
-                    emit(if json {
+                    let text = if json {
                         v.to_string()
                     } else {
                         format_event(&v)
-                    });
-                    // The final reply, or the server ending the session, ends the live mode.
-                    if !is_event(&v) || v["event"] == "end" {
-                        return (framer, Ok(()));
+                    };
+                    // The final reply ends the live mode; it prints once the prompt is gone.
+                    if !is_event(&v) {
+                        return (framer, Ok(Some(text)));
+                    }
+                    emit(text);
+                    // So does the server ending the session, which the user must hear at once.
+                    if v["event"] == "end" {
+                        return (framer, Ok(None));
                     }
                     continue;
                 }
@@ -314,9 +319,12 @@ fn live(
     for text in rx.try_iter() {
         let _ = writeln!(out, "{text}");
     }
+    if let Ok(Some(last)) = &result {
+        let _ = writeln!(out, "{last}");
+    }
     conn.framer = framer;
     let _ = conn.stream.set_read_timeout(Some(opts.timeout));
-    result.map_err(|e| match e.kind() {
+    result.map(drop).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => ClientError::Closed(conn.server.clone()),
         _ => ClientError::Io(conn.server.clone(), e),
     })
@@ -333,7 +341,10 @@ fn format_event(v: &Value) -> String {
         Some("message") => format!("[{group}] {}: {}", s(&v["from"]), s(&v["msg"])),
         Some("join") => format!("[{group}] * {} joined", s(&v["user"])),
         Some("leave") => format!("[{group}] * {} left", s(&v["user"])),
-        Some("end") => format!("[{group}] live session ended: {}", s(&v["reason"])),
+        Some("end") => format!(
+            "[{group}] live session ended: {} (back to commands)",
+            s(&v["reason"])
+        ),
         Some(_) => v.to_string(),
         None if v["status"] == "OK" => "left the live session".to_owned(),
         None => format!("error: {}", s(&v["message"])),
