@@ -418,7 +418,12 @@ async fn concurrent_senders_one_order() {
 /// others receive everything; it then catches up with inboxgroup, each message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_cut_loose() {
-    const N: usize = 1500;
+    // Enough 8 KB messages to fill the kernel's largest send buffer twice over, then some.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let n = (wmem_max * 2 / 8000).max(1000).div_ceil(50) * 50 + 500;
     let opts = RealmOptions {
         live_queue: 32,
         ..options()
@@ -434,10 +439,10 @@ async fn a_stalled_reader_is_cut_loose() {
     let (mut sender, tsend) = login(r.addr, "sender").await;
     let body = "x".repeat(8000);
     let reader = tokio::spawn(async move {
-        let got = messages(&mut fast, N).await;
+        let got = messages(&mut fast, n).await;
         (fast, got)
     });
-    for chunk in 0..N / 50 {
+    for chunk in 0..n / 50 {
         let mut batch = Vec::new();
         for i in 0..50 {
             batch.extend_from_slice(
@@ -452,7 +457,7 @@ async fn a_stalled_reader_is_cut_loose() {
     let (_fast, got) = reader.await.unwrap();
     assert_eq!(
         got.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=N as i64).collect::<Vec<_>>()
+        (1..=n as i64).collect::<Vec<_>>()
     );
 
     // Now the stalled member reads: what it was given, then why its session ended.
@@ -466,7 +471,7 @@ async fn a_stalled_reader_is_cut_loose() {
         }
     };
     assert!(end["reason"].as_str().unwrap().contains("behind"), "{end}");
-    assert!(seen.len() < N, "it was cut loose before the end");
+    assert!(seen.len() < n, "it was cut loose before the end");
     assert_eq!(seen, (1..=seen.len() as i64).collect::<Vec<_>>());
     // Back in command mode on the same connection: inboxgroup brings the rest, each once.
     let mut rest = Vec::new();
@@ -484,7 +489,7 @@ async fn a_stalled_reader_is_cut_loose() {
         }
     }
     seen.extend(rest);
-    assert_eq!(seen, (1..=N as i64).collect::<Vec<_>>());
+    assert_eq!(seen, (1..=n as i64).collect::<Vec<_>>());
     r.stop().await;
 }
 
