@@ -372,6 +372,7 @@ where
     let hard_stop = tokio::time::sleep_until(deadline + FINISH_GRACE);
     tokio::pin!(hard_stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut stopped = false;
     loop {
         tokio::select! {
             joined = set.join_next() => {
@@ -389,10 +390,11 @@ where
                     }
                 }
             }
-            () = &mut hard_stop => {
+            () = &mut hard_stop, if !stopped => {
+                // Workers still running are cut off; those that finished but were not merged yet
+                // (merging thousands of histograms takes a while) still count.
                 set.abort_all();
-                while set.join_next().await.is_some() {}
-                break;
+                stopped = true;
             }
             _ = tick.tick(), if progress.is_some() => {
                 if let Some(bar) = &progress {
