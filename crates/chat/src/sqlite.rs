@@ -25,7 +25,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
@@ -45,15 +45,6 @@ pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// Writes that may wait for the writer thread. When full, writers wait (backpressure) instead of
 /// queueing without bound.
 pub const DEFAULT_WRITE_QUEUE: usize = 16 * 1024;
-
-/// How often a background thread copies committed WAL pages into the database file. Checkpoints
-/// then no longer stall the writer's commits (under `synchronous = full` a checkpoint also fsyncs
-/// the database file, during which no sender could get its OK).
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// WAL pages after which the writer checkpoints by itself, a safety net should the background
-/// checkpointer fall behind: 10 × SQLite's default, so about 40 MiB of WAL at most in practice.
-const WRITER_AUTOCHECKPOINT: u32 = 10_000;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "chat.db";
@@ -194,27 +185,15 @@ impl SqliteStore {
     pub fn open(dir: &Path, sync: Synchronous, max_batch: usize) -> StoreResult<Self> {
         let lock = lock_dir(dir)?;
         let writer = open(dir, sync)?;
-        writer.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)?;
-        let checkpointer = open(dir, sync)?;
         let (tx, rx) = mpsc::channel(DEFAULT_WRITE_QUEUE);
         let max_batch = max_batch.max(1);
-        let thread_failed = |source| StoreError::DataDir {
-            path: dir.to_owned(),
-            source,
-        };
-        // The checkpointer stops when the writer has stopped and dropped `writer_alive`.
-        let (writer_alive, alive) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("chat-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &alive))
-            .map_err(thread_failed)?;
         std::thread::Builder::new()
             .name("chat-db-writer".into())
-            .spawn(move || {
-                write_loop(writer, rx, max_batch);
-                drop(writer_alive);
-            })
-            .map_err(thread_failed)?;
+            .spawn(move || write_loop(writer, rx, max_batch))
+            .map_err(|source| StoreError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         Ok(Self {
             writes: tx,
             readers: Arc::default(),
@@ -274,20 +253,6 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, max_batch: us
         commit_batch(&mut conn, &mut batch);
     }
     debug!("storage writer stopped");
-}
-
-/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], off the
-/// writer's path, until the writer stops.
-fn checkpoint_loop(conn: &Connection, writer_alive: &std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-        writer_alive.recv_timeout(CHECKPOINT_EVERY)
-    {
-        // PASSIVE never waits for readers or the writer; what it cannot copy now, it copies next
-        // time (or the writer does, past WRITER_AUTOCHECKPOINT pages).
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            debug!(error = %e, "background checkpoint failed");
-        }
-    }
 }
 
 /// Runs `batch` in one transaction, commits, then answers every caller.
