@@ -71,10 +71,10 @@ pub struct StoredGroupMessage {
     pub message: NewGroupMessage,
 }
 
-/// Called once a group message is committed, before the caller hears of it. For each group, the
-/// calls come in `seq` order, one at a time: this is where the realm pushes the message to live
-/// sessions, so pushes follow the group's order without any reordering.
-pub type Published = Box<dyn FnOnce(&StoredGroupMessage) + Send>;
+/// Called for each group message once it is committed, before the caller hears of it. For each
+/// group, the calls come in `seq` order, one at a time: this is where the realm pushes the message
+/// to live sessions, so pushes follow the group's order without any reordering.
+pub type Published = Box<dyn Fn(&StoredGroupMessage) + Send>;
 
 /// Durable storage of groups, memberships, group messages and read cursors.
 pub trait GroupStore: Send + Sync + 'static {
@@ -101,13 +101,15 @@ pub trait GroupStore: Send + Sync + 'static {
         user: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Stores a group message with the next `seq` of its group; runs `published` after the commit
-    /// (see [`Published`]); returns the stored message.
-    fn insert_group_message(
+    /// Stores group messages, in this order, each with the next `seq` of its group, in one
+    /// transaction; runs `published` for each after the commit (see [`Published`]); returns the
+    /// stored messages. (A live session's lines that arrived together go in one call: one commit,
+    /// not one per line.)
+    fn insert_group_messages(
         &self,
-        message: NewGroupMessage,
+        messages: Vec<NewGroupMessage>,
         published: Published,
-    ) -> impl Future<Output = StoreResult<StoredGroupMessage>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<StoredGroupMessage>>> + Send;
 
     /// Up to `limit` messages of `group` with `seq` > `after`, in order.
     fn group_messages(

@@ -40,6 +40,9 @@ pub const DEFAULT_LIVE_BATCH: usize = 256 * 1024;
 /// delay at all, because a write long after the last one goes out at once.
 pub const DEFAULT_LIVE_FLUSH: Duration = Duration::from_millis(10);
 
+/// Most lines of a live session stored in one commit; more that arrived together go in the next.
+pub const DEFAULT_LIVE_LINES: usize = 1024;
+
 /// How often a blocked write looks at how far its session has fallen behind.
 const LAG_CHECK: Duration = Duration::from_millis(20);
 
@@ -214,23 +217,36 @@ async fn drive<S: Store>(
     tokio::pin!(cancelled);
 
     let end = 'live: loop {
-        while let Some(request) = session.poll_request() {
-            match request {
-                Request::Live(LiveLine::Message(text)) => {
-                    if let Err(e) = realm.post_group_message(&group, &user, text).await {
-                        error!(error = %e, "cannot store a group message");
-                        encode_event(
-                            &Event::End(Ended {
-                                group: group.clone(),
-                                reason: "the server could not store your message, so it was \
-                                         not sent; your live session has ended, try again later"
-                                    .into(),
-                            }),
-                            out,
-                        );
-                        break 'live LiveEnd::Ended;
-                    }
+        let mut lines = Vec::new();
+        loop {
+            let mut request = session.poll_request();
+            // Lines that arrived together are stored together: one commit, in their order.
+            if let Some(Request::Live(LiveLine::Message(text))) = request {
+                lines.push(text);
+                if lines.len() < DEFAULT_LIVE_LINES {
+                    continue;
                 }
+                request = Some(Request::Live(LiveLine::Empty));
+            }
+            if !lines.is_empty()
+                && let Err(e) = realm
+                    .post_group_messages(&group, &user, std::mem::take(&mut lines))
+                    .await
+            {
+                error!(error = %e, "cannot store group messages");
+                encode_event(
+                    &Event::End(Ended {
+                        group: group.clone(),
+                        reason: "the server could not store your messages, so they were not \
+                                 sent; your live session has ended, try again later"
+                            .into(),
+                    }),
+                    out,
+                );
+                break 'live LiveEnd::Ended;
+            }
+            let Some(request) = request else { break };
+            match request {
                 Request::Live(LiveLine::Exit) => {
                     // Events already in the ring (the member's own last lines among them) are
                     // given before the final OK rather than left for inboxgroup.
@@ -253,7 +269,8 @@ async fn drive<S: Store>(
                     }
                     break 'live LiveEnd::Exit;
                 }
-                Request::Live(LiveLine::Empty) => {}
+                // Empty lines only keep the connection alive; messages were taken above.
+                Request::Live(LiveLine::Empty | LiveLine::Message(_)) => {}
                 Request::Live(LiveLine::NotUtf8) => {
                     encode_event(
                         &Event::End(Ended {

@@ -172,20 +172,35 @@ impl<S: Store> Realm<S> {
         user: &str,
         body: String,
     ) -> Result<StoredGroupMessage, StoreError> {
+        let mut stored = self.post_group_messages(group, user, vec![body]).await?;
+        stored.pop().ok_or(StoreError::Stopped)
+    }
+
+    /// Stores messages from `user` to `group` (a member) in this order, in one commit; pushes
+    /// each once committed.
+    pub async fn post_group_messages(
+        &self,
+        group: &str,
+        user: &str,
+        bodies: Vec<String>,
+    ) -> Result<Vec<StoredGroupMessage>, StoreError> {
         let sender_display = self
             .user(user)
             .map_or_else(|| user.to_owned(), |u| u.display_name);
-        let message = NewGroupMessage {
-            id: uuid::Uuid::now_v7(),
-            group: group.to_owned(),
-            sender: user.to_owned(),
-            sender_display,
-            body,
-            sent_at: unix_ms(),
-        };
+        let messages = bodies
+            .into_iter()
+            .map(|body| NewGroupMessage {
+                id: uuid::Uuid::now_v7(),
+                group: group.to_owned(),
+                sender: user.to_owned(),
+                sender_display: sender_display.clone(),
+                body,
+                sent_at: unix_ms(),
+            })
+            .collect();
         let hub = Arc::clone(&self.groups);
         self.store
-            .insert_group_message(message, Box::new(move |m| hub.publish_message(m)))
+            .insert_group_messages(messages, Box::new(move |m| hub.publish_message(m)))
             .await
     }
 

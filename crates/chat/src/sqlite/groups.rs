@@ -55,10 +55,10 @@ pub(super) enum GroupWrite {
         user: String,
         reply: oneshot::Sender<StoreResult<bool>>,
     },
-    Message {
-        message: NewGroupMessage,
+    Messages {
+        messages: Vec<NewGroupMessage>,
         published: Published,
-        reply: oneshot::Sender<StoreResult<StoredGroupMessage>>,
+        reply: oneshot::Sender<StoreResult<Vec<StoredGroupMessage>>>,
     },
     Cursors {
         cursors: Vec<(String, String, i64)>,
@@ -106,24 +106,30 @@ impl GroupWrite {
                     .map_err(StoreError::from),
                 reply,
             ),
-            Self::Message {
-                message,
+            Self::Messages {
+                messages,
                 published,
                 reply,
-            } => match insert(tx, &message) {
-                Ok(seq) => {
-                    let stored = StoredGroupMessage { seq, message };
-                    Finish(Box::new(move |committed| {
-                        if committed {
-                            published(&stored);
-                            let _ = reply.send(Ok(stored));
-                        } else {
-                            let _ = reply.send(Err(StoreError::Stopped));
-                        }
-                    }))
+            } => {
+                let mut stored = Vec::with_capacity(messages.len());
+                for message in messages {
+                    match insert(tx, &message) {
+                        Ok(seq) => stored.push(StoredGroupMessage { seq, message }),
+                        // The whole transaction fails with it: nothing of the batch commits.
+                        Err(e) => return answer(Err(e), reply),
+                    }
                 }
-                Err(e) => answer(Err(e), reply),
-            },
+                Finish(Box::new(move |committed| {
+                    if committed {
+                        for m in &stored {
+                            published(m);
+                        }
+                        let _ = reply.send(Ok(stored));
+                    } else {
+                        let _ = reply.send(Err(StoreError::Stopped));
+                    }
+                }))
+            }
             Self::Cursors { cursors, reply } => {
                 let r = (|| {
                     let mut s = tx.prepare_cached(
@@ -145,7 +151,7 @@ impl GroupWrite {
         match self {
             Self::Join { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Leave { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
-            Self::Message { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            Self::Messages { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Cursors { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
         }
     }
@@ -279,14 +285,14 @@ impl GroupStore for SqliteStore {
             .await
     }
 
-    async fn insert_group_message(
+    async fn insert_group_messages(
         &self,
-        message: NewGroupMessage,
+        messages: Vec<NewGroupMessage>,
         published: Published,
-    ) -> StoreResult<StoredGroupMessage> {
+    ) -> StoreResult<Vec<StoredGroupMessage>> {
         self.write(|reply| {
-            Write::Group(GroupWrite::Message {
-                message,
+            Write::Group(GroupWrite::Messages {
+                messages,
                 published,
                 reply,
             })
