@@ -59,6 +59,9 @@ pub const POLL_PAUSE: Duration = Duration::from_millis(1);
 /// After the senders stop, receivers keep polling at most this long for acknowledged messages.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Idle connections are released this long (at most a quarter of the run) before the end.
+const RELEASE_EARLY: Duration = Duration::from_millis(500);
+
 /// Largest reply a bench connection accepts (a realm caps an inbox reply at 1 MiB of text).
 const MAX_REPLY: usize = 16 * 1024 * 1024;
 
@@ -519,6 +522,9 @@ async fn idle(
             ProcSample::read(pid).ok()
         })
     });
+    // Connections are let go a little before the engine's deadline: thousands of workers all
+    // finishing at once on a busy generator could otherwise miss the engine's grace period.
+    let release = Instant::now() + load.duration - (load.duration / 4).min(RELEASE_EARLY);
     let usage_start = sample(opts.server_pid);
     let mut report = engine::run(
         "chat",
@@ -529,7 +535,7 @@ async fn idle(
             let client = take(&slots, i);
             async move {
                 match client {
-                    Some(c) => hold(c, worker).await,
+                    Some(c) => hold(c, release, worker).await,
                     None => worker,
                 }
             }
@@ -583,7 +589,7 @@ async fn check_all(clients: &mut Vec<Client>) {
 
 /// One idle connection: holds still until the end; it counts as a request (with the latency of
 /// its check) if it answered its check and the server kept it open to the end.
-async fn hold(mut c: Client, mut w: Worker) -> Worker {
+async fn hold(mut c: Client, release: Instant, mut w: Worker) -> Worker {
     let checked = match std::mem::replace(&mut c.checked, Err(String::new())) {
         Ok(latency) => latency,
         Err(kind) => {
@@ -592,7 +598,7 @@ async fn hold(mut c: Client, mut w: Worker) -> Worker {
         }
     };
     let mut byte = [0u8; 1];
-    match tokio::time::timeout_at(w.deadline, c.stream.read(&mut byte)).await {
+    match tokio::time::timeout_at(release, c.stream.read(&mut byte)).await {
         Err(_) => w.record(checked),
         Ok(Ok(0)) => w.error("closed by server while idle"),
         Ok(Ok(_)) => w.error("unexpected data while idle"),
