@@ -46,6 +46,19 @@ pub const DEFAULT_LIVE_LINES: usize = 1024;
 /// How often a blocked write looks at how far its session has fallen behind.
 const LAG_CHECK: Duration = Duration::from_millis(20);
 
+/// A live session's lines being committed.
+type Commit<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    Vec<crate::group_store::StoredGroupMessage>,
+                    crate::store::StoreError,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
 /// How a live session ended.
 #[derive(Debug)]
 pub enum LiveEnd {
@@ -216,62 +229,24 @@ async fn drive<S: Store>(
     let cancelled = conn.shutdown.cancelled();
     tokio::pin!(cancelled);
 
+    // Lines wait here while the previous ones commit; they then go in one commit together. The
+    // session keeps pushing events and reading lines meanwhile, so a sender is never held to one
+    // line per disk sync.
+    let mut lines: Vec<String> = Vec::new();
+    let mut commit: Option<Commit<'_>> = None;
+    let mut exiting = false;
     let end = 'live: loop {
-        let mut lines = Vec::new();
-        loop {
-            let mut request = session.poll_request();
-            // Lines that arrived together are stored together: one commit, in their order.
-            if let Some(Request::Live(LiveLine::Message(text))) = request {
-                lines.push(text);
-                if lines.len() < DEFAULT_LIVE_LINES {
-                    continue;
-                }
-                request = Some(Request::Live(LiveLine::Empty));
-            }
-            if !lines.is_empty()
-                && let Err(e) = realm
-                    .post_group_messages(&group, &user, std::mem::take(&mut lines))
-                    .await
-            {
-                error!(error = %e, "cannot store group messages");
-                encode_event(
-                    &Event::End(Ended {
-                        group: group.clone(),
-                        reason: "the server could not store your messages, so they were not \
-                                 sent; your live session has ended, try again later"
-                            .into(),
-                    }),
-                    out,
-                );
-                break 'live LiveEnd::Ended;
-            }
-            let Some(request) = request else { break };
-            match request {
-                Request::Live(LiveLine::Exit) => {
-                    // Events already in the ring (the member's own last lines among them) are
-                    // given before the final OK rather than left for inboxgroup.
-                    let mut upto = cursor;
-                    while out.len() < DEFAULT_LIVE_BATCH {
-                        match live.subscription.events.try_recv() {
-                            Ok(p) if p.seq == 0 || p.seq > upto => {
-                                out.extend_from_slice(&p.bytes);
-                                upto = upto.max(p.seq);
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    live.close();
-                    reply::encode_ok(&format!("Left the live session of group {group}"), out);
-                    match write_out(stream, out, idle).await {
-                        Ok(()) => cursor = upto,
-                        Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
-                    }
-                    break 'live LiveEnd::Exit;
-                }
-                // Empty lines only keep the connection alive; messages were taken above.
-                Request::Live(LiveLine::Empty | LiveLine::Message(_)) => {}
-                Request::Live(LiveLine::NotUtf8) => {
+        while lines.len() < DEFAULT_LIVE_LINES && !exiting {
+            match session.poll_request() {
+                None => break,
+                Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
+                Some(Request::Live(LiveLine::Exit)) => exiting = true,
+                // Empty lines only keep the connection alive; while live, every line is a live
+                // line, never a command.
+                Some(
+                    Request::Live(LiveLine::Empty) | Request::Command(_) | Request::Invalid(_),
+                ) => {}
+                Some(Request::Live(LiveLine::NotUtf8)) => {
                     encode_event(
                         &Event::End(Ended {
                             group: group.clone(),
@@ -283,22 +258,62 @@ async fn drive<S: Store>(
                     );
                     break 'live LiveEnd::Ended;
                 }
-                Request::TooLong(t) => {
+                Some(Request::TooLong(t)) => {
                     ChatSession::encode_too_long(t, out);
                     break 'live LiveEnd::TooLong;
                 }
-                // While live, every line is parsed as a live line.
-                Request::Command(_) | Request::Invalid(_) => {}
             }
+        }
+        if commit.is_none() && !lines.is_empty() {
+            let batch = std::mem::take(&mut lines);
+            commit = Some(Box::pin(realm.post_group_messages(&group, &user, batch)));
+        }
+        if exiting && commit.is_none() && lines.is_empty() {
+            // Events already in the ring (the member's own last lines among them) are given
+            // before the final OK rather than left for inboxgroup.
+            let mut upto = cursor;
+            while out.len() < DEFAULT_LIVE_BATCH {
+                match live.subscription.events.try_recv() {
+                    Ok(p) if p.seq == 0 || p.seq > upto => {
+                        out.extend_from_slice(&p.bytes);
+                        upto = upto.max(p.seq);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            live.close();
+            reply::encode_ok(&format!("Left the live session of group {group}"), out);
+            match write_out(stream, out, idle).await {
+                Ok(()) => cursor = upto,
+                Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
+            }
+            break 'live LiveEnd::Exit;
         }
         if last_flush.elapsed() >= DEFAULT_CURSOR_FLUSH && cursor > stored_cursor {
             realm.advance_cursor(&group, &user, cursor, true).await;
             stored_cursor = cursor;
             last_flush = Instant::now();
         }
+        let reading = lines.len() < DEFAULT_LIVE_LINES && !exiting;
         tokio::select! {
             biased;
             () = &mut cancelled => break LiveEnd::Closed(End::Shutdown),
+            done = async { commit.as_mut()?.await.ok() }, if commit.is_some() => {
+                commit = None;
+                if done.is_none() {
+                    encode_event(
+                        &Event::End(Ended {
+                            group: group.clone(),
+                            reason: "the server could not store your messages, so they were \
+                                     not sent; your live session has ended, try again later"
+                                .into(),
+                        }),
+                        out,
+                    );
+                    break LiveEnd::Ended;
+                }
+            }
             event = live.subscription.events.recv() => {
                 // Batch what else arrives within the flush interval into the same write.
                 tokio::time::sleep_until(last_write + flush).await;
@@ -363,7 +378,7 @@ async fn drive<S: Store>(
                     .await;
                 }
             }
-            read = stream.read(buf) => match read {
+            read = stream.read(buf), if reading => match read {
                 Ok(0) => break LiveEnd::Closed(End::Eof),
                 Ok(n) => {
                     session.handle_input(&buf[..n]);
