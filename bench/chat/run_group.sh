@@ -23,7 +23,8 @@
 # Bounded: about ROUNDS x |RATES| x 2 x (DURATION + ~8) s, 2-3 minutes by default, plus a release
 # build if one is needed.
 #
-# Usage: bench/chat/run_group.sh   (env: ROUNDS=2 DURATION=8 MEMBERS=1000 SENDERS=10 RATES="250 500" SIZE=64)
+# Usage: bench/chat/run_group.sh   (env: ROUNDS=2 DURATION=8 MEMBERS=1000 SENDERS=10 RATES="250 500" SIZE=64
+#                                    JARING_BIN=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
@@ -40,8 +41,10 @@ need taskset util-linux
 need python3 python3
 need ngircd ngircd
 python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq libpython3-stdlib >/dev/null; }
-cargo build --release --locked -q -p jaring
-JARING=$PWD/target/release/jaring
+# JARING_BIN=path uses that binary instead of building (for measuring a fixed build while the
+# tree changes).
+if [ -n "${JARING_BIN:-}" ]; then JARING=$(realpath "$JARING_BIN")
+else cargo build --release --locked -q -p jaring; JARING=$PWD/target/release/jaring; fi
 OUT=$(mktemp -d)
 ulimit -n "$(( MEMBERS * 3 + 1000 > $(ulimit -n) ? MEMBERS * 3 + 1000 : $(ulimit -n) ))" 2>/dev/null || true
 SERVER_PID=
@@ -116,7 +119,13 @@ start_irc() {
   taskset -c 0 ngircd -n -f "$OUT/ngircd.conf" >"$OUT/ngircd.log" 2>&1 & SERVER_PID=$!
   wait_port $PORT_IRC
 }
-stop() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+stop() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
 
 : > "$OUT/results"
 for round in $(seq "$ROUNDS"); do

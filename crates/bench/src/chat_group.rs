@@ -38,6 +38,8 @@ pub const DEFAULT_SIZE: usize = 64;
 pub const SETUP_CONCURRENCY: usize = 64;
 /// After the senders stop, members wait at most this long for what is still due.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Times a member tries to connect and join before the run gives up.
+const SETUP_ATTEMPTS: u32 = 4;
 /// How long to wait for one setup reply.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest frame a member accepts.
@@ -193,8 +195,20 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
         let (limit, opts) = (Arc::clone(&limit), opts.clone());
         joins.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = tokio::time::timeout(SETUP_TIMEOUT * 4, join(target, i, &opts)).await;
-            (i, r.unwrap_or_else(|_| Err("timed out".into())))
+            // A server busy accepting a thousand connections may refuse one: try again.
+            let mut r = Err(String::new());
+            for attempt in 0..SETUP_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                r = tokio::time::timeout(SETUP_TIMEOUT * 4, join(target, i, &opts))
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".into()));
+                if r.is_ok() {
+                    break;
+                }
+            }
+            (i, r)
         });
     }
     let mut conns: Vec<Option<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>)>> =
