@@ -24,34 +24,45 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $PORT_JARING --tz UTC & pids+=($!)
-taskset -c 0 target/release/bare-time-server $PORT_BARE & pids+=($!)
-taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYTHON & pids+=($!)
+RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $PORT_JARING --tz UTC & PID_JARING=$!
+taskset -c 0 target/release/bare-time-server $PORT_BARE & PID_BARE=$!
+taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYTHON & PID_PYTHON=$!
+pids+=($PID_JARING $PID_BARE $PID_PYTHON)
+# Server CPU (user + system, in clock ticks) from /proc: steadier than requests/s on a shared machine.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for port in $PORT_JARING $PORT_BARE $PORT_PYTHON; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
   for mode in persistent churn; do
     for server in bare jaring python; do
-      port_var="PORT_${server^^}"
+      port_var="PORT_${server^^}" pid_var="PID_${server^^}"
+      before=$(ticks "${!pid_var}")
       taskset -c 1 "$JARING" bench time --port "${!port_var}" --mode $mode \
         --connections "$CONNECTIONS" --duration "$DURATION" --json \
         > "$OUT/$server-$mode-$round.json" || true
+      echo $(( $(ticks "${!pid_var}") - before )) > "$OUT/$server-$mode-$round.ticks"
       echo "round $round: $mode $server done" >&2
     done
   done
 done
 
-python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" <<'PY'
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$(getconf CLK_TCK)" "$load_before" "$load_after" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-out, rounds, duration, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, rounds, duration, conns, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+load_before, load_after = sys.argv[6], sys.argv[7]
 def load(server, mode):
     rs = []
     for r in range(1, rounds + 1):
-        p = os.path.join(out, f"{server}-{mode}-{r}.json")
+        p = os.path.join(out, f"{server}-{mode}-{r}")
         try:
-            rs.append(json.load(open(p)))
+            report = json.load(open(p + ".json"))
+            ticks = int(open(p + ".ticks").read())
+            report["cpu_us_per_request"] = ticks * 1e6 / hz / max(report["requests"], 1)
+            rs.append(report)
         except Exception:
             pass
     return rs
@@ -59,15 +70,18 @@ def med(rs, f):
     return statistics.median(f(r) for r in rs) if rs else float("nan")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
-print(f"Servers pinned to CPU 0, load generator to CPU 1; {conns} connections, {rounds} rounds of {duration} s, median shown.\n")
-print("| mode | server | requests/s | errors | p50 µs | p99 µs | max µs |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print(f"Servers pinned to CPU 0, load generator to CPU 1; {conns} connections, {rounds} rounds of {duration} s, median shown.")
+print(f"Load average before: {load_before}; after: {load_after}.\n")
+print("| mode | server | requests/s | server CPU µs/request | errors | p50 µs | p99 µs | max µs |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 rps = {}
+cpu = {}
 for mode in ("persistent", "churn"):
     for server in ("bare", "jaring", "python"):
         rs = load(server, mode)
         rps[(server, mode)] = med(rs, lambda r: r["requests_per_s"])
-        print(f"| {mode} | {server} | {rps[(server, mode)]:,.0f} | {med(rs, lambda r: r['errors']):.0f} | "
+        cpu[(server, mode)] = med(rs, lambda r: r["cpu_us_per_request"])
+        print(f"| {mode} | {server} | {rps[(server, mode)]:,.0f} | {cpu[(server, mode)]:.2f} | {med(rs, lambda r: r['errors']):.0f} | "
               f"{med(rs, lambda r: r['latency']['p50_us']):.0f} | {med(rs, lambda r: r['latency']['p99_us']):.0f} | "
               f"{med(rs, lambda r: r['latency']['max_us']):.0f} |")
 print()
@@ -77,6 +91,8 @@ print(f"| persistent: jaring / bare tokio | {rps[('jaring','persistent')]/rps[('
 print(f"| persistent: jaring / Python lab server | {rps[('jaring','persistent')]/rps[('python','persistent')]:.2f} | ≥ 3.5 |")
 print(f"| churn: jaring / bare tokio | {rps[('jaring','churn')]/rps[('bare','churn')]:.2f} | ≥ 0.90 |")
 print(f"| churn: jaring / Python lab server | {rps[('jaring','churn')]/rps[('python','churn')]:.2f} | (for reference) |")
+print(f"| persistent: server CPU per request, bare tokio / jaring | {cpu[('bare','persistent')]/cpu[('jaring','persistent')]:.2f} | (1.0 = no overhead) |")
+print(f"| churn: server CPU per request, bare tokio / jaring | {cpu[('bare','churn')]/cpu[('jaring','churn')]:.2f} | (1.0 = no overhead) |")
 p99 = med(load("jaring", "persistent"), lambda r: r["latency"]["p99_us"])
 print(f"| persistent p99 latency of jaring at {conns} connections | {p99:.0f} µs | < 1000 µs |")
 PY
