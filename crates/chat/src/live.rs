@@ -296,8 +296,9 @@ async fn drive<S: Store>(
             last_flush = Instant::now();
         }
         let reading = lines.len() < DEFAULT_LIVE_LINES && !exiting;
+        // Unbiased: a busy group always has events ready and a busy sender always has lines;
+        // neither may starve the other.
         tokio::select! {
-            biased;
             () = &mut cancelled => break LiveEnd::Closed(End::Shutdown),
             done = async { commit.as_mut()?.await.ok() }, if commit.is_some() => {
                 commit = None;
@@ -314,6 +315,14 @@ async fn drive<S: Store>(
                     break LiveEnd::Ended;
                 }
             }
+            read = stream.read(buf), if reading => match read {
+                Ok(0) => break LiveEnd::Closed(End::Eof),
+                Ok(n) => {
+                    session.handle_input(&buf[..n]);
+                    idle_deadline = Instant::now() + idle;
+                }
+                Err(e) => break LiveEnd::Closed(End::Error(e)),
+            },
             event = live.subscription.events.recv() => {
                 // Batch what else arrives within the flush interval into the same write.
                 tokio::time::sleep_until(last_write + flush).await;
@@ -378,14 +387,6 @@ async fn drive<S: Store>(
                     .await;
                 }
             }
-            read = stream.read(buf), if reading => match read {
-                Ok(0) => break LiveEnd::Closed(End::Eof),
-                Ok(n) => {
-                    session.handle_input(&buf[..n]);
-                    idle_deadline = Instant::now() + idle;
-                }
-                Err(e) => break LiveEnd::Closed(End::Error(e)),
-            },
             () = tokio::time::sleep_until(idle_deadline) => break LiveEnd::Closed(End::Idle),
         }
     };
