@@ -173,6 +173,8 @@ struct MemberStats {
 struct Shared {
     epoch: Instant,
     sent: Vec<AtomicU64>,
+    /// Senders still in their sending loop.
+    senders_left: AtomicU64,
     senders_done: AtomicBool,
 }
 
@@ -227,6 +229,7 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         sent: (0..opts.senders).map(|_| AtomicU64::new(0)).collect(),
+        senders_left: AtomicU64::new(opts.senders as u64),
         senders_done: AtomicBool::new(false),
     });
     let mut members = JoinSet::new();
@@ -256,8 +259,12 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
         }
     }
     tokio::time::sleep_until(end).await;
-    // Let the senders finish their last write, then count what they sent.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A sender held back by the server may still be in its last write: what members wait for is
+    // only known once every sender has stopped (members that stopped waiting earlier would count
+    // later messages as lost).
+    while shared.senders_left.load(Ordering::SeqCst) > 0 && end.elapsed() < DRAIN_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     shared.senders_done.store(true, Ordering::SeqCst);
     let mut stats = Vec::new();
     let drain = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), async {
@@ -497,7 +504,9 @@ async fn sender(
     let mut next = start + every.mul_f64(s as f64 / opts.senders as f64);
     let mut n: u64 = 0;
     let mut line = Vec::with_capacity(opts.size + 64);
-    while next < end {
+    // A sender behind its schedule (the server pushing back) skips what it could not send in
+    // time rather than sending after the end.
+    while next < end && Instant::now() < end {
         tokio::time::sleep_until(next).await;
         line.clear();
         if opts.protocol == Protocol::Irc {
@@ -515,6 +524,7 @@ async fn sender(
         shared.sent[s].store(n, Ordering::SeqCst);
         next += every;
     }
+    shared.senders_left.fetch_sub(1, Ordering::SeqCst);
     // Dropping the write half would shut the connection down under this member's reader.
     let _keep = write;
     std::future::pending::<()>().await;
