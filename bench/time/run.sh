@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs jaring's TIME server, a bare tokio floor and the labs' Python server side by side under
+# Runs jaring's TIME server, a bare tokio floor and the labs' Python server (as the lab has it, and
+# without its per-request log lines) side by side under
 # `jaring bench time` (persistent and churn), and prints a markdown table of results and ratios.
 #
 # Cores: every server is pinned to CPU 0 and the load generator to CPU 1 (taskset), one server
 # loaded at a time, the three interleaved round by round so drift hits all of them alike.
-# Bounded: ROUNDS x 2 modes x 3 servers x DURATION seconds (default about 2 minutes).
+# Bounded: ROUNDS x 2 modes x 4 servers x DURATION seconds (default about 2.5 minutes).
 #
 # Usage: bench/time/run.sh            (env: ROUNDS=3 DURATION=5 CONNECTIONS=50)
 set -euo pipefail
@@ -13,7 +14,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
-PORT_JARING=23100 PORT_BARE=23101 PORT_PYTHON=23102
+PORT_JARING=23100 PORT_BARE=23101 PORT_PYTHON=23102 PORT_PYQUIET=23103
 
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
@@ -26,18 +27,19 @@ trap cleanup EXIT
 
 RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $PORT_JARING --tz UTC & PID_JARING=$!
 taskset -c 0 target/release/bare-time-server $PORT_BARE & PID_BARE=$!
-taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYTHON & PID_PYTHON=$!
-pids+=($PID_JARING $PID_BARE $PID_PYTHON)
+taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYTHON 2>/dev/null & PID_PYTHON=$!
+taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYQUIET --quiet 2>/dev/null & PID_PYQUIET=$!
+pids+=($PID_JARING $PID_BARE $PID_PYTHON $PID_PYQUIET)
 # Server CPU (user + system, in clock ticks) from /proc: steadier than requests/s on a shared machine.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-for port in $PORT_JARING $PORT_BARE $PORT_PYTHON; do
+for port in $PORT_JARING $PORT_BARE $PORT_PYTHON $PORT_PYQUIET; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
   for mode in persistent churn; do
-    for server in bare jaring python; do
+    for server in bare jaring python pyquiet; do
       port_var="PORT_${server^^}" pid_var="PID_${server^^}"
       before=$(ticks "${!pid_var}")
       taskset -c 1 "$JARING" bench time --port "${!port_var}" --mode $mode \
@@ -77,7 +79,7 @@ print("|---|---|---:|---:|---:|---:|---:|---:|")
 rps = {}
 cpu = {}
 for mode in ("persistent", "churn"):
-    for server in ("bare", "jaring", "python"):
+    for server in ("bare", "jaring", "python", "pyquiet"):
         rs = load(server, mode)
         rps[(server, mode)] = med(rs, lambda r: r["requests_per_s"])
         cpu[(server, mode)] = med(rs, lambda r: r["cpu_us_per_request"])
@@ -91,6 +93,8 @@ print(f"| persistent: jaring / bare tokio | {rps[('jaring','persistent')]/rps[('
 print(f"| persistent: jaring / Python lab server | {rps[('jaring','persistent')]/rps[('python','persistent')]:.2f} | ≥ 3.5 |")
 print(f"| churn: jaring / bare tokio | {rps[('jaring','churn')]/rps[('bare','churn')]:.2f} | ≥ 0.90 |")
 print(f"| churn: jaring / Python lab server | {rps[('jaring','churn')]/rps[('python','churn')]:.2f} | (for reference) |")
+print(f"| persistent: jaring / Python lab server without its log lines | {rps[('jaring','persistent')]/rps[('pyquiet','persistent')]:.2f} | (for reference) |")
+print(f"| persistent: server CPU per request, Python lab server / jaring | {cpu[('python','persistent')]/cpu[('jaring','persistent')]:.2f} | |")
 print(f"| persistent: server CPU per request, bare tokio / jaring | {cpu[('bare','persistent')]/cpu[('jaring','persistent')]:.2f} | (1.0 = no overhead) |")
 print(f"| churn: server CPU per request, bare tokio / jaring | {cpu[('bare','churn')]/cpu[('jaring','churn')]:.2f} | (1.0 = no overhead) |")
 p99 = med(load("jaring", "persistent"), lambda r: r["latency"]["p99_us"])
