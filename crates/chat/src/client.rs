@@ -84,7 +84,7 @@ impl Conn {
 
 const HELP: &str = "commands:
   auth USER PASSWORD      log in (the token is kept for the commands below)
-  send TO MESSAGE...      send a private message
+  send TO MESSAGE...      send a private message (TO: user, or user@realm on a linked realm)
   inbox                   messages you have not read yet
   users                   who exists, who is online
   history PEER [N]        the last N messages with PEER (or in group PEER)
@@ -96,6 +96,7 @@ const HELP: &str = "commands:
   groups                  every group, with its member count
   members GROUP           who is in a group, who is live
   leave GROUP             leave a group
+  realms                  linked realms and the state of each link
   logout                  end the session
   help, quit";
 
@@ -168,7 +169,7 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
             ("auth", 3) => format!("auth {} {}", words[1], words[2]),
             (
                 "send" | "inbox" | "users" | "history" | "logout" | "group" | "sendgroup"
-                | "inboxgroup" | "groups" | "members" | "leave",
+                | "inboxgroup" | "groups" | "members" | "leave" | "realms",
                 _,
             ) if token.is_empty() => {
                 need_token(out);
@@ -205,7 +206,7 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
                 let msg = rest.split_once(' ').map_or("", |(_, m)| m);
                 format!("send {token} {} {msg}", words[1])
             }
-            ("inbox" | "users" | "logout", 1) => format!("{cmd} {token}"),
+            ("inbox" | "users" | "logout" | "realms", 1) => format!("{cmd} {token}"),
             ("history", 2 | 3) => format!("history {token} {}", words[1..].join(" ")),
             _ => {
                 let _ = writeln!(out, "error: cannot parse that; type help for commands");
@@ -442,6 +443,23 @@ fn print_reply(cmd: &str, v: &Value, json: bool, out: &mut impl Write) {
                     "  {:<16} {:<24} {mark}",
                     s(&m["name"]),
                     s(&m["display_name"])
+                );
+            }
+        }
+        "realms" => {
+            let peers = v["peers"].as_array();
+            if peers.is_none_or(Vec::is_empty) {
+                let _ = writeln!(out, "realm {} has no federation peers", s(&v["realm"]));
+            }
+            for p in peers.into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  {:<16} {:<22} {:<10} outbox {:<8} {}",
+                    s(&p["realm"]),
+                    s(&p["address"]),
+                    s(&p["state"]),
+                    p["outbox"],
+                    s(&p["last_error"])
                 );
             }
         }

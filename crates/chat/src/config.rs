@@ -46,6 +46,36 @@ pub struct RealmConfig {
     /// `[storage]`
     #[serde(default)]
     pub storage: StorageSection,
+    /// `[federation]`
+    #[serde(default)]
+    pub federation: FederationSection,
+    /// `[[peer]]`: the realms this one links to.
+    #[serde(default)]
+    pub peer: Vec<PeerSection>,
+}
+
+/// `[federation]`: where peer realms connect (never the client port).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Bind address (default: the client listener's).
+    pub bind: Option<IpAddr>,
+    /// Port (default 9889).
+    pub port: Option<u16>,
+}
+
+/// `[[peer]]`: one peer realm.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// The peer's realm name.
+    pub name: String,
+    /// Its server-to-server address, `host:port`.
+    pub address: String,
+    /// The secret both realms of the pair share (at least 16 bytes).
+    pub secret: Option<String>,
+    /// A file holding that secret (trailing newline ignored); relative to the config file.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `[realm]`: who this realm is and where it keeps its data.
@@ -158,6 +188,14 @@ impl RealmConfig {
         {
             config.realm.data_dir = Some(parent.join(dir));
         }
+        for p in &mut config.peer {
+            if let Some(f) = &p.secret_file
+                && f.is_relative()
+                && let Some(parent) = path.parent()
+            {
+                p.secret_file = Some(parent.join(f));
+            }
+        }
         Ok(config)
     }
 
@@ -215,6 +253,48 @@ impl RealmConfig {
             presence_max_members: l.presence_max_members.unwrap_or(d.presence_max_members),
             live_flush: l.live_flush_ms.map_or(d.live_flush, Duration::from_millis),
         })
+    }
+
+    /// The federation settings, or `None` when no peer is configured. `default_bind` is used when
+    /// `[federation]` names no bind address.
+    pub fn federation(
+        &self,
+        default_bind: IpAddr,
+    ) -> Result<Option<crate::federation::FederationConfig>, ConfigError> {
+        if self.peer.is_empty() {
+            return Ok(None);
+        }
+        let mut peers = Vec::new();
+        for p in &self.peer {
+            let secret = match (&p.secret, &p.secret_file) {
+                (Some(s), None) => s.clone().into_bytes(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| ConfigError::Read(f.clone(), e))?
+                    .trim_end_matches(['\r', '\n'])
+                    .as_bytes()
+                    .to_vec(),
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: give exactly one of secret or secret_file",
+                        p.name
+                    )));
+                }
+            };
+            peers.push(crate::federation::PeerConfig {
+                name: p.name.clone(),
+                address: p.address.clone(),
+                secret,
+            });
+        }
+        let listen = std::net::SocketAddr::new(
+            self.federation.bind.unwrap_or(default_bind),
+            self.federation
+                .port
+                .unwrap_or(crate::federation::DEFAULT_FEDERATION_PORT),
+        );
+        Ok(Some(crate::federation::FederationConfig::new(
+            listen, peers,
+        )))
     }
 
     /// Storage settings.
@@ -284,6 +364,17 @@ concurrency = 2
 synchronous = "full"
 # Most writes committed together in one transaction (group commit).
 max_batch = 4096
+
+# Federation (docs/federation.md): other realms this one exchanges messages with, as user@realm.
+# Peers connect to this port, never to the client port; both realms of a pair list each other
+# with the same secret (generate one with `openssl rand -hex 32`).
+[federation]
+port = 9889
+
+# [[peer]]
+# name = "realm2"
+# address = "127.0.0.1:9899"
+# secret_file = "realm1-realm2.secret"
 "#;
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
 //! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
 //!   connection loop of a live group session; [`group_store`]: the storage groups need.
+//! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`.
 //! - [`config`]: the realm's TOML configuration and its commented default.
 //! - [`client`]: `jaring chat client`, the interactive client.
 
@@ -24,6 +25,7 @@
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod federation;
 pub mod group_store;
 pub mod groups;
 pub mod limiter;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jaring_proto::chat::auth::Auth;
@@ -25,6 +25,7 @@ mod group_cmds;
 pub use group_cmds::{LiveSession, wire_group_message};
 
 use crate::clock::Clock;
+use crate::federation::{Lookup, Remote};
 use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
@@ -183,6 +184,16 @@ pub struct Realm<S> {
     /// Verified against when the user does not exist, so a wrong name costs the same as a wrong
     /// password and timing does not reveal which names exist.
     dummy_hash: String,
+    /// The federation, once started: how `user@realm` and unknown bare names reach peers.
+    remote: OnceLock<Arc<dyn Remote>>,
+}
+
+/// Where an address leads.
+enum Target {
+    /// A user of this realm: name and display name.
+    Local(String, String),
+    /// A user of a peer realm: `user@realm`, the realm, and the display name if the peer said.
+    Remote(String, String, Option<String>),
 }
 
 impl<S> std::fmt::Debug for Realm<S> {
@@ -258,6 +269,7 @@ impl<S: Store> Realm<S> {
             clock,
             leases: Arc::default(),
             dummy_hash,
+            remote: OnceLock::new(),
         })
     }
 
@@ -282,6 +294,16 @@ impl<S: Store> Realm<S> {
     /// Live tokens.
     pub fn token_count(&self) -> usize {
         lock(&self.tokens).len()
+    }
+
+    /// Connects the realm to its federation; a second call is ignored.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// A local user's display name, or `None` if there is no such user.
+    pub fn display_name(&self, name: &str) -> Option<String> {
+        self.user(name).map(|u| u.display_name)
     }
 
     fn user(&self, name: &str) -> Option<User> {
@@ -329,6 +351,7 @@ impl<S: Store> Realm<S> {
             Command::Groups(c) => self.groups_cmd(conn, &c.token, out).await,
             Command::Members(c) => self.members_cmd(conn, &c.token, &c.group, out).await,
             Command::Leave(c) => self.leave_cmd(conn, &c.token, &c.group, out).await,
+            Command::Realms(c) => self.realms(conn, &c.token, out).await,
         }
         Outcome::Replied
     }
@@ -493,26 +516,134 @@ impl<S: Store> Realm<S> {
         user
     }
 
+    /// Resolves an address: a local user first; `user@peer` through the peer; a bare name that is
+    /// no local user through every peer (exactly one must have it). Or the ERROR appended.
+    async fn target(&self, addr: &Address, out: &mut Vec<u8>) -> Option<Target> {
+        let remote = self.remote.get();
+        if let Some(realm) = addr.realm.as_deref()
+            && realm != self.options.name
+        {
+            let Some(remote) = remote else {
+                reply::encode_error(
+                    format_args!(
+                        "no link to realm {realm:?}: this realm ({}) has no federation peers configured",
+                        self.options.name
+                    ),
+                    out,
+                );
+                return None;
+            };
+            return match remote.lookup(realm, &addr.name).await {
+                Lookup::Found(d) => Some(Target::Remote(addr.to_string(), realm.into(), Some(d))),
+                // Queued; if the user turns out not to exist, the sender gets a bounce.
+                Lookup::Unreachable => Some(Target::Remote(addr.to_string(), realm.into(), None)),
+                Lookup::Missing => {
+                    reply::encode_error(
+                        format_args!("no user {:?} on realm {realm}", addr.name),
+                        out,
+                    );
+                    None
+                }
+                Lookup::NotPeer => {
+                    reply::encode_error(
+                        format_args!(
+                            "no link to realm {realm:?}: this realm ({}) links to {}",
+                            self.options.name,
+                            remote.peer_names().join(", ")
+                        ),
+                        out,
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(u) = self.user(&addr.name) {
+            return Some(Target::Local(addr.name.clone(), u.display_name));
+        }
+        if let (None, Some(remote)) = (&addr.realm, remote) {
+            let mut found = Vec::new();
+            let mut unreachable = Vec::new();
+            for realm in remote.peer_names() {
+                match remote.lookup(&realm, &addr.name).await {
+                    Lookup::Found(d) => found.push((realm, d)),
+                    Lookup::Unreachable => unreachable.push(realm),
+                    Lookup::Missing | Lookup::NotPeer => {}
+                }
+            }
+            match found.len() {
+                1 => {
+                    let (realm, d) = found.remove(0);
+                    return Some(Target::Remote(
+                        format!("{}@{realm}", addr.name),
+                        realm,
+                        Some(d),
+                    ));
+                }
+                0 => {}
+                _ => {
+                    let names: Vec<String> = found
+                        .iter()
+                        .map(|(r, _)| format!("{}@{r}", addr.name))
+                        .collect();
+                    reply::encode_error(
+                        format_args!(
+                            "{:?} is a user on several realms; say which: {}",
+                            addr.name,
+                            names.join(" or ")
+                        ),
+                        out,
+                    );
+                    return None;
+                }
+            }
+            let mut text = format!(
+                "no user {:?} on realm {} or its peers",
+                addr.name, self.options.name
+            );
+            if !unreachable.is_empty() {
+                text.push_str(&format!(
+                    " ({} unreachable now: to queue for later, write {}@REALM)",
+                    unreachable.join(", "),
+                    addr.name
+                ));
+            }
+            reply::encode_error(text, out);
+            return None;
+        }
+        self.local_user(addr, out);
+        None
+    }
+
     async fn send(&self, conn: &mut ConnState, c: Send, out: &mut Vec<u8>) {
         let Some(from) = self.resolve(conn, &c.token, out).await else {
             return;
         };
-        let Some(to) = self.local_user(&c.to, out) else {
+        let Some(target) = self.target(&c.to, out).await else {
             return;
         };
         let sender_display = self
             .user(&from)
             .map_or_else(|| from.clone(), |u| u.display_name);
+        let (recipient, recipient_display, via) = match target {
+            Target::Local(name, display) => (name, display, None),
+            Target::Remote(addr, realm, display) => {
+                (addr.clone(), display.unwrap_or(addr), Some(realm))
+            }
+        };
         let message = NewMessage {
             id: uuid::Uuid::now_v7(),
             sender: from,
             sender_display,
-            recipient: c.to.name,
-            recipient_display: to.display_name,
+            recipient,
+            recipient_display,
             body: c.message,
             sent_at: unix_ms(),
         };
-        match self.store.insert_message(message).await {
+        let stored = match (via, self.remote.get()) {
+            (Some(realm), Some(remote)) => remote.enqueue(&realm, message).await,
+            _ => self.store.insert_message(message).await,
+        };
+        match stored {
             Ok(stored) => reply::encode(
                 &Sent {
                     status: Status::Ok,
@@ -526,6 +657,24 @@ impl<S: Store> Realm<S> {
                 reply::encode_error(STORAGE_FAILED, out);
             }
         }
+    }
+
+    async fn realms(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {
+        if self.resolve(conn, token, out).await.is_none() {
+            return;
+        }
+        let peers = match self.remote.get() {
+            Some(r) => r.status().await,
+            None => Vec::new(),
+        };
+        reply::encode(
+            &jaring_proto::chat::realms::RealmsOk {
+                status: Status::Ok,
+                realm: self.options.name.clone(),
+                peers,
+            },
+            out,
+        );
     }
 
     async fn inbox(
@@ -643,14 +792,15 @@ impl<S: Store> Realm<S> {
             self.group_history(&user, &c.peer.name, n, out).await;
             return;
         }
-        if self.local_user(&c.peer, out).is_none() {
-            return;
-        }
-        match self.store.conversation(&user, &c.peer.name, n).await {
+        let peer = match self.target(&c.peer, out).await {
+            Some(Target::Local(name, _) | Target::Remote(name, _, _)) => name,
+            None => return,
+        };
+        match self.store.conversation(&user, &peer, n).await {
             Ok(msgs) => reply::encode(
                 &HistoryOk {
                     status: Status::Ok,
-                    peer: c.peer.name,
+                    peer,
                     messages: msgs.iter().map(wire_message).collect(),
                 },
                 out,

@@ -159,7 +159,13 @@ enum Write {
     Token(TokenRecord, oneshot::Sender<StoreResult<()>>),
     DeleteTokens(Vec<[u8; 32]>, oneshot::Sender<StoreResult<()>>),
     Group(groups::GroupWrite),
+    /// Work of another module (federation) that must share the writer's transactions; it returns
+    /// what to do once the commit succeeded (`true`) or failed (`false`).
+    Run(Box<dyn FnOnce(&Connection) -> AfterCommit + Send>),
 }
+
+/// What a [`SqliteStore::run_in_commit`] job does once its transaction is committed or failed.
+type AfterCommit = Box<dyn FnOnce(bool) + Send>;
 
 /// The SQLite store. Cloning shares the writer thread and the reader pool.
 #[derive(Clone)]
@@ -215,6 +221,55 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Runs `job` inside the writer's next transaction, together with whatever else is queued (one
+    /// fsync for all), and returns its result once that transaction is committed. If the commit
+    /// fails, the caller gets an error and nothing `job` wrote is kept. `job` must not commit or
+    /// roll back itself; statements that fail inside it should be reported through its result.
+    pub async fn run_in_commit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        let run: Box<dyn FnOnce(&Connection) -> AfterCommit + Send> = Box::new(move |conn| {
+            // A savepoint per job: a job that fails leaves nothing behind, and the rest of the batch
+            // still commits.
+            let result = conn
+                .execute_batch("SAVEPOINT job")
+                .map_err(StoreError::from)
+                .and_then(|()| job(conn));
+            let keep = if result.is_ok() {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            let result = match (result, conn.execute_batch(keep)) {
+                (Ok(v), Ok(())) => Ok(v),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.into()),
+            };
+            Box::new(move |committed| {
+                let _ = tx.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Stopped)
+                });
+            })
+        });
+        self.writes
+            .send(Write::Run(run))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs the read `f` on a blocking thread with a pooled connection of its own.
+    pub async fn read_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.read(f).await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -264,6 +319,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
         ),
         Unit(StoreResult<()>, oneshot::Sender<StoreResult<()>>),
         Group(groups::Finish),
+        Run(AfterCommit),
     }
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -316,6 +372,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
                 done.push(Done::Unit(r, reply));
             }
             Write::Group(g) => done.push(Done::Group(g.apply(&tx, now))),
+            Write::Run(job) => done.push(Done::Run(job(&tx))),
         }
     }
     if let Err(e) = tx.commit() {
@@ -326,6 +383,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
                 Done::Message(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
                 Done::Unit(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
                 Done::Group(f) => f.run(false),
+                Done::Run(after) => after(false),
             }
         }
         return;
@@ -335,6 +393,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
             Done::Message(r, reply) => drop(reply.send(r)),
             Done::Unit(r, reply) => drop(reply.send(r)),
             Done::Group(f) => f.run(true),
+            Done::Run(after) => after(true),
         }
     }
 }
@@ -346,6 +405,7 @@ fn fail(w: Write) {
             drop(r.send(Err(StoreError::Stopped)));
         }
         Write::Group(g) => g.fail(),
+        Write::Run(job) => drop(job),
     }
 }
 
@@ -367,7 +427,8 @@ fn insert_message(conn: &Connection, m: &NewMessage) -> StoreResult<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+/// Reads a row selected with [`MESSAGE_COLUMNS`].
+pub(crate) fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: Vec<u8> = row.get(1)?;
     Ok(StoredMessage {
         seq: row.get(0)?,
@@ -383,7 +444,8 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
-const MESSAGE_COLUMNS: &str =
+/// The columns [`message_row`] reads, in its order.
+pub(crate) const MESSAGE_COLUMNS: &str =
     "seq, id, sender, sender_display, recipient, recipient_display, body, sent_at";
 
 impl Store for SqliteStore {

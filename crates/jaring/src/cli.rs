@@ -77,6 +77,12 @@ pub enum Command {
     Chat(crate::cmd::chat::ChatCommand),
     /// Load generator: measure a running jaring server (or any server speaking the protocol).
     Bench(BenchArgs),
+    /// The whole lab in one process: time, echo, and two linked chat realms.
+    #[command(
+        after_help = "Examples:\n  jaring lab\n  jaring lab --dir /tmp/lab --bind 127.0.0.1\n  \
+        jaring lab --ephemeral   (every port chosen by the system; the table shows which)"
+    )]
+    Lab(crate::cmd::lab::LabArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  jaring completions bash > /etc/bash_completion.d/jaring")]
     Completions {

@@ -75,6 +75,7 @@ fn run_async(command: Command) -> CmdResult {
             Command::Info(args) => cmd::info::run(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Lab(args) => cmd::lab::run(args).await,
             Command::Completions { .. } => Ok(()),
         }
     })

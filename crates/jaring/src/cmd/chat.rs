@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
 use jaring_chat::config::{DEFAULT_CONFIG, RealmConfig};
+use jaring_chat::federation::{Federation, FederationError};
 use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS, seed_demo_users};
+use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS};
 use jaring_chat::store::UserRecord;
 use jaring_chat::{ChatServer, Realm, SqliteStore, SystemClock, sqlite};
 use jaring_runtime::config::{DEFAULT_BACKLOG, DEFAULT_GRACE};
@@ -93,6 +94,10 @@ pub struct ServeArgs {
     /// Seconds to let connections finish at shutdown.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
     pub grace: f64,
+    /// Server-to-server port for peer realms [default: 9889, or the config's]; used only when the
+    /// config lists peers.
+    #[arg(long, value_name = "PORT")]
+    pub federation_port: Option<u16>,
 }
 
 /// Server models.
@@ -194,19 +199,31 @@ pub async fn run(command: ChatCommand) -> CmdResult {
     }
 }
 
-async fn serve(args: ServeArgs) -> CmdResult {
-    let demo = args.location.config.is_none();
-    let config = args.location.load()?;
+/// Users to create in an empty realm: name, display name, password.
+pub type Seed = &'static [(&'static str, &'static str, &'static str)];
+
+/// A realm started by [`start_realm`].
+pub struct StartedRealm {
+    /// The realm's name.
+    pub name: String,
+    /// Where clients connect.
+    pub client_addr: std::net::SocketAddr,
+    /// Where peers connect, when federation is configured.
+    pub federation_addr: Option<std::net::SocketAddr>,
+    /// Ends when the realm has stopped (after `shutdown`).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens a realm's storage (seeding `seed` users into an empty one), binds its client port and its
+/// federation port, and serves until `shutdown`. Shared by `jaring chat serve` and `jaring lab`.
+pub async fn start_realm(
+    config: &RealmConfig,
+    args: &ServeArgs,
+    seed: Option<Seed>,
+    shutdown: CancellationToken,
+) -> Result<StartedRealm, Failure> {
     let options = config.options().map_err(|e| Failure::Usage(e.into()))?;
     let dir = config.data_dir();
-    if demo {
-        tracing::info!(
-            data_dir = %dir.display(),
-            "demo realm {}: users {} (password {DEMO_PASSWORD}); pass --config FILE for a real one",
-            options.name,
-            DEMO_USERS.map(|(n, _)| n).join(", "),
-        );
-    }
     seconds("grace", args.grace)?;
     let (sync, max_batch) = config.storage();
     let store = {
@@ -214,29 +231,43 @@ async fn serve(args: ServeArgs) -> CmdResult {
         let cost = options.password_cost;
         tokio::task::spawn_blocking(move || -> anyhow::Result<SqliteStore> {
             let store = SqliteStore::open(&dir, sync, max_batch)?;
-            if demo {
+            if let Some(users) = seed {
                 let conn = sqlite::open(&dir, sync)?;
-                seed_demo_users(&conn, cost)?;
+                if sqlite::list_users(&conn)?.is_empty() {
+                    for (name, display, password) in users {
+                        sqlite::add_user(
+                            &conn,
+                            &UserRecord {
+                                name: (*name).into(),
+                                display_name: (*display).into(),
+                                password_hash: hash_blocking(password, cost)?,
+                            },
+                        )?;
+                    }
+                }
             }
             Ok(store)
         })
         .await
         .map_err(|e| anyhow!("storage start-up failed: {e}"))??
     };
-    let realm = Realm::open(options, store, Arc::new(SystemClock::default()))
-        .await
-        .context("cannot open the realm")?;
+    let realm = Arc::new(
+        Realm::open(options, store, Arc::new(SystemClock::default()))
+            .await
+            .context("cannot open the realm")?,
+    );
     let max_line = args
         .max_line
         .or(config.limits.max_line)
         .unwrap_or(jaring_proto::chat::DEFAULT_MAX_LINE);
     let defaults = Limits::default();
+    let bind = args
+        .bind
+        .or(config.listen.bind)
+        .unwrap_or(jaring_runtime::config::DEFAULT_BIND);
     let server_config = ServerConfig {
         listen: ListenConfig {
-            bind: args
-                .bind
-                .or(config.listen.bind)
-                .unwrap_or(jaring_runtime::config::DEFAULT_BIND),
+            bind,
             port: args
                 .port
                 .or(config.listen.port)
@@ -262,25 +293,74 @@ async fn serve(args: ServeArgs) -> CmdResult {
         grace: Duration::try_from_secs_f64(args.grace).unwrap_or(DEFAULT_GRACE),
     };
     let server = Server::bind(server_config).await.map_err(bind_failure)?;
+    let client_addr = server.local_addr();
+    let mut federation_addr = None;
+    if let Some(mut fed) = config
+        .federation(bind)
+        .map_err(|e| Failure::Usage(e.into()))?
+    {
+        if let Some(port) = args.federation_port {
+            fed.listen.set_port(port);
+        }
+        let fed = Federation::start(&realm, fed, shutdown.clone())
+            .await
+            .map_err(|e| match e {
+                FederationError::Config(_) => Failure::Usage(e.into()),
+                FederationError::Bind(..) => Failure::Runtime(e.into()),
+            })?;
+        federation_addr = Some(fed.local_addr());
+    }
     tracing::info!(
         realm = realm.name(),
         users = realm.user_count(),
         data_dir = %dir.display(),
+        federation = %federation_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "chat realm ready: try `jaring chat client --server 127.0.0.1:{}`",
-        server.local_addr().port()
+        client_addr.port()
     );
-    let handler = Arc::new(ChatServer::new(Arc::new(realm), max_line));
+    let name = realm.name().to_owned();
+    let handler = Arc::new(ChatServer::new(realm, max_line));
+    let task = tokio::spawn(async move {
+        let sweeper = {
+            let handler = Arc::clone(&handler);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { handler.sweep_tokens(shutdown).await })
+        };
+        server.serve(Arc::clone(&handler), shutdown).await;
+        let _ = sweeper.await;
+    });
+    Ok(StartedRealm {
+        name,
+        client_addr,
+        federation_addr,
+        task,
+    })
+}
+
+async fn serve(args: ServeArgs) -> CmdResult {
+    let demo = args.location.config.is_none();
+    let config = args.location.load()?;
+    if demo {
+        tracing::info!(
+            data_dir = %config.data_dir().display(),
+            "demo realm {}: users {} (password {DEMO_PASSWORD}); pass --config FILE for a real one",
+            config.realm.name.as_deref().unwrap_or(jaring_chat::config::DEFAULT_REALM),
+            DEMO_USERS.map(|(n, _)| n).join(", "),
+        );
+    }
     let shutdown = CancellationToken::new();
     signal::spawn(shutdown.clone());
-    let sweeper = {
-        let handler = Arc::clone(&handler);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { handler.sweep_tokens(shutdown).await })
-    };
-    server.serve(Arc::clone(&handler), shutdown).await;
-    let _ = sweeper.await;
+    let started = start_realm(&config, &args, demo.then_some(DEMO_SEED), shutdown).await?;
+    let _ = started.task.await;
     Ok(())
 }
+
+/// The demo realm's users: the lab's, all with the lab's password.
+const DEMO_SEED: Seed = &[
+    ("messi", "Lionel Messi", DEMO_PASSWORD),
+    ("henderson", "Jordan Henderson", DEMO_PASSWORD),
+    ("lineker", "Gary Lineker", DEMO_PASSWORD),
+];
 
 fn read_password(name: &str) -> Result<String, Failure> {
     let stdin = std::io::stdin();

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod echo;
 pub mod info;
+pub mod lab;
 pub mod time;
 
 use clap::CommandFactory as _;

@@ -2,8 +2,8 @@
 
 use crate::chat::address::{AddressError, excerpt};
 use crate::chat::{
-    auth, group, groups, history, inbox, inboxgroup, leave, logout, members, next_param, send,
-    sendgroup, users,
+    auth, group, groups, history, inbox, inboxgroup, leave, logout, members, next_param, realms,
+    send, sendgroup, users,
 };
 
 /// A request, parsed. Each variant's struct lives in its own module with its parser and encoder.
@@ -33,10 +33,12 @@ pub enum Command {
     Members(members::Members),
     /// `leave TOKEN GROUP`
     Leave(leave::Leave),
+    /// `realms TOKEN`
+    Realms(realms::Realms),
 }
 
 /// The commands this realm knows, for error messages.
-pub const COMMANDS: &str = "auth, send, inbox, logout, users, history, group, sendgroup, inboxgroup, groups, members, leave";
+pub const COMMANDS: &str = "auth, send, inbox, logout, users, history, group, sendgroup, inboxgroup, groups, members, leave, realms";
 
 /// Why a request line was refused. The connection stays open; the `Display` text is the ERROR's
 /// `message`.
@@ -81,6 +83,7 @@ impl Command {
             Self::Groups(_) => groups::WORD,
             Self::Members(_) => members::WORD,
             Self::Leave(_) => leave::WORD,
+            Self::Realms(_) => realms::WORD,
         }
     }
 
@@ -99,6 +102,7 @@ impl Command {
             Self::Groups(c) => c.encode(out),
             Self::Members(c) => c.encode(out),
             Self::Leave(c) => c.encode(out),
+            Self::Realms(c) => c.encode(out),
         }
     }
 }
@@ -136,6 +140,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         Command::Members(members::Members::parse(params)?)
     } else if word.eq_ignore_ascii_case(leave::WORD) {
         Command::Leave(leave::Leave::parse(params)?)
+    } else if word.eq_ignore_ascii_case(realms::WORD) {
+        Command::Realms(realms::Realms::parse(params)?)
     } else {
         return Err(ParseError::Unknown(excerpt(word)));
     };
@@ -262,6 +268,7 @@ mod tests {
             "members tok football",
             "leave tok football",
             "group tok football@realm2",
+            "realms tok",
         ] {
             let cmd = parse(line).expect("valid");
             let mut out = Vec::new();

@@ -12,7 +12,7 @@
 //! # Layout
 //! - [`address`]: user (and later group) addresses, `name` or `name@realm`.
 //! - [`command`]: [`Command`], the parsed request, with one module per command:
-//!   [`auth`], [`send`], [`inbox`], [`logout`], [`users`], [`history`]. Each parses its parameters
+//!   [`auth`], [`send`], [`inbox`], [`logout`], [`users`], [`history`], [`realms`]. Each parses its parameters
 //!   and encodes itself, so the client and the server cannot disagree on the syntax.
 //! - Groups: [`group`] (join, and turn the connection into a live session), [`sendgroup`],
 //!   [`inboxgroup`], [`groups`], [`members`], [`leave`]; their replies in [`group_reply`]; the
@@ -33,6 +33,7 @@ pub mod inboxgroup;
 pub mod leave;
 pub mod logout;
 pub mod members;
+pub mod realms;
 pub mod reply;
 pub mod send;
 pub mod sendgroup;

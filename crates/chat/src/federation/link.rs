@@ -1,0 +1,628 @@
+//! The link driver: the handshake on both ends, the dialer's redial loop, the acceptor, and the
+//! tasks of one established link (writer, outbox pump, reader).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jaring_proto::chat::address::is_valid_name;
+use jaring_proto::federation::auth::{NONCE_LEN, Role, Transcript, hex, is_nonce};
+use jaring_proto::federation::{DEFAULT_MAX_FRAME, Frame, LinkFramer, VERSION};
+use jaring_runtime::CancellationToken;
+use rand::{Rng as _, RngExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use super::{Federation, LinkHandle, LinkState, POSTMASTER, Peer, lock, store};
+use crate::store::{NewMessage, StoredMessage};
+
+/// Bytes read from a link at once: one read's messages are committed together.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Frames waiting for the link's writer; when full, producers wait.
+const WRITE_QUEUE: usize = 16 * 1024;
+
+/// Outbox messages read from storage at once.
+const OUTBOX_BATCH: usize = 1024;
+
+/// A TCP connection speaking frames: bounded decoding, frames queued in order.
+struct FrameConn {
+    stream: TcpStream,
+    framer: LinkFramer,
+    frames: VecDeque<Frame>,
+    buf: Vec<u8>,
+}
+
+impl FrameConn {
+    fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            framer: LinkFramer::new(DEFAULT_MAX_FRAME),
+            frames: VecDeque::new(),
+            buf: vec![0; READ_BUFFER],
+        }
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        let mut out = Vec::new();
+        frame.encode(&mut out);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// The next frame; an error for a closed connection or a malformed frame.
+    async fn next(&mut self) -> Result<Frame, String> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Ok(f);
+            }
+            let n = self
+                .stream
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
+            if n == 0 {
+                return Err("the peer closed the connection".into());
+            }
+            let mut got = Vec::new();
+            let r = self.framer.feed(&self.buf[..n], &mut got);
+            self.frames.extend(got);
+            if let Err(e) = r {
+                return Err(format!("protocol error: {e}"));
+            }
+        }
+    }
+
+    async fn refuse(&mut self, reason: &str) {
+        let _ = self
+            .send(&Frame::Refused {
+                reason: reason.into(),
+            })
+            .await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut bytes);
+    hex(&bytes)
+}
+
+/// Accepts peers on the server-to-server port until `shutdown`.
+pub(crate) async fn accept_loop(
+    fed: Arc<Federation>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let handshakes = Arc::new(Semaphore::new(super::DEFAULT_MAX_HANDSHAKES));
+    loop {
+        let (stream, addr) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+            warn!(%addr, "too many peer handshakes at once; connection closed");
+            continue;
+        };
+        let fed = Arc::clone(&fed);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut conn = FrameConn::new(stream);
+            let timeout = fed.config.handshake_timeout;
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = tokio::time::timeout(timeout, accept(&fed, &mut conn)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err("handshake timed out".to_owned()),
+                },
+            };
+            drop(permit);
+            match accepted {
+                Ok(peer) => {
+                    let reason = run_link(&fed, &peer, conn, &shutdown).await;
+                    peer.set_state(LinkState::Waiting, Some(reason));
+                }
+                Err(reason) => {
+                    warn!(%addr, %reason, "refused a peer connection");
+                    conn.refuse(&reason).await;
+                }
+            }
+        });
+    }
+}
+
+/// The listener's half of the handshake; returns the authenticated peer.
+async fn accept(fed: &Federation, conn: &mut FrameConn) -> Result<Arc<Peer>, String> {
+    let Frame::Hello {
+        v,
+        realm,
+        to,
+        nonce: dialer_nonce,
+    } = conn.next().await?
+    else {
+        return Err("expected hello".into());
+    };
+    if v != VERSION {
+        return Err(format!(
+            "protocol version {v} is not supported (this realm speaks {VERSION})"
+        ));
+    }
+    if to != fed.name {
+        return Err(format!("this is realm {}, not {to}", fed.name));
+    }
+    let Some(peer) = fed.peers.get(&realm).cloned() else {
+        return Err(format!("{realm:?} is not a peer of realm {}", fed.name));
+    };
+    if !is_nonce(&dialer_nonce) {
+        return Err("malformed nonce".into());
+    }
+    let listener_nonce = nonce();
+    let transcript = Transcript {
+        dialer: &realm,
+        listener: &fed.name,
+        dialer_nonce: &dialer_nonce,
+        listener_nonce: &listener_nonce,
+    };
+    let secret = &peer.config.secret;
+    conn.send(&Frame::Challenge {
+        v: VERSION,
+        realm: fed.name.clone(),
+        nonce: listener_nonce.clone(),
+        mac: transcript.proof(secret, Role::Listener),
+    })
+    .await?;
+    let Frame::Auth { mac } = conn.next().await? else {
+        return Err(format!("{realm}: expected auth"));
+    };
+    if !transcript.verify(secret, Role::Dialer, &mac) {
+        return Err(format!(
+            "a peer claiming to be {realm} failed authentication (wrong secret, or not {realm})"
+        ));
+    }
+    conn.send(&Frame::Ready).await?;
+    Ok(peer)
+}
+
+/// The dialer's half of the handshake.
+async fn dial(fed: &Federation, peer: &Peer) -> Result<FrameConn, String> {
+    let address = &peer.config.address;
+    let stream = TcpStream::connect(address.as_str())
+        .await
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let mut conn = FrameConn::new(stream);
+    let dialer_nonce = nonce();
+    conn.send(&Frame::Hello {
+        v: VERSION,
+        realm: fed.name.clone(),
+        to: peer.config.name.clone(),
+        nonce: dialer_nonce.clone(),
+    })
+    .await?;
+    let (realm, listener_nonce, mac) = match conn.next().await? {
+        Frame::Challenge {
+            v: VERSION,
+            realm,
+            nonce,
+            mac,
+        } => (realm, nonce, mac),
+        Frame::Refused { reason } => return Err(format!("refused by {address}: {reason}")),
+        other => return Err(format!("expected challenge, got {}", other.kind())),
+    };
+    if realm != peer.config.name {
+        let reason = format!(
+            "{address} claims to be realm {realm}, expected {}",
+            peer.config.name
+        );
+        conn.refuse(&reason).await;
+        return Err(reason);
+    }
+    let transcript = Transcript {
+        dialer: &fed.name,
+        listener: &realm,
+        dialer_nonce: &dialer_nonce,
+        listener_nonce: &listener_nonce,
+    };
+    let secret = &peer.config.secret;
+    if !is_nonce(&listener_nonce) || !transcript.verify(secret, Role::Listener, &mac) {
+        let reason = format!("{address} failed authentication as {realm} (wrong secret?)");
+        conn.refuse(&reason).await;
+        return Err(reason);
+    }
+    conn.send(&Frame::Auth {
+        mac: transcript.proof(secret, Role::Dialer),
+    })
+    .await?;
+    match conn.next().await? {
+        Frame::Ready => Ok(conn),
+        Frame::Refused { reason } => Err(format!("refused by {address}: {reason}")),
+        other => Err(format!("expected ready, got {}", other.kind())),
+    }
+}
+
+/// Keeps the link to `peer` up until `shutdown`, redialling with jittered exponential backoff.
+pub(crate) async fn dial_loop(fed: Arc<Federation>, peer: Arc<Peer>, shutdown: CancellationToken) {
+    let mut failures: u32 = 0;
+    while !shutdown.is_cancelled() {
+        peer.set_state(LinkState::Connecting, None);
+        let timeout = fed.config.handshake_timeout;
+        let dialled = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(timeout, dial(&fed, &peer)) => r.unwrap_or_else(|_| Err("handshake timed out".into())),
+        };
+        match dialled {
+            Ok(conn) => {
+                failures = 0;
+                let reason = run_link(&fed, &peer, conn, &shutdown).await;
+                peer.set_state(LinkState::Backoff, Some(reason));
+            }
+            Err(reason) => {
+                failures = failures.saturating_add(1);
+                if failures <= 3 || failures.is_multiple_of(20) {
+                    warn!(peer = %peer.config.name, %reason, failures, "cannot link to peer; will retry");
+                }
+                peer.set_state(LinkState::Backoff, Some(reason));
+            }
+        }
+        let delay = backoff(fed.config.backoff_min, fed.config.backoff_max, failures);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// `min · 2^failures`, capped at `max`, times a random factor in [0.5, 1.5).
+fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
+    let base = min.saturating_mul(1 << failures.min(16)).min(max);
+    base.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Messages sent and not yet acknowledged, by id.
+#[derive(Default)]
+struct Inflight {
+    sent: HashMap<uuid::Uuid, StoredMessage>,
+}
+
+/// Runs an authenticated link until it fails or `shutdown`; returns why it ended.
+async fn run_link(
+    fed: &Arc<Federation>,
+    peer: &Arc<Peer>,
+    conn: FrameConn,
+    shutdown: &CancellationToken,
+) -> String {
+    let FrameConn {
+        stream,
+        mut framer,
+        frames: early,
+        mut buf,
+    } = conn;
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let cancel = shutdown.child_token();
+    let id = fed
+        .next_link
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = LinkHandle {
+        id,
+        frames: tx.clone(),
+        lookups: Arc::default(),
+        cancel: cancel.clone(),
+    };
+    if let Some(old) = lock(&peer.link).replace(handle.clone()) {
+        // A peer that redialled replaces a link that is half-dead from our side.
+        old.cancel.cancel();
+    }
+    peer.set_state(LinkState::Up, None);
+    info!(peer = %peer.config.name, "link up");
+
+    let inflight = Arc::new(Mutex::new(Inflight::default()));
+    let room = Arc::new(Notify::new());
+    let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
+    let pump = tokio::spawn(pump(
+        Arc::clone(fed),
+        Arc::clone(peer),
+        tx.clone(),
+        Arc::clone(&inflight),
+        Arc::clone(&room),
+        cancel.clone(),
+    ));
+
+    let mut pending: Vec<Frame> = early.into_iter().collect();
+    let mut ping = tokio::time::interval(super::PING_EVERY);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let reason = loop {
+        if !pending.is_empty() {
+            if let Err(e) = handle_frames(
+                fed,
+                peer,
+                &handle,
+                &inflight,
+                &room,
+                std::mem::take(&mut pending),
+            )
+            .await
+            {
+                break e;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break if shutdown.is_cancelled() { "shutting down".into() } else { "link replaced or writer failed".into() },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > super::LINK_IDLE {
+                    break "the peer went silent".into();
+                }
+                if tx.send(Frame::Ping).await.is_err() {
+                    break "link writer stopped".into();
+                }
+            }
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => break "the peer closed the link".into(),
+                Ok(n) => {
+                    last_heard = tokio::time::Instant::now();
+                    if let Err(e) = framer.feed(&buf[..n], &mut pending) {
+                        break format!("protocol error from the peer: {e}");
+                    }
+                }
+                Err(e) => break format!("read failed: {e}"),
+            },
+        }
+    };
+    cancel.cancel();
+    {
+        let mut current = lock(&peer.link);
+        if current.as_ref().is_some_and(|h| h.id == id) {
+            *current = None;
+        }
+    }
+    // Waiting lookups hear "unreachable" now rather than at their timeout.
+    lock(&handle.lookups).clear();
+    let _ = pump.await;
+    let _ = writer.await;
+    info!(peer = %peer.config.name, %reason, "link down");
+    reason
+}
+
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    cancel: CancellationToken,
+) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    loop {
+        let first = tokio::select! {
+            () = cancel.cancelled() => break,
+            f = rx.recv() => match f { Some(f) => f, None => break },
+        };
+        first.encode(&mut out);
+        while out.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => f.encode(&mut out),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = wr.write_all(&out) => r,
+        };
+        out.clear();
+        if let Err(e) = written {
+            debug!(error = %e, "link write failed");
+            break;
+        }
+    }
+    cancel.cancel();
+    let _ = wr.shutdown().await;
+}
+
+/// Sends the outbox to the peer in commit order, at most `window` unacknowledged.
+async fn pump(
+    fed: Arc<Federation>,
+    peer: Arc<Peer>,
+    tx: mpsc::Sender<Frame>,
+    inflight: Arc<Mutex<Inflight>>,
+    room: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let window = fed.config.window.max(1);
+    let name = peer.config.name.clone();
+    // Everything still in the outbox goes again, from the start: the peer drops what it has.
+    let mut after = 0;
+    loop {
+        let free = window.saturating_sub(lock(&inflight).sent.len());
+        if free == 0 {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = room.notified() => continue,
+            }
+        }
+        let batch = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = store::outbox_after(&fed.store, name.clone(), after, free.min(OUTBOX_BATCH)) => r,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, peer = %name, "cannot read the outbox; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = peer.work.notified() => continue,
+            }
+        }
+        for m in batch {
+            after = m.seq;
+            let to = m
+                .message
+                .recipient
+                .split_once('@')
+                .map_or(m.message.recipient.as_str(), |(n, _)| n)
+                .to_owned();
+            let frame = Frame::Msg {
+                id: m.message.id.to_string(),
+                from: m.message.sender.clone(),
+                to,
+                body: m.message.body.clone(),
+                sent_at: m.message.sent_at,
+            };
+            lock(&inflight).sent.insert(m.message.id, m);
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Handles the frames of one read: lookups are answered at once; incoming messages are committed
+/// together and only then acknowledged; acknowledgements settle the outbox together.
+async fn handle_frames(
+    fed: &Federation,
+    peer: &Peer,
+    link: &LinkHandle,
+    inflight: &Mutex<Inflight>,
+    room: &Notify,
+    frames: Vec<Frame>,
+) -> Result<(), String> {
+    let Some(realm) = fed.realm.upgrade() else {
+        return Err("the realm is stopping".into());
+    };
+    let pname = &peer.config.name;
+    let mut incoming = Vec::new();
+    let mut replies = Vec::new();
+    let mut settled = Vec::new();
+    for f in frames {
+        match f {
+            Frame::Msg {
+                id,
+                from,
+                to,
+                body,
+                sent_at,
+            } => {
+                let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+                    return Err(format!("message id {id:?} is not a UUID"));
+                };
+                if !is_valid_name(&from) || !is_valid_name(&to) {
+                    return Err("message with an invalid user name".into());
+                }
+                match realm.display_name(&to) {
+                    Some(display) => {
+                        let sender = format!("{from}@{pname}");
+                        incoming.push(NewMessage {
+                            id: uid,
+                            sender_display: sender.clone(),
+                            sender,
+                            recipient: to,
+                            recipient_display: display,
+                            body,
+                            sent_at,
+                        });
+                        replies.push(Frame::Ack { id });
+                    }
+                    None => replies.push(Frame::Bounce {
+                        id,
+                        reason: format!("no user {to} on realm {}", fed.name),
+                    }),
+                }
+            }
+            Frame::Ack { id } | Frame::Bounce { id, .. } if uuid::Uuid::parse_str(&id).is_err() => {
+                return Err(format!("acknowledgement of a malformed id {id:?}"));
+            }
+            Frame::Ack { id } => {
+                if let Ok(uid) = uuid::Uuid::parse_str(&id)
+                    && let Some(m) = lock(inflight).sent.remove(&uid)
+                {
+                    settled.push((m.seq, None));
+                }
+            }
+            Frame::Bounce { id, reason } => {
+                if let Ok(uid) = uuid::Uuid::parse_str(&id)
+                    && let Some(m) = lock(inflight).sent.remove(&uid)
+                {
+                    let to = &m.message.recipient;
+                    warn!(peer = %pname, %to, %reason, "message bounced");
+                    let postmaster = format!("{POSTMASTER}@{pname}");
+                    let bounce = NewMessage {
+                        id: uuid::Uuid::now_v7(),
+                        sender_display: postmaster.clone(),
+                        sender: postmaster,
+                        recipient: m.message.sender.clone(),
+                        recipient_display: m.message.sender_display.clone(),
+                        body: format!(
+                            "undeliverable to {to}: {reason}. Your message: {}",
+                            m.message.body
+                        ),
+                        sent_at: unix_ms(),
+                    };
+                    settled.push((m.seq, Some(bounce)));
+                }
+            }
+            Frame::Lookup { q, user } => {
+                let display = if is_valid_name(&user) {
+                    realm.display_name(&user)
+                } else {
+                    None
+                };
+                replies.push(Frame::Found { q, display });
+            }
+            Frame::Found { q, display } => {
+                if let Some(waiter) = lock(&link.lookups).remove(&q) {
+                    let _ = waiter.send(display);
+                }
+            }
+            Frame::Ping => replies.push(Frame::Pong),
+            Frame::Pong => {}
+            other => {
+                return Err(format!(
+                    "unexpected {} frame on an established link",
+                    other.kind()
+                ));
+            }
+        }
+    }
+    if !incoming.is_empty() {
+        // Acknowledge only what is committed; on failure the peer resends after the reconnect.
+        store::receive(&fed.store, incoming)
+            .await
+            .map_err(|e| format!("cannot store incoming messages: {e}"))?;
+    }
+    for r in replies {
+        link.frames
+            .send(r)
+            .await
+            .map_err(|_| "link writer stopped".to_owned())?;
+    }
+    if !settled.is_empty() {
+        store::settle(&fed.store, pname.clone(), settled)
+            .await
+            .map_err(|e| format!("cannot settle the outbox: {e}"))?;
+        room.notify_one();
+    }
+    Ok(())
+}

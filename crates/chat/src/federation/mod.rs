@@ -1,0 +1,459 @@
+//! Federation: realms linked by authenticated server-to-server links, so `user@realm` works
+//! across them with nothing lost.
+//!
+//! `docs/federation.md` specifies the link protocol byte for byte and the delivery guarantees; the
+//! frames and the HMAC challenge–response live, sans-IO, in [`jaring_proto::federation`].
+//!
+//! - Each realm listens for its peers on its own server-to-server port, never on the client port,
+//!   so no client connection can speak the link protocol.
+//! - One persistent link per peer pair: the realm whose name sorts first dials, the other accepts.
+//!   The dialer redials with jittered exponential backoff ([`DEFAULT_BACKOFF_MIN`] to
+//!   [`DEFAULT_BACKOFF_MAX`]) whenever the link drops.
+//! - A message to `user@peer` is committed to the sender's outbox before `send` answers OK
+//!   ([`store`]); the link sends the outbox in commit order; the peer commits it to the inbox (or
+//!   finds it is a retry it already has) and only then acknowledges; only then does it leave the
+//!   outbox. A reconnect resends everything not yet acknowledged, in order.
+//!
+//! # Layout
+//! - this module: [`FederationConfig`], [`Federation`] (the running links of one realm) and
+//!   [`Remote`], what the realm asks of it.
+//! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks).
+//! - [`store`]: outbox, acknowledgements and de-duplicated receipt in SQLite.
+
+pub mod link;
+pub(crate) mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use jaring_proto::chat::realms::PeerEntry;
+use jaring_proto::federation::Frame;
+use jaring_proto::federation::auth::MIN_SECRET_LEN;
+use jaring_runtime::CancellationToken;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::realm::Realm;
+use crate::sqlite::SqliteStore;
+use crate::store::{NewMessage, StoreResult, StoredMessage};
+
+/// The server-to-server port a realm listens on by default (its client port is 8889).
+pub const DEFAULT_FEDERATION_PORT: u16 = 9889;
+
+/// Messages sent on a link and not yet acknowledged, at most. When reached, the link waits for
+/// acknowledgements before sending more (memory and the peer's work stay bounded).
+pub const DEFAULT_WINDOW: usize = 8192;
+
+/// First redial delay after a link fails; it doubles per failure, with ±50 % jitter.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// Longest redial delay. Short, so a returning peer catches up within seconds.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Time a connecting peer has to complete the handshake; then it is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections still in their handshake at once; more are closed at once (a flood of
+/// unauthenticated connections costs nothing else).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+
+/// How long `send` and name resolution wait for a peer to say whether a user exists; past it the
+/// peer counts as unreachable (the message is queued, and bounces later if the user is unknown).
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a peer's "this user exists" answer is reused before asking again.
+pub const LOOKUP_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A link with nothing to say sends a ping this often.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// A link silent this long (three pings missed) is dropped and redialled.
+pub const LINK_IDLE: Duration = Duration::from_secs(45);
+
+/// The sender name of bounce notices, `postmaster@<peer>`.
+pub const POSTMASTER: &str = "postmaster";
+
+/// One peer realm as configured.
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// The peer's realm name.
+    pub name: String,
+    /// Its server-to-server address (`host:port`).
+    pub address: String,
+    /// The secret this pair of realms shares (at least 16 bytes); both configs hold the same one.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, not even in a debug log.
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A realm's federation settings.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Where to listen for peers.
+    pub listen: SocketAddr,
+    /// The peers.
+    pub peers: Vec<PeerConfig>,
+    /// See [`DEFAULT_WINDOW`].
+    pub window: usize,
+    /// See [`DEFAULT_BACKOFF_MIN`].
+    pub backoff_min: Duration,
+    /// See [`DEFAULT_BACKOFF_MAX`].
+    pub backoff_max: Duration,
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`DEFAULT_LOOKUP_TIMEOUT`].
+    pub lookup_timeout: Duration,
+}
+
+impl FederationConfig {
+    /// Defaults for listening on `listen` with `peers`.
+    pub fn new(listen: SocketAddr, peers: Vec<PeerConfig>) -> Self {
+        Self {
+            listen,
+            peers,
+            window: DEFAULT_WINDOW,
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
+        }
+    }
+}
+
+/// Why federation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// A peer entry cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// The server-to-server port could not be bound.
+    #[error(
+        "cannot listen for peers on {0}; is another realm using that port? (set [federation] port)"
+    )]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
+/// What a peer said about a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The user exists; their display name.
+    Found(String),
+    /// The peer answered: no such user.
+    Missing,
+    /// The peer could not be asked (link down, or no answer in time).
+    Unreachable,
+    /// Not one of our peers.
+    NotPeer,
+}
+
+/// A boxed future, so [`Remote`] can be a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a realm asks of its federation; [`Federation`] implements it.
+pub trait Remote: Send + Sync + 'static {
+    /// The configured peers, by name.
+    fn peer_names(&self) -> Vec<String>;
+    /// Asks `realm` whether `user` exists.
+    fn lookup<'a>(&'a self, realm: &'a str, user: &'a str) -> BoxFuture<'a, Lookup>;
+    /// Commits `message` (recipient `user@realm`) to `realm`'s outbox; returns once durable.
+    fn enqueue(
+        &self,
+        realm: &str,
+        message: NewMessage,
+    ) -> BoxFuture<'_, StoreResult<StoredMessage>>;
+    /// Every peer and its link state.
+    fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
+}
+
+/// The link state of one peer, for `realms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Connecting,
+    Up,
+    Backoff,
+    Waiting,
+}
+
+impl LinkState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+            Self::Backoff => "backoff",
+            Self::Waiting => "waiting",
+        }
+    }
+}
+
+/// The live link to a peer, as the rest of the realm reaches it.
+#[derive(Clone)]
+struct LinkHandle {
+    id: u64,
+    frames: mpsc::Sender<Frame>,
+    lookups: Arc<Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>>,
+    cancel: CancellationToken,
+}
+
+struct PeerStatus {
+    state: LinkState,
+    last_error: Option<String>,
+}
+
+/// One configured peer and its link.
+pub(crate) struct Peer {
+    config: PeerConfig,
+    /// Whether we dial (our name sorts first) or wait for the peer to.
+    dials: bool,
+    status: Mutex<PeerStatus>,
+    link: Mutex<Option<LinkHandle>>,
+    /// Signalled when the outbox for this peer has new messages.
+    work: Notify,
+    known: Mutex<HashMap<String, (String, Instant)>>,
+    next_query: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few field or map updates that leave the value consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Peer {
+    fn set_state(&self, state: LinkState, error: Option<String>) {
+        let mut s = lock(&self.status);
+        s.state = state;
+        if error.is_some() {
+            s.last_error = error;
+        }
+    }
+
+    fn link(&self) -> Option<LinkHandle> {
+        lock(&self.link).clone()
+    }
+
+    async fn lookup(&self, user: &str, timeout: Duration) -> Lookup {
+        if let Some((display, at)) = lock(&self.known).get(user)
+            && at.elapsed() < LOOKUP_CACHE_TTL
+        {
+            return Lookup::Found(display.clone());
+        }
+        let Some(link) = self.link() else {
+            return Lookup::Unreachable;
+        };
+        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.lookups).insert(q, tx);
+        let asked = link
+            .frames
+            .send(Frame::Lookup {
+                q,
+                user: user.to_owned(),
+            })
+            .await
+            .is_ok();
+        let answer = if asked {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&link.lookups).remove(&q);
+        match answer {
+            Some(Some(display)) => {
+                lock(&self.known).insert(user.to_owned(), (display.clone(), Instant::now()));
+                Lookup::Found(display)
+            }
+            Some(None) => {
+                lock(&self.known).remove(user);
+                Lookup::Missing
+            }
+            None => Lookup::Unreachable,
+        }
+    }
+}
+
+/// The federation of one realm: its peers, their links, its server-to-server listener.
+pub struct Federation {
+    name: String,
+    realm: Weak<Realm<SqliteStore>>,
+    store: SqliteStore,
+    peers: BTreeMap<String, Arc<Peer>>,
+    config: FederationConfig,
+    local_addr: SocketAddr,
+    next_link: AtomicU64,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("realm", &self.name)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    /// Checks `config`, binds the server-to-server port, connects `realm` to it and starts the links.
+    /// Everything stops when `shutdown` is cancelled.
+    pub async fn start(
+        realm: &Arc<Realm<SqliteStore>>,
+        config: FederationConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, FederationError> {
+        let name = realm.name().to_owned();
+        let mut peers = BTreeMap::new();
+        for p in &config.peers {
+            if !jaring_proto::chat::address::is_valid_name(&p.name) || p.name == name {
+                return Err(FederationError::Config(format!(
+                    "peer name {:?} is not valid: use another realm's name (letters, digits, '_', '-', '.')",
+                    p.name
+                )));
+            }
+            if p.secret.len() < MIN_SECRET_LEN {
+                return Err(FederationError::Config(format!(
+                    "the secret for peer {} is shorter than {MIN_SECRET_LEN} bytes; generate one with \
+                     `openssl rand -hex 32` and give both realms the same",
+                    p.name
+                )));
+            }
+            let dials = name < p.name;
+            let peer = Peer {
+                config: p.clone(),
+                dials,
+                status: Mutex::new(PeerStatus {
+                    state: if dials {
+                        LinkState::Connecting
+                    } else {
+                        LinkState::Waiting
+                    },
+                    last_error: None,
+                }),
+                link: Mutex::new(None),
+                work: Notify::new(),
+                known: Mutex::default(),
+                next_query: AtomicU64::new(1),
+            };
+            if peers.insert(p.name.clone(), Arc::new(peer)).is_some() {
+                return Err(FederationError::Config(format!(
+                    "peer {} is listed twice",
+                    p.name
+                )));
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| FederationError::Bind(config.listen, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| FederationError::Bind(config.listen, e))?;
+        let fed = Arc::new(Self {
+            name,
+            realm: Arc::downgrade(realm),
+            store: realm.store().clone(),
+            peers,
+            config,
+            local_addr,
+            next_link: AtomicU64::new(1),
+        });
+        realm.set_remote(Arc::clone(&fed) as Arc<dyn Remote>);
+        tokio::spawn(link::accept_loop(
+            Arc::clone(&fed),
+            listener,
+            shutdown.clone(),
+        ));
+        for peer in fed.peers.values().filter(|p| p.dials) {
+            tokio::spawn(link::dial_loop(
+                Arc::clone(&fed),
+                Arc::clone(peer),
+                shutdown.clone(),
+            ));
+        }
+        tracing::info!(
+            realm = %fed.name,
+            listen = %local_addr,
+            peers = %fed.peers.keys().cloned().collect::<Vec<_>>().join(", "),
+            "federation listening for peers"
+        );
+        Ok(fed)
+    }
+
+    /// Where the server-to-server listener is bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The realm's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the link to `peer` is up.
+    pub fn is_up(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| lock(&p.status).state == LinkState::Up)
+    }
+}
+
+impl Remote for Federation {
+    fn peer_names(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
+    fn lookup<'a>(&'a self, realm: &'a str, user: &'a str) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            match self.peers.get(realm) {
+                Some(p) => p.lookup(user, self.config.lookup_timeout).await,
+                None => Lookup::NotPeer,
+            }
+        })
+    }
+
+    fn enqueue(
+        &self,
+        realm: &str,
+        message: NewMessage,
+    ) -> BoxFuture<'_, StoreResult<StoredMessage>> {
+        let peer = self.peers.get(realm).cloned();
+        let realm = realm.to_owned();
+        Box::pin(async move {
+            let stored = store::enqueue(&self.store, realm, message).await?;
+            if let Some(p) = peer {
+                p.work.notify_one();
+            }
+            Ok(stored)
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>> {
+        Box::pin(async move {
+            let counts = store::outbox_counts(&self.store).await.unwrap_or_default();
+            self.peers
+                .values()
+                .map(|p| {
+                    let s = lock(&p.status);
+                    PeerEntry {
+                        realm: p.config.name.clone(),
+                        address: p.config.address.clone(),
+                        state: s.state.as_str().into(),
+                        outbox: counts.get(&p.config.name).copied().unwrap_or(0),
+                        last_error: s.last_error.clone(),
+                    }
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! What the federation keeps in the realm's SQLite database, written through the store's writer
+//! thread so it shares its group commits.
+//!
+//! - An outgoing message is one row in `messages` (recipient `user@realm`, already marked
+//!   delivered so no local inbox ever returns it) and one row in `outbox(peer, seq)`, committed
+//!   together: `send` answers OK only after that commit.
+//! - The row leaves `outbox` only when the peer acknowledged it (or bounced it, in which case the
+//!   bounce is written to the sender's inbox in the same transaction, once).
+//! - An incoming message is inserted with `INSERT OR IGNORE` on its id: a retried message that was
+//!   committed before is silently a duplicate, and is acknowledged again.
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use crate::sqlite::{MESSAGE_COLUMNS, SqliteStore, message_row};
+use crate::store::{NewMessage, StoreResult, StoredMessage, conversation_key};
+
+const INSERT: &str = "INSERT OR IGNORE INTO messages (id, sender, sender_display, recipient, \
+    recipient_display, conversation, body, sent_at, delivered_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+fn insert(
+    c: &rusqlite::Connection,
+    m: &NewMessage,
+    delivered_at: Option<i64>,
+) -> StoreResult<bool> {
+    let n = c.prepare_cached(INSERT)?.execute(params![
+        &m.id.as_bytes()[..],
+        m.sender,
+        m.sender_display,
+        m.recipient,
+        m.recipient_display,
+        conversation_key(&m.sender, &m.recipient),
+        m.body,
+        m.sent_at,
+        delivered_at,
+    ])?;
+    Ok(n == 1)
+}
+
+/// Commits an outgoing message and its outbox row for `peer`; returns it with its sequence number.
+pub(crate) async fn enqueue(
+    store: &SqliteStore,
+    peer: String,
+    message: NewMessage,
+) -> StoreResult<StoredMessage> {
+    store
+        .run_in_commit(move |c| {
+            insert(c, &message, Some(message.sent_at))?;
+            let seq = c.last_insert_rowid();
+            c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
+                .execute(params![peer, seq])?;
+            Ok(StoredMessage { seq, message })
+        })
+        .await
+}
+
+/// The oldest `limit` outbox messages for `peer` after sequence `after`, in commit order.
+pub(crate) async fn outbox_after(
+    store: &SqliteStore,
+    peer: String,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<StoredMessage>> {
+    store
+        .read_with(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq IN \
+                 (SELECT seq FROM outbox WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3) \
+                 ORDER BY seq"
+            ))?;
+            let rows = s.query_map(params![peer, after, limit as i64], message_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+}
+
+/// Removes acknowledged messages from `peer`'s outbox; for a bounced one, writes its bounce
+/// notice to the sender's inbox in the same transaction, only if the outbox row was still there
+/// (a bounce repeated after a reconnect is not written twice).
+pub(crate) async fn settle(
+    store: &SqliteStore,
+    peer: String,
+    settled: Vec<(i64, Option<NewMessage>)>,
+) -> StoreResult<()> {
+    store
+        .run_in_commit(move |c| {
+            let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND seq = ?2")?;
+            for (seq, bounce) in &settled {
+                let removed = del.execute(params![peer, seq])? == 1;
+                if removed && let Some(b) = bounce {
+                    insert(c, b, None)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Commits incoming messages to their recipients' inboxes; a message whose id is known is a retry
+/// and is ignored. Returns once committed: only then may they be acknowledged.
+pub(crate) async fn receive(store: &SqliteStore, messages: Vec<NewMessage>) -> StoreResult<usize> {
+    store
+        .run_in_commit(move |c| {
+            let mut new = 0;
+            for m in &messages {
+                new += usize::from(insert(c, m, None)?);
+            }
+            Ok(new)
+        })
+        .await
+}
+
+/// Messages waiting in each peer's outbox.
+pub(crate) async fn outbox_counts(store: &SqliteStore) -> StoreResult<HashMap<String, u64>> {
+    store
+        .read_with(|c| {
+            let mut s = c.prepare_cached("SELECT peer, count(*) FROM outbox GROUP BY peer")?;
+            let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (peer, n) = row?;
+                out.insert(peer, n.max(0) as u64);
+            }
+            Ok(out)
+        })
+        .await
+}
