@@ -99,6 +99,11 @@ pub struct ChatOptions {
     pub password: String,
     /// The server's process id, for its CPU time and memory (read from `/proc`).
     pub server_pid: Option<u32>,
+    /// Across a federation link: receivers log in to this other realm (its client address and
+    /// name), and senders write to `{user}@{realm}` on their own realm.
+    pub peer: Option<(SocketAddr, String)>,
+    /// Only send: no receiver logs in or reads (to build a backlog while the peer realm is down).
+    pub senders_only: bool,
 }
 
 impl ChatOptions {
@@ -111,6 +116,8 @@ impl ChatOptions {
             user_prefix: DEFAULT_USER_PREFIX.to_owned(),
             password: DEFAULT_PASSWORD.to_owned(),
             server_pid: None,
+            peer: None,
+            senders_only: false,
         }
     }
 
@@ -267,6 +274,79 @@ pub async fn run(
     }
 }
 
+/// How fast a realm's federation outbox drained, from [`drain`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrainReport {
+    /// The realm watched, `host:port`.
+    pub target: String,
+    /// Messages waiting in its outboxes when watching began.
+    pub backlog: u64,
+    /// Messages still waiting at the end (0 unless it timed out).
+    pub left: u64,
+    /// Seconds from the first drop of the outbox to empty (or to the timeout).
+    pub seconds: f64,
+    /// Messages delivered per second while draining.
+    pub msgs_per_s: f64,
+}
+
+/// Watches `target`'s federation outboxes (via `realms`, logged in as the first bench user) until
+/// they are empty or `timeout` passes, and says how fast they drained. Start it, then bring the
+/// peer back.
+pub async fn drain(
+    target: SocketAddr,
+    opts: &ChatOptions,
+    timeout: Duration,
+) -> Result<DrainReport, ChatBenchError> {
+    let user = format!("{}0", opts.user_prefix);
+    let mut c = Client::login(target, &user, &opts.password)
+        .await
+        .map_err(|reason| ChatBenchError::Login {
+            user: user.clone(),
+            reason,
+        })?;
+    let backlog = outbox(&mut c).await.unwrap_or(0);
+    let deadline = Instant::now() + timeout;
+    let mut started = None;
+    let mut left = backlog;
+    let mut polled = Instant::now();
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = polled;
+        polled = Instant::now();
+        let Some(now) = outbox(&mut c).await else {
+            continue;
+        };
+        // Draining began at some point since the previous poll: count from that poll, so the
+        // rate is never overstated.
+        if now < left && started.is_none() {
+            started = Some(before);
+        }
+        left = now.min(backlog);
+    }
+    let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(DrainReport {
+        target: target.to_string(),
+        backlog,
+        left,
+        seconds,
+        msgs_per_s: (backlog - left) as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Messages waiting in every federation outbox of the client's realm, or `None` if it did not say.
+async fn outbox(c: &mut Client) -> Option<u64> {
+    c.line
+        .extend_from_slice(format!("realms {}\r\n", c.token).as_bytes());
+    let r = c.call().await.ok()?;
+    Some(
+        r["peers"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["outbox"].as_u64())
+            .sum(),
+    )
+}
+
 /// Shared slots the engine's workers take their logged-in connection from.
 type Slots = Arc<Vec<Mutex<Option<Client>>>>;
 
@@ -321,13 +401,26 @@ async fn send(
 ) -> Result<Report, ChatBenchError> {
     let senders = load.connections;
     let receivers = opts.receivers_for(senders);
+    let (receiver_target, suffix) = match &opts.peer {
+        Some((addr, realm)) => (*addr, format!("@{realm}")),
+        None => (target, String::new()),
+    };
     let sender_clients = login_all(target, opts, 0, senders).await?;
-    let receiver_clients = login_all(target, opts, senders, receivers).await?;
+    let receiver_clients = if opts.senders_only {
+        Vec::new()
+    } else {
+        login_all(receiver_target, opts, senders, receivers).await?
+    };
     let receiver_names: Arc<Vec<String>> = Arc::new(
         (senders..senders + receivers)
-            .map(|n| format!("{}{n}", opts.user_prefix))
+            .map(|n| format!("{}{n}{suffix}", opts.user_prefix))
             .collect(),
     );
+    let mode = if opts.peer.is_some() {
+        "cross-realm"
+    } else {
+        Mode::Send.as_str()
+    };
     let acked: Acked = Arc::new((0..senders).map(|_| AtomicU64::new(0)).collect());
     let epoch = std::time::Instant::now();
     let (senders_done, senders_done_rx) = watch::channel(false);
@@ -346,7 +439,7 @@ async fn send(
     let usage_start = sample(opts.server_pid);
     let slots = slots(sender_clients);
     let size = opts.size;
-    let mut report = engine::run("chat", Mode::Send.as_str(), &target.to_string(), load, {
+    let mut report = engine::run("chat", mode, &target.to_string(), load, {
         let acked = Arc::clone(&acked);
         move |i, worker| {
             let client = take(&slots, i);
@@ -378,7 +471,7 @@ async fn send(
         receive_errors.extend(r.errors);
     }
     let acknowledged: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-    report.delivery = Some(Delivery {
+    report.delivery = (!opts.senders_only).then(|| Delivery {
         receivers,
         acknowledged,
         delivered,

@@ -434,6 +434,23 @@ pub struct BenchChatArgs {
     /// Group workload: the group (IRC: channel without '#') [default: a fresh name per run].
     #[arg(long, value_name = "NAME")]
     pub group_name: Option<String>,
+    /// Across a federation link: senders on the realm at --port write to receivers on the realm
+    /// at --peer-port (as user@--peer-realm); the rate is of messages durable on both realms.
+    #[arg(long)]
+    pub cross_realm: bool,
+    /// The receivers' realm port, with --cross-realm.
+    #[arg(long, value_name = "PORT", default_value_t = 8899)]
+    pub peer_port: u16,
+    /// The receivers' realm name, with --cross-realm.
+    #[arg(long, value_name = "REALM", default_value = "realm2")]
+    pub peer_realm: String,
+    /// Watch the federation outboxes of the realm at --port until they are empty (at most
+    /// --duration seconds) and report how fast they drained: start it, then bring the peer back.
+    #[arg(long)]
+    pub drain: bool,
+    /// Only send (no receivers log in): builds a federation backlog while the peer is down.
+    #[arg(long)]
+    pub senders_only: bool,
     /// Shared load options.
     #[command(flatten)]
     pub load: LoadArgs,

@@ -38,9 +38,42 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             report
         }
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
+        BenchWorkload::Chat(c) if c.drain => {
+            let (target, opts) = prepare(&c.load, c.port).await?;
+            let r = jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration)
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            if c.load.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(anyhow::Error::from)?
+                );
+            } else {
+                println!(
+                    "drained {} of {} messages from {} in {:.2} s: {:.0} msgs/s",
+                    r.backlog - r.left,
+                    r.backlog,
+                    r.target,
+                    r.seconds,
+                    r.msgs_per_s
+                );
+            }
+            return Ok(());
+        }
         BenchWorkload::Chat(c) => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let chat = chat_options(&c)?;
+            let mut chat = chat_options(&c)?;
+            if c.cross_realm {
+                let peer = tokio::net::lookup_host((c.load.host.as_str(), c.peer_port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        Failure::Usage(anyhow!("cannot resolve {}:{}", c.load.host, c.peer_port))
+                    })?;
+                chat.peer = Some((peer, c.peer_realm.clone()));
+            }
+            chat.senders_only = c.senders_only;
             let report = jaring_bench::chat::run(target, &chat, &opts)
                 .await
                 .map_err(|e| Failure::Runtime(e.into()))?;
