@@ -132,8 +132,7 @@ pub(crate) async fn accept_loop(
             drop(permit);
             match accepted {
                 Ok(peer) => {
-                    let reason = run_link(&fed, &peer, conn, &shutdown).await;
-                    peer.set_state(LinkState::Waiting, Some(reason));
+                    run_link(&fed, &peer, conn, &shutdown).await;
                 }
                 Err(reason) => {
                     warn!(%addr, %reason, "refused a peer connection");
@@ -265,8 +264,7 @@ pub(crate) async fn dial_loop(fed: Arc<Federation>, peer: Arc<Peer>, shutdown: C
         match dialled {
             Ok(conn) => {
                 failures = 0;
-                let reason = run_link(&fed, &peer, conn, &shutdown).await;
-                peer.set_state(LinkState::Backoff, Some(reason));
+                run_link(&fed, &peer, conn, &shutdown).await;
             }
             Err(reason) => {
                 failures = failures.saturating_add(1);
@@ -290,19 +288,28 @@ fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
     base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-/// Messages sent and not yet acknowledged, by id.
+/// Messages sent and not yet acknowledged, by id, and their text bytes.
 #[derive(Default)]
 struct Inflight {
     sent: HashMap<uuid::Uuid, StoredMessage>,
+    bytes: usize,
 }
 
-/// Runs an authenticated link until it fails or `shutdown`; returns why it ended.
+impl Inflight {
+    fn remove(&mut self, id: &uuid::Uuid) -> Option<StoredMessage> {
+        let m = self.sent.remove(id)?;
+        self.bytes -= m.message.body.len();
+        Some(m)
+    }
+}
+
+/// Runs an authenticated link until it fails or `shutdown`; then records why it ended.
 async fn run_link(
     fed: &Arc<Federation>,
     peer: &Arc<Peer>,
     conn: FrameConn,
     shutdown: &CancellationToken,
-) -> String {
+) {
     let FrameConn {
         stream,
         mut framer,
@@ -385,8 +392,15 @@ async fn run_link(
     cancel.cancel();
     {
         let mut current = lock(&peer.link);
+        // A link that was replaced leaves the state to its successor.
         if current.as_ref().is_some_and(|h| h.id == id) {
             *current = None;
+            let next = if peer.dials {
+                LinkState::Backoff
+            } else {
+                LinkState::Waiting
+            };
+            peer.set_state(next, Some(reason.clone()));
         }
     }
     // Waiting lookups hear "unreachable" now rather than at their timeout.
@@ -394,7 +408,6 @@ async fn run_link(
     let _ = pump.await;
     let _ = writer.await;
     info!(peer = %peer.config.name, %reason, "link down");
-    reason
 }
 
 async fn write_loop(
@@ -443,7 +456,14 @@ async fn pump(
     // Everything still in the outbox goes again, from the start: the peer drops what it has.
     let mut after = 0;
     loop {
-        let free = window.saturating_sub(lock(&inflight).sent.len());
+        let free = {
+            let f = lock(&inflight);
+            if f.bytes >= super::DEFAULT_WINDOW_BYTES {
+                0
+            } else {
+                window.saturating_sub(f.sent.len())
+            }
+        };
         if free == 0 {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -485,7 +505,11 @@ async fn pump(
                 body: m.message.body.clone(),
                 sent_at: m.message.sent_at,
             };
-            lock(&inflight).sent.insert(m.message.id, m);
+            {
+                let mut f = lock(&inflight);
+                f.bytes += m.message.body.len();
+                f.sent.insert(m.message.id, m);
+            }
             if tx.send(frame).await.is_err() {
                 return;
             }
@@ -556,14 +580,14 @@ async fn handle_frames(
             }
             Frame::Ack { id } => {
                 if let Ok(uid) = uuid::Uuid::parse_str(&id)
-                    && let Some(m) = lock(inflight).sent.remove(&uid)
+                    && let Some(m) = lock(inflight).remove(&uid)
                 {
                     settled.push((m.seq, None));
                 }
             }
             Frame::Bounce { id, reason } => {
                 if let Ok(uid) = uuid::Uuid::parse_str(&id)
-                    && let Some(m) = lock(inflight).sent.remove(&uid)
+                    && let Some(m) = lock(inflight).remove(&uid)
                 {
                     let to = &m.message.recipient;
                     warn!(peer = %pname, %to, %reason, "message bounced");

@@ -48,6 +48,11 @@ pub const DEFAULT_FEDERATION_PORT: u16 = 9889;
 /// acknowledgements before sending more (memory and the peer's work stay bounded).
 pub const DEFAULT_WINDOW: usize = 8192;
 
+/// Message text bytes sent on a link and not yet acknowledged, at most (the other bound besides
+/// [`DEFAULT_WINDOW`], so large messages cannot pin much memory); then the link waits for
+/// acknowledgements.
+pub const DEFAULT_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+
 /// First redial delay after a link fails; it doubles per failure, with ±50 % jitter.
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 
