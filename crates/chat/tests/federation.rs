@@ -283,21 +283,28 @@ async fn three_realms_resolve_bare_names() {
     }
 }
 
-/// A TCP relay whose connections the test can cut at will.
+/// A TCP relay whose connections the test can cut at will, and whose target can be set later
+/// (until then it closes every connection: the peer looks down).
 struct Relay {
     addr: SocketAddr,
+    target: Arc<Mutex<Option<SocketAddr>>>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accepts: JoinHandle<()>,
 }
 
 impl Relay {
-    async fn start(target: SocketAddr) -> Self {
+    async fn start(target: Option<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let list = Arc::clone(&conns);
+        let target = Arc::new(Mutex::new(target));
+        let to = Arc::clone(&target);
         let accepts = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(target) = *to.lock().unwrap() else {
+                    continue;
+                };
                 let Ok(mut outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -308,6 +315,7 @@ impl Relay {
         });
         Self {
             addr,
+            target,
             conns,
             accepts,
         }
@@ -329,7 +337,7 @@ async fn link_cut_mid_transfer_loses_and_duplicates_nothing() {
         vec![peer("realm1", nowhere(), SECRET)],
     )
     .await;
-    let relay = Relay::start(r2.fed.local_addr()).await;
+    let relay = Relay::start(Some(r2.fed.local_addr())).await;
     let r1 = node(
         "realm1",
         &["messi"],
@@ -362,6 +370,53 @@ async fn link_cut_mid_transfer_loses_and_duplicates_nothing() {
         .map(|i| ("messi@realm1".to_owned(), format!("m{i:05}")))
         .collect();
     assert_eq!(got, expected, "every message once, in order");
+    relay.accepts.abort();
+    r1.running.stop().await;
+    r2.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_for_a_down_peer_and_unknown_users_bounce_later() {
+    let relay = Relay::start(None).await;
+    let r1 = node(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", relay.addr, SECRET)],
+    )
+    .await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    // realm2 is down: both are accepted into the outbox; nobody can say yet that ghost is unknown.
+    assert!(ok(&messi
+        .call(&format!("send {tm} ghost@realm2 boo"))
+        .await));
+    assert!(ok(&messi
+        .call(&format!("send {tm} james@realm2 waited"))
+        .await));
+    // A bare name cannot be looked up on a peer that is down: the ERROR says how to queue anyway.
+    let r = messi.call(&format!("send {tm} james hi")).await;
+    assert!(error(&r).contains("realm2 unreachable"), "{r}");
+    let r = messi.call(&format!("realms {tm}")).await;
+    assert_eq!(r["peers"][0]["outbox"], 2, "{r}");
+    assert_ne!(r["peers"][0]["state"], "up", "{r}");
+
+    let r2 = node(
+        "realm2",
+        &["james"],
+        vec![peer("realm1", nowhere(), SECRET)],
+    )
+    .await;
+    *relay.target.lock().unwrap() = Some(r2.fed.local_addr());
+    let (mut james, tj) = login(r2.addr(), "james").await;
+    assert_eq!(
+        collect(&mut james, &tj, 1).await,
+        vec![("messi@realm1".to_owned(), "waited".to_owned())]
+    );
+    let bounce = collect(&mut messi, &tm, 1).await;
+    assert_eq!(bounce[0].0, "postmaster@realm2");
+    assert!(
+        bounce[0].1.contains("ghost") && bounce[0].1.contains("boo"),
+        "{bounce:?}"
+    );
     relay.accepts.abort();
     r1.running.stop().await;
     r2.running.stop().await;
