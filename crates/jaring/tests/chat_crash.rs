@@ -94,14 +94,19 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, port) = start(dir.path());
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // Every sender logs in before the kill: a login still hashing its password when the server
+    // dies would fail the test for a reason that is not the one under test.
+    let authed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for s in 0..6 {
         let acked = Arc::clone(&acked);
+        let authed = Arc::clone(&authed);
         senders.push(std::thread::spawn(move || {
             let mut c = Client::connect(port);
             let from = USERS[s % 3];
             let to = USERS[(s + 1) % 3];
             let t = c.auth(from);
+            authed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             for k in 0.. {
                 let body = format!("s{s}-{k}");
                 match c.call(&format!("send {t} {to} {body}")) {
@@ -114,7 +119,8 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
         }));
     }
     // Senders keep going until the kill cuts them off; let a burst build up, then kill -9.
-    while acked.lock().unwrap().len() < 300 {
+    while authed.load(std::sync::atomic::Ordering::SeqCst) < 6 || acked.lock().unwrap().len() < 300
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     server.kill().unwrap();
