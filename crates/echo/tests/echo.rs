@@ -421,7 +421,12 @@ async fn broken_server(good: usize, flip: bool) -> SocketAddr {
             let chunk = &mut buf[..n];
             if seen + n > good {
                 if !flip {
+                    // Close as a real server would: FIN after the good bytes, then drain. Dropping
+                    // the socket with unread input would send RST, which may destroy bytes the
+                    // client has not read yet and make the offset it reports a matter of timing.
                     let _ = stream.write_all(&chunk[..good - seen]).await;
+                    let _ = stream.shutdown().await;
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                     return;
                 }
                 if seen <= good {
@@ -471,8 +476,6 @@ async fn an_early_close_names_the_offset() {
     let err = echo_through_broken(70_000, false).await;
     match &err {
         ClientError::Closed { offset, .. } => assert_eq!(*offset, 70_000, "{err}"),
-        // The server's close may reset our still-sending side first; the offset is what counts.
-        ClientError::Io { offset, .. } => assert!(*offset <= 70_000, "{err}"),
         other => panic!("unexpected {other:?}"),
     }
 }
