@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_proto::chat::{ChatSession, Request, encode_error};
-use jaring_runtime::driver::{linger_async, write_out};
+use jaring_runtime::driver::{linger_async, read_blocking, write_out};
 use jaring_runtime::{Conn, End, Handler};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -271,23 +271,9 @@ impl<S: Store> Handler for ChatServer<S> {
         let mut buf = vec![0u8; conn.read_buffer];
         let mut out = Vec::new();
         let end = 'conn: loop {
-            if conn.shutdown.is_cancelled() {
-                break End::Shutdown;
-            }
-            let n = match stream.read(&mut buf) {
-                Ok(0) if conn.shutdown.is_cancelled() => break End::Shutdown,
-                Ok(0) => break End::Eof,
+            let n = match read_blocking(&mut stream, &mut buf, &conn) {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break End::Idle;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break End::Error(e),
+                Err(end) => break end,
             };
             session.handle_input(&buf[..n]);
             while let Some(request) = session.poll_request() {

@@ -251,23 +251,9 @@ pub fn drive_blocking<S: Session>(
     let mut buf = vec![0u8; ctx.read_buffer];
     let mut out = Vec::new();
     let end = loop {
-        if ctx.shutdown.is_cancelled() {
-            break End::Shutdown;
-        }
-        let n = match stream.read(&mut buf) {
-            Ok(0) if ctx.shutdown.is_cancelled() => break End::Shutdown,
-            Ok(0) => break End::Eof,
+        let n = match read_blocking(&mut stream, &mut buf, ctx) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break End::Idle;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break End::Error(e),
+            Err(end) => break end,
         };
         let flow = session.handle_input(&buf[..n], &mut out);
         if let Err(e) = stream.write_all(&out) {
@@ -294,6 +280,36 @@ pub fn drive_blocking<S: Session>(
         }
     }
     end
+}
+
+/// One blocking read for a connection thread, with the runtime's rules: `Ok(n)` is input; a read
+/// of 0 is EOF, or shutdown when the server is stopping (it shuts the read side to wake us); the
+/// socket's receive timeout (set to the idle timeout) is idleness; EINTR is retried.
+pub fn read_blocking(
+    stream: &mut std::net::TcpStream,
+    buf: &mut [u8],
+    conn: &Conn,
+) -> Result<usize, End> {
+    loop {
+        if conn.shutdown.is_cancelled() {
+            return Err(End::Shutdown);
+        }
+        return match stream.read(buf) {
+            Ok(0) if conn.shutdown.is_cancelled() => Err(End::Shutdown),
+            Ok(0) => Err(End::Eof),
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(End::Idle)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(End::Error(e)),
+        };
+    }
 }
 
 /// The blocking twin of [`linger_async`]: sends FIN, then reads and discards what the peer still
