@@ -3,14 +3,16 @@
 //! holds its connections and reads the server's memory.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use jaring_chat::password::{PasswordCost, hash_blocking};
 use jaring_chat::sqlite::{self, Synchronous};
 use jaring_chat::store::UserRecord;
 use serde_json::Value;
+use support::ServerProcess;
 
 /// Users u0..u{USERS-1}, password `pw`, at the cheapest hash cost so logins are instant.
 const USERS: usize = 8;
@@ -31,48 +33,21 @@ fn make_users(dir: &Path) {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts a realm on port 0 over `dir` and returns it with the port it logged.
-fn serve(dir: &Path) -> (Server, u16) {
+fn serve(dir: &Path) -> (ServerProcess, u16) {
     let config = dir.join("realm.toml");
     std::fs::write(
         &config,
         "[realm]\nname = \"bench\"\ndata_dir = \"data\"\n[listen]\nbind = \"127.0.0.1\"\nport = 0\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args(["chat", "serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let marker = "--server 127.0.0.1:";
-    let port = loop {
-        let line = lines.next().expect("server log").unwrap();
-        if let Some(i) = line.find(marker) {
-            let digits: String = line[i + marker.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            break digits.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let server = ServerProcess::run([
+        std::ffi::OsStr::new("chat"),
+        "serve".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let port = server.port;
     (server, port)
 }
 
@@ -98,7 +73,7 @@ fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
     let tmp = tempfile::tempdir().unwrap();
     make_users(&tmp.path().join("data"));
     let (server, port) = serve(tmp.path());
-    let pid = server.0.id();
+    let pid = server.pid();
 
     let r = bench(
         port,

@@ -2,13 +2,15 @@
 //! arrives once, and the report says so.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 
 use jaring_chat::password::{PasswordCost, hash_blocking};
 use jaring_chat::sqlite::{self, Synchronous};
 use jaring_chat::store::UserRecord;
 use serde_json::Value;
+use support::ServerProcess;
 
 #[test]
 fn bench_chat_group_delivers_every_message_once() {
@@ -30,28 +32,13 @@ fn bench_chat_group_delivers_every_message_once() {
         "[realm]\ndata_dir = \"data\"\n[listen]\nbind = \"127.0.0.1\"\nport = 0\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args(["chat", "serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let marker = "--server 127.0.0.1:";
-    let port: u16 = loop {
-        let line = lines.next().expect("server log").unwrap();
-        if let Some(i) = line.find(marker) {
-            let digits: String = line[i + marker.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            break digits.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = ServerProcess::run([
+        std::ffi::OsStr::new("chat"),
+        "serve".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let port = server.port;
     let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
         .args(["bench", "chat", "--group", "--json", "--password", "pw"])
         .args([
@@ -68,8 +55,7 @@ fn bench_chat_group_delivers_every_message_once() {
         .arg(port.to_string())
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert!(
         out.status.success(),
         "{}",

@@ -4,6 +4,7 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,10 +33,21 @@ impl ServerProcess {
     /// Runs `jaring <command…> --bind 127.0.0.1 --port 0 <extra…>` and waits for its "listening"
     /// log line.
     pub fn start(command: &[&str], extra: &[&str]) -> Self {
+        let mut args: Vec<&OsStr> = command.iter().map(OsStr::new).collect();
+        args.extend(["--bind", "127.0.0.1", "--port", "0"].map(OsStr::new));
+        args.extend(extra.iter().map(OsStr::new));
+        Self::run(args)
+    }
+
+    /// Runs `jaring <args…>` exactly as given (e.g. a server whose config file sets 127.0.0.1 and
+    /// port 0) and waits for the runtime's "listening" log line.
+    pub fn run<I, A>(args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<OsStr>,
+    {
         let mut child = Command::new(cargo_bin("jaring"))
-            .args(command)
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
