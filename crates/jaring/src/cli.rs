@@ -143,9 +143,10 @@ pub enum ModelArg {
 }
 
 impl ServerArgs {
-    /// The runtime configuration these flags describe.
-    pub fn config(&self, port: u16, max_line: usize) -> ServerConfig {
-        ServerConfig {
+    /// The runtime configuration these flags describe; a `--grace` that is not a duration is a
+    /// usage error.
+    pub fn config(&self, port: u16, max_line: usize) -> Result<ServerConfig, crate::Failure> {
+        Ok(ServerConfig {
             listen: ListenConfig {
                 bind: self.bind,
                 port,
@@ -161,8 +162,8 @@ impl ServerArgs {
                 idle_timeout: Duration::from_secs(self.idle_timeout),
                 max_line,
             },
-            grace: Duration::try_from_secs_f64(self.grace).unwrap_or(DEFAULT_GRACE),
-        }
+            grace: crate::cmd::seconds("grace", self.grace)?,
+        })
     }
 }
 

@@ -63,6 +63,13 @@ fn usage_errors_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("idle timeout"));
+    jaring()
+        .args(["time", "serve", "--port", "0", "--grace=-1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--grace must be a number of seconds",
+        ));
 }
 
 #[test]

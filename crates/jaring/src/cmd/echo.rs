@@ -21,12 +21,11 @@ pub async fn run(command: EchoCommand) -> CmdResult {
 }
 
 async fn serve(args: EchoServeArgs) -> CmdResult {
-    seconds("grace", args.server.grace)?;
     if args.buffer == 0 {
         return Err(Failure::Usage(anyhow!("--buffer must be at least 1 byte")));
     }
     // Echo has no lines; the line limit only satisfies the shared configuration.
-    let config = args.server.config(args.port, Limits::default().max_line);
+    let config = args.server.config(args.port, Limits::default().max_line)?;
     let server = Server::bind(config).await.map_err(bind_failure)?;
     let port = server.local_addr().port();
     tracing::info!(

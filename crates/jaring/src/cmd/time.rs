@@ -29,8 +29,7 @@ async fn serve(args: TimeServeArgs) -> CmdResult {
         })?,
         None => TimeZone::system(),
     };
-    seconds("grace", args.server.grace)?;
-    let config = args.server.config(args.port, args.max_line);
+    let config = args.server.config(args.port, args.max_line)?;
     let server = Server::bind(config).await.map_err(bind_failure)?;
     tracing::info!(
         tz = tz.iana_name().unwrap_or("local"),
