@@ -235,6 +235,9 @@ async fn drive<S: Store>(
     let mut lines: Vec<String> = Vec::new();
     let mut commit: Option<Commit<'_>> = None;
     let mut exiting = false;
+    // Whether lines still waiting when the session ends are posted: not after the store failed
+    // (the member was told they were not sent) or after the member left the group.
+    let mut keep_lines = true;
     let end = 'live: loop {
         while lines.len() < DEFAULT_LIVE_LINES && !exiting {
             match session.poll_request() {
@@ -303,6 +306,7 @@ async fn drive<S: Store>(
             done = async { commit.as_mut()?.await.ok() }, if commit.is_some() => {
                 commit = None;
                 if done.is_none() {
+                    keep_lines = false;
                     encode_event(
                         &Event::End(Ended {
                             group: group.clone(),
@@ -377,6 +381,7 @@ async fn drive<S: Store>(
                     break end;
                 }
                 if left {
+                    keep_lines = false;
                     break end_with(
                         stream,
                         live,
@@ -390,6 +395,31 @@ async fn drive<S: Store>(
             () = tokio::time::sleep_until(idle_deadline) => break LiveEnd::Closed(End::Idle),
         }
     };
+    if keep_lines {
+        // Received is sent: a member who hangs up (or is cut loose, or the server stops) right
+        // after typing still has every complete line the server read from them posted, in order.
+        if let Some(c) = commit.take() {
+            keep_lines = c.await.is_ok();
+        }
+        // Lines after an `exit` were commands, and a bad line ends what counts.
+        if matches!(end, LiveEnd::Closed(_)) && !exiting {
+            loop {
+                match session.poll_request() {
+                    Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
+                    Some(Request::Live(LiveLine::Empty) | Request::Command(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+        while keep_lines && !lines.is_empty() {
+            let rest = lines.split_off(lines.len().min(DEFAULT_LIVE_LINES));
+            let batch = std::mem::replace(&mut lines, rest);
+            if let Err(e) = realm.post_group_messages(&group, &user, batch).await {
+                error!(error = %e, %group, %user, "cannot store a live session's last lines");
+                keep_lines = false;
+            }
+        }
+    }
     if cursor > stored_cursor {
         realm.advance_cursor(&group, &user, cursor, true).await;
     }

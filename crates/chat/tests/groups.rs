@@ -414,6 +414,39 @@ async fn concurrent_senders_one_order() {
     r.stop().await;
 }
 
+/// Lines the server received in a live session are sent to the group even when the member hangs
+/// up right after sending them (with a reset, too: it leaves events unread): received is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_sent_before_hanging_up_reach_the_group() {
+    const LINES: usize = 300;
+    let (_dir, r) = realm_with(&["a", "b"], options(), Model::Async).await;
+    let (mut b, tb) = login(r.addr, "b").await;
+    assert!(ok(&b.call(&format!("sendgroup {tb} g hello")).await));
+    for round in 0..5 {
+        let (mut a, ta) = login(r.addr, "a").await;
+        assert!(ok(&a.call(&format!("group {ta} g")).await));
+        let mut batch = Vec::new();
+        for i in 0..LINES {
+            batch.extend_from_slice(format!("{round}:{i}\r\n").as_bytes());
+        }
+        a.send_raw(&batch).await;
+        drop(a);
+    }
+    // Nothing acknowledges a live line, so wait (bounded) for the last round's commit.
+    let want = 1 + 5 * LINES;
+    let mut got = 0;
+    for _ in 0..200 {
+        let h = b.call(&format!("history {tb} g 1")).await;
+        got = h["messages"][0]["seq"].as_u64().unwrap_or(0) as usize;
+        if got >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, want, "every line the server received is in the group");
+    r.stop().await;
+}
+
 /// A member that never reads its socket is cut loose with an `end` event saying why, while the
 /// others receive everything; it then catches up with inboxgroup, each message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
