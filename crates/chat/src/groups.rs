@@ -239,7 +239,19 @@ impl Hub {
         })
     }
 
-    /// Ends a live session (its receiver already dropped); the ring goes with the last one.
+    /// A live session stopped reading the ring (its receiver already dropped); the ring goes with
+    /// the last reader. The session still counts as live until [`Hub::unsubscribe`].
+    pub fn unlisten(&self, group: &str) {
+        let mut map = lock(&self.groups);
+        if let Some(g) = map.get_mut(group)
+            && g.ring.as_ref().is_some_and(|r| r.receiver_count() == 0)
+        {
+            g.ring = None;
+        }
+    }
+
+    /// Ends a live session (its receiver already dropped; its last cursor already advanced, so
+    /// that an `inboxgroup` let in by the end of the session starts after what it was given).
     pub fn unsubscribe(&self, group: &str, user: &str) {
         let mut map = lock(&self.groups);
         let Some(g) = map.get_mut(group) else {

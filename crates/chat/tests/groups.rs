@@ -113,6 +113,11 @@ async fn live_flow(model: Model) {
         ),
         (Some("messi"), Some("MESSI"), Some(3))
     );
+    // While henderson is live, the session is handed every message: an inboxgroup on another
+    // connection is refused rather than hand some of them twice.
+    let (mut b2, tb2) = login(r.addr, "henderson").await;
+    let refused = b2.call(&format!("inboxgroup {tb2} football")).await;
+    assert!(error(&refused).contains("live session"), "{refused}");
 
     // exit: the final OK, then command mode on the same connection.
     let bye = exit_live(&mut a).await;

@@ -19,7 +19,8 @@ use crate::groups::{Hub, Subscription};
 use crate::store::{Store, StoreError};
 
 /// A connection's live session on a group, handed to the server after the `group` OK. Dropping
-/// it ends the session in the hub.
+/// it ends the session in the hub: only then may the member's `inboxgroup` run again, so the
+/// session's last cursor must be advanced before it is dropped.
 #[derive(Debug)]
 pub struct LiveSession {
     /// The group.
@@ -42,14 +43,20 @@ impl LiveSession {
         // Close the receiver first, so the hub can see whether anyone still listens.
         let (_, events) = tokio::sync::broadcast::channel(1);
         drop(std::mem::replace(&mut self.subscription.events, events));
-        self.hub.unsubscribe(&self.group, &self.user);
+        self.hub.unlisten(&self.group);
     }
 }
 
 impl Drop for LiveSession {
     fn drop(&mut self) {
         self.close();
+        self.hub.unsubscribe(&self.group, &self.user);
     }
+}
+
+/// The lease that lets one connection at a time hand a member a group's messages.
+fn lease_key(user: &str, group: &str) -> String {
+    format!("{user} {group}")
 }
 
 /// Converts a stored group message to its wire form.
@@ -138,7 +145,25 @@ impl<S: Store> Realm<S> {
         let user = self.resolve(conn, &c.token, out).await?;
         let group = self.group_name(&c.group, out)?;
         let (created, new_member) = self.ensure_member(&group, &user, out).await?;
-        let Some(subscription) = self.groups.subscribe(&group, &user) else {
+        let key = lease_key(&user, &group);
+        let subscription = {
+            // Under the leases lock, so that no inboxgroup of this member is being handed out
+            // while the session starts from the member's cursor (the two would overlap).
+            let leases = lock(&self.leases);
+            if leases.contains(&key) {
+                drop(leases);
+                reply::encode_error(
+                    format_args!(
+                        "your inboxgroup of {group:?} on another connection is still being \
+                         delivered; try again in a moment"
+                    ),
+                    out,
+                );
+                return None;
+            }
+            self.groups.subscribe(&group, &user)
+        };
+        let Some(subscription) = subscription else {
             // Left on another connection in between.
             reply::encode_error(
                 format_args!("you are not a member of {group:?}; join it again"),
@@ -277,9 +302,32 @@ impl<S: Store> Realm<S> {
     ) -> Option<Delivery> {
         let user = self.resolve(conn, token, out).await?;
         let group = self.group_name(group, out)?;
-        let read_seq = self.require_member(&group, &user, out)?;
-        let key = format!("{user} {group}");
-        if !lock(&self.leases).insert(key.clone()) {
+        self.require_member(&group, &user, out)?;
+        let key = lease_key(&user, &group);
+        let read_seq = {
+            let mut leases = lock(&self.leases);
+            // A live session is handed every message after its start; an inboxgroup beside it
+            // would hand some of them twice.
+            let Some(membership) = self.groups.membership(&group, &user) else {
+                // Left on another connection since the check above.
+                drop(leases);
+                return self.require_member(&group, &user, out).and(None);
+            };
+            if membership.live > 0 {
+                drop(leases);
+                reply::encode_error(
+                    format_args!(
+                        "you have a live session open on {group:?} and its messages go there; \
+                         use inboxgroup once it has ended"
+                    ),
+                    out,
+                );
+                return None;
+            }
+            // The cursor is read under the lease, after any other inboxgroup moved it.
+            leases.insert(key.clone()).then_some(membership.read_seq)
+        };
+        let Some(read_seq) = read_seq else {
             // Another connection of this member is being handed these very messages right now.
             reply::encode(
                 &InboxGroupOk {
@@ -291,7 +339,7 @@ impl<S: Store> Realm<S> {
                 out,
             );
             return None;
-        }
+        };
         let mut delivery = Delivery {
             recipient: key,
             upto_seq: 0,
