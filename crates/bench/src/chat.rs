@@ -59,6 +59,9 @@ pub const POLL_PAUSE: Duration = Duration::from_millis(1);
 /// After the senders stop, receivers keep polling at most this long for acknowledged messages.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most sends a sender keeps in flight with `--pipeline`.
+pub const MAX_PIPELINE: usize = 1024;
+
 /// Idle connections are released this long (at most a quarter of the run) before the end.
 const RELEASE_EARLY: Duration = Duration::from_millis(500);
 
@@ -104,6 +107,8 @@ pub struct ChatOptions {
     pub peer: Option<(SocketAddr, String)>,
     /// Only send: no receiver logs in or reads (to build a backlog while the peer realm is down).
     pub senders_only: bool,
+    /// Sends each sender keeps in flight (1: wait for each OK before the next send).
+    pub pipeline: usize,
 }
 
 impl ChatOptions {
@@ -118,6 +123,7 @@ impl ChatOptions {
             server_pid: None,
             peer: None,
             senders_only: false,
+            pipeline: 1,
         }
     }
 
@@ -191,11 +197,22 @@ impl Client {
 
     /// Sends `self.line` and waits for one reply.
     async fn call(&mut self) -> Result<serde_json::Value, String> {
+        self.flush().await?;
+        self.reply().await
+    }
+
+    /// Sends `self.line` (whatever requests it holds).
+    async fn flush(&mut self) -> Result<(), String> {
         self.stream
             .write_all(&self.line)
             .await
             .map_err(|e| format!("write: {}", e.kind()))?;
         self.line.clear();
+        Ok(())
+    }
+
+    /// Waits for the next reply.
+    async fn reply(&mut self) -> Result<serde_json::Value, String> {
         loop {
             match self.framer.poll_reply() {
                 Ok(Some(v)) => return Ok(v),
@@ -439,6 +456,7 @@ async fn send(
     let usage_start = sample(opts.server_pid);
     let slots = slots(sender_clients);
     let size = opts.size;
+    let pipeline = opts.pipeline;
     let mut report = engine::run("chat", mode, &target.to_string(), load, {
         let acked = Arc::clone(&acked);
         move |i, worker| {
@@ -447,7 +465,7 @@ async fn send(
             let acked = Arc::clone(&acked);
             async move {
                 match client {
-                    Some(c) => send_loop(c, i, &to, size, epoch, &acked, worker).await,
+                    Some(c) => send_loop(c, i, &to, size, pipeline, epoch, &acked, worker).await,
                     None => worker,
                 }
             }
@@ -493,32 +511,53 @@ async fn send(
     Ok(report)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_loop(
     mut c: Client,
     i: usize,
     to: &str,
     size: usize,
+    pipeline: usize,
     epoch: std::time::Instant,
     acked: &Acked,
     mut w: Worker,
 ) -> Worker {
     let mut seq = 0u64;
-    while !w.done() {
-        let sent_us = epoch.elapsed().as_micros() as u64;
-        let text = message_text(i, seq, sent_us, size);
-        c.line
-            .extend_from_slice(format!("send {} {to} {text}\r\n", c.token).as_bytes());
-        let t0 = Instant::now();
-        match c.call().await {
+    // When each send in flight was written, oldest first; replies come in the same order.
+    let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
+    loop {
+        while !w.done() && in_flight.len() < pipeline.max(1) {
+            let sent_us = epoch.elapsed().as_micros() as u64;
+            let text = message_text(i, seq + in_flight.len() as u64, sent_us, size);
+            c.line
+                .extend_from_slice(format!("send {} {to} {text}\r\n", c.token).as_bytes());
+            in_flight.push_back(Instant::now());
+        }
+        if !c.line.is_empty()
+            && let Err(kind) = c.flush().await
+        {
+            w.error(format!("send: {kind}"));
+            break;
+        }
+        let Some(t0) = in_flight.pop_front() else {
+            break;
+        };
+        match c.reply().await {
             Ok(reply) if ok(&reply) => {
                 w.record(t0.elapsed());
                 seq += 1;
                 acked[i].store(seq, Ordering::Relaxed);
             }
-            Ok(reply) => {
+            Ok(reply) if in_flight.is_empty() => {
                 // Not stored: the next message reuses the sequence number.
                 w.error(format!("send: {}", error_text(&reply)));
                 tokio::time::sleep(ERROR_PAUSE).await;
+            }
+            Ok(reply) => {
+                // The sends behind it already carry later sequence numbers: stop rather than
+                // leave a gap the receivers would count as lost.
+                w.error(format!("send: {}", error_text(&reply)));
+                break;
             }
             Err(kind) => {
                 // The connection is unusable and logging in again is not what is measured.

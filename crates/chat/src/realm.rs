@@ -29,7 +29,7 @@ use crate::federation::{Lookup, Remote};
 use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
-use crate::store::{NewMessage, Store, StoredMessage, TokenRecord, UserRecord};
+use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, UserRecord};
 use crate::token::{Refused, Tokens, new_token, token_hash};
 
 /// Messages one `inbox` reply carries at most; the reply says `"more": true` when others wait.
@@ -615,12 +615,71 @@ impl<S: Store> Realm<S> {
     }
 
     async fn send(&self, conn: &mut ConnState, c: Send, out: &mut Vec<u8>) {
-        let Some(from) = self.resolve(conn, &c.token, out).await else {
-            return;
-        };
-        let Some(target) = self.target(&c.to, out).await else {
-            return;
-        };
+        self.send_many(conn, vec![c], out).await;
+    }
+
+    /// `send`s that arrived together on one connection (a client pipelining its sends): the
+    /// local ones are committed as one write, so they cost one queue slot and one wake-up
+    /// between them, and the replies go out in request order.
+    pub async fn send_many(&self, conn: &mut ConnState, sends: Vec<Send>, out: &mut Vec<u8>) {
+        let mut slots = Vec::with_capacity(sends.len());
+        let mut local = Vec::new();
+        for c in sends {
+            let mut error = Vec::new();
+            slots.push(match self.prepare_send(conn, c, &mut error).await {
+                None => Err(error),
+                Some((message, None)) => {
+                    local.push(message);
+                    Ok(None)
+                }
+                Some((message, Some(realm))) => Ok(Some((realm, message))),
+            });
+        }
+        let mut stored = if local.is_empty() {
+            Vec::new()
+        } else {
+            self.store.insert_messages(local).await
+        }
+        .into_iter();
+        for slot in slots {
+            let result = match slot {
+                Err(error) => {
+                    out.extend_from_slice(&error);
+                    continue;
+                }
+                Ok(None) => stored.next().unwrap_or(Err(StoreError::Stopped)),
+                Ok(Some((realm, message))) => match self.remote.get() {
+                    Some(remote) => remote.enqueue(&realm, message).await,
+                    None => self.store.insert_message(message).await,
+                },
+            };
+            match result {
+                Ok(stored) => reply::encode(
+                    &Sent {
+                        status: Status::Ok,
+                        message: "Message Sent".into(),
+                        id: stored.message.id.to_string(),
+                    },
+                    out,
+                ),
+                Err(e) => {
+                    error!(error = %e, "cannot store a message");
+                    reply::encode_error(STORAGE_FAILED, out);
+                }
+            }
+        }
+    }
+
+    /// Checks a `send` and builds its message, with the peer realm it goes to if it is remote;
+    /// `None` with the ERROR in `out` if it cannot be sent.
+    async fn prepare_send(
+        &self,
+        conn: &mut ConnState,
+        c: Send,
+        out: &mut Vec<u8>,
+    ) -> Option<(NewMessage, Option<String>)> {
+        let from = self.resolve(conn, &c.token, out).await?;
+        let target = self.target(&c.to, out).await?;
         let sender_display = self
             .user(&from)
             .map_or_else(|| from.clone(), |u| u.display_name);
@@ -639,24 +698,7 @@ impl<S: Store> Realm<S> {
             body: c.message,
             sent_at: unix_ms(),
         };
-        let stored = match (via, self.remote.get()) {
-            (Some(realm), Some(remote)) => remote.enqueue(&realm, message).await,
-            _ => self.store.insert_message(message).await,
-        };
-        match stored {
-            Ok(stored) => reply::encode(
-                &Sent {
-                    status: Status::Ok,
-                    message: "Message Sent".into(),
-                    id: stored.message.id.to_string(),
-                },
-                out,
-            ),
-            Err(e) => {
-                error!(error = %e, "cannot store a message");
-                reply::encode_error(STORAGE_FAILED, out);
-            }
-        }
+        Some((message, via))
     }
 
     async fn realms(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {

@@ -14,7 +14,8 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jaring_proto::chat::{ChatSession, Request, encode_error};
+use jaring_proto::chat::send::Send;
+use jaring_proto::chat::{ChatSession, Command, Request, encode_error};
 use jaring_runtime::driver::{linger_async, read_blocking, write_out};
 use jaring_runtime::{Conn, End, Handler};
 use tokio::net::TcpStream;
@@ -32,6 +33,28 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// be 1 MiB) the buffer is given back, so a connection that once fetched a big inbox does not
 /// hold that memory while it idles.
 pub const KEEP_REPLY_BUFFER: usize = 64 * 1024;
+
+/// Most consecutive `send`s of one connection committed together. A client that pipelines its
+/// sends (writes several before reading the replies) then pays one commit wait for all of them,
+/// not one each; the replies still go out in order.
+pub const MAX_PIPELINED_SENDS: usize = 256;
+
+/// `first` and the `send`s right behind it in the session's input (up to
+/// [`MAX_PIPELINED_SENDS`]); the request that ended the run, if any, goes to `held`, to be handled
+/// next.
+fn gather_sends(first: Send, session: &mut ChatSession, held: &mut Option<Request>) -> Vec<Send> {
+    let mut sends = vec![first];
+    while sends.len() < MAX_PIPELINED_SENDS {
+        match session.poll_request() {
+            Some(Request::Command(Command::Send(s))) => sends.push(s),
+            other => {
+                *held = other;
+                break;
+            }
+        }
+    }
+    sends
+}
 
 /// The read buffer, allocated if the connection gave it back while idle.
 fn read_buffer(buf: &mut Vec<u8>, size: usize) -> &mut [u8] {
@@ -185,8 +208,13 @@ impl<S: Store> Handler for ChatServer<S> {
             };
             last_active = Instant::now();
             session.handle_input(&buf[..n]);
-            while let Some(request) = session.poll_request() {
+            let mut held = None;
+            while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 match request {
+                    Request::Command(Command::Send(first)) => {
+                        let sends = gather_sends(first, &mut session, &mut held);
+                        self.realm.send_many(&mut state, sends, &mut out).await;
+                    }
                     Request::Command(cmd) => {
                         match self.realm.execute(&mut state, cmd, &mut out).await {
                             Outcome::Replied => {}
@@ -276,8 +304,14 @@ impl<S: Store> Handler for ChatServer<S> {
                 Err(end) => break end,
             };
             session.handle_input(&buf[..n]);
-            while let Some(request) = session.poll_request() {
+            let mut held = None;
+            while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 match request {
+                    Request::Command(Command::Send(first)) => {
+                        let sends = gather_sends(first, &mut session, &mut held);
+                        self.handle
+                            .block_on(self.realm.send_many(&mut state, sends, &mut out));
+                    }
                     Request::Command(cmd) => {
                         let outcome = self
                             .handle

@@ -154,7 +154,12 @@ fn unix_ms() -> i64 {
 
 /// One queued write and where its answer goes.
 enum Write {
-    Message(NewMessage, oneshot::Sender<StoreResult<StoredMessage>>),
+    /// Messages of one connection's pipelined sends, in order: one queue slot and one wake-up
+    /// for all of them.
+    Messages(
+        Vec<NewMessage>,
+        oneshot::Sender<Vec<StoreResult<StoredMessage>>>,
+    ),
     Delivered(String, i64, oneshot::Sender<StoreResult<()>>),
     Token(TokenRecord, oneshot::Sender<StoreResult<()>>),
     DeleteTokens(Vec<[u8; 32]>, oneshot::Sender<StoreResult<()>>),
@@ -313,9 +318,9 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, max_batch: us
 /// Runs `batch` in one transaction, commits, then answers every caller.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
     enum Done {
-        Message(
-            StoreResult<StoredMessage>,
-            oneshot::Sender<StoreResult<StoredMessage>>,
+        Messages(
+            Vec<StoreResult<StoredMessage>>,
+            oneshot::Sender<Vec<StoreResult<StoredMessage>>>,
         ),
         Unit(StoreResult<()>, oneshot::Sender<StoreResult<()>>),
         Group(groups::Finish),
@@ -335,9 +340,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
     let mut done = Vec::with_capacity(batch.len());
     for w in batch.drain(..) {
         match w {
-            Write::Message(m, reply) => {
-                let r = insert_message(&tx, &m).map(|seq| StoredMessage { seq, message: m });
-                done.push(Done::Message(r, reply));
+            Write::Messages(messages, reply) => {
+                let r = messages
+                    .into_iter()
+                    .map(|m| insert_message(&tx, &m).map(|seq| StoredMessage { seq, message: m }))
+                    .collect();
+                done.push(Done::Messages(r, reply));
             }
             Write::Delivered(recipient, upto, reply) => {
                 let r = tx
@@ -380,7 +388,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
         error!(error = %e, "storage commit failed");
         for d in done {
             match d {
-                Done::Message(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
+                Done::Messages(r, reply) => {
+                    drop(reply.send(r.iter().map(|_| Err(StoreError::Stopped)).collect()));
+                }
                 Done::Unit(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
                 Done::Group(f) => f.run(false),
                 Done::Run(after) => after(false),
@@ -390,7 +400,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
     }
     for d in done {
         match d {
-            Done::Message(r, reply) => drop(reply.send(r)),
+            Done::Messages(r, reply) => drop(reply.send(r)),
             Done::Unit(r, reply) => drop(reply.send(r)),
             Done::Group(f) => f.run(true),
             Done::Run(after) => after(true),
@@ -400,7 +410,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>) {
 
 fn fail(w: Write) {
     match w {
-        Write::Message(_, r) => drop(r.send(Err(StoreError::Stopped))),
+        Write::Messages(m, r) => drop(r.send(m.iter().map(|_| Err(StoreError::Stopped)).collect())),
         Write::Delivered(_, _, r) | Write::Token(_, r) | Write::DeleteTokens(_, r) => {
             drop(r.send(Err(StoreError::Stopped)));
         }
@@ -484,7 +494,25 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> StoreResult<StoredMessage> {
-        self.write(|tx| Write::Message(message, tx)).await
+        self.insert_messages(vec![message])
+            .await
+            .pop()
+            .unwrap_or(Err(StoreError::Stopped))
+    }
+
+    async fn insert_messages(&self, messages: Vec<NewMessage>) -> Vec<StoreResult<StoredMessage>> {
+        let n = messages.len();
+        let (tx, rx) = oneshot::channel();
+        if self
+            .writes
+            .send(Write::Messages(messages, tx))
+            .await
+            .is_err()
+        {
+            return (0..n).map(|_| Err(StoreError::Stopped)).collect();
+        }
+        rx.await
+            .unwrap_or_else(|_| (0..n).map(|_| Err(StoreError::Stopped)).collect())
     }
 
     async fn pending(&self, recipient: &str, limit: usize) -> StoreResult<Vec<StoredMessage>> {

@@ -108,6 +108,13 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
         message: NewMessage,
     ) -> impl Future<Output = StoreResult<StoredMessage>> + Send;
 
+    /// Stores messages in order, in one commit (a connection's pipelined sends); returns each
+    /// one's result, in the same order, once they are durable.
+    fn insert_messages(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Vec<StoreResult<StoredMessage>>> + Send;
+
     /// The oldest `limit` messages to `recipient` not yet delivered, oldest first.
     fn pending(
         &self,

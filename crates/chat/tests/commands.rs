@@ -122,6 +122,50 @@ async fn every_command_one_client(model: Model) {
     r.stop().await;
 }
 
+/// Sends written back to back (with a bad one and another command among them) are answered in
+/// order, one reply each, and arrive in order: the server commits such a run together.
+async fn pipelined_sends(model: Model) {
+    let (_dir, r) = realm(model).await;
+    let mut a = Client::connect(r.addr).await;
+    let ta = a.auth("messi", "messipw").await;
+    let tb = a.auth("henderson", "hendersonpw").await;
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        let line = match i {
+            100 => format!("send {ta} nobody lost\r\n"),
+            200 => format!("users {ta}\r\n"),
+            _ => format!("send {ta} henderson m{i}\r\n"),
+        };
+        batch.extend_from_slice(line.as_bytes());
+    }
+    a.send_raw(&batch).await;
+    for i in 0..300 {
+        let v = a.reply().await.unwrap();
+        match i {
+            100 => assert!(error(&v).contains("no user \"nobody\""), "{v}"),
+            200 => assert!(v["users"].is_array(), "{v}"),
+            _ => assert_eq!(v["message"], "Message Sent", "reply {i}: {v}"),
+        }
+    }
+    let want: Vec<(String, String)> = (0..300)
+        .filter(|i| *i != 100 && *i != 200)
+        .map(|i| ("messi".to_owned(), format!("m{i}")))
+        .collect();
+    assert_eq!(bodies(&a.call(&format!("inbox {tb}")).await), want);
+    drop(a);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_async() {
+    pipelined_sends(Model::Async).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_threads() {
+    pipelined_sends(Model::Threads).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_paths_keep_the_connection_open() {
     let (_dir, r) = realm(Model::Async).await;

@@ -452,6 +452,11 @@ pub struct BenchChatArgs {
     /// Only send (no receivers log in): builds a federation backlog while the peer is down.
     #[arg(long)]
     pub senders_only: bool,
+    /// Sends each sender keeps in flight: 1 waits for each OK before the next send; more write
+    /// the next sends before the replies come (still one OK per message, in order).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=jaring_bench::chat::MAX_PIPELINE as i64))]
+    pub pipeline: u16,
     /// Shared load options.
     #[command(flatten)]
     pub load: LoadArgs,

@@ -75,25 +75,38 @@ fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
     let (server, port) = serve(tmp.path());
     let pid = server.pid();
 
-    let r = bench(
-        port,
-        pid,
-        &["--connections", "4", "--receivers", "2", "--duration", "1"],
-    );
-    assert_eq!(r["workload"], "chat");
-    assert_eq!(r["mode"], "send");
-    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
-    let d = &r["delivery"];
-    assert_eq!(d["receivers"], 2);
-    assert!(d["acknowledged"].as_u64().unwrap() >= r["requests"].as_u64().unwrap());
-    assert!(d["delivered"].as_u64().unwrap() >= d["acknowledged"].as_u64().unwrap());
-    assert_eq!(d["missing"], 0, "{r}");
-    assert_eq!(d["duplicates"], 0, "{r}");
-    assert_eq!(d["out_of_order"], 0, "{r}");
-    assert!(d["latency"]["p50_us"].as_u64().unwrap() > 0);
-    assert_eq!(r["server"]["pid"], pid);
-    assert!(r["server"]["rss_kib"].as_u64().unwrap() > 0);
+    // One send in flight per sender, then several (pipelined): every OK is a durable message
+    // that arrives once, in order, either way.
+    for pipeline in ["1", "8"] {
+        let r = bench(
+            port,
+            pid,
+            &[
+                "--connections",
+                "4",
+                "--receivers",
+                "2",
+                "--duration",
+                "1",
+                "--pipeline",
+                pipeline,
+            ],
+        );
+        assert_eq!(r["workload"], "chat");
+        assert_eq!(r["mode"], "send");
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        let d = &r["delivery"];
+        assert_eq!(d["receivers"], 2);
+        assert!(d["acknowledged"].as_u64().unwrap() >= r["requests"].as_u64().unwrap());
+        assert!(d["delivered"].as_u64().unwrap() >= d["acknowledged"].as_u64().unwrap());
+        assert_eq!(d["missing"], 0, "{r}");
+        assert_eq!(d["duplicates"], 0, "{r}");
+        assert_eq!(d["out_of_order"], 0, "{r}");
+        assert!(d["latency"]["p50_us"].as_u64().unwrap() > 0);
+        assert_eq!(r["server"]["pid"], pid);
+        assert!(r["server"]["rss_kib"].as_u64().unwrap() > 0);
+    }
 
     let r = bench(
         port,

@@ -126,6 +126,7 @@ fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Fa
         user_prefix: c.user_prefix.clone(),
         password: c.password.clone(),
         server_pid: c.server_pid,
+        pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)
     })
 }
