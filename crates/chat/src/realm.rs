@@ -622,38 +622,49 @@ impl<S: Store> Realm<S> {
     /// local ones are committed as one write, so they cost one queue slot and one wake-up
     /// between them, and the replies go out in request order.
     pub async fn send_many(&self, conn: &mut ConnState, sends: Vec<Send>, out: &mut Vec<u8>) {
+        // Each send's ERROR, or which destination (this realm: `None`, or a peer) it goes to.
         let mut slots = Vec::with_capacity(sends.len());
-        let mut local = Vec::new();
+        let mut destinations: Vec<(Option<String>, Vec<NewMessage>)> = Vec::new();
         for c in sends {
             let mut error = Vec::new();
-            slots.push(match self.prepare_send(conn, c, &mut error).await {
-                None => Err(error),
-                Some((message, None)) => {
-                    local.push(message);
-                    Ok(None)
+            let Some((message, via)) = self.prepare_send(conn, c, &mut error).await else {
+                slots.push(Err(error));
+                continue;
+            };
+            let at = match destinations.iter().position(|(d, _)| *d == via) {
+                Some(at) => at,
+                None => {
+                    destinations.push((via, Vec::new()));
+                    destinations.len() - 1
                 }
-                Some((message, Some(realm))) => Ok(Some((realm, message))),
-            });
+            };
+            destinations[at].1.push(message);
+            slots.push(Ok(at));
         }
-        let mut stored = if local.is_empty() {
-            Vec::new()
-        } else {
-            self.store.insert_messages(local).await
+        let mut results = Vec::with_capacity(destinations.len());
+        for (via, messages) in destinations {
+            let n = messages.len();
+            let stored = match (via, self.remote.get()) {
+                (Some(realm), Some(remote)) => match remote.enqueue(&realm, messages).await {
+                    Ok(stored) => stored.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        error!(error = %e, "cannot store messages for another realm");
+                        (0..n).map(|_| Err(StoreError::Stopped)).collect()
+                    }
+                },
+                _ => self.store.insert_messages(messages).await,
+            };
+            results.push(stored.into_iter());
         }
-        .into_iter();
         for slot in slots {
-            let result = match slot {
+            let at = match slot {
                 Err(error) => {
                     out.extend_from_slice(&error);
                     continue;
                 }
-                Ok(None) => stored.next().unwrap_or(Err(StoreError::Stopped)),
-                Ok(Some((realm, message))) => match self.remote.get() {
-                    Some(remote) => remote.enqueue(&realm, message).await,
-                    None => self.store.insert_message(message).await,
-                },
+                Ok(at) => at,
             };
-            match result {
+            match results[at].next().unwrap_or(Err(StoreError::Stopped)) {
                 Ok(stored) => reply::encode(
                     &Sent {
                         status: Status::Ok,

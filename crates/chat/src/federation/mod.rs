@@ -172,12 +172,13 @@ pub trait Remote: Send + Sync + 'static {
     fn peer_names(&self) -> Vec<String>;
     /// Asks `realm` whether `user` exists.
     fn lookup<'a>(&'a self, realm: &'a str, user: &'a str) -> BoxFuture<'a, Lookup>;
-    /// Commits `message` (recipient `user@realm`) to `realm`'s outbox; returns once durable.
+    /// Commits `messages` (recipients `user@realm`) to `realm`'s outbox, in order, all or none;
+    /// returns once durable.
     fn enqueue(
         &self,
         realm: &str,
-        message: NewMessage,
-    ) -> BoxFuture<'_, StoreResult<StoredMessage>>;
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
     /// Every peer and its link state.
     fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
 }
@@ -430,12 +431,12 @@ impl Remote for Federation {
     fn enqueue(
         &self,
         realm: &str,
-        message: NewMessage,
-    ) -> BoxFuture<'_, StoreResult<StoredMessage>> {
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
         let peer = self.peers.get(realm).cloned();
         let realm = realm.to_owned();
         Box::pin(async move {
-            let stored = store::enqueue(&self.store, realm, message).await?;
+            let stored = store::enqueue(&self.store, realm, messages).await?;
             if let Some(p) = peer {
                 p.work.notify_one();
             }

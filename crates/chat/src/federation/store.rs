@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use rusqlite::params;
 
 use crate::sqlite::{MESSAGE_COLUMNS, SqliteStore, message_row};
-use crate::store::{NewMessage, StoreResult, StoredMessage, conversation_key};
+use crate::store::{NewMessage, StoreError, StoreResult, StoredMessage, conversation_key};
 
 const INSERT: &str = "INSERT OR IGNORE INTO messages (id, sender, sender_display, recipient, \
     recipient_display, conversation, body, sent_at, delivered_at) \
@@ -39,19 +39,38 @@ fn insert(
     Ok(n == 1)
 }
 
-/// Commits an outgoing message and its outbox row for `peer`; returns it with its sequence number.
+/// Commits outgoing messages and their outbox rows for `peer`, in order, all or none (a
+/// connection's pipelined sends share the commit); returns them with their sequence numbers.
 pub(crate) async fn enqueue(
     store: &SqliteStore,
     peer: String,
-    message: NewMessage,
-) -> StoreResult<StoredMessage> {
+    messages: Vec<NewMessage>,
+) -> StoreResult<Vec<StoredMessage>> {
     store
         .run_in_commit(move |c| {
-            insert(c, &message, Some(message.sent_at))?;
-            let seq = c.last_insert_rowid();
-            c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
-                .execute(params![peer, seq])?;
-            Ok(StoredMessage { seq, message })
+            // The writer's transaction holds other callers' work too: a failure undoes only ours.
+            c.execute_batch("SAVEPOINT enqueue")?;
+            let result = (|| {
+                let mut stored = Vec::with_capacity(messages.len());
+                for message in messages {
+                    insert(c, &message, Some(message.sent_at))?;
+                    let seq = c.last_insert_rowid();
+                    c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
+                        .execute(params![peer, seq])?;
+                    stored.push(StoredMessage { seq, message });
+                }
+                Ok::<_, StoreError>(stored)
+            })();
+            match result {
+                Ok(stored) => {
+                    c.execute_batch("RELEASE enqueue")?;
+                    Ok(stored)
+                }
+                Err(e) => {
+                    c.execute_batch("ROLLBACK TO enqueue; RELEASE enqueue")?;
+                    Err(e)
+                }
+            }
         })
         .await
 }
