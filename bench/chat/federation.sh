@@ -12,13 +12,15 @@
 #
 # Ports 18889/18899 (clients) and 19889/19899 (links) on 127.0.0.1. Users u0… (password surabaya)
 # exist on both realms, created as in bench/chat/run.sh (one cheap hash, copied).
-# Usage: bench/chat/federation.sh   (env: DURATION=10 DOWN=60 CONNECTIONS=100 SIZE=64)
+#    Run twice: one send in flight per sender, then PIPELINE (default 8) in flight (`--pipeline`).
+# Usage: bench/chat/federation.sh   (env: DURATION=10 DOWN=60 CONNECTIONS=100 SIZE=64 PIPELINE=8)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
 DOWN=${DOWN:-60}
 CONNECTIONS=${CONNECTIONS:-100}
 SIZE=${SIZE:-64}
+PIPELINE=${PIPELINE:-8}
 USERS=$(( CONNECTIONS + (CONNECTIONS + 9) / 10 ))
 JARING=target/release/jaring
 [ -x "$JARING" ] || cargo build --release -p jaring
@@ -72,9 +74,11 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-echo "## end to end: $CONNECTIONS senders on realm1 → $(( USERS - CONNECTIONS )) receivers on realm2, $SIZE-byte messages, ${DURATION}s"
-"$JARING" bench chat --cross-realm --port 18889 --peer-port 18899 --connections "$CONNECTIONS" \
-  --size "$SIZE" --duration "$DURATION"
+for pipeline in 1 "$PIPELINE"; do
+  echo "## end to end: $CONNECTIONS senders on realm1 → $(( USERS - CONNECTIONS )) receivers on realm2, $SIZE-byte messages, ${DURATION}s, $pipeline in flight per sender"
+  "$JARING" bench chat --cross-realm --port 18889 --peer-port 18899 --connections "$CONNECTIONS" \
+    --size "$SIZE" --duration "$DURATION" --pipeline "$pipeline"
+done
 
 echo "## backlog: realm2 killed (SIGKILL), senders keep sending for ${DOWN}s"
 kill -9 "$R2"
