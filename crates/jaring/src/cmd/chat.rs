@@ -114,7 +114,8 @@ pub enum ModelArg {
 /// `jaring chat user …`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a user; the password is read from stdin (one line).
+    /// Add a user; the password is asked twice without echo at a terminal, or read from stdin
+    /// (one line) when piped.
     #[command(
         after_help = "Example:\n  echo 'medan' | jaring chat user add james --display-name 'James' --config realm.toml"
     )]
@@ -128,7 +129,7 @@ pub enum UserCommand {
         #[command(flatten)]
         location: RealmLocation,
     },
-    /// Change a user's password (read from stdin) and end their sessions.
+    /// Change a user's password (asked as for `add`) and end their sessions.
     #[command(after_help = "Example:\n  echo 'newpass' | jaring chat user passwd messi")]
     Passwd {
         /// Login name.
@@ -362,14 +363,23 @@ const DEMO_SEED: Seed = &[
     ("lineker", "Gary Lineker", DEMO_PASSWORD),
 ];
 
+/// Reads a new password: at a terminal twice, without echo (the two must match); from a pipe,
+/// one line.
 fn read_password(name: &str) -> Result<String, Failure> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password for {name} (shown as you type; pipe it in to hide it): ");
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {name}: "))?;
+        let again = rpassword::prompt_password(format!("password for {name} again: "))?;
+        if first != again {
+            return Err(Failure::Usage(anyhow!(
+                "the two passwords differ; nothing was changed, run the command again"
+            )));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
     if password.is_empty() || password.contains(' ') {
         return Err(Failure::Usage(anyhow!(
             "the password must be one word without spaces (the protocol separates parameters by spaces)"
