@@ -43,6 +43,10 @@ pub const DEFAULT_LIVE_FLUSH: Duration = Duration::from_millis(10);
 /// Most lines of a live session stored in one commit; more that arrived together go in the next.
 pub const DEFAULT_LIVE_LINES: usize = 1024;
 
+/// Most reads of what a closed live session's socket still holds (its lines are posted); a
+/// socket's receive buffer is a few MiB at most, so this only bounds a peer that keeps sending.
+const DRAIN_READS: usize = 64;
+
 /// How often a blocked write looks at how far its session has fallen behind.
 const LAG_CHECK: Duration = Duration::from_millis(20);
 
@@ -119,6 +123,48 @@ async fn write_watching(
     }
     out.clear();
     Ok(())
+}
+
+/// Takes into `lines` the complete live lines of a closed session: those its session has parsed
+/// and those still in the socket. A write can fail (the member hung up) while lines sent before
+/// that wait unread: the kernel acknowledged them, so they count as received.
+fn take_unread(
+    stream: &TcpStream,
+    session: &mut ChatSession,
+    buf: &mut [u8],
+    lines: &mut Vec<String>,
+) {
+    for _ in 0..DRAIN_READS {
+        match stream.try_read(buf) {
+            Ok(n) if n > 0 => session.handle_input(&buf[..n]),
+            _ => break,
+        }
+    }
+    // A bad line (or `exit`) ends what counts.
+    loop {
+        match session.poll_request() {
+            Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
+            Some(Request::Live(LiveLine::Empty) | Request::Command(_)) => {}
+            _ => break,
+        }
+    }
+}
+
+/// Posts the lines a live session still held when it ended, in order.
+async fn post_last_lines<S: Store>(
+    realm: &Realm<S>,
+    group: &str,
+    user: &str,
+    mut lines: Vec<String>,
+) {
+    while !lines.is_empty() {
+        let rest = lines.split_off(lines.len().min(DEFAULT_LIVE_LINES));
+        let batch = std::mem::replace(&mut lines, rest);
+        if let Err(e) = realm.post_group_messages(group, user, batch).await {
+            error!(error = %e, %group, %user, "cannot store a live session's last lines");
+            return;
+        }
+    }
 }
 
 /// Runs the live session until it ends. `out` holds the `group` OK, written first.
@@ -212,6 +258,11 @@ async fn drive<S: Store>(
                 return end;
             }
             Err(WriteFail::Io(e)) => {
+                // The member hung up while being given what they missed; lines they sent before
+                // that are still theirs to post.
+                let mut lines = Vec::new();
+                take_unread(stream, session, buf, &mut lines);
+                post_last_lines(realm, &group, &user, lines).await;
                 realm.advance_cursor(&group, &user, cursor, true).await;
                 return LiveEnd::Closed(End::Error(e));
             }
@@ -401,23 +452,12 @@ async fn drive<S: Store>(
         if let Some(c) = commit.take() {
             keep_lines = c.await.is_ok();
         }
-        // Lines after an `exit` were commands, and a bad line ends what counts.
+        // Lines after an `exit` were commands.
         if matches!(end, LiveEnd::Closed(_)) && !exiting {
-            loop {
-                match session.poll_request() {
-                    Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
-                    Some(Request::Live(LiveLine::Empty) | Request::Command(_)) => {}
-                    _ => break,
-                }
-            }
+            take_unread(stream, session, buf, &mut lines);
         }
-        while keep_lines && !lines.is_empty() {
-            let rest = lines.split_off(lines.len().min(DEFAULT_LIVE_LINES));
-            let batch = std::mem::replace(&mut lines, rest);
-            if let Err(e) = realm.post_group_messages(&group, &user, batch).await {
-                error!(error = %e, %group, %user, "cannot store a live session's last lines");
-                keep_lines = false;
-            }
+        if keep_lines {
+            post_last_lines(realm, &group, &user, lines).await;
         }
     }
     if cursor > stored_cursor {
