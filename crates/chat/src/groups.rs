@@ -15,7 +15,7 @@
 //! large channels); `members` lists who is in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use jaring_proto::chat::event::{Event, GroupMessage, MemberChange, encode_event};
 use tokio::sync::broadcast;
@@ -48,19 +48,68 @@ struct Member {
     live: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct GroupState {
     members: HashMap<String, Member>,
     last_seq: i64,
     ring: Option<broadcast::Sender<Arc<Pushed>>>,
+    /// Members of other realms (`user@realm`), counted by realm: the peers this group's messages
+    /// are fed to.
+    peers: BTreeMap<String, usize>,
 }
 
+impl GroupState {
+    fn new(last_seq: i64) -> Self {
+        Self {
+            last_seq,
+            ..Self::default()
+        }
+    }
+
+    fn add_member(&mut self, user: &str, read_seq: i64) -> bool {
+        if let Some(m) = self.members.get_mut(user) {
+            m.read_seq = m.read_seq.max(read_seq);
+            return false;
+        }
+        self.members
+            .insert(user.to_owned(), Member { read_seq, live: 0 });
+        if let Some((_, realm)) = user.split_once('@') {
+            *self.peers.entry(realm.to_owned()).or_default() += 1;
+        }
+        true
+    }
+
+    fn remove_member(&mut self, user: &str) -> Option<Member> {
+        let m = self.members.remove(user)?;
+        if let Some((_, realm)) = user.split_once('@')
+            && let Some(n) = self.peers.get_mut(realm)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.peers.remove(realm);
+            }
+        }
+        Some(m)
+    }
+}
+
+/// Called with a peer realm's name when a group it has members in has something new for it.
+pub type FeedHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The realm's groups in memory.
-#[derive(Debug)]
 pub struct Hub {
     groups: Mutex<BTreeMap<String, GroupState>>,
     live_queue: usize,
     presence_max: usize,
+    feed: OnceLock<FeedHook>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("live_queue", &self.live_queue)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A member's view of a group, taken at one instant.
@@ -96,7 +145,36 @@ impl Hub {
             groups: Mutex::default(),
             live_queue: live_queue.max(1),
             presence_max,
+            feed: OnceLock::new(),
         }
+    }
+
+    /// Sets what is called when a group with members on a peer realm changes (federation sets it
+    /// to wake that peer's link); a second call is ignored.
+    pub fn set_feed(&self, hook: FeedHook) {
+        let _ = self.feed.set(hook);
+    }
+
+    fn wake_peers(&self, g: &GroupState) {
+        if let Some(hook) = self.feed.get() {
+            for realm in g.peers.keys() {
+                hook(realm);
+            }
+        }
+    }
+
+    /// The group's latest `seq`, if the group exists.
+    pub fn last_seq(&self, group: &str) -> Option<i64> {
+        lock(&self.groups).get(group).map(|g| g.last_seq)
+    }
+
+    /// The groups with members on realm `peer`, with their latest `seq`.
+    pub fn fed_to(&self, peer: &str) -> Vec<(String, i64)> {
+        lock(&self.groups)
+            .iter()
+            .filter(|(_, g)| g.peers.contains_key(peer))
+            .map(|(name, g)| (name.clone(), g.last_seq))
+            .collect()
     }
 
     /// The ring capacity: how far behind a live session may fall.
@@ -108,24 +186,11 @@ impl Hub {
     pub fn load(&self, groups: Vec<GroupRecord>, members: Vec<MemberRecord>) {
         let mut map = lock(&self.groups);
         for g in groups {
-            map.insert(
-                g.name,
-                GroupState {
-                    members: HashMap::new(),
-                    last_seq: g.last_seq,
-                    ring: None,
-                },
-            );
+            map.insert(g.name, GroupState::new(g.last_seq));
         }
         for m in members {
             if let Some(g) = map.get_mut(&m.group) {
-                g.members.insert(
-                    m.user,
-                    Member {
-                        read_seq: m.read_seq,
-                        live: 0,
-                    },
-                );
+                g.add_member(&m.user, m.read_seq);
             }
         }
     }
@@ -149,13 +214,12 @@ impl Hub {
     /// A committed join: the group and membership exist now. Returns whether to push the join.
     pub fn joined(&self, group: &str, user: &str, read_seq: i64) -> bool {
         let mut map = lock(&self.groups);
-        let g = map.entry(group.to_owned()).or_insert_with(|| GroupState {
-            members: HashMap::new(),
-            last_seq: read_seq,
-            ring: None,
-        });
-        let member = g.members.entry(user.to_owned()).or_default();
-        member.read_seq = member.read_seq.max(read_seq);
+        let g = map
+            .entry(group.to_owned())
+            .or_insert_with(|| GroupState::new(read_seq));
+        if g.add_member(user, read_seq) && user.contains('@') {
+            self.wake_peers(g);
+        }
         g.members.len() <= self.presence_max
     }
 
@@ -164,7 +228,7 @@ impl Hub {
     pub fn left(&self, group: &str, user: &str) -> bool {
         let mut map = lock(&self.groups);
         map.get_mut(group).is_some_and(|g| {
-            let live = g.members.remove(user).is_some_and(|m| m.live > 0);
+            let live = g.remove_member(user).is_some_and(|m| m.live > 0);
             live || g.members.len() < self.presence_max
         })
     }
@@ -177,6 +241,9 @@ impl Hub {
             return;
         };
         g.last_seq = g.last_seq.max(stored.seq);
+        if !g.peers.is_empty() {
+            self.wake_peers(g);
+        }
         let Some(ring) = &g.ring else {
             return;
         };

@@ -792,6 +792,11 @@ impl<S: Store> Realm<S> {
             self.group_history(&user, &c.peer.name, n, out).await;
             return;
         }
+        // `name@peer` is the replica of a group homed on the peer, once someone here joined it.
+        if !c.peer.is_in(&self.options.name) && self.groups.exists(&c.peer.to_string()) {
+            self.group_history(&user, &c.peer.to_string(), n, out).await;
+            return;
+        }
         let peer = match self.target(&c.peer, out).await {
             Some(Target::Local(name, _) | Target::Remote(name, _, _)) => name,
             None => return,

@@ -163,6 +163,26 @@ pub enum Lookup {
     NotPeer,
 }
 
+/// What a group's home realm answered to a join, once the replica membership is committed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteJoin {
+    /// The join created the group on its home realm.
+    pub created: bool,
+    /// The join made the user a member (false: they were one).
+    pub new_member: bool,
+    /// The member's read cursor (a `seq` of the home realm's order).
+    pub read_seq: i64,
+}
+
+/// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
+#[derive(Debug, Clone)]
+struct GroupReply {
+    error: Option<String>,
+    read_seq: i64,
+    created: bool,
+    new_member: bool,
+}
+
 /// A boxed future, so [`Remote`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -180,6 +200,29 @@ pub trait Remote: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<StoredMessage>>;
     /// Every peer and its link state.
     fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
+    /// Makes `user` (of this realm) a member of `group` homed on `realm`: asks the home realm,
+    /// then commits the membership of the replica `group@realm` here. The error says why not.
+    fn group_join<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<RemoteJoin, String>>;
+    /// Ends `user`'s membership of `group` homed on `realm`, on the home realm (the caller ends the
+    /// replica's membership here).
+    fn group_leave<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Commits posts of this realm's users to a group homed on `realm` to its outbox (each
+    /// recipient is `group@realm`), in order; returns once durable.
+    fn group_post(
+        &self,
+        realm: &str,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 }
 
 /// The link state of one peer, for `realms`.
@@ -208,6 +251,7 @@ struct LinkHandle {
     id: u64,
     frames: mpsc::Sender<Frame>,
     lookups: Arc<Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>>,
+    queries: Arc<Mutex<HashMap<u64, oneshot::Sender<GroupReply>>>>,
     cancel: CancellationToken,
 }
 
@@ -225,6 +269,8 @@ pub(crate) struct Peer {
     link: Mutex<Option<LinkHandle>>,
     /// Signalled when the outbox for this peer has new messages.
     work: Notify,
+    /// Signalled when a group with members on this peer has new messages or a new such member.
+    feed_work: Notify,
     known: Mutex<HashMap<String, (String, Instant)>>,
     next_query: AtomicU64,
 }
@@ -288,6 +334,36 @@ impl Peer {
             None => Lookup::Unreachable,
         }
     }
+
+    /// Sends the group query `make(q)` and waits for its answer.
+    async fn ask_group(
+        &self,
+        make: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Result<GroupReply, String> {
+        let name = &self.config.name;
+        let unreachable = || format!("realm {name} is unreachable now; try again later");
+        let Some(link) = self.link() else {
+            return Err(unreachable());
+        };
+        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.queries).insert(q, tx);
+        let answer = if link.frames.send(make(q)).await.is_ok() {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&link.queries).remove(&q);
+        match answer {
+            Some(GroupReply { error: Some(e), .. }) => Err(e),
+            Some(r) => Ok(r),
+            None => Err(unreachable()),
+        }
+    }
 }
 
 /// The federation of one realm: its peers, their links, its server-to-server listener.
@@ -348,6 +424,7 @@ impl Federation {
                 }),
                 link: Mutex::new(None),
                 work: Notify::new(),
+                feed_work: Notify::new(),
                 known: Mutex::default(),
                 next_query: AtomicU64::new(1),
             };
@@ -374,6 +451,12 @@ impl Federation {
             next_link: AtomicU64::new(1),
         });
         realm.set_remote(Arc::clone(&fed) as Arc<dyn Remote>);
+        let peers = fed.peers.clone();
+        realm.hub().set_feed(Box::new(move |realm| {
+            if let Some(p) = peers.get(realm) {
+                p.feed_work.notify_one();
+            }
+        }));
         tokio::spawn(link::accept_loop(
             Arc::clone(&fed),
             listener,
@@ -436,6 +519,85 @@ impl Remote for Federation {
         let realm = realm.to_owned();
         Box::pin(async move {
             let stored = store::enqueue(&self.store, realm, message).await?;
+            if let Some(p) = peer {
+                p.work.notify_one();
+            }
+            Ok(stored)
+        })
+    }
+
+    fn group_join<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<RemoteJoin, String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            let r = peer
+                .ask_group(
+                    |q| Frame::Gjoin {
+                        q,
+                        group: group.to_owned(),
+                        user: user.to_owned(),
+                    },
+                    self.config.lookup_timeout,
+                )
+                .await?;
+            let local = store::join_replica(
+                &self.store,
+                format!("{group}@{realm}"),
+                realm.to_owned(),
+                user.to_owned(),
+                r.read_seq,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot store a replica membership");
+                "the server could not store this; try again later".to_owned()
+            })?;
+            Ok(RemoteJoin {
+                created: r.created,
+                new_member: r.new_member || local,
+                read_seq: r.read_seq,
+            })
+        })
+    }
+
+    fn group_leave<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            peer.ask_group(
+                |q| Frame::Gleave {
+                    q,
+                    group: group.to_owned(),
+                    user: user.to_owned(),
+                },
+                self.config.lookup_timeout,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn group_post(
+        &self,
+        realm: &str,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
+        let peer = self.peers.get(realm).cloned();
+        let realm = realm.to_owned();
+        Box::pin(async move {
+            let stored = store::enqueue_group_posts(&self.store, realm, messages).await?;
             if let Some(p) = peer {
                 p.work.notify_one();
             }

@@ -14,9 +14,31 @@ use jaring_proto::chat::sendgroup::SendGroup;
 use tracing::error;
 
 use super::{ConnState, Delivery, Realm, STORAGE_FAILED, lock, unix_ms};
-use crate::group_store::{NewGroupMessage, StoredGroupMessage};
+use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, Subscription};
-use crate::store::{Store, StoreError};
+use crate::store::{NewMessage, Store, StoreError};
+
+/// Where a group address leads.
+enum GroupRef {
+    /// A group homed here: its name.
+    Local(String),
+    /// A group homed on a peer: its replica here (`name@realm`), the realm, the name there.
+    Remote {
+        replica: String,
+        realm: String,
+        name: String,
+    },
+}
+
+impl GroupRef {
+    /// The group's name in this realm's store and hub.
+    fn here(&self) -> &str {
+        match self {
+            Self::Local(n) => n,
+            Self::Remote { replica, .. } => replica,
+        }
+    }
+}
 
 /// A connection's live session on a group, handed to the server after the `group` OK. Dropping
 /// it ends the session in the hub.
@@ -77,45 +99,136 @@ impl<S: Store> Realm<S> {
         &self.groups
     }
 
-    /// The local name of a group address, or the ERROR appended.
-    fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
+    /// Where a group address leads: a bare name or `name@<this realm>` is a group homed here;
+    /// `name@peer` is the group homed on that peer. Or the ERROR appended.
+    fn group_ref(&self, addr: &Address, out: &mut Vec<u8>) -> Option<GroupRef> {
+        if let Some(realm) = addr.realm.as_deref()
+            && realm != self.options.name
+            && let Some(remote) = self.remote.get()
+            && remote.peer_names().iter().any(|p| p == realm)
+        {
+            return Some(GroupRef::Remote {
+                replica: addr.to_string(),
+                realm: realm.to_owned(),
+                name: addr.name.clone(),
+            });
+        }
         if self.refuse_foreign(addr, out) {
             return None;
         }
-        Some(addr.name.clone())
+        Some(GroupRef::Local(addr.name.clone()))
     }
 
-    /// Makes `user` a member (creating the group on first join); pushes the join. The ERROR is
-    /// appended on failure. Returns (created, new_member).
-    async fn ensure_member(
-        &self,
-        group: &str,
-        user: &str,
-        out: &mut Vec<u8>,
-    ) -> Option<(bool, bool)> {
-        if self.groups.membership(group, user).is_some() {
-            return Some((false, false));
-        }
+    /// The name under which a group address is stored here, or the ERROR appended.
+    fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
+        self.group_ref(addr, out).map(|g| g.here().to_owned())
+    }
+
+    /// Makes `user` (a user of this realm, or `user@peer`) a member of the group homed here
+    /// (creating it on first join); pushes the join. The error says why not.
+    async fn join_member(&self, group: &str, user: &str) -> Result<JoinOutcome, String> {
         if !self.groups.exists(group) && self.user(group).is_some() {
-            reply::encode_error(
-                format_args!("{group:?} is a user of this realm; pick another group name"),
-                out,
-            );
-            return None;
+            return Err(format!(
+                "{group:?} is a user of realm {}; pick another group name",
+                self.options.name
+            ));
         }
-        let outcome = match self.store.join_group(group, &self.options.name, user).await {
-            Ok(o) => o,
-            Err(e) => {
+        let outcome = self
+            .store
+            .join_group(group, &self.options.name, user)
+            .await
+            .map_err(|e| {
                 error!(error = %e, "cannot store a group membership");
-                reply::encode_error(STORAGE_FAILED, out);
-                return None;
-            }
-        };
+                STORAGE_FAILED.to_owned()
+            })?;
         if self.groups.joined(group, user, outcome.read_seq) && outcome.new_member {
             self.groups
                 .publish_presence(self.member_change(group, user), false);
         }
-        Some((outcome.created, outcome.new_member))
+        Ok(outcome)
+    }
+
+    /// A peer's user (`user@peer`) joins the group `group` homed here.
+    pub async fn join_for_peer(&self, group: &str, member: &str) -> Result<JoinOutcome, String> {
+        self.join_member(group, member).await
+    }
+
+    /// A peer's user (`user@peer`) leaves the group `group` homed here (done already is fine: a
+    /// retried leave whose answer was lost).
+    pub async fn leave_for_peer(&self, group: &str, member: &str) -> Result<(), String> {
+        if !self.groups.exists(group) {
+            return Err(format!("no group {group:?} on realm {}", self.options.name));
+        }
+        if self.groups.membership(group, member).is_none() {
+            return Ok(());
+        }
+        self.leave_member(group, member).await
+    }
+
+    /// Ends a membership in storage, then in the hub; pushes the leave.
+    async fn leave_member(&self, group: &str, user: &str) -> Result<(), String> {
+        if let Err(e) = self.store.leave_group(group, user).await {
+            error!(error = %e, "cannot store a group leave");
+            return Err(STORAGE_FAILED.to_owned());
+        }
+        let change = self.member_change(group, user);
+        if self.groups.left(group, user) {
+            self.groups.publish_presence(change, true);
+        }
+        Ok(())
+    }
+
+    /// Stores group messages relayed by a peer realm (posts of its users to groups homed here), in
+    /// order, in one commit; a message whose id is stored already is a retry and is skipped.
+    pub async fn post_relayed(
+        &self,
+        messages: Vec<NewGroupMessage>,
+    ) -> Result<Vec<StoredGroupMessage>, StoreError> {
+        let hub = Arc::clone(&self.groups);
+        self.store
+            .insert_group_messages(messages, Box::new(move |m| hub.publish_message(m)))
+            .await
+    }
+
+    /// Makes `user` a member of the group (creating a local group on first join, asking the home
+    /// realm of a remote one); pushes the join. The ERROR is appended on failure. Returns
+    /// (created, new_member).
+    async fn ensure_member(
+        &self,
+        group: &GroupRef,
+        user: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<(bool, bool)> {
+        if self.groups.membership(group.here(), user).is_some() {
+            return Some((false, false));
+        }
+        let joined = match group {
+            GroupRef::Local(name) => self
+                .join_member(name, user)
+                .await
+                .map(|o| (o.created, o.new_member)),
+            GroupRef::Remote {
+                replica,
+                realm,
+                name,
+            } => match self.remote.get() {
+                Some(remote) => remote.group_join(realm, name, user).await.map(|j| {
+                    if self.groups.joined(replica, user, j.read_seq) {
+                        self.groups
+                            .publish_presence(self.member_change(replica, user), false);
+                    }
+                    (j.created, j.new_member)
+                }),
+                None => Err(format!("no link to realm {realm:?}")),
+            },
+        };
+        match joined {
+            Ok(j) => Some(j),
+            Err(e) => {
+                reply::encode_error(e, out);
+                None
+            }
+        }
     }
 
     fn member_change(&self, group: &str, user: &str) -> MemberChange {
@@ -136,8 +249,9 @@ impl<S: Store> Realm<S> {
         out: &mut Vec<u8>,
     ) -> Option<LiveSession> {
         let user = self.resolve(conn, &c.token, out).await?;
-        let group = self.group_name(&c.group, out)?;
-        let (created, new_member) = self.ensure_member(&group, &user, out).await?;
+        let target = self.group_ref(&c.group, out)?;
+        let (created, new_member) = self.ensure_member(&target, &user, out).await?;
+        let group = target.here().to_owned();
         let Some(subscription) = self.groups.subscribe(&group, &user) else {
             // Left on another connection in between.
             reply::encode_error(
@@ -187,6 +301,11 @@ impl<S: Store> Realm<S> {
         let sender_display = self
             .user(user)
             .map_or_else(|| user.to_owned(), |u| u.display_name);
+        if let Some((_, realm)) = group.split_once('@') {
+            return self
+                .post_remote(group, realm, user, &sender_display, bodies)
+                .await;
+        }
         let messages = bodies
             .into_iter()
             .map(|body| NewGroupMessage {
@@ -202,6 +321,49 @@ impl<S: Store> Realm<S> {
         self.store
             .insert_group_messages(messages, Box::new(move |m| hub.publish_message(m)))
             .await
+    }
+
+    /// Posts to the replica `group` of a group homed on `realm`: committed to the outbox for the
+    /// home realm, which orders it; it comes back with its `seq` through the group's feed. The
+    /// messages returned carry `seq` 0 (not ordered yet).
+    async fn post_remote(
+        &self,
+        group: &str,
+        realm: &str,
+        user: &str,
+        sender_display: &str,
+        bodies: Vec<String>,
+    ) -> Result<Vec<StoredGroupMessage>, StoreError> {
+        let Some(remote) = self.remote.get() else {
+            return Err(StoreError::Stopped);
+        };
+        let messages = bodies
+            .into_iter()
+            .map(|body| NewMessage {
+                id: uuid::Uuid::now_v7(),
+                sender: user.to_owned(),
+                sender_display: sender_display.to_owned(),
+                recipient: group.to_owned(),
+                recipient_display: group.to_owned(),
+                body,
+                sent_at: unix_ms(),
+            })
+            .collect();
+        let stored = remote.group_post(realm, messages).await?;
+        Ok(stored
+            .into_iter()
+            .map(|m| StoredGroupMessage {
+                seq: 0,
+                message: NewGroupMessage {
+                    id: m.message.id,
+                    group: group.to_owned(),
+                    sender: m.message.sender,
+                    sender_display: m.message.sender_display,
+                    body: m.message.body,
+                    sent_at: m.message.sent_at,
+                },
+            })
+            .collect())
     }
 
     /// Moves a member's read cursor forward in memory now and in storage when `persist`.
@@ -222,12 +384,13 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, &c.token, out).await else {
             return;
         };
-        let Some(group) = self.group_name(&c.group, out) else {
+        let Some(target) = self.group_ref(&c.group, out) else {
             return;
         };
-        if self.ensure_member(&group, &user, out).await.is_none() {
+        if self.ensure_member(&target, &user, out).await.is_none() {
             return;
         }
+        let group = target.here().to_owned();
         match self.post_group_message(&group, &user, c.message).await {
             Ok(stored) => reply::encode(
                 &GroupSent {
@@ -248,6 +411,13 @@ impl<S: Store> Realm<S> {
 
     /// The member's membership, or the ERROR appended.
     fn require_member(&self, group: &str, user: &str, out: &mut Vec<u8>) -> Option<i64> {
+        if !self.groups.exists(group) && group.contains('@') {
+            reply::encode_error(
+                format_args!("you are not a member of {group:?}; join with: group TOKEN {group}"),
+                out,
+            );
+            return None;
+        }
         if !self.groups.exists(group) {
             reply::encode_error(
                 format_args!(
@@ -404,20 +574,27 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, token, out).await else {
             return;
         };
-        let Some(group) = self.group_name(group, out) else {
+        let Some(target) = self.group_ref(group, out) else {
             return;
         };
+        let group = target.here().to_owned();
         if self.require_member(&group, &user, out).is_none() {
             return;
         }
-        if let Err(e) = self.store.leave_group(&group, &user).await {
-            error!(error = %e, "cannot store a group leave");
-            reply::encode_error(STORAGE_FAILED, out);
-            return;
+        if let GroupRef::Remote { realm, name, .. } = &target {
+            // The home realm first: a leave it did not hear of would keep feeding us.
+            let left = match self.remote.get() {
+                Some(remote) => remote.group_leave(realm, name, &user).await,
+                None => Err(format!("no link to realm {realm:?}")),
+            };
+            if let Err(e) = left {
+                reply::encode_error(e, out);
+                return;
+            }
         }
-        let change = self.member_change(&group, &user);
-        if self.groups.left(&group, &user) {
-            self.groups.publish_presence(change, true);
+        if let Err(e) = self.leave_member(&group, &user).await {
+            reply::encode_error(e, out);
+            return;
         }
         reply::encode_ok(&format!("Left group {group}"), out);
     }

@@ -102,6 +102,81 @@ pub enum Frame {
         /// The display name, or null when there is no such user.
         display: Option<String>,
     },
+    /// Member realm → home realm: make `user@<sender realm>` a member of `group` (created if it
+    /// does not exist). Answered by [`Frame::Greply`] with the same `q`.
+    Gjoin {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the receiving (home) realm.
+        group: String,
+        /// The user's name on the sending realm (without `@realm`).
+        user: String,
+    },
+    /// Member realm → home realm: end the membership of `user@<sender realm>` in `group`.
+    /// Answered by [`Frame::Greply`].
+    Gleave {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the home realm.
+        group: String,
+        /// The user's name on the sending realm.
+        user: String,
+    },
+    /// The answer to [`Frame::Gjoin`] or [`Frame::Gleave`].
+    Greply {
+        /// The query number.
+        q: u64,
+        /// Why it was refused, or null when it was done (and committed).
+        error: Option<String>,
+        /// For a join: the member's read cursor on the home realm (the group's latest `seq` for a
+        /// new member); 0 for a leave.
+        read_seq: i64,
+        /// The join created the group.
+        created: bool,
+        /// The join made the user a member (false: they were one already).
+        new_member: bool,
+    },
+    /// Member realm → home realm: a message from `from@<sender realm>` to `group`, taken from the
+    /// sender's outbox. Answered by [`Frame::Ack`] once committed in the group, or
+    /// [`Frame::Bounce`] (no such group, not a member).
+    Gpost {
+        /// The message id (UUID v7) the member realm chose: the de-duplication key.
+        id: String,
+        /// The group's name on the home realm.
+        group: String,
+        /// The sender's user name on the sending realm.
+        from: String,
+        /// The text.
+        body: String,
+        /// Milliseconds since the Unix epoch, when the member realm accepted it.
+        sent_at: i64,
+    },
+    /// Home realm → member realm: message `seq` of `group`, for the member realm's replica of it
+    /// (`group@<sender realm>`). Sent in `seq` order; answered by [`Frame::Gack`].
+    Gmsg {
+        /// The group's name on the home realm.
+        group: String,
+        /// The message's place in the group's order (assigned by the home realm).
+        seq: i64,
+        /// The message id.
+        id: String,
+        /// The sender's address as the home realm names it (`messi`, `james@realm2`).
+        from: String,
+        /// The sender's display name as the home realm knows it.
+        display: String,
+        /// The text.
+        body: String,
+        /// Milliseconds since the Unix epoch.
+        sent_at: i64,
+    },
+    /// Member realm → home realm: every message of `group` up to `seq` is committed in the
+    /// replica (cumulative).
+    Gack {
+        /// The group's name on the home realm.
+        group: String,
+        /// The highest `seq` committed.
+        seq: i64,
+    },
     /// Keep-alive; answered by [`Frame::Pong`].
     Ping,
     /// The answer to [`Frame::Ping`].
@@ -129,6 +204,12 @@ impl Frame {
             Self::Bounce { .. } => "bounce",
             Self::Lookup { .. } => "lookup",
             Self::Found { .. } => "found",
+            Self::Gjoin { .. } => "gjoin",
+            Self::Gleave { .. } => "gleave",
+            Self::Greply { .. } => "greply",
+            Self::Gpost { .. } => "gpost",
+            Self::Gmsg { .. } => "gmsg",
+            Self::Gack { .. } => "gack",
             Self::Ping => "ping",
             Self::Pong => "pong",
         }
@@ -214,6 +295,94 @@ mod tests {
         let mut ready = Vec::new();
         Frame::Ready.encode(&mut ready);
         assert_eq!(ready, b"{\"t\":\"ready\"}\n");
+    }
+
+    #[test]
+    fn group_frames_are_byte_exact() {
+        let cases = [
+            (
+                Frame::Gjoin {
+                    q: 3,
+                    group: "football".into(),
+                    user: "james".into(),
+                },
+                r#"{"t":"gjoin","q":3,"group":"football","user":"james"}"#,
+            ),
+            (
+                Frame::Gleave {
+                    q: 4,
+                    group: "football".into(),
+                    user: "james".into(),
+                },
+                r#"{"t":"gleave","q":4,"group":"football","user":"james"}"#,
+            ),
+            (
+                Frame::Greply {
+                    q: 3,
+                    error: None,
+                    read_seq: 7,
+                    created: false,
+                    new_member: true,
+                },
+                r#"{"t":"greply","q":3,"error":null,"read_seq":7,"created":false,"new_member":true}"#,
+            ),
+            (
+                Frame::Gpost {
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    group: "football".into(),
+                    from: "james".into(),
+                    body: "hi".into(),
+                    sent_at: 5,
+                },
+                r#"{"t":"gpost","id":"0190c7a2-0000-7000-8000-000000000001","group":"football","from":"james","body":"hi","sent_at":5}"#,
+            ),
+            (
+                Frame::Gmsg {
+                    group: "football".into(),
+                    seq: 8,
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    from: "james@realm2".into(),
+                    display: "james@realm2".into(),
+                    body: "hi".into(),
+                    sent_at: 5,
+                },
+                r#"{"t":"gmsg","group":"football","seq":8,"id":"0190c7a2-0000-7000-8000-000000000001","from":"james@realm2","display":"james@realm2","body":"hi","sent_at":5}"#,
+            ),
+            (
+                Frame::Gack {
+                    group: "football".into(),
+                    seq: 8,
+                },
+                r#"{"t":"gack","group":"football","seq":8}"#,
+            ),
+        ];
+        for (frame, text) in cases {
+            let mut out = Vec::new();
+            frame.encode(&mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).expect("utf-8"),
+                format!("{text}\n")
+            );
+            let mut frames = Vec::new();
+            LinkFramer::new(DEFAULT_MAX_FRAME)
+                .feed(&out, &mut frames)
+                .expect("valid");
+            assert_eq!(frames, vec![frame]);
+        }
+        // A refusal carries its reason; a missing field is malformed.
+        let mut frames = Vec::new();
+        LinkFramer::new(DEFAULT_MAX_FRAME)
+            .feed(
+                b"{\"t\":\"greply\",\"q\":1,\"error\":\"no\",\"read_seq\":0,\"created\":false,\"new_member\":false}\n",
+                &mut frames,
+            )
+            .expect("valid");
+        assert!(matches!(&frames[0], Frame::Greply { error: Some(e), .. } if e == "no"));
+        assert!(
+            LinkFramer::new(DEFAULT_MAX_FRAME)
+                .feed(b"{\"t\":\"gack\",\"group\":\"g\"}\n", &mut frames)
+                .is_err()
+        );
     }
 
     #[test]
