@@ -1059,3 +1059,102 @@ async fn a_peer_posts_only_as_its_own_members() {
     );
     r1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_across_three_realms_with_live_members_on_each() {
+    // a dials b and c; b dials c. The group is homed on a.
+    let c = node(
+        "c",
+        &["carol"],
+        vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
+    )
+    .await;
+    let b = node(
+        "b",
+        &["bob"],
+        vec![
+            peer("a", nowhere(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    let a = node(
+        "a",
+        &["alice"],
+        vec![
+            peer("b", b.fed.local_addr(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    for (f, p) in [(&a.fed, "b"), (&a.fed, "c"), (&b.fed, "c")] {
+        wait_up(f, p).await;
+    }
+    let (mut alice, ta) = login(a.addr(), "alice").await;
+    let (mut bob, tb) = login(b.addr(), "bob").await;
+    let (mut carol, tc) = login(c.addr(), "carol").await;
+    // A bare group name is a group of one's own realm: this "chess" is b's, created there.
+    let r = bob.call(&format!("sendgroup {tb} chess on b")).await;
+    assert!(ok(&r) && r["group"] == "chess", "{r}");
+    for (cl, t, g) in [
+        (&mut alice, &ta, "chess"),
+        (&mut bob, &tb, "chess@a"),
+        (&mut carol, &tc, "chess@a"),
+    ] {
+        let j = cl.call(&format!("group {t} {g}")).await;
+        assert!(ok(&j) && j["group"] == g, "{j}");
+    }
+    const K: usize = 20;
+    for i in 0..K {
+        alice.send_raw(format!("a{i:02}\r\n").as_bytes()).await;
+        bob.send_raw(format!("b{i:02}\r\n").as_bytes()).await;
+        carol.send_raw(format!("c{i:02}\r\n").as_bytes()).await;
+    }
+    let on_a = seq_from_msg(&live_messages(&mut alice, 3 * K).await);
+    let on_b = seq_from_msg(&live_messages(&mut bob, 3 * K).await);
+    let on_c = seq_from_msg(&live_messages(&mut carol, 3 * K).await);
+    let order = |v: &[(i64, String, String)]| -> Vec<(i64, String)> {
+        v.iter().map(|m| (m.0, m.2.clone())).collect()
+    };
+    assert_eq!(
+        on_a.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=3 * K as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(order(&on_a), order(&on_b), "a and b see one order");
+    assert_eq!(order(&on_a), order(&on_c), "a and c see one order");
+    // Each realm names senders from its own point of view.
+    let sender_of = |v: &[(i64, String, String)], prefix: char| -> String {
+        v.iter()
+            .find(|m| m.2.starts_with(prefix))
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(
+        [
+            sender_of(&on_a, 'a'),
+            sender_of(&on_a, 'b'),
+            sender_of(&on_a, 'c')
+        ],
+        ["alice", "bob@b", "carol@c"]
+    );
+    assert_eq!(
+        [
+            sender_of(&on_b, 'a'),
+            sender_of(&on_b, 'b'),
+            sender_of(&on_b, 'c')
+        ],
+        ["alice@a", "bob", "carol@c"]
+    );
+    assert_eq!(
+        [
+            sender_of(&on_c, 'a'),
+            sender_of(&on_c, 'b'),
+            sender_of(&on_c, 'c')
+        ],
+        ["alice@a", "bob@b", "carol"]
+    );
+    for n in [a, b, c] {
+        n.running.stop().await;
+    }
+}
