@@ -805,7 +805,10 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
     assert!(error(&r).contains("not a member"), "{r}");
     // A realm that is no peer, and a group name that is a user on its home realm.
     let r = jordan.call(&format!("group {tjo} football@realm9")).await;
-    assert!(error(&r).contains("no link to realm"), "{r}");
+    assert!(
+        error(&r).contains("no link to realm \"realm9\": this realm (realm2) links to realm1"),
+        "{r}"
+    );
     let r = jordan.call(&format!("group {tjo} messi@realm1")).await;
     assert!(error(&r).contains("is a user of realm realm1"), "{r}");
     r1.running.stop().await;

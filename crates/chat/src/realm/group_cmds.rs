@@ -105,8 +105,19 @@ impl<S: Store> Realm<S> {
         if let Some(realm) = addr.realm.as_deref()
             && realm != self.options.name
             && let Some(remote) = self.remote.get()
-            && remote.peer_names().iter().any(|p| p == realm)
         {
+            let peers = remote.peer_names();
+            if !peers.iter().any(|p| p == realm) {
+                reply::encode_error(
+                    format_args!(
+                        "no link to realm {realm:?}: this realm ({}) links to {}",
+                        self.options.name,
+                        peers.join(", ")
+                    ),
+                    out,
+                );
+                return None;
+            }
             return Some(GroupRef::Remote {
                 replica: addr.to_string(),
                 realm: realm.to_owned(),
