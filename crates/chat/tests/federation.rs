@@ -761,10 +761,9 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
     }
     let inbox = tokio::time::timeout(TIMEOUT, async {
         loop {
-            let r = jordan
-                .call(&format!("inboxgroup {tjo} football@realm1"))
-                .await;
-            assert!(ok(&r), "{r}");
+            // The bare name is the one replica this realm keeps.
+            let r = jordan.call(&format!("inboxgroup {tjo} football")).await;
+            assert!(ok(&r) && r["group"] == "football@realm1", "{r}");
             let m = r["messages"].as_array().unwrap().clone();
             if !m.is_empty() {
                 return m;
@@ -1068,13 +1067,13 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
     // a dials b and c; b dials c. The group is homed on a.
     let c = node(
         "c",
-        &["carol"],
+        &["carol", "cid"],
         vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
     )
     .await;
     let b = node(
         "b",
-        &["bob"],
+        &["bob", "bea"],
         vec![
             peer("a", nowhere(), SECRET),
             peer("c", c.fed.local_addr(), SECRET),
@@ -1083,7 +1082,7 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
     .await;
     let a = node(
         "a",
-        &["alice"],
+        &["alice", "ann"],
         vec![
             peer("b", b.fed.local_addr(), SECRET),
             peer("c", c.fed.local_addr(), SECRET),
@@ -1096,16 +1095,15 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
     let (mut alice, ta) = login(a.addr(), "alice").await;
     let (mut bob, tb) = login(b.addr(), "bob").await;
     let (mut carol, tc) = login(c.addr(), "carol").await;
-    // A bare group name is a group of one's own realm: this "chess" is b's, created there.
-    let r = bob.call(&format!("sendgroup {tb} chess on b")).await;
-    assert!(ok(&r) && r["group"] == "chess", "{r}");
-    for (cl, t, g) in [
-        (&mut alice, &ta, "chess"),
-        (&mut bob, &tb, "chess@a"),
-        (&mut carol, &tc, "chess@a"),
+    // A bare name that no realm has is created on one's own realm; one that exactly one peer has
+    // is that peer's.
+    for (cl, t, g, want) in [
+        (&mut alice, &ta, "chess", "chess"),
+        (&mut bob, &tb, "chess", "chess@a"),
+        (&mut carol, &tc, "chess@a", "chess@a"),
     ] {
         let j = cl.call(&format!("group {t} {g}")).await;
-        assert!(ok(&j) && j["group"] == g, "{j}");
+        assert!(ok(&j) && j["group"] == want, "{j}");
     }
     const K: usize = 20;
     for i in 0..K {
@@ -1157,6 +1155,27 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
         ],
         ["alice@a", "bob@b", "carol"]
     );
+    // Several realms home a group of that name: the bare name is refused, naming them; a replica
+    // already kept here decides.
+    let (mut ann, tan) = login(a.addr(), "ann").await;
+    let (mut bea, tbe) = login(b.addr(), "bea").await;
+    let (mut cid, tci) = login(c.addr(), "cid").await;
+    let r = bea.call(&format!("sendgroup {tbe} go on b")).await;
+    assert!(ok(&r) && r["group"] == "go", "{r}");
+    let r = ann.call(&format!("sendgroup {tan} go@a on a")).await;
+    assert!(ok(&r) && r["group"] == "go", "{r}");
+    let r = cid.call(&format!("sendgroup {tci} go hi")).await;
+    let e = error(&r);
+    assert!(
+        e.contains("several realms") && e.contains("go@a or go@b"),
+        "{e}"
+    );
+    let r = cid.call(&format!("sendgroup {tci} go@b to b's")).await;
+    assert!(ok(&r) && r["group"] == "go@b", "{r}");
+    let r = cid.call(&format!("members {tci} go")).await;
+    assert_eq!(r["group"], "go@b", "{r}");
+    let r = ann.call(&format!("members {tan} go")).await;
+    assert_eq!(r["group"], "go", "{r}");
     for n in [a, b, c] {
         n.running.stop().await;
     }

@@ -817,6 +817,15 @@ async fn handle_frames(
                     let _ = waiter.send(display);
                 }
             }
+            Frame::Glookup { q, group } => {
+                let exists = is_valid_name(&group) && realm.hub().exists(&group);
+                replies.push(Frame::Gfound { q, exists });
+            }
+            Frame::Gfound { q, exists } => {
+                if let Some(waiter) = lock(&link.lookups).remove(&q) {
+                    let _ = waiter.send(exists.then(String::new));
+                }
+            }
             Frame::Gjoin { q, group, user } => {
                 let answer = if is_valid_name(&group) && is_valid_name(&user) {
                     join_for_peer(fed, &realm, pname, &group, &user).await

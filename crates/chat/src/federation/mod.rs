@@ -200,6 +200,9 @@ pub trait Remote: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<StoredMessage>>;
     /// Every peer and its link state.
     fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
+    /// Asks `realm` whether it is the home of a group `group` ([`Lookup::Found`] with the group's
+    /// name).
+    fn group_lookup<'a>(&'a self, realm: &'a str, group: &'a str) -> BoxFuture<'a, Lookup>;
     /// Makes `user` (of this realm) a member of `group` homed on `realm`: asks the home realm,
     /// then commits the membership of the replica `group@realm` here. The error says why not.
     fn group_join<'a>(
@@ -299,29 +302,15 @@ impl Peer {
         {
             return Lookup::Found(display.clone());
         }
-        let Some(link) = self.link() else {
-            return Lookup::Unreachable;
-        };
-        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&link.lookups).insert(q, tx);
-        let asked = link
-            .frames
-            .send(Frame::Lookup {
-                q,
-                user: user.to_owned(),
-            })
-            .await
-            .is_ok();
-        let answer = if asked {
-            tokio::time::timeout(timeout, rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        lock(&link.lookups).remove(&q);
+        let answer = self
+            .ask(
+                |q| Frame::Lookup {
+                    q,
+                    user: user.to_owned(),
+                },
+                timeout,
+            )
+            .await;
         match answer {
             Some(Some(display)) => {
                 lock(&self.known).insert(user.to_owned(), (display.clone(), Instant::now()));
@@ -331,6 +320,47 @@ impl Peer {
                 lock(&self.known).remove(user);
                 Lookup::Missing
             }
+            None => Lookup::Unreachable,
+        }
+    }
+
+    /// Sends the query `make(q)` (a lookup) and waits for its answer: `None` when the link is down
+    /// or nothing came in time.
+    async fn ask(
+        &self,
+        make: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Option<Option<String>> {
+        let link = self.link()?;
+        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.lookups).insert(q, tx);
+        let answer = if link.frames.send(make(q)).await.is_ok() {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&link.lookups).remove(&q);
+        answer
+    }
+
+    /// Whether the peer homes a group `group` (never cached: groups come and go).
+    async fn group_lookup(&self, group: &str, timeout: Duration) -> Lookup {
+        let answer = self
+            .ask(
+                |q| Frame::Glookup {
+                    q,
+                    group: group.to_owned(),
+                },
+                timeout,
+            )
+            .await;
+        match answer {
+            Some(Some(name)) => Lookup::Found(name),
+            Some(None) => Lookup::Missing,
             None => Lookup::Unreachable,
         }
     }
@@ -523,6 +553,15 @@ impl Remote for Federation {
                 p.work.notify_one();
             }
             Ok(stored)
+        })
+    }
+
+    fn group_lookup<'a>(&'a self, realm: &'a str, group: &'a str) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            match self.peers.get(realm) {
+                Some(p) => p.group_lookup(group, self.config.lookup_timeout).await,
+                None => Lookup::NotPeer,
+            }
         })
     }
 

@@ -14,6 +14,7 @@ use jaring_proto::chat::sendgroup::SendGroup;
 use tracing::error;
 
 use super::{ConnState, Delivery, Realm, STORAGE_FAILED, lock, unix_ms};
+use crate::federation::Lookup;
 use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, Subscription};
 use crate::store::{NewMessage, Store, StoreError};
@@ -99,12 +100,21 @@ impl<S: Store> Realm<S> {
         &self.groups
     }
 
-    /// Where a group address leads: a bare name or `name@<this realm>` is a group homed here;
-    /// `name@peer` is the group homed on that peer. Or the ERROR appended.
-    fn group_ref(&self, addr: &Address, out: &mut Vec<u8>) -> Option<GroupRef> {
+    /// Where a group address leads, or the ERROR appended. `name@<this realm>` is a group homed
+    /// here and `name@peer` the group homed on that peer. A bare name is the group of this realm
+    /// if there is one; else the replica of a peer's group this realm keeps already, if exactly one
+    /// peer's; else the peers are asked: exactly one homes it → that one; several → ERROR naming
+    /// them; none (or none that could be asked) → a group of this realm, created on first join.
+    async fn group_ref(&self, addr: &Address, out: &mut Vec<u8>) -> Option<GroupRef> {
+        let remote_ref = |name: &str, realm: &str| GroupRef::Remote {
+            replica: format!("{name}@{realm}"),
+            realm: realm.to_owned(),
+            name: name.to_owned(),
+        };
+        let remote = self.remote.get();
         if let Some(realm) = addr.realm.as_deref()
             && realm != self.options.name
-            && let Some(remote) = self.remote.get()
+            && let Some(remote) = remote
         {
             let peers = remote.peer_names();
             if !peers.iter().any(|p| p == realm) {
@@ -118,21 +128,56 @@ impl<S: Store> Realm<S> {
                 );
                 return None;
             }
-            return Some(GroupRef::Remote {
-                replica: addr.to_string(),
-                realm: realm.to_owned(),
-                name: addr.name.clone(),
-            });
+            return Some(remote_ref(&addr.name, realm));
         }
         if self.refuse_foreign(addr, out) {
             return None;
         }
-        Some(GroupRef::Local(addr.name.clone()))
+        let name = &addr.name;
+        let (Some(remote), None) = (remote, &addr.realm) else {
+            return Some(GroupRef::Local(name.clone()));
+        };
+        if self.groups.exists(name) {
+            return Some(GroupRef::Local(name.clone()));
+        }
+        let peers = remote.peer_names();
+        let kept: Vec<&String> = peers
+            .iter()
+            .filter(|p| self.groups.exists(&format!("{name}@{p}")))
+            .collect();
+        if let [realm] = kept[..] {
+            return Some(remote_ref(name, realm));
+        }
+        let mut found = Vec::new();
+        for realm in &peers {
+            // A peer that cannot be asked counts as not having it: creating a group must not wait
+            // for a peer to come back.
+            if let Lookup::Found(_) = remote.group_lookup(realm, name).await {
+                found.push(format!("{name}@{realm}"));
+            }
+        }
+        match found.len() {
+            0 => Some(GroupRef::Local(name.clone())),
+            1 => {
+                let (_, realm) = found[0].split_once('@')?;
+                Some(remote_ref(name, realm))
+            }
+            _ => {
+                reply::encode_error(
+                    format_args!(
+                        "{name:?} is a group on several realms; say which: {}",
+                        found.join(" or ")
+                    ),
+                    out,
+                );
+                None
+            }
+        }
     }
 
     /// The name under which a group address is stored here, or the ERROR appended.
-    fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
-        self.group_ref(addr, out).map(|g| g.here().to_owned())
+    async fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
+        self.group_ref(addr, out).await.map(|g| g.here().to_owned())
     }
 
     /// Makes `user` (a user of this realm, or `user@peer`) a member of the group homed here
@@ -224,7 +269,7 @@ impl<S: Store> Realm<S> {
                 name,
             } => match self.remote.get() {
                 Some(remote) => remote.group_join(realm, name, user).await.map(|j| {
-                    if self.groups.joined(replica, user, j.read_seq) {
+                    if self.groups.joined(replica, user, j.read_seq) && j.new_member {
                         self.groups
                             .publish_presence(self.member_change(replica, user), false);
                     }
@@ -260,7 +305,7 @@ impl<S: Store> Realm<S> {
         out: &mut Vec<u8>,
     ) -> Option<LiveSession> {
         let user = self.resolve(conn, &c.token, out).await?;
-        let target = self.group_ref(&c.group, out)?;
+        let target = self.group_ref(&c.group, out).await?;
         let (created, new_member) = self.ensure_member(&target, &user, out).await?;
         let group = target.here().to_owned();
         let Some(subscription) = self.groups.subscribe(&group, &user) else {
@@ -395,7 +440,7 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, &c.token, out).await else {
             return;
         };
-        let Some(target) = self.group_ref(&c.group, out) else {
+        let Some(target) = self.group_ref(&c.group, out).await else {
             return;
         };
         if self.ensure_member(&target, &user, out).await.is_none() {
@@ -457,7 +502,7 @@ impl<S: Store> Realm<S> {
         out: &mut Vec<u8>,
     ) -> Option<Delivery> {
         let user = self.resolve(conn, token, out).await?;
-        let group = self.group_name(group, out)?;
+        let group = self.group_name(group, out).await?;
         let read_seq = self.require_member(&group, &user, out)?;
         let key = format!("{user} {group}");
         if !lock(&self.leases).insert(key.clone()) {
@@ -542,7 +587,7 @@ impl<S: Store> Realm<S> {
         if self.resolve(conn, token, out).await.is_none() {
             return;
         }
-        let Some(group) = self.group_name(group, out) else {
+        let Some(group) = self.group_name(group, out).await else {
             return;
         };
         let Some(list) = self.groups.members(&group) else {
@@ -585,7 +630,7 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, token, out).await else {
             return;
         };
-        let Some(target) = self.group_ref(group, out) else {
+        let Some(target) = self.group_ref(group, out).await else {
             return;
         };
         let group = target.here().to_owned();

@@ -102,6 +102,20 @@ pub enum Frame {
         /// The display name, or null when there is no such user.
         display: Option<String>,
     },
+    /// Is there a group `group` homed on your realm? Answered by [`Frame::Gfound`].
+    Glookup {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name.
+        group: String,
+    },
+    /// The answer to [`Frame::Glookup`].
+    Gfound {
+        /// The query number.
+        q: u64,
+        /// Whether the group exists (homed on the answering realm).
+        exists: bool,
+    },
     /// Member realm → home realm: make `user@<sender realm>` a member of `group` (created if it
     /// does not exist). Answered by [`Frame::Greply`] with the same `q`.
     Gjoin {
@@ -204,6 +218,8 @@ impl Frame {
             Self::Bounce { .. } => "bounce",
             Self::Lookup { .. } => "lookup",
             Self::Found { .. } => "found",
+            Self::Glookup { .. } => "glookup",
+            Self::Gfound { .. } => "gfound",
             Self::Gjoin { .. } => "gjoin",
             Self::Gleave { .. } => "gleave",
             Self::Greply { .. } => "greply",
@@ -300,6 +316,17 @@ mod tests {
     #[test]
     fn group_frames_are_byte_exact() {
         let cases = [
+            (
+                Frame::Glookup {
+                    q: 2,
+                    group: "football".into(),
+                },
+                r#"{"t":"glookup","q":2,"group":"football"}"#,
+            ),
+            (
+                Frame::Gfound { q: 2, exists: true },
+                r#"{"t":"gfound","q":2,"exists":true}"#,
+            ),
             (
                 Frame::Gjoin {
                     q: 3,
