@@ -783,6 +783,12 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
     let h2 = group_history(&mut jordan, &tjo, "football@realm1", last as usize).await;
     same_order(&h1, &h2);
     assert_eq!(h1.last().unwrap()["from"], "jordan@realm2");
+    let r = jordan.call(&format!("history {tjo} football 1")).await;
+    assert_eq!(
+        r["group"], "football@realm1",
+        "the bare name is the replica kept here: {r}"
+    );
+    assert_eq!(r["messages"][0]["seq"], last);
 
     // realm1 lists realm2's members as user@realm2; leaving goes through the home realm.
     let r = messi.call(&format!("members {tm} football")).await;

@@ -140,14 +140,11 @@ impl<S: Store> Realm<S> {
         if self.groups.exists(name) {
             return Some(GroupRef::Local(name.clone()));
         }
-        let peers = remote.peer_names();
-        let kept: Vec<&String> = peers
-            .iter()
-            .filter(|p| self.groups.exists(&format!("{name}@{p}")))
-            .collect();
-        if let [realm] = kept[..] {
+        if let Some(replica) = self.kept_replica(name) {
+            let (_, realm) = replica.split_once('@')?;
             return Some(remote_ref(name, realm));
         }
+        let peers = remote.peer_names();
         let mut found = Vec::new();
         for realm in &peers {
             // A peer that cannot be asked counts as not having it: creating a group must not wait
@@ -173,6 +170,22 @@ impl<S: Store> Realm<S> {
                 None
             }
         }
+    }
+
+    /// The replica `name@peer` this realm keeps of a peer's group `name`, if it keeps exactly one
+    /// (and `name` is not a group of this realm).
+    pub(super) fn kept_replica(&self, name: &str) -> Option<String> {
+        let remote = self.remote.get()?;
+        if self.groups.exists(name) {
+            return None;
+        }
+        let mut kept = remote
+            .peer_names()
+            .into_iter()
+            .map(|p| format!("{name}@{p}"))
+            .filter(|g| self.groups.exists(g));
+        let first = kept.next()?;
+        kept.next().is_none().then_some(first)
     }
 
     /// The name under which a group address is stored here, or the ERROR appended.
