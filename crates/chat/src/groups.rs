@@ -403,6 +403,28 @@ mod tests {
     }
 
     #[test]
+    fn groups_with_members_on_a_peer_are_fed_to_it_and_wake_it() {
+        let hub = Hub::new(4, 100);
+        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&woken);
+        hub.set_feed(Box::new(move |realm| lock(&log).push(realm.to_owned())));
+        hub.joined("g", "a", 0);
+        assert!(hub.fed_to("realm2").is_empty());
+        hub.publish_message(&stored(1));
+        assert!(lock(&woken).is_empty(), "no peer has members yet");
+        hub.joined("g", "james@realm2", 1);
+        hub.joined("g", "jordan@realm2", 1);
+        hub.joined("g", "jordan@realm2", 1);
+        assert_eq!(hub.fed_to("realm2"), [("g".to_owned(), 1)]);
+        hub.publish_message(&stored(2));
+        assert_eq!(*lock(&woken), ["realm2", "realm2", "realm2"]);
+        hub.left("g", "james@realm2");
+        assert_eq!(hub.fed_to("realm2").len(), 1, "jordan is still in");
+        hub.left("g", "jordan@realm2");
+        assert!(hub.fed_to("realm2").is_empty());
+    }
+
+    #[test]
     fn presence_is_muted_in_large_groups() {
         let hub = Hub::new(4, 2);
         assert!(hub.joined("g", "a", 0));

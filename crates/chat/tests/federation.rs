@@ -1186,3 +1186,86 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
         n.running.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_realm_keeps_its_replica_while_the_home_is_unreachable() {
+    let r2 = node(
+        "realm2",
+        &["james", "jordan"],
+        vec![peer("realm1", nowhere(), SECRET)],
+    )
+    .await;
+    let relay = Relay::start(Some(r2.fed.local_addr())).await;
+    let r1 = node(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", relay.addr, SECRET)],
+    )
+    .await;
+    wait_up(&r1.fed, "realm2").await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let (mut james, tj) = login(r2.addr(), "james").await;
+    assert!(ok(&messi
+        .call(&format!("sendgroup {tm} football one"))
+        .await));
+    assert!(ok(&james
+        .call(&format!("sendgroup {tj} football@realm1 two"))
+        .await));
+    let h = group_history(&mut james, &tj, "football@realm1", 1).await;
+    assert_eq!(
+        seq_from_msg(&h),
+        [(2, "james".to_owned(), "two".to_owned())]
+    );
+
+    // The link goes down and stays down.
+    *relay.target.lock().unwrap() = None;
+    relay.cut();
+    tokio::time::timeout(TIMEOUT, async {
+        while r2.fed.is_up("realm1") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // A new member cannot join without the home...
+    let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
+    let r = jordan.call(&format!("group {tjo} football@realm1")).await;
+    assert!(error(&r).contains("realm realm1 is unreachable"), "{r}");
+    // ...but a member's live session opens on the replica, and what they type waits.
+    let j = james.call(&format!("group {tj} football@realm1")).await;
+    assert!(ok(&j) && j["new_member"] == false, "{j}");
+    james.send_raw(b"while down 1\r\nwhile down 2\r\n").await;
+    assert!(ok(&messi
+        .call(&format!("sendgroup {tm} football three"))
+        .await));
+
+    // The link returns: both sides converge on one order, the live session sees it all once.
+    *relay.target.lock().unwrap() = Some(r2.fed.local_addr());
+    // (Seq 2, james's own sendgroup, was never given to him: the session starts with it.)
+    let got = seq_from_msg(&live_messages(&mut james, 4).await);
+    assert_eq!(
+        got.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [2, 3, 4, 5],
+        "{got:?}"
+    );
+    let mut bodies: Vec<&str> = got.iter().map(|m| m.2.as_str()).collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, ["three", "two", "while down 1", "while down 2"]);
+    let downs: Vec<&str> = got
+        .iter()
+        .filter(|m| m.1 == "james")
+        .map(|m| m.2.as_str())
+        .collect();
+    assert_eq!(
+        downs,
+        ["two", "while down 1", "while down 2"],
+        "in the order typed"
+    );
+    assert!(ok(&exit_live(&mut james).await));
+    let h1 = group_history(&mut messi, &tm, "football", 5).await;
+    let h2 = group_history(&mut james, &tj, "football@realm1", 4).await;
+    same_order(&h1[1..], &h2);
+    relay.accepts.abort();
+    r1.running.stop().await;
+    r2.running.stop().await;
+}
