@@ -777,6 +777,29 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
         seq_from_msg(&inbox),
         [(last, "jordan".to_owned(), "from jordan".to_owned())]
     );
+    // realm2 lists the members as realm1 has them, named from realm2, live on either realm.
+    let r = jordan.call(&format!("members {tjo} football@realm1")).await;
+    let m: Vec<(&str, &str, bool)> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["display_name"].as_str().unwrap(),
+                m["live"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("james", "JAMES", true),
+            ("jordan", "JORDAN", false),
+            ("messi@realm1", "MESSI", true)
+        ],
+        "{r}"
+    );
     assert!(ok(&exit_live(&mut messi).await));
     assert!(ok(&exit_live(&mut james).await));
     let h1 = group_history(&mut messi, &tm, "football", last as usize).await;

@@ -666,6 +666,27 @@ async fn feed(
     }
 }
 
+/// An address the home realm `home` gave (its own users bare, ours as `user@<this realm>`) and
+/// its display name, as this realm names them.
+fn as_named_here(
+    fed: &Federation,
+    realm: &crate::Realm<crate::SqliteStore>,
+    home: &str,
+    addr: jaring_proto::chat::Address,
+    display: String,
+) -> (String, String) {
+    match addr.realm.as_deref() {
+        None => (format!("{}@{home}", addr.name), display),
+        Some(r) if r == fed.name => {
+            let d = realm
+                .display_name(&addr.name)
+                .unwrap_or_else(|| addr.name.clone());
+            (addr.name, d)
+        }
+        Some(_) => (addr.to_string(), display),
+    }
+}
+
 fn greply(q: u64, answer: Result<super::RemoteJoin, String>) -> Frame {
     match answer {
         Ok(j) => Frame::Greply {
@@ -826,6 +847,40 @@ async fn handle_frames(
                     let _ = waiter.send(exists.then(String::new));
                 }
             }
+            Frame::Gmembers { q, group } => {
+                let list = is_valid_name(&group)
+                    .then(|| realm.members_for_peer(&group))
+                    .flatten();
+                replies.push(match list {
+                    Some(members) => Frame::Gmemberlist {
+                        q,
+                        error: None,
+                        members,
+                    },
+                    None => Frame::Gmemberlist {
+                        q,
+                        error: Some(format!("no group {group:?} on realm {}", fed.name)),
+                        members: Vec::new(),
+                    },
+                });
+            }
+            Frame::Gmemberlist { q, error, members } => {
+                let mut named = Vec::with_capacity(members.len());
+                for m in members {
+                    let Ok(addr) = jaring_proto::chat::Address::parse(&m.name) else {
+                        return Err("member list with an invalid name".into());
+                    };
+                    let (name, display) = as_named_here(fed, &realm, pname, addr, m.display);
+                    named.push((name, display, m.live));
+                }
+                if let Some(waiter) = lock(&link.queries).remove(&q) {
+                    let _ = waiter.send(GroupReply {
+                        error,
+                        members: named,
+                        ..GroupReply::default()
+                    });
+                }
+            }
             Frame::Gjoin { q, group, user } => {
                 let answer = if is_valid_name(&group) && is_valid_name(&user) {
                     join_for_peer(fed, &realm, pname, &group, &user).await
@@ -861,6 +916,7 @@ async fn handle_frames(
                         read_seq,
                         created,
                         new_member,
+                        members: Vec::new(),
                     });
                 }
             }
@@ -919,17 +975,7 @@ async fn handle_frames(
                 if !is_valid_name(&group) || seq < 1 {
                     return Err("group message with an invalid group or seq".into());
                 }
-                // The home names its own users bare and ours as `user@<this realm>`.
-                let (sender, sender_display) = match sender.realm.as_deref() {
-                    None => (format!("{from}@{pname}"), display),
-                    Some(r) if r == fed.name => {
-                        let d = realm
-                            .display_name(&sender.name)
-                            .unwrap_or_else(|| sender.name.clone());
-                        (sender.name, d)
-                    }
-                    Some(_) => (from, display),
-                };
+                let (sender, sender_display) = as_named_here(fed, &realm, pname, sender, display);
                 match replica_acks.iter_mut().find(|(g, _)| *g == group) {
                     Some((_, s)) => *s = (*s).max(seq),
                     None => replica_acks.push((group.clone(), seq)),

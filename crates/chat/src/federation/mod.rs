@@ -174,13 +174,19 @@ pub struct RemoteJoin {
     pub read_seq: i64,
 }
 
+/// A member of a group homed on a peer, as this realm names them: (address, display name, live on
+/// the home realm).
+pub type RemoteMember = (String, String, bool);
+
 /// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct GroupReply {
     error: Option<String>,
     read_seq: i64,
     created: bool,
     new_member: bool,
+    /// For [`Frame::Gmembers`]: (address here, display name, live on the home realm).
+    members: Vec<RemoteMember>,
 }
 
 /// A boxed future, so [`Remote`] can be a trait object.
@@ -219,6 +225,13 @@ pub trait Remote: Send + Sync + 'static {
         group: &'a str,
         user: &'a str,
     ) -> BoxFuture<'a, Result<(), String>>;
+    /// The members of `group` homed on `realm`, as that realm lists them, named as this realm
+    /// names them: (address, display name, live on the home realm).
+    fn group_members<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>>;
     /// Commits posts of this realm's users to a group homed on `realm` to its outbox (each
     /// recipient is `group@realm`), in order; returns once durable.
     fn group_post(
@@ -625,6 +638,27 @@ impl Remote for Federation {
             )
             .await
             .map(drop)
+        })
+    }
+
+    fn group_members<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            peer.ask_group(
+                |q| Frame::Gmembers {
+                    q,
+                    group: group.to_owned(),
+                },
+                self.config.lookup_timeout,
+            )
+            .await
+            .map(|r| r.members)
         })
     }
 

@@ -222,6 +222,25 @@ impl<S: Store> Realm<S> {
         self.join_member(group, member).await
     }
 
+    /// The members of the group `group` homed here, for a peer: (address, display name, live).
+    pub fn members_for_peer(
+        &self,
+        group: &str,
+    ) -> Option<Vec<jaring_proto::federation::GroupMember>> {
+        let list = self.groups.members(group)?;
+        Some(
+            list.into_iter()
+                .map(|(name, live)| jaring_proto::federation::GroupMember {
+                    display: self
+                        .user(&name)
+                        .map_or_else(|| name.clone(), |u| u.display_name),
+                    name,
+                    live,
+                })
+                .collect(),
+        )
+    }
+
     /// A peer's user (`user@peer`) leaves the group `group` homed here (done already is fine: a
     /// retried leave whose answer was lost).
     pub async fn leave_for_peer(&self, group: &str, member: &str) -> Result<(), String> {
@@ -600,10 +619,44 @@ impl<S: Store> Realm<S> {
         if self.resolve(conn, token, out).await.is_none() {
             return;
         }
-        let Some(group) = self.group_name(group, out).await else {
+        let Some(target) = self.group_ref(group, out).await else {
             return;
         };
-        let Some(list) = self.groups.members(&group) else {
+        let group = target.here().to_owned();
+        let local = self.groups.members(&group);
+        // A group homed elsewhere: everyone, as its home lists them (live there, or live here).
+        let home = match (&target, self.remote.get()) {
+            (GroupRef::Remote { realm, name, .. }, Some(remote)) => {
+                remote.group_members(realm, name).await.ok()
+            }
+            _ => None,
+        };
+        let members: Vec<MemberEntry> = if let Some(list) = home {
+            let mut members: Vec<MemberEntry> = list
+                .into_iter()
+                .map(|(name, display_name, live)| MemberEntry {
+                    live: live
+                        || local
+                            .as_ref()
+                            .is_some_and(|l| l.iter().any(|(n, lv)| *lv && *n == name)),
+                    display_name,
+                    name,
+                })
+                .collect();
+            members.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            members
+        } else if let Some(list) = local {
+            // This realm's own list (the home could not be asked: this realm's members only).
+            list.into_iter()
+                .map(|(name, live)| MemberEntry {
+                    display_name: self
+                        .user(&name)
+                        .map_or_else(|| name.clone(), |u| u.display_name),
+                    name,
+                    live,
+                })
+                .collect()
+        } else {
             reply::encode_error(
                 format_args!(
                     "no group {group:?} on realm {}; `group` creates one",
@@ -613,16 +666,6 @@ impl<S: Store> Realm<S> {
             );
             return;
         };
-        let members = list
-            .into_iter()
-            .map(|(name, live)| MemberEntry {
-                display_name: self
-                    .user(&name)
-                    .map_or_else(|| name.clone(), |u| u.display_name),
-                name,
-                live,
-            })
-            .collect();
         reply::encode(
             &MembersOk {
                 status: Status::Ok,

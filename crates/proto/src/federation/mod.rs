@@ -25,6 +25,18 @@ pub const VERSION: u32 = 1;
 /// and JSON escaping can make control characters six times longer. A longer frame ends the link.
 pub const DEFAULT_MAX_FRAME: usize = 512 * 1024;
 
+/// A member of a group, as [`Frame::Gmemberlist`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMember {
+    /// The member's address as the home realm names it (`messi`, `james@realm2`).
+    pub name: String,
+    /// The display name the home realm knows.
+    pub display: String,
+    /// Whether the member has a live session open on the home realm.
+    pub live: bool,
+}
+
 /// One frame of the link protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase", deny_unknown_fields)]
@@ -115,6 +127,22 @@ pub enum Frame {
         q: u64,
         /// Whether the group exists (homed on the answering realm).
         exists: bool,
+    },
+    /// Member realm → home realm: who is in `group`? Answered by [`Frame::Gmemberlist`].
+    Gmembers {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the home realm.
+        group: String,
+    },
+    /// The answer to [`Frame::Gmembers`].
+    Gmemberlist {
+        /// The query number.
+        q: u64,
+        /// Why not (no such group), or null.
+        error: Option<String>,
+        /// The members, by name.
+        members: Vec<GroupMember>,
     },
     /// Member realm → home realm: make `user@<sender realm>` a member of `group` (created if it
     /// does not exist). Answered by [`Frame::Greply`] with the same `q`.
@@ -220,6 +248,8 @@ impl Frame {
             Self::Found { .. } => "found",
             Self::Glookup { .. } => "glookup",
             Self::Gfound { .. } => "gfound",
+            Self::Gmembers { .. } => "gmembers",
+            Self::Gmemberlist { .. } => "gmemberlist",
             Self::Gjoin { .. } => "gjoin",
             Self::Gleave { .. } => "gleave",
             Self::Greply { .. } => "greply",
@@ -326,6 +356,25 @@ mod tests {
             (
                 Frame::Gfound { q: 2, exists: true },
                 r#"{"t":"gfound","q":2,"exists":true}"#,
+            ),
+            (
+                Frame::Gmembers {
+                    q: 6,
+                    group: "football".into(),
+                },
+                r#"{"t":"gmembers","q":6,"group":"football"}"#,
+            ),
+            (
+                Frame::Gmemberlist {
+                    q: 6,
+                    error: None,
+                    members: vec![GroupMember {
+                        name: "james@realm2".into(),
+                        display: "James".into(),
+                        live: false,
+                    }],
+                },
+                r#"{"t":"gmemberlist","q":6,"error":null,"members":[{"name":"james@realm2","display":"James","live":false}]}"#,
             ),
             (
                 Frame::Gjoin {
