@@ -43,6 +43,11 @@ fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
 
 /// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
 async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
+    node_with(name, users, peers, jaring_chat::federation::DEFAULT_WINDOW).await
+}
+
+/// [`node`] with at most `window` messages unacknowledged on each link.
+async fn node_with(name: &str, users: &[&str], peers: Vec<PeerConfig>, window: usize) -> Node {
     let dir = tempfile::tempdir().unwrap();
     add_users(dir.path(), users);
     let options = RealmOptions {
@@ -59,6 +64,7 @@ async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
     let mut config = FederationConfig::new("127.0.0.1:0".parse().unwrap(), peers);
     config.backoff_max = Duration::from_millis(500);
     config.lookup_timeout = Duration::from_secs(10);
+    config.window = window;
     let fed = Federation::start(&running.realm, config, running.shutdown.clone())
         .await
         .unwrap();
@@ -845,17 +851,20 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_link_cut_mid_transfer_loses_and_duplicates_nothing() {
-    let r2 = node(
+    // A small window: both directions stall on acknowledgements again and again.
+    let r2 = node_with(
         "realm2",
         &["james", "jordan"],
         vec![peer("realm1", nowhere(), SECRET)],
+        16,
     )
     .await;
     let relay = Relay::start(Some(r2.fed.local_addr())).await;
-    let r1 = node(
+    let r1 = node_with(
         "realm1",
         &["messi"],
         vec![peer("realm2", relay.addr, SECRET)],
+        16,
     )
     .await;
     wait_up(&r1.fed, "realm2").await;

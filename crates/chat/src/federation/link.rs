@@ -544,8 +544,59 @@ async fn pump(
     }
 }
 
-/// Where each group's feed to the peer stands on this link: (sent, acknowledged) `seq`.
-type Feeds = HashMap<String, (i64, i64)>;
+/// Where the group feeds to the peer stand on this link.
+#[derive(Default)]
+struct Feeds {
+    groups: HashMap<String, FeedCursor>,
+    /// Messages sent and not yet acknowledged over all groups, and their text bytes.
+    unacked: usize,
+    bytes: usize,
+}
+
+/// One group's feed on this link.
+#[derive(Default)]
+struct FeedCursor {
+    sent: i64,
+    acked: i64,
+    /// (seq, text bytes) of what was sent and not acknowledged, in order.
+    inflight: VecDeque<(i64, usize)>,
+}
+
+impl Feeds {
+    /// Starts feeding `group` after `acked` (what the peer has), unless it is fed already.
+    fn start(&mut self, group: String, acked: i64) {
+        self.groups.entry(group).or_insert_with(|| FeedCursor {
+            sent: acked,
+            acked,
+            inflight: VecDeque::new(),
+        });
+    }
+
+    /// Message `seq` of `group` went out.
+    fn sent(&mut self, group: &str, seq: i64, bytes: usize) {
+        if let Some(c) = self.groups.get_mut(group) {
+            c.sent = c.sent.max(seq);
+            c.inflight.push_back((seq, bytes));
+            self.unacked += 1;
+            self.bytes += bytes;
+        }
+    }
+
+    /// The peer has `group` up to `seq`; returns the cursor to store (never past what was sent),
+    /// or `None` for a group this link does not feed.
+    fn ack(&mut self, group: &str, seq: i64) -> Option<i64> {
+        let c = self.groups.get_mut(group)?;
+        c.acked = c.acked.max(seq.min(c.sent));
+        while let Some(&(s, b)) = c.inflight.front()
+            && s <= c.acked
+        {
+            c.inflight.pop_front();
+            self.unacked -= 1;
+            self.bytes -= b;
+        }
+        Some(c.acked)
+    }
+}
 
 /// What the frame handler shares with the link's senders.
 struct LinkCtx {
@@ -586,10 +637,10 @@ async fn feed(
                 Ok(c) => {
                     let mut f = lock(&feeds);
                     for (g, acked) in c {
-                        f.entry(g).or_insert((acked, acked));
+                        f.start(g, acked);
                     }
                     for (g, last) in before {
-                        f.entry(g).or_insert((last, last));
+                        f.start(g, last);
                     }
                 }
                 Err(e) => {
@@ -606,11 +657,12 @@ async fn feed(
         for (group, last) in hub.fed_to(&name) {
             let (from, free) = {
                 let f = lock(&feeds);
-                let unacked: i64 = f.values().map(|(s, a)| s - a).sum();
-                (
-                    f.get(&group).map(|(s, _)| *s),
-                    window.saturating_sub(usize::try_from(unacked).unwrap_or(usize::MAX)),
-                )
+                let free = if f.bytes >= super::DEFAULT_WINDOW_BYTES {
+                    0
+                } else {
+                    window.saturating_sub(f.unacked)
+                };
+                (f.groups.get(&group).map(|c| c.sent), free)
             };
             if free == 0 {
                 break;
@@ -633,11 +685,14 @@ async fn feed(
                     break;
                 }
             };
-            let Some(upto) = msgs.last().map(|m| m.seq) else {
+            if msgs.is_empty() {
                 continue;
-            };
-            if let Some(f) = lock(&feeds).get_mut(&group) {
-                f.0 = f.0.max(upto);
+            }
+            {
+                let mut f = lock(&feeds);
+                for m in &msgs {
+                    f.sent(&group, m.seq, m.message.body.len());
+                }
             }
             for m in msgs {
                 let g = m.message;
@@ -994,9 +1049,9 @@ async fn handle_frames(
             }
             Frame::Gack { group, seq } => {
                 // Never past what this link sent: the cursor only moves over what the peer had.
-                if let Some(f) = lock(&ctx.feeds).get_mut(&group) {
-                    f.1 = f.1.max(seq.min(f.0));
-                    feed_acks.push((group, f.1));
+                let acked = lock(&ctx.feeds).ack(&group, seq);
+                if let Some(acked) = acked {
+                    feed_acks.push((group, acked));
                 }
             }
             Frame::Ping => replies.push(Frame::Pong),
@@ -1057,4 +1112,26 @@ async fn handle_frames(
         room.notify_one();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_window_counts_what_was_sent_and_not_acknowledged() {
+        let mut f = Feeds::default();
+        f.start("g".into(), 10);
+        f.start("g".into(), 3);
+        f.sent("g", 11, 100);
+        f.sent("g", 12, 50);
+        f.sent("other", 1, 7);
+        assert_eq!((f.unacked, f.bytes), (2, 150), "only fed groups count");
+        assert_eq!(f.ack("g", 99), Some(12), "never past what was sent");
+        assert_eq!((f.unacked, f.bytes), (0, 0));
+        f.sent("g", 13, 5);
+        assert_eq!(f.ack("g", 11), Some(12), "never back");
+        assert_eq!((f.unacked, f.bytes), (1, 5));
+        assert_eq!(f.ack("nope", 1), None);
+    }
 }
