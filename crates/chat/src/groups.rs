@@ -93,8 +93,17 @@ impl GroupState {
     }
 }
 
+/// What a peer realm with members in a group hears of it through [`FeedHook`].
+#[derive(Debug)]
+pub enum FeedEvent<'a> {
+    /// The group has a new message, or a new member on the peer: feed it.
+    Message,
+    /// A join (`false`) or leave (`true`), to pass on to the peer's live sessions now.
+    Presence(&'a MemberChange, bool),
+}
+
 /// Called with a peer realm's name when a group it has members in has something new for it.
-pub type FeedHook = Box<dyn Fn(&str) + Send + Sync>;
+pub type FeedHook = Box<dyn Fn(&str, &FeedEvent<'_>) + Send + Sync>;
 
 /// The realm's groups in memory.
 pub struct Hub {
@@ -158,7 +167,7 @@ impl Hub {
     fn wake_peers(&self, g: &GroupState) {
         if let Some(hook) = self.feed.get() {
             for realm in g.peers.keys() {
-                hook(realm);
+                hook(realm, &FeedEvent::Message);
             }
         }
     }
@@ -269,9 +278,20 @@ impl Hub {
     }
 
     /// Pushes a join (`leave` false) or leave to the group's live sessions.
+    /// Peer realms with members hear of it too, except the member's own realm (which pushed it
+    /// to its live sessions itself).
     pub fn publish_presence(&self, change: MemberChange, leave: bool) {
         let map = lock(&self.groups);
-        let Some(ring) = map.get(&change.group).and_then(|g| g.ring.as_ref()) else {
+        let Some(g) = map.get(&change.group) else {
+            return;
+        };
+        if let Some(hook) = self.feed.get() {
+            let own = change.user.split_once('@').map(|(_, r)| r);
+            for realm in g.peers.keys().filter(|r| Some(r.as_str()) != own) {
+                hook(realm, &FeedEvent::Presence(&change, leave));
+            }
+        }
+        let Some(ring) = &g.ring else {
             return;
         };
         let left = leave.then(|| change.user.clone());
@@ -407,7 +427,9 @@ mod tests {
         let hub = Hub::new(4, 100);
         let woken: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = Arc::clone(&woken);
-        hub.set_feed(Box::new(move |realm| lock(&log).push(realm.to_owned())));
+        hub.set_feed(Box::new(move |realm, event| {
+            lock(&log).push(format!("{realm} {}", matches!(event, FeedEvent::Message)));
+        }));
         hub.joined("g", "a", 0);
         assert!(hub.fed_to("realm2").is_empty());
         hub.publish_message(&stored(1));
@@ -417,7 +439,17 @@ mod tests {
         hub.joined("g", "jordan@realm2", 1);
         assert_eq!(hub.fed_to("realm2"), [("g".to_owned(), 1)]);
         hub.publish_message(&stored(2));
-        assert_eq!(*lock(&woken), ["realm2", "realm2", "realm2"]);
+        assert_eq!(*lock(&woken), ["realm2 true", "realm2 true", "realm2 true"]);
+        // A join is passed on to the peers with members, but not to the joiner's own realm.
+        let change = |user: &str| MemberChange {
+            group: "g".into(),
+            user: user.into(),
+            display_name: user.into(),
+        };
+        lock(&woken).clear();
+        hub.publish_presence(change("b"), false);
+        hub.publish_presence(change("james@realm2"), true);
+        assert_eq!(*lock(&woken), ["realm2 false"]);
         hub.left("g", "james@realm2");
         assert_eq!(hub.fed_to("realm2").len(), 1, "jordan is still in");
         hub.left("g", "jordan@realm2");

@@ -1143,6 +1143,26 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
         let j = cl.call(&format!("group {t} {g}")).await;
         assert!(ok(&j) && j["group"] == want, "{j}");
     }
+    // Joins reach live sessions on every realm: carol's (on c) reaches bob's session on b through
+    // a, the group's home.
+    let p = bob.reply().await.unwrap();
+    assert_eq!(
+        (p["event"].as_str(), p["group"].as_str(), p["user"].as_str()),
+        (Some("join"), Some("chess@a"), Some("carol@c")),
+        "{p}"
+    );
+    for (who, display) in [("bob@b", "bob@b"), ("carol@c", "carol@c")] {
+        let p = alice.reply().await.unwrap();
+        assert_eq!(
+            (
+                p["event"].as_str(),
+                p["user"].as_str(),
+                p["display_name"].as_str()
+            ),
+            (Some("join"), Some(who), Some(display)),
+            "{p}"
+        );
+    }
     const K: usize = 20;
     for i in 0..K {
         alice.send_raw(format!("a{i:02}\r\n").as_bytes()).await;

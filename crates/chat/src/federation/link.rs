@@ -1047,6 +1047,31 @@ async fn handle_frames(
                     },
                 });
             }
+            Frame::Gpresence {
+                group,
+                user,
+                display,
+                leave,
+            } => {
+                let Ok(addr) = jaring_proto::chat::Address::parse(&user) else {
+                    return Err("presence with an invalid user".into());
+                };
+                if !is_valid_name(&group) {
+                    return Err("presence with an invalid group".into());
+                }
+                let (user, display_name) = as_named_here(fed, &realm, pname, addr, display);
+                // Our own users' joins and leaves were pushed here when they happened.
+                if user.contains('@') {
+                    realm.hub().publish_presence(
+                        jaring_proto::chat::event::MemberChange {
+                            group: format!("{group}@{pname}"),
+                            user,
+                            display_name,
+                        },
+                        leave,
+                    );
+                }
+            }
             Frame::Gack { group, seq } => {
                 // Never past what this link sent: the cursor only moves over what the peer had.
                 let acked = lock(&ctx.feeds).ack(&group, seq);

@@ -37,6 +37,7 @@ use jaring_proto::federation::auth::MIN_SECRET_LEN;
 use jaring_runtime::CancellationToken;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::groups::FeedEvent;
 use crate::realm::Realm;
 use crate::sqlite::SqliteStore;
 use crate::store::{NewMessage, StoreResult, StoredMessage};
@@ -495,9 +496,23 @@ impl Federation {
         });
         realm.set_remote(Arc::clone(&fed) as Arc<dyn Remote>);
         let peers = fed.peers.clone();
-        realm.hub().set_feed(Box::new(move |realm| {
-            if let Some(p) = peers.get(realm) {
-                p.feed_work.notify_one();
+        realm.hub().set_feed(Box::new(move |realm, event| {
+            let Some(p) = peers.get(realm) else {
+                return;
+            };
+            match event {
+                FeedEvent::Message => p.feed_work.notify_one(),
+                FeedEvent::Presence(change, leave) => {
+                    // Best effort, never waiting: a full queue or a link down drops it.
+                    if let Some(link) = p.link() {
+                        let _ = link.frames.try_send(Frame::Gpresence {
+                            group: change.group.clone(),
+                            user: change.user.clone(),
+                            display: change.display_name.clone(),
+                            leave: *leave,
+                        });
+                    }
+                }
             }
         }));
         tokio::spawn(link::accept_loop(

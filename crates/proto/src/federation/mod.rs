@@ -211,6 +211,19 @@ pub enum Frame {
         /// Milliseconds since the Unix epoch.
         sent_at: i64,
     },
+    /// Home realm → member realm: `user` joined (`leave` false) or left `group`, for the member
+    /// realm's live sessions on its replica. Best effort, like presence on one realm: not stored,
+    /// not acknowledged, not resent.
+    Gpresence {
+        /// The group's name on the home realm.
+        group: String,
+        /// The member's address as the home realm names it.
+        user: String,
+        /// The member's display name.
+        display: String,
+        /// A leave (else a join).
+        leave: bool,
+    },
     /// Member realm → home realm: every message of `group` up to `seq` is committed in the
     /// replica (cumulative).
     Gack {
@@ -256,6 +269,7 @@ impl Frame {
             Self::Gpost { .. } => "gpost",
             Self::Gmsg { .. } => "gmsg",
             Self::Gack { .. } => "gack",
+            Self::Gpresence { .. } => "gpresence",
             Self::Ping => "ping",
             Self::Pong => "pong",
         }
@@ -423,6 +437,15 @@ mod tests {
                     sent_at: 5,
                 },
                 r#"{"t":"gmsg","group":"football","seq":8,"id":"0190c7a2-0000-7000-8000-000000000001","from":"james@realm2","display":"james@realm2","body":"hi","sent_at":5}"#,
+            ),
+            (
+                Frame::Gpresence {
+                    group: "football".into(),
+                    user: "messi".into(),
+                    display: "Lionel Messi".into(),
+                    leave: false,
+                },
+                r#"{"t":"gpresence","group":"football","user":"messi","display":"Lionel Messi","leave":false}"#,
             ),
             (
                 Frame::Gack {
