@@ -1283,6 +1283,12 @@ async fn a_member_realm_keeps_its_replica_while_the_home_is_unreachable() {
     let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
     let r = jordan.call(&format!("group {tjo} football@realm1")).await;
     assert!(error(&r).contains("realm realm1 is unreachable"), "{r}");
+    // The bare name is the replica realm2 keeps (no peer needs asking); a bare name nobody here
+    // knows is a new group of realm2, whether or not realm1 has one.
+    let r = jordan.call(&format!("sendgroup {tjo} football hi")).await;
+    assert!(error(&r).contains("realm realm1 is unreachable"), "{r}");
+    let r = jordan.call(&format!("sendgroup {tjo} chess hi")).await;
+    assert!(ok(&r) && r["group"] == "chess" && r["seq"] == 1, "{r}");
     // ...but a member's live session opens on the replica, and what they type waits.
     let j = james.call(&format!("group {tj} football@realm1")).await;
     assert!(ok(&j) && j["new_member"] == false, "{j}");
