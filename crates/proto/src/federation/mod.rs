@@ -507,6 +507,52 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn group_frames_round_trip(
+            group in "[A-Za-z0-9][A-Za-z0-9_.-]{0,31}",
+            from in "\\PC{0,40}",
+            body in proptest::prelude::any::<String>(),
+            seq in proptest::prelude::any::<i64>(),
+            q in proptest::prelude::any::<u64>(),
+            leave in proptest::prelude::any::<bool>(),
+        ) {
+            let frames = [
+                Frame::Gmsg {
+                    group: group.clone(),
+                    seq,
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    from: from.clone(),
+                    display: body.clone(),
+                    body: body.clone(),
+                    sent_at: seq,
+                },
+                Frame::Gpost {
+                    id: from.clone(),
+                    group: group.clone(),
+                    from: from.clone(),
+                    body: body.clone(),
+                    sent_at: seq,
+                },
+                Frame::Greply {
+                    q,
+                    error: Some(body.clone()),
+                    read_seq: seq,
+                    created: leave,
+                    new_member: !leave,
+                },
+                Frame::Gpresence { group, user: from, display: body, leave },
+            ];
+            let mut out = Vec::new();
+            for f in &frames {
+                f.encode(&mut out);
+            }
+            // One frame per line, whatever the text holds.
+            proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), frames.len());
+            let mut got = Vec::new();
+            LinkFramer::new(DEFAULT_MAX_FRAME).feed(&out, &mut got).expect("valid");
+            proptest::prop_assert_eq!(got, frames.to_vec());
+        }
+
+        #[test]
         fn never_panics(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let mut frames = Vec::new();
             let _ = LinkFramer::new(256).feed(&input, &mut frames);
