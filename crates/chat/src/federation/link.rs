@@ -1,5 +1,5 @@
 //! The link driver: the handshake on both ends, the dialer's redial loop, the acceptor, and the
-//! tasks of one established link (writer, outbox pump, reader).
+//! tasks of one established link (writer, outbox pump, group feed, reader).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -13,11 +13,16 @@
 //!   ([`store`]); the link sends the outbox in commit order; the peer commits it to the inbox (or
 //!   finds it is a retry it already has) and only then acknowledges; only then does it leave the
 //!   outbox. A reconnect resends everything not yet acknowledged, in order.
+//! - Groups across realms: a group lives on its home realm, which orders it; a realm whose users
+//!   join `group@home` keeps a replica fed by the home over the link (once per realm, not per
+//!   member), each message under the home's `seq`, acknowledged only once committed; its users'
+//!   posts travel through the same outbox. `docs/federation.md#groups-across-realms`.
 //!
 //! # Layout
 //! - this module: [`FederationConfig`], [`Federation`] (the running links of one realm) and
 //!   [`Remote`], what the realm asks of it.
-//! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks).
+//! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks: writer,
+//!   outbox pump, group feed, reader).
 //! - [`store`]: outbox, acknowledgements and de-duplicated receipt in SQLite.
 
 pub mod link;
