@@ -90,7 +90,8 @@ const HELP: &str = "commands:
   history PEER [N]        the last N messages with PEER (or in group PEER)
   group NAME              join group NAME (created if new) and chat live: each line you
                           type goes to the group, its messages print as they arrive;
-                          exit ends the live session (you stay a member)
+                          exit ends the live session (you stay a member);
+                          NAME@REALM is the group NAME of a linked realm
   sendgroup GROUP MESSAGE...  send one message to a group (joins it if needed)
   inboxgroup GROUP        the group's messages you have not read yet
   groups                  every group, with its member count
@@ -422,6 +423,8 @@ fn print_reply(cmd: &str, v: &Value, json: bool, out: &mut impl Write) {
                 let _ = writeln!(out, "(more waiting: run inboxgroup again)");
             }
         }
+        // A group homed on another realm numbers the message there; it arrives with its number.
+        "sendgroup" if v["seq"] == 0 => drop(writeln!(out, "sent (to {})", s(&v["group"]))),
         "sendgroup" => drop(writeln!(out, "sent (#{})", v["seq"])),
         "leave" => drop(writeln!(out, "{}", s(&v["message"]))),
         "groups" => {

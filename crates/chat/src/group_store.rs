@@ -4,7 +4,8 @@
 //! this realm; `name@realm` once federation relays groups homed elsewhere) together with its home
 //! realm, the one realm that assigns the group's order. Each group message gets the next `seq` of
 //! its group in the same transaction that stores it, so the order survives restarts and has no
-//! gaps; a relay realm would store the `seq` its home assigned instead. Each member has a read
+//! gaps; a replica of a group homed elsewhere stores each message under the `seq` its home
+//! assigned (see [`crate::federation`]). Each member has a read
 //! cursor: the highest `seq` delivered to them (pushed live or returned by `inboxgroup`).
 
 use std::future::Future;

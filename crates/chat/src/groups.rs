@@ -15,7 +15,7 @@
 //! large channels); `members` lists who is in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use jaring_proto::chat::event::{Event, GroupMessage, MemberChange, encode_event};
 use tokio::sync::broadcast;
@@ -48,19 +48,77 @@ struct Member {
     live: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct GroupState {
     members: HashMap<String, Member>,
     last_seq: i64,
     ring: Option<broadcast::Sender<Arc<Pushed>>>,
+    /// Members of other realms (`user@realm`), counted by realm: the peers this group's messages
+    /// are fed to.
+    peers: BTreeMap<String, usize>,
 }
 
-/// The realm's groups in memory.
+impl GroupState {
+    fn new(last_seq: i64) -> Self {
+        Self {
+            last_seq,
+            ..Self::default()
+        }
+    }
+
+    fn add_member(&mut self, user: &str, read_seq: i64) -> bool {
+        if let Some(m) = self.members.get_mut(user) {
+            m.read_seq = m.read_seq.max(read_seq);
+            return false;
+        }
+        self.members
+            .insert(user.to_owned(), Member { read_seq, live: 0 });
+        if let Some((_, realm)) = user.split_once('@') {
+            *self.peers.entry(realm.to_owned()).or_default() += 1;
+        }
+        true
+    }
+
+    fn remove_member(&mut self, user: &str) -> Option<Member> {
+        let m = self.members.remove(user)?;
+        if let Some((_, realm)) = user.split_once('@')
+            && let Some(n) = self.peers.get_mut(realm)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.peers.remove(realm);
+            }
+        }
+        Some(m)
+    }
+}
+
+/// What a peer realm with members in a group hears of it through [`FeedHook`].
 #[derive(Debug)]
+pub enum FeedEvent<'a> {
+    /// The group has a new message, or a new member on the peer: feed it.
+    Message,
+    /// A join (`false`) or leave (`true`), to pass on to the peer's live sessions now.
+    Presence(&'a MemberChange, bool),
+}
+
+/// Called with a peer realm's name when a group it has members in has something new for it.
+pub type FeedHook = Box<dyn Fn(&str, &FeedEvent<'_>) + Send + Sync>;
+
+/// The realm's groups in memory.
 pub struct Hub {
     groups: Mutex<BTreeMap<String, GroupState>>,
     live_queue: usize,
     presence_max: usize,
+    feed: OnceLock<FeedHook>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("live_queue", &self.live_queue)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A member's view of a group, taken at one instant.
@@ -96,7 +154,36 @@ impl Hub {
             groups: Mutex::default(),
             live_queue: live_queue.max(1),
             presence_max,
+            feed: OnceLock::new(),
         }
+    }
+
+    /// Sets what is called when a group with members on a peer realm changes (federation sets it
+    /// to wake that peer's link); a second call is ignored.
+    pub fn set_feed(&self, hook: FeedHook) {
+        let _ = self.feed.set(hook);
+    }
+
+    fn wake_peers(&self, g: &GroupState) {
+        if let Some(hook) = self.feed.get() {
+            for realm in g.peers.keys() {
+                hook(realm, &FeedEvent::Message);
+            }
+        }
+    }
+
+    /// The group's latest `seq`, if the group exists.
+    pub fn last_seq(&self, group: &str) -> Option<i64> {
+        lock(&self.groups).get(group).map(|g| g.last_seq)
+    }
+
+    /// The groups with members on realm `peer`, with their latest `seq`.
+    pub fn fed_to(&self, peer: &str) -> Vec<(String, i64)> {
+        lock(&self.groups)
+            .iter()
+            .filter(|(_, g)| g.peers.contains_key(peer))
+            .map(|(name, g)| (name.clone(), g.last_seq))
+            .collect()
     }
 
     /// The ring capacity: how far behind a live session may fall.
@@ -108,24 +195,11 @@ impl Hub {
     pub fn load(&self, groups: Vec<GroupRecord>, members: Vec<MemberRecord>) {
         let mut map = lock(&self.groups);
         for g in groups {
-            map.insert(
-                g.name,
-                GroupState {
-                    members: HashMap::new(),
-                    last_seq: g.last_seq,
-                    ring: None,
-                },
-            );
+            map.insert(g.name, GroupState::new(g.last_seq));
         }
         for m in members {
             if let Some(g) = map.get_mut(&m.group) {
-                g.members.insert(
-                    m.user,
-                    Member {
-                        read_seq: m.read_seq,
-                        live: 0,
-                    },
-                );
+                g.add_member(&m.user, m.read_seq);
             }
         }
     }
@@ -149,13 +223,12 @@ impl Hub {
     /// A committed join: the group and membership exist now. Returns whether to push the join.
     pub fn joined(&self, group: &str, user: &str, read_seq: i64) -> bool {
         let mut map = lock(&self.groups);
-        let g = map.entry(group.to_owned()).or_insert_with(|| GroupState {
-            members: HashMap::new(),
-            last_seq: read_seq,
-            ring: None,
-        });
-        let member = g.members.entry(user.to_owned()).or_default();
-        member.read_seq = member.read_seq.max(read_seq);
+        let g = map
+            .entry(group.to_owned())
+            .or_insert_with(|| GroupState::new(read_seq));
+        if g.add_member(user, read_seq) && user.contains('@') {
+            self.wake_peers(g);
+        }
         g.members.len() <= self.presence_max
     }
 
@@ -164,7 +237,7 @@ impl Hub {
     pub fn left(&self, group: &str, user: &str) -> bool {
         let mut map = lock(&self.groups);
         map.get_mut(group).is_some_and(|g| {
-            let live = g.members.remove(user).is_some_and(|m| m.live > 0);
+            let live = g.remove_member(user).is_some_and(|m| m.live > 0);
             live || g.members.len() < self.presence_max
         })
     }
@@ -177,6 +250,9 @@ impl Hub {
             return;
         };
         g.last_seq = g.last_seq.max(stored.seq);
+        if !g.peers.is_empty() {
+            self.wake_peers(g);
+        }
         let Some(ring) = &g.ring else {
             return;
         };
@@ -202,9 +278,20 @@ impl Hub {
     }
 
     /// Pushes a join (`leave` false) or leave to the group's live sessions.
+    /// Peer realms with members hear of it too, except the member's own realm (which pushed it
+    /// to its live sessions itself).
     pub fn publish_presence(&self, change: MemberChange, leave: bool) {
         let map = lock(&self.groups);
-        let Some(ring) = map.get(&change.group).and_then(|g| g.ring.as_ref()) else {
+        let Some(g) = map.get(&change.group) else {
+            return;
+        };
+        if let Some(hook) = self.feed.get() {
+            let own = change.user.split_once('@').map(|(_, r)| r);
+            for realm in g.peers.keys().filter(|r| Some(r.as_str()) != own) {
+                hook(realm, &FeedEvent::Presence(&change, leave));
+            }
+        }
+        let Some(ring) = &g.ring else {
             return;
         };
         let left = leave.then(|| change.user.clone());
@@ -345,6 +432,40 @@ mod tests {
             sub.events.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(1))
         ));
+    }
+
+    #[test]
+    fn groups_with_members_on_a_peer_are_fed_to_it_and_wake_it() {
+        let hub = Hub::new(4, 100);
+        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&woken);
+        hub.set_feed(Box::new(move |realm, event| {
+            lock(&log).push(format!("{realm} {}", matches!(event, FeedEvent::Message)));
+        }));
+        hub.joined("g", "a", 0);
+        assert!(hub.fed_to("realm2").is_empty());
+        hub.publish_message(&stored(1));
+        assert!(lock(&woken).is_empty(), "no peer has members yet");
+        hub.joined("g", "james@realm2", 1);
+        hub.joined("g", "jordan@realm2", 1);
+        hub.joined("g", "jordan@realm2", 1);
+        assert_eq!(hub.fed_to("realm2"), [("g".to_owned(), 1)]);
+        hub.publish_message(&stored(2));
+        assert_eq!(*lock(&woken), ["realm2 true", "realm2 true", "realm2 true"]);
+        // A join is passed on to the peers with members, but not to the joiner's own realm.
+        let change = |user: &str| MemberChange {
+            group: "g".into(),
+            user: user.into(),
+            display_name: user.into(),
+        };
+        lock(&woken).clear();
+        hub.publish_presence(change("b"), false);
+        hub.publish_presence(change("james@realm2"), true);
+        assert_eq!(*lock(&woken), ["realm2 false"]);
+        hub.left("g", "james@realm2");
+        assert_eq!(hub.fed_to("realm2").len(), 1, "jordan is still in");
+        hub.left("g", "jordan@realm2");
+        assert!(hub.fed_to("realm2").is_empty());
     }
 
     #[test]

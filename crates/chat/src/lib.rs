@@ -16,7 +16,8 @@
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
 //! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
 //!   connection loop of a live group session; [`group_store`]: the storage groups need.
-//! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`.
+//! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`, and
+//!   groups across realms (`group@realm`, replicas fed by the group's home realm).
 //! - [`config`]: the realm's TOML configuration and its commented default.
 //! - [`client`]: `jaring chat client`, the interactive client.
 

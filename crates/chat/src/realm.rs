@@ -845,6 +845,18 @@ impl<S: Store> Realm<S> {
             self.group_history(&user, &c.peer.name, n, out).await;
             return;
         }
+        // `name@peer` is the replica of a group homed on the peer, once someone here joined it; a
+        // bare name that is no user here may be the one such replica this realm keeps.
+        let replica = if c.peer.is_in(&self.options.name) {
+            self.kept_replica(&c.peer.name)
+                .filter(|_| self.user(&c.peer.name).is_none())
+        } else {
+            Some(c.peer.to_string()).filter(|g| self.groups.exists(g))
+        };
+        if let Some(group) = replica {
+            self.group_history(&user, &group, n, out).await;
+            return;
+        }
         let peer = match self.target(&c.peer, out).await {
             Some(Target::Local(name, _) | Target::Remote(name, _, _)) => name,
             None => return,

@@ -43,6 +43,11 @@ fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
 
 /// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
 async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
+    node_with(name, users, peers, jaring_chat::federation::DEFAULT_WINDOW).await
+}
+
+/// [`node`] with at most `window` messages unacknowledged on each link.
+async fn node_with(name: &str, users: &[&str], peers: Vec<PeerConfig>, window: usize) -> Node {
     let dir = tempfile::tempdir().unwrap();
     add_users(dir.path(), users);
     let options = RealmOptions {
@@ -59,6 +64,7 @@ async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
     let mut config = FederationConfig::new("127.0.0.1:0".parse().unwrap(), peers);
     config.backoff_max = Duration::from_millis(500);
     config.lookup_timeout = Duration::from_secs(10);
+    config.window = window;
     let fed = Federation::start(&running.realm, config, running.shutdown.clone())
         .await
         .unwrap();
@@ -608,4 +614,716 @@ async fn impostors_and_clients_are_refused_and_nothing_is_delivered() {
     for n in [r0, r1b, r3, r1, r2] {
         n.running.stop().await;
     }
+}
+
+/// The next `n` group message events on a live session (joins and leaves skipped), as JSON.
+async fn live_messages(c: &mut Client, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let v = c.reply().await.expect("an event");
+        match v["event"].as_str() {
+            Some("message") => got.push(v),
+            Some("join" | "leave") => {}
+            _ => panic!("unexpected frame on a live session: {v}"),
+        }
+    }
+    got
+}
+
+/// `exit` on a live session: the final reply, events still in flight skipped.
+async fn exit_live(c: &mut Client) -> Value {
+    c.send_raw(b"exit\r\n").await;
+    loop {
+        let v = c.reply().await.expect("the final reply");
+        if v.get("status").is_some() {
+            return v;
+        }
+    }
+}
+
+/// (seq, from, msg) of message events or stored group messages.
+fn seq_from_msg(v: &[Value]) -> Vec<(i64, String, String)> {
+    v.iter()
+        .map(|m| {
+            (
+                m["seq"].as_i64().unwrap(),
+                m["from"].as_str().unwrap().to_owned(),
+                m["msg"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A group's history as (seq, id, msg), once it holds `n` messages.
+async fn group_history(c: &mut Client, token: &str, group: &str, n: usize) -> Vec<Value> {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let r = c.call(&format!("history {token} {group} 10000")).await;
+            assert!(ok(&r), "{r}");
+            let m = r["messages"].as_array().unwrap().clone();
+            if m.len() >= n {
+                assert_eq!(m.len(), n, "more messages than sent");
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{group}: fewer than {n} messages in time"))
+}
+
+/// Maps the sender names of `group_history` on another realm to this realm's names.
+fn same_order(a: &[Value], b: &[Value]) {
+    let key = |v: &[Value]| -> Vec<(i64, String, String)> {
+        v.iter()
+            .map(|m| {
+                (
+                    m["seq"].as_i64().unwrap(),
+                    m["id"].as_str().unwrap().to_owned(),
+                    m["msg"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(a), key(b), "both realms hold the group in one order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_across_two_realms_with_live_members_on_both() {
+    let (r1, r2) = pair(&["messi", "henderson"], &["james", "jordan"]).await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let (mut james, tj) = login(r2.addr(), "james").await;
+
+    let j = messi.call(&format!("group {tm} football")).await;
+    assert!(ok(&j) && j["created"] == true, "{j}");
+    // realm2's user joins the group homed on realm1, through realm2.
+    let j = james.call(&format!("group {tj} football@realm1")).await;
+    assert!(ok(&j), "{j}");
+    assert_eq!(j["group"], "football@realm1");
+    assert_eq!(j["new_member"], true);
+    let join = messi.reply().await.unwrap();
+    assert_eq!(
+        (join["event"].as_str(), join["user"].as_str()),
+        (Some("join"), Some("james@realm2"))
+    );
+
+    // Both type at once: every message reaches both live sessions once, in the same order.
+    const N: usize = 40;
+    for i in 0..N {
+        messi.send_raw(format!("m{i:03}\r\n").as_bytes()).await;
+        james.send_raw(format!("j{i:03}\r\n").as_bytes()).await;
+    }
+    let on1 = seq_from_msg(&live_messages(&mut messi, 2 * N).await);
+    let on2_events = live_messages(&mut james, 2 * N).await;
+    assert!(on2_events.iter().all(|e| e["group"] == "football@realm1"));
+    let on2 = seq_from_msg(&on2_events);
+    let seqs: Vec<i64> = on1.iter().map(|m| m.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=2 * N as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    // The same order on both realms; each realm names the other's users user@realm.
+    let rename = |from: &str| match from {
+        "messi" => "messi@realm1".to_owned(),
+        "james@realm2" => "james".to_owned(),
+        other => panic!("unexpected sender {other}"),
+    };
+    let on1_as_2: Vec<_> = on1
+        .iter()
+        .map(|(s, f, m)| (*s, rename(f), m.clone()))
+        .collect();
+    assert_eq!(on1_as_2, on2);
+    for (who, prefix) in [("messi", 'm'), ("james@realm2", 'j')] {
+        let mine: Vec<&str> = on1
+            .iter()
+            .filter(|m| m.1 == who)
+            .map(|m| m.2.as_str())
+            .collect();
+        let want: Vec<String> = (0..N).map(|i| format!("{prefix}{i:03}")).collect();
+        assert_eq!(mine, want, "{who}'s messages once each, in the order typed");
+    }
+    let m = &on2_events[on2.iter().position(|m| m.1 == "messi@realm1").unwrap()];
+    assert_eq!(
+        m["msg_from"], "MESSI",
+        "the home vouches for its users' display names"
+    );
+
+    // sendgroup from realm2 by a non-member joins through realm1 and posts; inboxgroup and
+    // history on realm2 read the replica.
+    let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
+    let r = jordan
+        .call(&format!("sendgroup {tjo} football@realm1 from jordan"))
+        .await;
+    assert!(ok(&r), "{r}");
+    assert_eq!(r["group"], "football@realm1");
+    let last = 2 * N as i64 + 1;
+    for c in [&mut messi, &mut james] {
+        let e = live_messages(c, 1).await;
+        assert_eq!(
+            (e[0]["seq"].as_i64(), e[0]["msg"].as_str()),
+            (Some(last), Some("from jordan"))
+        );
+    }
+    let inbox = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            // The bare name is the one replica this realm keeps.
+            let r = jordan.call(&format!("inboxgroup {tjo} football")).await;
+            assert!(ok(&r) && r["group"] == "football@realm1", "{r}");
+            let m = r["messages"].as_array().unwrap().clone();
+            if !m.is_empty() {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seq_from_msg(&inbox),
+        [(last, "jordan".to_owned(), "from jordan".to_owned())]
+    );
+    // realm2 lists the members as realm1 has them, named from realm2, live on either realm.
+    let r = jordan.call(&format!("members {tjo} football@realm1")).await;
+    let m: Vec<(&str, &str, bool)> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["display_name"].as_str().unwrap(),
+                m["live"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("james", "JAMES", true),
+            ("jordan", "JORDAN", false),
+            ("messi@realm1", "MESSI", true)
+        ],
+        "{r}"
+    );
+    assert!(ok(&exit_live(&mut messi).await));
+    assert!(ok(&exit_live(&mut james).await));
+    let h1 = group_history(&mut messi, &tm, "football", last as usize).await;
+    let h2 = group_history(&mut jordan, &tjo, "football@realm1", last as usize).await;
+    same_order(&h1, &h2);
+    assert_eq!(h1.last().unwrap()["from"], "jordan@realm2");
+    let r = jordan.call(&format!("history {tjo} football 1")).await;
+    assert_eq!(
+        r["group"], "football@realm1",
+        "the bare name is the replica kept here: {r}"
+    );
+    assert_eq!(r["messages"][0]["seq"], last);
+
+    // realm1 lists realm2's members as user@realm2; leaving goes through the home realm.
+    let r = messi.call(&format!("members {tm} football")).await;
+    let names: Vec<&str> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["james@realm2", "jordan@realm2", "messi"]);
+    assert!(ok(&jordan
+        .call(&format!("leave {tjo} football@realm1"))
+        .await));
+    let r = messi.call(&format!("members {tm} football")).await;
+    assert_eq!(r["members"].as_array().unwrap().len(), 2, "{r}");
+    let r = jordan
+        .call(&format!("inboxgroup {tjo} football@realm1"))
+        .await;
+    assert!(error(&r).contains("not a member"), "{r}");
+    // A realm that is no peer, and a group name that is a user on its home realm.
+    let r = jordan.call(&format!("group {tjo} football@realm9")).await;
+    assert!(
+        error(&r).contains("no link to realm \"realm9\": this realm (realm2) links to realm1"),
+        "{r}"
+    );
+    let r = jordan.call(&format!("group {tjo} messi@realm1")).await;
+    assert!(error(&r).contains("is a user of realm realm1"), "{r}");
+    r1.running.stop().await;
+    r2.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_link_cut_mid_transfer_loses_and_duplicates_nothing() {
+    // A small window: both directions stall on acknowledgements again and again.
+    let r2 = node_with(
+        "realm2",
+        &["james", "jordan"],
+        vec![peer("realm1", nowhere(), SECRET)],
+        16,
+    )
+    .await;
+    let relay = Relay::start(Some(r2.fed.local_addr())).await;
+    let r1 = node_with(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", relay.addr, SECRET)],
+        16,
+    )
+    .await;
+    wait_up(&r1.fed, "realm2").await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let (mut james, tj) = login(r2.addr(), "james").await;
+    let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
+    // jordan listens live on realm2 while the link under the group is cut again and again.
+    assert!(ok(&jordan
+        .call(&format!("group {tjo} football@realm1"))
+        .await));
+    const N: usize = 450;
+    const BATCH: usize = 150;
+    for start in (0..N).step_by(BATCH) {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for i in start..start + BATCH {
+            a.extend_from_slice(format!("sendgroup {tm} football m{i:04}\r\n").as_bytes());
+            b.extend_from_slice(format!("sendgroup {tj} football@realm1 j{i:04}\r\n").as_bytes());
+        }
+        messi.send_raw(&a).await;
+        james.send_raw(&b).await;
+        for k in 0..BATCH {
+            if k == BATCH / 2 {
+                relay.cut();
+            }
+            let r = messi.reply().await.unwrap();
+            assert!(ok(&r), "{r}");
+            let r = james.reply().await.unwrap();
+            assert!(ok(&r), "{r}");
+        }
+        relay.cut();
+    }
+    let live = seq_from_msg(&live_messages(&mut jordan, 2 * N).await);
+    let seqs: Vec<i64> = live.iter().map(|m| m.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=2 * N as i64).collect::<Vec<_>>(),
+        "live: every message once, in order"
+    );
+    for (who, prefix) in [("messi@realm1", 'm'), ("james", 'j')] {
+        let mine: Vec<&str> = live
+            .iter()
+            .filter(|m| m.1 == who)
+            .map(|m| m.2.as_str())
+            .collect();
+        let want: Vec<String> = (0..N).map(|i| format!("{prefix}{i:04}")).collect();
+        assert_eq!(mine, want, "{who}: once each, in the order sent");
+    }
+    let h1 = group_history(&mut messi, &tm, "football", 2 * N).await;
+    let h2 = group_history(&mut james, &tj, "football@realm1", 2 * N).await;
+    same_order(&h1, &h2);
+    relay.accepts.abort();
+    r1.running.stop().await;
+    r2.running.stop().await;
+}
+
+/// A link to a realm's server-to-server port, spoken by the test.
+struct RawLink {
+    s: TcpStream,
+    framer: LinkFramer,
+    pending: std::collections::VecDeque<Frame>,
+}
+
+impl RawLink {
+    /// Connects to `addr` (realm `realm`) and authenticates as `claim` with `secret`.
+    async fn open(addr: SocketAddr, claim: &str, realm: &str, secret: &[u8]) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let mut link = Self {
+            s,
+            framer: LinkFramer::new(DEFAULT_MAX_FRAME),
+            pending: Default::default(),
+        };
+        let nonce = hex(&[9; 32]);
+        link.send(Frame::Hello {
+            v: VERSION,
+            realm: claim.into(),
+            to: realm.into(),
+            nonce: nonce.clone(),
+        })
+        .await;
+        let Some(Frame::Challenge { nonce: ln, .. }) = link.next().await else {
+            panic!("expected a challenge");
+        };
+        let t = Transcript {
+            dialer: claim,
+            listener: realm,
+            dialer_nonce: &nonce,
+            listener_nonce: &ln,
+        };
+        link.send(Frame::Auth {
+            mac: t.proof(secret, Role::Dialer),
+        })
+        .await;
+        assert_eq!(link.next().await, Some(Frame::Ready));
+        link
+    }
+
+    async fn send(&mut self, f: Frame) {
+        let mut out = Vec::new();
+        f.encode(&mut out);
+        self.s.write_all(&out).await.unwrap();
+    }
+
+    /// The next frame that is not a keep-alive, or None once the realm closed the link.
+    async fn next(&mut self) -> Option<Frame> {
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(f) = self.pending.pop_front() {
+                if !matches!(f, Frame::Ping | Frame::Pong) {
+                    return Some(f);
+                }
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.s.read(&mut buf))
+                .await
+                .expect("the realm answers or closes")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            let mut got = Vec::new();
+            let r = self.framer.feed(&buf[..n], &mut got);
+            self.pending.extend(got);
+            if r.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_posts_only_as_its_own_members() {
+    // realm1 dials realm2, which nobody runs: the test speaks as realm2 on a link of its own.
+    let r1 = node(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", nowhere(), SECRET)],
+    )
+    .await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    assert!(ok(&messi.call(&format!("group {tm} football")).await));
+    let mut link = RawLink::open(r1.fed.local_addr(), "realm2", "realm1", SECRET).await;
+
+    link.send(Frame::Gjoin {
+        q: 1,
+        group: "football".into(),
+        user: "eve".into(),
+    })
+    .await;
+    match link.next().await {
+        Some(Frame::Greply {
+            q: 1,
+            error: None,
+            new_member: true,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // messi@realm2 is not a member: a post "from messi" is refused, never taken as realm1's messi.
+    let forged = "01a20000-0000-7000-8000-0000000000f1";
+    link.send(Frame::Gpost {
+        id: forged.into(),
+        group: "football".into(),
+        from: "messi".into(),
+        body: "forged".into(),
+        sent_at: 0,
+    })
+    .await;
+    match link.next().await {
+        Some(Frame::Bounce { id, reason }) => {
+            assert_eq!(id, forged);
+            assert!(reason.contains("messi@realm2 is not a member"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // eve's post, sent twice (a retry), is stored once, as eve@realm2; the feed brings it to the
+    // member realm.
+    let id = "01a20000-0000-7000-8000-0000000000f2";
+    let post = Frame::Gpost {
+        id: id.into(),
+        group: "football".into(),
+        from: "eve".into(),
+        body: "from eve".into(),
+        sent_at: 0,
+    };
+    link.send(post.clone()).await;
+    link.send(post).await;
+    let mut acks = 0;
+    let mut fed = Vec::new();
+    while acks < 2 || fed.is_empty() {
+        match link.next().await {
+            Some(Frame::Ack { id: a }) if a == id => acks += 1,
+            Some(Frame::Gmsg {
+                group,
+                seq,
+                from,
+                body,
+                ..
+            }) => fed.push((group, seq, from, body)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        fed,
+        [(
+            "football".to_owned(),
+            1,
+            "eve@realm2".to_owned(),
+            "from eve".to_owned()
+        )]
+    );
+    link.send(Frame::Gack {
+        group: "football".into(),
+        seq: 1,
+    })
+    .await;
+    // A sender naming another realm ends the link.
+    link.send(Frame::Gpost {
+        id: "01a20000-0000-7000-8000-0000000000f3".into(),
+        group: "football".into(),
+        from: "messi@realm1".into(),
+        body: "forged".into(),
+        sent_at: 0,
+    })
+    .await;
+    assert_eq!(link.next().await, None, "the link is closed");
+    let exit = exit_live(&mut messi).await;
+    assert!(ok(&exit), "{exit}");
+    let h = group_history(&mut messi, &tm, "football", 1).await;
+    assert_eq!(
+        seq_from_msg(&h),
+        [(1, "eve@realm2".to_owned(), "from eve".to_owned())]
+    );
+    r1.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_across_three_realms_with_live_members_on_each() {
+    // a dials b and c; b dials c. The group is homed on a.
+    let c = node(
+        "c",
+        &["carol", "cid"],
+        vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
+    )
+    .await;
+    let b = node(
+        "b",
+        &["bob", "bea"],
+        vec![
+            peer("a", nowhere(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    let a = node(
+        "a",
+        &["alice", "ann"],
+        vec![
+            peer("b", b.fed.local_addr(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    for (f, p) in [(&a.fed, "b"), (&a.fed, "c"), (&b.fed, "c")] {
+        wait_up(f, p).await;
+    }
+    let (mut alice, ta) = login(a.addr(), "alice").await;
+    let (mut bob, tb) = login(b.addr(), "bob").await;
+    let (mut carol, tc) = login(c.addr(), "carol").await;
+    // A bare name that no realm has is created on one's own realm; one that exactly one peer has
+    // is that peer's.
+    for (cl, t, g, want) in [
+        (&mut alice, &ta, "chess", "chess"),
+        (&mut bob, &tb, "chess", "chess@a"),
+        (&mut carol, &tc, "chess@a", "chess@a"),
+    ] {
+        let j = cl.call(&format!("group {t} {g}")).await;
+        assert!(ok(&j) && j["group"] == want, "{j}");
+    }
+    // Joins reach live sessions on every realm: carol's (on c) reaches bob's session on b through
+    // a, the group's home.
+    let p = bob.reply().await.unwrap();
+    assert_eq!(
+        (p["event"].as_str(), p["group"].as_str(), p["user"].as_str()),
+        (Some("join"), Some("chess@a"), Some("carol@c")),
+        "{p}"
+    );
+    for (who, display) in [("bob@b", "bob@b"), ("carol@c", "carol@c")] {
+        let p = alice.reply().await.unwrap();
+        assert_eq!(
+            (
+                p["event"].as_str(),
+                p["user"].as_str(),
+                p["display_name"].as_str()
+            ),
+            (Some("join"), Some(who), Some(display)),
+            "{p}"
+        );
+    }
+    const K: usize = 20;
+    for i in 0..K {
+        alice.send_raw(format!("a{i:02}\r\n").as_bytes()).await;
+        bob.send_raw(format!("b{i:02}\r\n").as_bytes()).await;
+        carol.send_raw(format!("c{i:02}\r\n").as_bytes()).await;
+    }
+    let on_a = seq_from_msg(&live_messages(&mut alice, 3 * K).await);
+    let on_b = seq_from_msg(&live_messages(&mut bob, 3 * K).await);
+    let on_c = seq_from_msg(&live_messages(&mut carol, 3 * K).await);
+    let order = |v: &[(i64, String, String)]| -> Vec<(i64, String)> {
+        v.iter().map(|m| (m.0, m.2.clone())).collect()
+    };
+    assert_eq!(
+        on_a.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=3 * K as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(order(&on_a), order(&on_b), "a and b see one order");
+    assert_eq!(order(&on_a), order(&on_c), "a and c see one order");
+    // Each realm names senders from its own point of view.
+    let sender_of = |v: &[(i64, String, String)], prefix: char| -> String {
+        v.iter()
+            .find(|m| m.2.starts_with(prefix))
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(
+        [
+            sender_of(&on_a, 'a'),
+            sender_of(&on_a, 'b'),
+            sender_of(&on_a, 'c')
+        ],
+        ["alice", "bob@b", "carol@c"]
+    );
+    assert_eq!(
+        [
+            sender_of(&on_b, 'a'),
+            sender_of(&on_b, 'b'),
+            sender_of(&on_b, 'c')
+        ],
+        ["alice@a", "bob", "carol@c"]
+    );
+    assert_eq!(
+        [
+            sender_of(&on_c, 'a'),
+            sender_of(&on_c, 'b'),
+            sender_of(&on_c, 'c')
+        ],
+        ["alice@a", "bob@b", "carol"]
+    );
+    // Several realms home a group of that name: the bare name is refused, naming them; a replica
+    // already kept here decides.
+    let (mut ann, tan) = login(a.addr(), "ann").await;
+    let (mut bea, tbe) = login(b.addr(), "bea").await;
+    let (mut cid, tci) = login(c.addr(), "cid").await;
+    let r = bea.call(&format!("sendgroup {tbe} go on b")).await;
+    assert!(ok(&r) && r["group"] == "go", "{r}");
+    let r = ann.call(&format!("sendgroup {tan} go@a on a")).await;
+    assert!(ok(&r) && r["group"] == "go", "{r}");
+    let r = cid.call(&format!("sendgroup {tci} go hi")).await;
+    let e = error(&r);
+    assert!(
+        e.contains("several realms") && e.contains("go@a or go@b"),
+        "{e}"
+    );
+    let r = cid.call(&format!("sendgroup {tci} go@b to b's")).await;
+    assert!(ok(&r) && r["group"] == "go@b", "{r}");
+    let r = cid.call(&format!("members {tci} go")).await;
+    assert_eq!(r["group"], "go@b", "{r}");
+    let r = ann.call(&format!("members {tan} go")).await;
+    assert_eq!(r["group"], "go", "{r}");
+    for n in [a, b, c] {
+        n.running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_realm_keeps_its_replica_while_the_home_is_unreachable() {
+    let r2 = node(
+        "realm2",
+        &["james", "jordan"],
+        vec![peer("realm1", nowhere(), SECRET)],
+    )
+    .await;
+    let relay = Relay::start(Some(r2.fed.local_addr())).await;
+    let r1 = node(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", relay.addr, SECRET)],
+    )
+    .await;
+    wait_up(&r1.fed, "realm2").await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let (mut james, tj) = login(r2.addr(), "james").await;
+    assert!(ok(&messi
+        .call(&format!("sendgroup {tm} football one"))
+        .await));
+    assert!(ok(&james
+        .call(&format!("sendgroup {tj} football@realm1 two"))
+        .await));
+    let h = group_history(&mut james, &tj, "football@realm1", 1).await;
+    assert_eq!(
+        seq_from_msg(&h),
+        [(2, "james".to_owned(), "two".to_owned())]
+    );
+
+    // The link goes down and stays down.
+    *relay.target.lock().unwrap() = None;
+    relay.cut();
+    tokio::time::timeout(TIMEOUT, async {
+        while r2.fed.is_up("realm1") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // A new member cannot join without the home...
+    let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
+    let r = jordan.call(&format!("group {tjo} football@realm1")).await;
+    assert!(error(&r).contains("realm realm1 is unreachable"), "{r}");
+    // The bare name is the replica realm2 keeps (no peer needs asking); a bare name nobody here
+    // knows is a new group of realm2, whether or not realm1 has one.
+    let r = jordan.call(&format!("sendgroup {tjo} football hi")).await;
+    assert!(error(&r).contains("realm realm1 is unreachable"), "{r}");
+    let r = jordan.call(&format!("sendgroup {tjo} chess hi")).await;
+    assert!(ok(&r) && r["group"] == "chess" && r["seq"] == 1, "{r}");
+    // ...but a member's live session opens on the replica, and what they type waits.
+    let j = james.call(&format!("group {tj} football@realm1")).await;
+    assert!(ok(&j) && j["new_member"] == false, "{j}");
+    james.send_raw(b"while down 1\r\nwhile down 2\r\n").await;
+    assert!(ok(&messi
+        .call(&format!("sendgroup {tm} football three"))
+        .await));
+
+    // The link returns: both sides converge on one order, the live session sees it all once.
+    *relay.target.lock().unwrap() = Some(r2.fed.local_addr());
+    // (Seq 2, james's own sendgroup, was never given to him: the session starts with it.)
+    let got = seq_from_msg(&live_messages(&mut james, 4).await);
+    assert_eq!(
+        got.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [2, 3, 4, 5],
+        "{got:?}"
+    );
+    let mut bodies: Vec<&str> = got.iter().map(|m| m.2.as_str()).collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, ["three", "two", "while down 1", "while down 2"]);
+    let downs: Vec<&str> = got
+        .iter()
+        .filter(|m| m.1 == "james")
+        .map(|m| m.2.as_str())
+        .collect();
+    assert_eq!(
+        downs,
+        ["two", "while down 1", "while down 2"],
+        "in the order typed"
+    );
+    assert!(ok(&exit_live(&mut james).await));
+    let h1 = group_history(&mut messi, &tm, "football", 5).await;
+    let h2 = group_history(&mut james, &tj, "football@realm1", 4).await;
+    same_order(&h1[1..], &h2);
+    relay.accepts.abort();
+    r1.running.stop().await;
+    r2.running.stop().await;
 }

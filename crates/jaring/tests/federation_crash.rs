@@ -201,3 +201,117 @@ fn kill_9_the_peer_mid_transfer_every_message_arrives_once_in_order() {
         c.wait().unwrap();
     }
 }
+
+/// Sends `n` lines `sendgroup T GROUP {prefix}{i}` in one burst, killing `victim` after about half
+/// of the OKs, then `n` more one by one while it is down; every one must be OK.
+fn burst_with_kill(c: &mut Client, token: &str, group: &str, prefix: char, victim: &mut Child) {
+    const N: usize = 150;
+    let mut burst = String::new();
+    for i in 0..N {
+        burst.push_str(&format!("sendgroup {token} {group} {prefix}{i:04}\r\n"));
+    }
+    c.stream.write_all(burst.as_bytes()).unwrap();
+    for i in 0..N {
+        let r = c.reply();
+        assert_eq!(r["status"], "OK", "{r}");
+        if i == N / 2 {
+            victim.kill().unwrap();
+            victim.wait().unwrap();
+        }
+    }
+    for i in N..2 * N {
+        let r = c.call(&format!("sendgroup {token} {group} {prefix}{i:04}"));
+        assert_eq!(r["status"], "OK", "{r}");
+    }
+}
+
+/// A group's history once it holds `n` messages: (seq, id, from, msg).
+fn group_history(
+    c: &mut Client,
+    token: &str,
+    group: &str,
+    n: usize,
+) -> Vec<(i64, String, String, String)> {
+    let mut got = Vec::new();
+    wait_for(&format!("{n} messages in {group}"), || {
+        let r = c.call(&format!("history {token} {group} 1000"));
+        assert_eq!(r["status"], "OK", "{r}");
+        got = r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["seq"].as_i64().unwrap(),
+                    m["id"].as_str().unwrap().to_owned(),
+                    m["from"].as_str().unwrap().to_owned(),
+                    m["msg"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        got.len() >= n
+    });
+    got
+}
+
+#[test]
+fn kill_9_either_realm_of_a_group_every_message_arrives_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let c2 = config(dir.path(), "realm2", "realm1", "127.0.0.1:9");
+    add_user(&c2, "james");
+    let (mut realm2, p2, f2) = start(&c2, None);
+    let c1 = config(dir.path(), "realm1", "realm2", &format!("127.0.0.1:{f2}"));
+    add_user(&c1, "messi");
+    let (mut realm1, p1, f1) = start(&c1, None);
+
+    let mut messi = Client::connect(p1);
+    let tm = messi.auth("messi");
+    wait_for("the link", || {
+        messi.call(&format!("realms {tm}"))["peers"][0]["state"] == "up"
+    });
+    let mut james = Client::connect(p2);
+    let tj = james.auth("james");
+    // james (realm2) creates the group on its home, realm1, and joins it there.
+    let r = james.call(&format!("sendgroup {tj} football@realm1 hello"));
+    assert_eq!(r["status"], "OK", "{r}");
+    let r = messi.call(&format!("sendgroup {tm} football kick-off"));
+    assert_eq!(r["status"], "OK", "{r}");
+
+    // The member realm dies under the feed; the home keeps taking messages.
+    burst_with_kill(&mut messi, &tm, "football", 'm', &mut realm2);
+    let (mut realm2b, _, _) = start(&c2, Some((p2, f2)));
+    let mut james = Client::connect(p2);
+    let tj = james.auth("james");
+    // The home realm dies under the member realm's posts; they wait in realm2's outbox.
+    burst_with_kill(&mut james, &tj, "football@realm1", 'j', &mut realm1);
+    let (mut realm1b, _, _) = start(&c1, Some((p1, f1)));
+    let mut messi = Client::connect(p1);
+    let tm = messi.auth("messi");
+
+    let total = 2 + 4 * 150;
+    let h1 = group_history(&mut messi, &tm, "football", total);
+    let h2 = group_history(&mut james, &tj, "football@realm1", total);
+    let seqs: Vec<i64> = h1.iter().map(|m| m.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let key = |h: &[(i64, String, String, String)]| -> Vec<(i64, String, String)> {
+        h.iter().map(|m| (m.0, m.1.clone(), m.3.clone())).collect()
+    };
+    assert_eq!(key(&h1), key(&h2), "one order on both realms");
+    for (who, prefix) in [("messi", 'm'), ("james@realm2", 'j')] {
+        let mine: Vec<&str> = h1
+            .iter()
+            .filter(|m| m.2 == who && m.3.starts_with(prefix) && m.3.len() == 5)
+            .map(|m| m.3.as_str())
+            .collect();
+        let want: Vec<String> = (0..300).map(|i| format!("{prefix}{i:04}")).collect();
+        assert_eq!(mine, want, "{who}: exactly once, in order");
+    }
+    for c in [&mut realm1b, &mut realm2b] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}

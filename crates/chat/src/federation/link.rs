@@ -1,5 +1,5 @@
 //! The link driver: the handshake on both ends, the dialer's redial loop, the acceptor, and the
-//! tasks of one established link (writer, outbox pump, reader).
+//! tasks of one established link (writer, outbox pump, group feed, reader).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
-use super::{Federation, LinkHandle, LinkState, POSTMASTER, Peer, lock, store};
+use super::{Federation, GroupReply, LinkHandle, LinkState, POSTMASTER, Peer, lock, store};
+use crate::group_store::{GroupStore as _, NewGroupMessage, StoredGroupMessage};
 use crate::store::{NewMessage, StoredMessage};
 
 /// Bytes read from a link at once: one read's messages are committed together.
@@ -326,6 +327,7 @@ async fn run_link(
         id,
         frames: tx.clone(),
         lookups: Arc::default(),
+        queries: Arc::default(),
         cancel: cancel.clone(),
     };
     if let Some(old) = lock(&peer.link).replace(handle.clone()) {
@@ -337,6 +339,22 @@ async fn run_link(
 
     let inflight = Arc::new(Mutex::new(Inflight::default()));
     let room = Arc::new(Notify::new());
+    let feeds: Arc<Mutex<Feeds>> = Arc::default();
+    let feed_room = Arc::new(Notify::new());
+    let feeder = tokio::spawn(feed(
+        Arc::clone(fed),
+        Arc::clone(peer),
+        tx.clone(),
+        Arc::clone(&feeds),
+        Arc::clone(&feed_room),
+        cancel.clone(),
+    ));
+    let ctx = LinkCtx {
+        inflight: Arc::clone(&inflight),
+        room: Arc::clone(&room),
+        feeds,
+        feed_room,
+    };
     let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
     let pump = tokio::spawn(pump(
         Arc::clone(fed),
@@ -353,15 +371,8 @@ async fn run_link(
     let mut last_heard = tokio::time::Instant::now();
     let reason = loop {
         if !pending.is_empty() {
-            if let Err(e) = handle_frames(
-                fed,
-                peer,
-                &handle,
-                &inflight,
-                &room,
-                std::mem::take(&mut pending),
-            )
-            .await
+            if let Err(e) =
+                handle_frames(fed, peer, &handle, &ctx, std::mem::take(&mut pending)).await
             {
                 break e;
             }
@@ -405,7 +416,9 @@ async fn run_link(
     }
     // Waiting lookups hear "unreachable" now rather than at their timeout.
     lock(&handle.lookups).clear();
+    lock(&handle.queries).clear();
     let _ = pump.await;
+    let _ = feeder.await;
     let _ = writer.await;
     info!(peer = %peer.config.name, %reason, "link down");
 }
@@ -490,7 +503,11 @@ async fn pump(
                 () = peer.work.notified() => continue,
             }
         }
-        for m in batch {
+        for store::Outgoing {
+            stored: m,
+            group_post,
+        } in batch
+        {
             after = m.seq;
             let to = m
                 .message
@@ -498,12 +515,22 @@ async fn pump(
                 .split_once('@')
                 .map_or(m.message.recipient.as_str(), |(n, _)| n)
                 .to_owned();
-            let frame = Frame::Msg {
-                id: m.message.id.to_string(),
-                from: m.message.sender.clone(),
-                to,
-                body: m.message.body.clone(),
-                sent_at: m.message.sent_at,
+            let frame = if group_post {
+                Frame::Gpost {
+                    id: m.message.id.to_string(),
+                    group: to,
+                    from: m.message.sender.clone(),
+                    body: m.message.body.clone(),
+                    sent_at: m.message.sent_at,
+                }
+            } else {
+                Frame::Msg {
+                    id: m.message.id.to_string(),
+                    from: m.message.sender.clone(),
+                    to,
+                    body: m.message.body.clone(),
+                    sent_at: m.message.sent_at,
+                }
             };
             {
                 let mut f = lock(&inflight);
@@ -517,7 +544,248 @@ async fn pump(
     }
 }
 
-fn unix_ms() -> i64 {
+/// Where the group feeds to the peer stand on this link.
+#[derive(Default)]
+struct Feeds {
+    groups: HashMap<String, FeedCursor>,
+    /// Messages sent and not yet acknowledged over all groups, and their text bytes.
+    unacked: usize,
+    bytes: usize,
+}
+
+/// One group's feed on this link.
+#[derive(Default)]
+struct FeedCursor {
+    sent: i64,
+    acked: i64,
+    /// (seq, text bytes) of what was sent and not acknowledged, in order.
+    inflight: VecDeque<(i64, usize)>,
+}
+
+impl Feeds {
+    /// Starts feeding `group` after `acked` (what the peer has), unless it is fed already.
+    fn start(&mut self, group: String, acked: i64) {
+        self.groups.entry(group).or_insert_with(|| FeedCursor {
+            sent: acked,
+            acked,
+            inflight: VecDeque::new(),
+        });
+    }
+
+    /// Message `seq` of `group` went out.
+    fn sent(&mut self, group: &str, seq: i64, bytes: usize) {
+        if let Some(c) = self.groups.get_mut(group) {
+            c.sent = c.sent.max(seq);
+            c.inflight.push_back((seq, bytes));
+            self.unacked += 1;
+            self.bytes += bytes;
+        }
+    }
+
+    /// The peer has `group` up to `seq`; returns the cursor to store (never past what was sent),
+    /// or `None` for a group this link does not feed.
+    fn ack(&mut self, group: &str, seq: i64) -> Option<i64> {
+        let c = self.groups.get_mut(group)?;
+        c.acked = c.acked.max(seq.min(c.sent));
+        while let Some(&(s, b)) = c.inflight.front()
+            && s <= c.acked
+        {
+            c.inflight.pop_front();
+            self.unacked -= 1;
+            self.bytes -= b;
+        }
+        Some(c.acked)
+    }
+}
+
+/// What the frame handler shares with the link's senders.
+struct LinkCtx {
+    inflight: Arc<Mutex<Inflight>>,
+    room: Arc<Notify>,
+    feeds: Arc<Mutex<Feeds>>,
+    feed_room: Arc<Notify>,
+}
+
+/// Feeds the peer every message of each group homed here that has members on the peer, in `seq`
+/// order from where the peer acknowledged (its durable cursor), at most `window` unacknowledged.
+async fn feed(
+    fed: Arc<Federation>,
+    peer: Arc<Peer>,
+    tx: mpsc::Sender<Frame>,
+    feeds: Arc<Mutex<Feeds>>,
+    room: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let Some(hub) = fed.realm.upgrade().map(|r| Arc::clone(r.hub())) else {
+        return;
+    };
+    let name = peer.config.name.clone();
+    let window = fed.config.window.max(1);
+    // Everything not acknowledged goes again: the peer ignores what it has.
+    let mut fresh = true;
+    loop {
+        if fresh {
+            // On a new link, and when a group gets its first member on the peer: the durable
+            // cursors say where each feed starts (a group's cursor is committed before the
+            // membership that makes it fed, so every group listed before this read has one).
+            let before = hub.fed_to(&name);
+            let cursors = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = store::feeds(&fed.store, name.clone()) => r,
+            };
+            match cursors {
+                Ok(c) => {
+                    let mut f = lock(&feeds);
+                    for (g, acked) in c {
+                        f.start(g, acked);
+                    }
+                    for (g, last) in before {
+                        f.start(g, last);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, peer = %name, "cannot read the group feeds; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+            fresh = false;
+        }
+        let mut sent = false;
+        for (group, last) in hub.fed_to(&name) {
+            let (from, free) = {
+                let f = lock(&feeds);
+                let free = if f.bytes >= super::DEFAULT_WINDOW_BYTES {
+                    0
+                } else {
+                    window.saturating_sub(f.unacked)
+                };
+                (f.groups.get(&group).map(|c| c.sent), free)
+            };
+            if free == 0 {
+                break;
+            }
+            let Some(from) = from else {
+                fresh = true;
+                continue;
+            };
+            if last <= from {
+                continue;
+            }
+            let msgs = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = fed.store.group_messages(&group, from, free.min(OUTBOX_BATCH)) => r,
+            };
+            let msgs = match msgs {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, peer = %name, %group, "cannot read a group to feed");
+                    break;
+                }
+            };
+            if msgs.is_empty() {
+                continue;
+            }
+            {
+                let mut f = lock(&feeds);
+                for m in &msgs {
+                    f.sent(&group, m.seq, m.message.body.len());
+                }
+            }
+            for m in msgs {
+                let g = m.message;
+                let frame = Frame::Gmsg {
+                    group: g.group,
+                    seq: m.seq,
+                    id: g.id.to_string(),
+                    from: g.sender,
+                    display: g.sender_display,
+                    body: g.body,
+                    sent_at: g.sent_at,
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            sent = true;
+        }
+        if !sent && !fresh {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = peer.feed_work.notified() => {}
+                () = room.notified() => {}
+            }
+        }
+    }
+}
+
+/// An address the home realm `home` gave (its own users bare, ours as `user@<this realm>`) and
+/// its display name, as this realm names them.
+fn as_named_here(
+    fed: &Federation,
+    realm: &crate::Realm<crate::SqliteStore>,
+    home: &str,
+    addr: jaring_proto::chat::Address,
+    display: String,
+) -> (String, String) {
+    match addr.realm.as_deref() {
+        None => (format!("{}@{home}", addr.name), display),
+        Some(r) if r == fed.name => {
+            let d = realm
+                .display_name(&addr.name)
+                .unwrap_or_else(|| addr.name.clone());
+            (addr.name, d)
+        }
+        Some(_) => (addr.to_string(), display),
+    }
+}
+
+fn greply(q: u64, answer: Result<super::RemoteJoin, String>) -> Frame {
+    match answer {
+        Ok(j) => Frame::Greply {
+            q,
+            error: None,
+            read_seq: j.read_seq,
+            created: j.created,
+            new_member: j.new_member,
+        },
+        Err(e) => Frame::Greply {
+            q,
+            error: Some(e),
+            read_seq: 0,
+            created: false,
+            new_member: false,
+        },
+    }
+}
+
+/// A peer's user joins a group homed here: the feed's cursor is committed first (from the group's
+/// latest `seq`), then the membership, so the feed never misses what the member is owed.
+async fn join_for_peer(
+    fed: &Federation,
+    realm: &crate::Realm<crate::SqliteStore>,
+    peer: &str,
+    group: &str,
+    user: &str,
+) -> Result<super::RemoteJoin, String> {
+    let from = realm.hub().last_seq(group).unwrap_or(0);
+    if let Err(e) = store::open_feed(&fed.store, peer.to_owned(), group.to_owned(), from).await {
+        warn!(error = %e, "cannot store a group feed");
+        return Err("the home realm could not store this; try again later".into());
+    }
+    realm
+        .join_for_peer(group, &format!("{user}@{peer}"))
+        .await
+        .map(|o| super::RemoteJoin {
+            created: o.created,
+            new_member: o.new_member,
+            read_seq: o.read_seq,
+        })
+}
+
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -529,17 +797,22 @@ async fn handle_frames(
     fed: &Federation,
     peer: &Peer,
     link: &LinkHandle,
-    inflight: &Mutex<Inflight>,
-    room: &Notify,
+    ctx: &LinkCtx,
     frames: Vec<Frame>,
 ) -> Result<(), String> {
     let Some(realm) = fed.realm.upgrade() else {
         return Err("the realm is stopping".into());
     };
+    let (inflight, room) = (&*ctx.inflight, &*ctx.room);
     let pname = &peer.config.name;
     let mut incoming = Vec::new();
     let mut replies = Vec::new();
     let mut settled = Vec::new();
+    let mut posts: Vec<NewGroupMessage> = Vec::new();
+    let mut replica: Vec<StoredGroupMessage> = Vec::new();
+    // Our replicas' acknowledgements to send, and the peer's acknowledgements of our feeds.
+    let mut replica_acks: Vec<(String, i64)> = Vec::new();
+    let mut feed_acks: Vec<(String, i64)> = Vec::new();
     for f in frames {
         match f {
             Frame::Msg {
@@ -620,6 +893,192 @@ async fn handle_frames(
                     let _ = waiter.send(display);
                 }
             }
+            Frame::Glookup { q, group } => {
+                let exists = is_valid_name(&group) && realm.hub().exists(&group);
+                replies.push(Frame::Gfound { q, exists });
+            }
+            Frame::Gfound { q, exists } => {
+                if let Some(waiter) = lock(&link.lookups).remove(&q) {
+                    let _ = waiter.send(exists.then(String::new));
+                }
+            }
+            Frame::Gmembers { q, group } => {
+                let list = is_valid_name(&group)
+                    .then(|| realm.members_for_peer(&group))
+                    .flatten();
+                replies.push(match list {
+                    Some(members) => Frame::Gmemberlist {
+                        q,
+                        error: None,
+                        members,
+                    },
+                    None => Frame::Gmemberlist {
+                        q,
+                        error: Some(format!("no group {group:?} on realm {}", fed.name)),
+                        members: Vec::new(),
+                    },
+                });
+            }
+            Frame::Gmemberlist { q, error, members } => {
+                let mut named = Vec::with_capacity(members.len());
+                for m in members {
+                    let Ok(addr) = jaring_proto::chat::Address::parse(&m.name) else {
+                        return Err("member list with an invalid name".into());
+                    };
+                    let (name, display) = as_named_here(fed, &realm, pname, addr, m.display);
+                    named.push((name, display, m.live));
+                }
+                if let Some(waiter) = lock(&link.queries).remove(&q) {
+                    let _ = waiter.send(GroupReply {
+                        error,
+                        members: named,
+                        ..GroupReply::default()
+                    });
+                }
+            }
+            Frame::Gjoin { q, group, user } => {
+                let answer = if is_valid_name(&group) && is_valid_name(&user) {
+                    join_for_peer(fed, &realm, pname, &group, &user).await
+                } else {
+                    return Err("gjoin with an invalid name".into());
+                };
+                replies.push(greply(q, answer));
+            }
+            Frame::Gleave { q, group, user } => {
+                if !is_valid_name(&group) || !is_valid_name(&user) {
+                    return Err("gleave with an invalid name".into());
+                }
+                let answer = realm
+                    .leave_for_peer(&group, &format!("{user}@{pname}"))
+                    .await
+                    .map(|()| super::RemoteJoin {
+                        created: false,
+                        new_member: false,
+                        read_seq: 0,
+                    });
+                replies.push(greply(q, answer));
+            }
+            Frame::Greply {
+                q,
+                error,
+                read_seq,
+                created,
+                new_member,
+            } => {
+                if let Some(waiter) = lock(&link.queries).remove(&q) {
+                    let _ = waiter.send(GroupReply {
+                        error,
+                        read_seq,
+                        created,
+                        new_member,
+                        members: Vec::new(),
+                    });
+                }
+            }
+            Frame::Gpost {
+                id,
+                group,
+                from,
+                body,
+                sent_at,
+            } => {
+                let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+                    return Err(format!("group post id {id:?} is not a UUID"));
+                };
+                if !is_valid_name(&group) || !is_valid_name(&from) {
+                    return Err("group post with an invalid name".into());
+                }
+                // The sender is a user of the link's realm, whatever the frame says.
+                let sender = format!("{from}@{pname}");
+                if !realm.hub().exists(&group) {
+                    replies.push(Frame::Bounce {
+                        id,
+                        reason: format!("no group {group} on realm {}", fed.name),
+                    });
+                } else if realm.hub().membership(&group, &sender).is_none() {
+                    replies.push(Frame::Bounce {
+                        id,
+                        reason: format!("{sender} is not a member of {group}@{}", fed.name),
+                    });
+                } else {
+                    posts.push(NewGroupMessage {
+                        id: uid,
+                        group,
+                        sender_display: sender.clone(),
+                        sender,
+                        body,
+                        sent_at,
+                    });
+                    replies.push(Frame::Ack { id });
+                }
+            }
+            Frame::Gmsg {
+                group,
+                seq,
+                id,
+                from,
+                display,
+                body,
+                sent_at,
+            } => {
+                let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+                    return Err(format!("group message id {id:?} is not a UUID"));
+                };
+                let Ok(sender) = jaring_proto::chat::Address::parse(&from) else {
+                    return Err("group message with an invalid sender".into());
+                };
+                if !is_valid_name(&group) || seq < 1 {
+                    return Err("group message with an invalid group or seq".into());
+                }
+                let (sender, sender_display) = as_named_here(fed, &realm, pname, sender, display);
+                match replica_acks.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, s)) => *s = (*s).max(seq),
+                    None => replica_acks.push((group.clone(), seq)),
+                }
+                replica.push(StoredGroupMessage {
+                    seq,
+                    message: NewGroupMessage {
+                        id: uid,
+                        group: format!("{group}@{pname}"),
+                        sender,
+                        sender_display,
+                        body,
+                        sent_at,
+                    },
+                });
+            }
+            Frame::Gpresence {
+                group,
+                user,
+                display,
+                leave,
+            } => {
+                let Ok(addr) = jaring_proto::chat::Address::parse(&user) else {
+                    return Err("presence with an invalid user".into());
+                };
+                if !is_valid_name(&group) {
+                    return Err("presence with an invalid group".into());
+                }
+                let (user, display_name) = as_named_here(fed, &realm, pname, addr, display);
+                // Our own users' joins and leaves were pushed here when they happened.
+                if user.contains('@') {
+                    realm.hub().publish_presence(
+                        jaring_proto::chat::event::MemberChange {
+                            group: format!("{group}@{pname}"),
+                            user,
+                            display_name,
+                        },
+                        leave,
+                    );
+                }
+            }
+            Frame::Gack { group, seq } => {
+                // Never past what this link sent: the cursor only moves over what the peer had.
+                let acked = lock(&ctx.feeds).ack(&group, seq);
+                if let Some(acked) = acked {
+                    feed_acks.push((group, acked));
+                }
+            }
             Frame::Ping => replies.push(Frame::Pong),
             Frame::Pong => {}
             other => {
@@ -636,6 +1095,35 @@ async fn handle_frames(
             .await
             .map_err(|e| format!("cannot store incoming messages: {e}"))?;
     }
+    if !posts.is_empty() {
+        realm
+            .post_relayed(posts)
+            .await
+            .map_err(|e| format!("cannot store incoming group messages: {e}"))?;
+    }
+    if !replica.is_empty() {
+        let hub = Arc::clone(realm.hub());
+        fed.store
+            .insert_replica_messages(
+                pname.clone(),
+                replica,
+                Box::new(move |m| hub.publish_message(m)),
+            )
+            .await
+            .map_err(|e| format!("cannot store a group's messages: {e}"))?;
+        // Committed: acknowledge, cumulatively per group.
+        replies.extend(
+            replica_acks
+                .into_iter()
+                .map(|(group, seq)| Frame::Gack { group, seq }),
+        );
+    }
+    if !feed_acks.is_empty() {
+        store::ack_feeds(&fed.store, pname.clone(), feed_acks)
+            .await
+            .map_err(|e| format!("cannot store a group feed's cursor: {e}"))?;
+        ctx.feed_room.notify_one();
+    }
     for r in replies {
         link.frames
             .send(r)
@@ -649,4 +1137,26 @@ async fn handle_frames(
         room.notify_one();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_window_counts_what_was_sent_and_not_acknowledged() {
+        let mut f = Feeds::default();
+        f.start("g".into(), 10);
+        f.start("g".into(), 3);
+        f.sent("g", 11, 100);
+        f.sent("g", 12, 50);
+        f.sent("other", 1, 7);
+        assert_eq!((f.unacked, f.bytes), (2, 150), "only fed groups count");
+        assert_eq!(f.ack("g", 99), Some(12), "never past what was sent");
+        assert_eq!((f.unacked, f.bytes), (0, 0));
+        f.sent("g", 13, 5);
+        assert_eq!(f.ack("g", 11), Some(12), "never back");
+        assert_eq!((f.unacked, f.bytes), (1, 5));
+        assert_eq!(f.ack("nope", 1), None);
+    }
 }

@@ -13,11 +13,16 @@
 //!   ([`store`]); the link sends the outbox in commit order; the peer commits it to the inbox (or
 //!   finds it is a retry it already has) and only then acknowledges; only then does it leave the
 //!   outbox. A reconnect resends everything not yet acknowledged, in order.
+//! - Groups across realms: a group lives on its home realm, which orders it; a realm whose users
+//!   join `group@home` keeps a replica fed by the home over the link (once per realm, not per
+//!   member), each message under the home's `seq`, acknowledged only once committed; its users'
+//!   posts travel through the same outbox. `docs/federation.md#groups-across-realms`.
 //!
 //! # Layout
 //! - this module: [`FederationConfig`], [`Federation`] (the running links of one realm) and
 //!   [`Remote`], what the realm asks of it.
-//! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks).
+//! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks: writer,
+//!   outbox pump, group feed, reader).
 //! - [`store`]: outbox, acknowledgements and de-duplicated receipt in SQLite.
 
 pub mod link;
@@ -37,6 +42,7 @@ use jaring_proto::federation::auth::MIN_SECRET_LEN;
 use jaring_runtime::CancellationToken;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::groups::FeedEvent;
 use crate::realm::Realm;
 use crate::sqlite::SqliteStore;
 use crate::store::{NewMessage, StoreResult, StoredMessage};
@@ -163,6 +169,32 @@ pub enum Lookup {
     NotPeer,
 }
 
+/// What a group's home realm answered to a join, once the replica membership is committed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteJoin {
+    /// The join created the group on its home realm.
+    pub created: bool,
+    /// The join made the user a member (false: they were one).
+    pub new_member: bool,
+    /// The member's read cursor (a `seq` of the home realm's order).
+    pub read_seq: i64,
+}
+
+/// A member of a group homed on a peer, as this realm names them: (address, display name, live on
+/// the home realm).
+pub type RemoteMember = (String, String, bool);
+
+/// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
+#[derive(Debug, Clone, Default)]
+struct GroupReply {
+    error: Option<String>,
+    read_seq: i64,
+    created: bool,
+    new_member: bool,
+    /// For [`Frame::Gmembers`]: (address here, display name, live on the home realm).
+    members: Vec<RemoteMember>,
+}
+
 /// A boxed future, so [`Remote`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -181,6 +213,39 @@ pub trait Remote: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
     /// Every peer and its link state.
     fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
+    /// Asks `realm` whether it is the home of a group `group` ([`Lookup::Found`] with the group's
+    /// name).
+    fn group_lookup<'a>(&'a self, realm: &'a str, group: &'a str) -> BoxFuture<'a, Lookup>;
+    /// Makes `user` (of this realm) a member of `group` homed on `realm`: asks the home realm,
+    /// then commits the membership of the replica `group@realm` here. The error says why not.
+    fn group_join<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<RemoteJoin, String>>;
+    /// Ends `user`'s membership of `group` homed on `realm`, on the home realm (the caller ends the
+    /// replica's membership here).
+    fn group_leave<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// The members of `group` homed on `realm`, as that realm lists them, named as this realm
+    /// names them: (address, display name, live on the home realm).
+    fn group_members<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>>;
+    /// Commits posts of this realm's users to a group homed on `realm` to its outbox (each
+    /// recipient is `group@realm`), in order; returns once durable.
+    fn group_post(
+        &self,
+        realm: &str,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 }
 
 /// The link state of one peer, for `realms`.
@@ -209,6 +274,7 @@ struct LinkHandle {
     id: u64,
     frames: mpsc::Sender<Frame>,
     lookups: Arc<Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>>,
+    queries: Arc<Mutex<HashMap<u64, oneshot::Sender<GroupReply>>>>,
     cancel: CancellationToken,
 }
 
@@ -226,6 +292,8 @@ pub(crate) struct Peer {
     link: Mutex<Option<LinkHandle>>,
     /// Signalled when the outbox for this peer has new messages.
     work: Notify,
+    /// Signalled when a group with members on this peer has new messages or a new such member.
+    feed_work: Notify,
     known: Mutex<HashMap<String, (String, Instant)>>,
     next_query: AtomicU64,
 }
@@ -254,29 +322,15 @@ impl Peer {
         {
             return Lookup::Found(display.clone());
         }
-        let Some(link) = self.link() else {
-            return Lookup::Unreachable;
-        };
-        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&link.lookups).insert(q, tx);
-        let asked = link
-            .frames
-            .send(Frame::Lookup {
-                q,
-                user: user.to_owned(),
-            })
-            .await
-            .is_ok();
-        let answer = if asked {
-            tokio::time::timeout(timeout, rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        lock(&link.lookups).remove(&q);
+        let answer = self
+            .ask(
+                |q| Frame::Lookup {
+                    q,
+                    user: user.to_owned(),
+                },
+                timeout,
+            )
+            .await;
         match answer {
             Some(Some(display)) => {
                 lock(&self.known).insert(user.to_owned(), (display.clone(), Instant::now()));
@@ -287,6 +341,77 @@ impl Peer {
                 Lookup::Missing
             }
             None => Lookup::Unreachable,
+        }
+    }
+
+    /// Sends the query `make(q)` (a lookup) and waits for its answer: `None` when the link is down
+    /// or nothing came in time.
+    async fn ask(
+        &self,
+        make: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Option<Option<String>> {
+        let link = self.link()?;
+        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.lookups).insert(q, tx);
+        let answer = if link.frames.send(make(q)).await.is_ok() {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&link.lookups).remove(&q);
+        answer
+    }
+
+    /// Whether the peer homes a group `group` (never cached: groups come and go).
+    async fn group_lookup(&self, group: &str, timeout: Duration) -> Lookup {
+        let answer = self
+            .ask(
+                |q| Frame::Glookup {
+                    q,
+                    group: group.to_owned(),
+                },
+                timeout,
+            )
+            .await;
+        match answer {
+            Some(Some(name)) => Lookup::Found(name),
+            Some(None) => Lookup::Missing,
+            None => Lookup::Unreachable,
+        }
+    }
+
+    /// Sends the group query `make(q)` and waits for its answer.
+    async fn ask_group(
+        &self,
+        make: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Result<GroupReply, String> {
+        let name = &self.config.name;
+        let unreachable = || format!("realm {name} is unreachable now; try again later");
+        let Some(link) = self.link() else {
+            return Err(unreachable());
+        };
+        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&link.queries).insert(q, tx);
+        let answer = if link.frames.send(make(q)).await.is_ok() {
+            tokio::time::timeout(timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        lock(&link.queries).remove(&q);
+        match answer {
+            Some(GroupReply { error: Some(e), .. }) => Err(e),
+            Some(r) => Ok(r),
+            None => Err(unreachable()),
         }
     }
 }
@@ -349,6 +474,7 @@ impl Federation {
                 }),
                 link: Mutex::new(None),
                 work: Notify::new(),
+                feed_work: Notify::new(),
                 known: Mutex::default(),
                 next_query: AtomicU64::new(1),
             };
@@ -375,6 +501,26 @@ impl Federation {
             next_link: AtomicU64::new(1),
         });
         realm.set_remote(Arc::clone(&fed) as Arc<dyn Remote>);
+        let peers = fed.peers.clone();
+        realm.hub().set_feed(Box::new(move |realm, event| {
+            let Some(p) = peers.get(realm) else {
+                return;
+            };
+            match event {
+                FeedEvent::Message => p.feed_work.notify_one(),
+                FeedEvent::Presence(change, leave) => {
+                    // Best effort, never waiting: a full queue or a link down drops it.
+                    if let Some(link) = p.link() {
+                        let _ = link.frames.try_send(Frame::Gpresence {
+                            group: change.group.clone(),
+                            user: change.user.clone(),
+                            display: change.display_name.clone(),
+                            leave: *leave,
+                        });
+                    }
+                }
+            }
+        }));
         tokio::spawn(link::accept_loop(
             Arc::clone(&fed),
             listener,
@@ -437,6 +583,115 @@ impl Remote for Federation {
         let realm = realm.to_owned();
         Box::pin(async move {
             let stored = store::enqueue(&self.store, realm, messages).await?;
+            if let Some(p) = peer {
+                p.work.notify_one();
+            }
+            Ok(stored)
+        })
+    }
+
+    fn group_lookup<'a>(&'a self, realm: &'a str, group: &'a str) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            match self.peers.get(realm) {
+                Some(p) => p.group_lookup(group, self.config.lookup_timeout).await,
+                None => Lookup::NotPeer,
+            }
+        })
+    }
+
+    fn group_join<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<RemoteJoin, String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            let r = peer
+                .ask_group(
+                    |q| Frame::Gjoin {
+                        q,
+                        group: group.to_owned(),
+                        user: user.to_owned(),
+                    },
+                    self.config.lookup_timeout,
+                )
+                .await?;
+            let local = store::join_replica(
+                &self.store,
+                format!("{group}@{realm}"),
+                realm.to_owned(),
+                user.to_owned(),
+                r.read_seq,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot store a replica membership");
+                "the server could not store this; try again later".to_owned()
+            })?;
+            Ok(RemoteJoin {
+                created: r.created,
+                new_member: r.new_member || local,
+                read_seq: r.read_seq,
+            })
+        })
+    }
+
+    fn group_leave<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            peer.ask_group(
+                |q| Frame::Gleave {
+                    q,
+                    group: group.to_owned(),
+                    user: user.to_owned(),
+                },
+                self.config.lookup_timeout,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn group_members<'a>(
+        &'a self,
+        realm: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>> {
+        Box::pin(async move {
+            let Some(peer) = self.peers.get(realm) else {
+                return Err(format!("no link to realm {realm:?}"));
+            };
+            peer.ask_group(
+                |q| Frame::Gmembers {
+                    q,
+                    group: group.to_owned(),
+                },
+                self.config.lookup_timeout,
+            )
+            .await
+            .map(|r| r.members)
+        })
+    }
+
+    fn group_post(
+        &self,
+        realm: &str,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
+        let peer = self.peers.get(realm).cloned();
+        let realm = realm.to_owned();
+        Box::pin(async move {
+            let stored = store::enqueue_group_posts(&self.store, realm, messages).await?;
             if let Some(p) = peer {
                 p.work.notify_one();
             }

@@ -8,6 +8,11 @@
 //!   bounce is written to the sender's inbox in the same transaction, once).
 //! - An incoming message is inserted with `INSERT OR IGNORE` on its id: a retried message that was
 //!   committed before is silently a duplicate, and is acknowledged again.
+//! - A message from one of our users to a group homed on a peer takes the same way: a `messages`
+//!   row whose `conversation` is the group's address here (`g@realm`: no space, unlike the key of
+//!   a private conversation, which is how the link tells it is a group post) and an outbox row.
+//! - `group_feeds(peer, grp, acked_seq)`: for each group homed here with members on `peer`, up to
+//!   which `seq` the peer has committed the group's messages in its replica.
 
 use std::collections::HashMap;
 
@@ -25,13 +30,27 @@ fn insert(
     m: &NewMessage,
     delivered_at: Option<i64>,
 ) -> StoreResult<bool> {
+    insert_in(
+        c,
+        m,
+        &conversation_key(&m.sender, &m.recipient),
+        delivered_at,
+    )
+}
+
+fn insert_in(
+    c: &rusqlite::Connection,
+    m: &NewMessage,
+    conversation: &str,
+    delivered_at: Option<i64>,
+) -> StoreResult<bool> {
     let n = c.prepare_cached(INSERT)?.execute(params![
         &m.id.as_bytes()[..],
         m.sender,
         m.sender_display,
         m.recipient,
         m.recipient_display,
-        conversation_key(&m.sender, &m.recipient),
+        conversation,
         m.body,
         m.sent_at,
         delivered_at,
@@ -75,22 +94,133 @@ pub(crate) async fn enqueue(
         .await
 }
 
+/// Commits posts of our users to a group homed on `peer` (each message's recipient is the group's
+/// address here, `g@peer`) with their outbox rows, in one transaction, in this order.
+pub(crate) async fn enqueue_group_posts(
+    store: &SqliteStore,
+    peer: String,
+    messages: Vec<NewMessage>,
+) -> StoreResult<Vec<StoredMessage>> {
+    store
+        .run_in_commit(move |c| {
+            let mut out = Vec::with_capacity(messages.len());
+            for message in messages {
+                insert_in(c, &message, &message.recipient, Some(message.sent_at))?;
+                let seq = c.last_insert_rowid();
+                c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
+                    .execute(params![peer, seq])?;
+                out.push(StoredMessage { seq, message });
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// An outbox entry: the message, and whether it is a post to a group (else a private message).
+pub(crate) struct Outgoing {
+    pub(crate) stored: StoredMessage,
+    pub(crate) group_post: bool,
+}
+
 /// The oldest `limit` outbox messages for `peer` after sequence `after`, in commit order.
 pub(crate) async fn outbox_after(
     store: &SqliteStore,
     peer: String,
     after: i64,
     limit: usize,
-) -> StoreResult<Vec<StoredMessage>> {
+) -> StoreResult<Vec<Outgoing>> {
     store
         .read_with(move |c| {
             let mut s = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq IN \
+                "SELECT {MESSAGE_COLUMNS}, instr(conversation, ' ') = 0 FROM messages WHERE seq IN \
                  (SELECT seq FROM outbox WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3) \
                  ORDER BY seq"
             ))?;
-            let rows = s.query_map(params![peer, after, limit as i64], message_row)?;
+            let rows = s.query_map(params![peer, after, limit as i64], |r| {
+                Ok(Outgoing {
+                    stored: message_row(r)?,
+                    group_post: r.get(8)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+}
+
+/// Starts feeding `grp` to `peer` from `from_seq`, unless it is fed already.
+pub(crate) async fn open_feed(
+    store: &SqliteStore,
+    peer: String,
+    grp: String,
+    from_seq: i64,
+) -> StoreResult<()> {
+    store
+        .run_in_commit(move |c| {
+            c.prepare_cached(
+                "INSERT INTO group_feeds (peer, grp, acked_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (peer, grp) DO NOTHING",
+            )?
+            .execute(params![peer, grp, from_seq])?;
+            Ok(())
+        })
+        .await
+}
+
+/// Where each group's feed to `peer` stands: the highest `seq` it acknowledged.
+pub(crate) async fn feeds(store: &SqliteStore, peer: String) -> StoreResult<HashMap<String, i64>> {
+    store
+        .read_with(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT grp, acked_seq FROM group_feeds WHERE peer = ?1")?;
+            let rows = s.query_map([peer], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+        })
+        .await
+}
+
+/// Moves feed cursors of `peer` forward (never back), once committed.
+pub(crate) async fn ack_feeds(
+    store: &SqliteStore,
+    peer: String,
+    acked: Vec<(String, i64)>,
+) -> StoreResult<()> {
+    store
+        .run_in_commit(move |c| {
+            let mut s = c.prepare_cached(
+                "INSERT INTO group_feeds (peer, grp, acked_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (peer, grp) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)",
+            )?;
+            for (grp, seq) in &acked {
+                s.execute(params![peer, grp, seq])?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Makes `user` a member of the replica `group` (homed on `home`) with read cursor `read_seq`,
+/// creating the replica; whether they were not a member yet, once committed.
+pub(crate) async fn join_replica(
+    store: &SqliteStore,
+    group: String,
+    home: String,
+    user: String,
+    read_seq: i64,
+) -> StoreResult<bool> {
+    store
+        .run_in_commit(move |c| {
+            c.prepare_cached(
+                "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
+                 ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute(params![group, home, super::link::unix_ms()])?;
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO group_members (grp, user, read_seq, joined_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (grp, user) DO NOTHING",
+                )?
+                .execute(params![group, user, read_seq, super::link::unix_ms()])?;
+            Ok(n == 1)
         })
         .await
 }

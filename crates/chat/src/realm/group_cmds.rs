@@ -14,9 +14,32 @@ use jaring_proto::chat::sendgroup::SendGroup;
 use tracing::error;
 
 use super::{ConnState, Delivery, Realm, STORAGE_FAILED, lock, unix_ms};
-use crate::group_store::{NewGroupMessage, StoredGroupMessage};
+use crate::federation::Lookup;
+use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, Subscription};
-use crate::store::{Store, StoreError};
+use crate::store::{NewMessage, Store, StoreError};
+
+/// Where a group address leads.
+enum GroupRef {
+    /// A group homed here: its name.
+    Local(String),
+    /// A group homed on a peer: its replica here (`name@realm`), the realm, the name there.
+    Remote {
+        replica: String,
+        realm: String,
+        name: String,
+    },
+}
+
+impl GroupRef {
+    /// The group's name in this realm's store and hub.
+    fn here(&self) -> &str {
+        match self {
+            Self::Local(n) => n,
+            Self::Remote { replica, .. } => replica,
+        }
+    }
+}
 
 /// A connection's live session on a group, handed to the server after the `group` OK. Dropping
 /// it ends the session in the hub: only then may the member's `inboxgroup` run again, so the
@@ -84,45 +107,223 @@ impl<S: Store> Realm<S> {
         &self.groups
     }
 
-    /// The local name of a group address, or the ERROR appended.
-    fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
+    /// Where a group address leads, or the ERROR appended. `name@<this realm>` is a group homed
+    /// here and `name@peer` the group homed on that peer. A bare name is the group of this realm
+    /// if there is one; else the replica of a peer's group this realm keeps already, if exactly one
+    /// peer's; else the peers are asked: exactly one homes it → that one; several → ERROR naming
+    /// them; none (or none that could be asked) → a group of this realm, created on first join.
+    async fn group_ref(&self, addr: &Address, out: &mut Vec<u8>) -> Option<GroupRef> {
+        let remote_ref = |name: &str, realm: &str| GroupRef::Remote {
+            replica: format!("{name}@{realm}"),
+            realm: realm.to_owned(),
+            name: name.to_owned(),
+        };
+        let remote = self.remote.get();
+        if let Some(realm) = addr.realm.as_deref()
+            && realm != self.options.name
+            && let Some(remote) = remote
+        {
+            let peers = remote.peer_names();
+            if !peers.iter().any(|p| p == realm) {
+                reply::encode_error(
+                    format_args!(
+                        "no link to realm {realm:?}: this realm ({}) links to {}",
+                        self.options.name,
+                        peers.join(", ")
+                    ),
+                    out,
+                );
+                return None;
+            }
+            return Some(remote_ref(&addr.name, realm));
+        }
         if self.refuse_foreign(addr, out) {
             return None;
         }
-        Some(addr.name.clone())
+        let name = &addr.name;
+        let (Some(remote), None) = (remote, &addr.realm) else {
+            return Some(GroupRef::Local(name.clone()));
+        };
+        if self.groups.exists(name) {
+            return Some(GroupRef::Local(name.clone()));
+        }
+        if let Some(replica) = self.kept_replica(name) {
+            let (_, realm) = replica.split_once('@')?;
+            return Some(remote_ref(name, realm));
+        }
+        let peers = remote.peer_names();
+        let mut found = Vec::new();
+        for realm in &peers {
+            // A peer that cannot be asked counts as not having it: creating a group must not wait
+            // for a peer to come back.
+            if let Lookup::Found(_) = remote.group_lookup(realm, name).await {
+                found.push(format!("{name}@{realm}"));
+            }
+        }
+        match found.len() {
+            0 => Some(GroupRef::Local(name.clone())),
+            1 => {
+                let (_, realm) = found[0].split_once('@')?;
+                Some(remote_ref(name, realm))
+            }
+            _ => {
+                reply::encode_error(
+                    format_args!(
+                        "{name:?} is a group on several realms; say which: {}",
+                        found.join(" or ")
+                    ),
+                    out,
+                );
+                None
+            }
+        }
     }
 
-    /// Makes `user` a member (creating the group on first join); pushes the join. The ERROR is
-    /// appended on failure. Returns (created, new_member).
-    async fn ensure_member(
-        &self,
-        group: &str,
-        user: &str,
-        out: &mut Vec<u8>,
-    ) -> Option<(bool, bool)> {
-        if self.groups.membership(group, user).is_some() {
-            return Some((false, false));
-        }
-        if !self.groups.exists(group) && self.user(group).is_some() {
-            reply::encode_error(
-                format_args!("{group:?} is a user of this realm; pick another group name"),
-                out,
-            );
+    /// The replica `name@peer` this realm keeps of a peer's group `name`, if it keeps exactly one
+    /// (and `name` is not a group of this realm).
+    pub(super) fn kept_replica(&self, name: &str) -> Option<String> {
+        let remote = self.remote.get()?;
+        if self.groups.exists(name) {
             return None;
         }
-        let outcome = match self.store.join_group(group, &self.options.name, user).await {
-            Ok(o) => o,
-            Err(e) => {
+        let mut kept = remote
+            .peer_names()
+            .into_iter()
+            .map(|p| format!("{name}@{p}"))
+            .filter(|g| self.groups.exists(g));
+        let first = kept.next()?;
+        kept.next().is_none().then_some(first)
+    }
+
+    /// The name under which a group address is stored here, or the ERROR appended.
+    async fn group_name(&self, addr: &Address, out: &mut Vec<u8>) -> Option<String> {
+        self.group_ref(addr, out).await.map(|g| g.here().to_owned())
+    }
+
+    /// Makes `user` (a user of this realm, or `user@peer`) a member of the group homed here
+    /// (creating it on first join); pushes the join. The error says why not.
+    async fn join_member(&self, group: &str, user: &str) -> Result<JoinOutcome, String> {
+        if !self.groups.exists(group) && self.user(group).is_some() {
+            return Err(format!(
+                "{group:?} is a user of realm {}; pick another group name",
+                self.options.name
+            ));
+        }
+        let outcome = self
+            .store
+            .join_group(group, &self.options.name, user)
+            .await
+            .map_err(|e| {
                 error!(error = %e, "cannot store a group membership");
-                reply::encode_error(STORAGE_FAILED, out);
-                return None;
-            }
-        };
+                STORAGE_FAILED.to_owned()
+            })?;
         if self.groups.joined(group, user, outcome.read_seq) && outcome.new_member {
             self.groups
                 .publish_presence(self.member_change(group, user), false);
         }
-        Some((outcome.created, outcome.new_member))
+        Ok(outcome)
+    }
+
+    /// A peer's user (`user@peer`) joins the group `group` homed here.
+    pub async fn join_for_peer(&self, group: &str, member: &str) -> Result<JoinOutcome, String> {
+        self.join_member(group, member).await
+    }
+
+    /// The members of the group `group` homed here, for a peer: (address, display name, live).
+    pub fn members_for_peer(
+        &self,
+        group: &str,
+    ) -> Option<Vec<jaring_proto::federation::GroupMember>> {
+        let list = self.groups.members(group)?;
+        Some(
+            list.into_iter()
+                .map(|(name, live)| jaring_proto::federation::GroupMember {
+                    display: self
+                        .user(&name)
+                        .map_or_else(|| name.clone(), |u| u.display_name),
+                    name,
+                    live,
+                })
+                .collect(),
+        )
+    }
+
+    /// A peer's user (`user@peer`) leaves the group `group` homed here (done already is fine: a
+    /// retried leave whose answer was lost).
+    pub async fn leave_for_peer(&self, group: &str, member: &str) -> Result<(), String> {
+        if !self.groups.exists(group) {
+            return Err(format!("no group {group:?} on realm {}", self.options.name));
+        }
+        if self.groups.membership(group, member).is_none() {
+            return Ok(());
+        }
+        self.leave_member(group, member).await
+    }
+
+    /// Ends a membership in storage, then in the hub; pushes the leave.
+    async fn leave_member(&self, group: &str, user: &str) -> Result<(), String> {
+        if let Err(e) = self.store.leave_group(group, user).await {
+            error!(error = %e, "cannot store a group leave");
+            return Err(STORAGE_FAILED.to_owned());
+        }
+        let change = self.member_change(group, user);
+        if self.groups.left(group, user) {
+            self.groups.publish_presence(change, true);
+        }
+        Ok(())
+    }
+
+    /// Stores group messages relayed by a peer realm (posts of its users to groups homed here), in
+    /// order, in one commit; a message whose id is stored already is a retry and is skipped.
+    pub async fn post_relayed(
+        &self,
+        messages: Vec<NewGroupMessage>,
+    ) -> Result<Vec<StoredGroupMessage>, StoreError> {
+        let hub = Arc::clone(&self.groups);
+        self.store
+            .insert_group_messages(messages, Box::new(move |m| hub.publish_message(m)))
+            .await
+    }
+
+    /// Makes `user` a member of the group (creating a local group on first join, asking the home
+    /// realm of a remote one); pushes the join. The ERROR is appended on failure. Returns
+    /// (created, new_member).
+    async fn ensure_member(
+        &self,
+        group: &GroupRef,
+        user: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<(bool, bool)> {
+        if self.groups.membership(group.here(), user).is_some() {
+            return Some((false, false));
+        }
+        let joined = match group {
+            GroupRef::Local(name) => self
+                .join_member(name, user)
+                .await
+                .map(|o| (o.created, o.new_member)),
+            GroupRef::Remote {
+                replica,
+                realm,
+                name,
+            } => match self.remote.get() {
+                Some(remote) => remote.group_join(realm, name, user).await.map(|j| {
+                    if self.groups.joined(replica, user, j.read_seq) && j.new_member {
+                        self.groups
+                            .publish_presence(self.member_change(replica, user), false);
+                    }
+                    (j.created, j.new_member)
+                }),
+                None => Err(format!("no link to realm {realm:?}")),
+            },
+        };
+        match joined {
+            Ok(j) => Some(j),
+            Err(e) => {
+                reply::encode_error(e, out);
+                None
+            }
+        }
     }
 
     fn member_change(&self, group: &str, user: &str) -> MemberChange {
@@ -143,8 +344,9 @@ impl<S: Store> Realm<S> {
         out: &mut Vec<u8>,
     ) -> Option<LiveSession> {
         let user = self.resolve(conn, &c.token, out).await?;
-        let group = self.group_name(&c.group, out)?;
-        let (created, new_member) = self.ensure_member(&group, &user, out).await?;
+        let target = self.group_ref(&c.group, out).await?;
+        let (created, new_member) = self.ensure_member(&target, &user, out).await?;
+        let group = target.here().to_owned();
         let key = lease_key(&user, &group);
         let subscription = {
             // Under the leases lock, so that no inboxgroup of this member is being handed out
@@ -212,6 +414,11 @@ impl<S: Store> Realm<S> {
         let sender_display = self
             .user(user)
             .map_or_else(|| user.to_owned(), |u| u.display_name);
+        if let Some((_, realm)) = group.split_once('@') {
+            return self
+                .post_remote(group, realm, user, &sender_display, bodies)
+                .await;
+        }
         let messages = bodies
             .into_iter()
             .map(|body| NewGroupMessage {
@@ -227,6 +434,49 @@ impl<S: Store> Realm<S> {
         self.store
             .insert_group_messages(messages, Box::new(move |m| hub.publish_message(m)))
             .await
+    }
+
+    /// Posts to the replica `group` of a group homed on `realm`: committed to the outbox for the
+    /// home realm, which orders it; it comes back with its `seq` through the group's feed. The
+    /// messages returned carry `seq` 0 (not ordered yet).
+    async fn post_remote(
+        &self,
+        group: &str,
+        realm: &str,
+        user: &str,
+        sender_display: &str,
+        bodies: Vec<String>,
+    ) -> Result<Vec<StoredGroupMessage>, StoreError> {
+        let Some(remote) = self.remote.get() else {
+            return Err(StoreError::Stopped);
+        };
+        let messages = bodies
+            .into_iter()
+            .map(|body| NewMessage {
+                id: uuid::Uuid::now_v7(),
+                sender: user.to_owned(),
+                sender_display: sender_display.to_owned(),
+                recipient: group.to_owned(),
+                recipient_display: group.to_owned(),
+                body,
+                sent_at: unix_ms(),
+            })
+            .collect();
+        let stored = remote.group_post(realm, messages).await?;
+        Ok(stored
+            .into_iter()
+            .map(|m| StoredGroupMessage {
+                seq: 0,
+                message: NewGroupMessage {
+                    id: m.message.id,
+                    group: group.to_owned(),
+                    sender: m.message.sender,
+                    sender_display: m.message.sender_display,
+                    body: m.message.body,
+                    sent_at: m.message.sent_at,
+                },
+            })
+            .collect())
     }
 
     /// Moves a member's read cursor forward in memory now and in storage when `persist`.
@@ -247,12 +497,13 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, &c.token, out).await else {
             return;
         };
-        let Some(group) = self.group_name(&c.group, out) else {
+        let Some(target) = self.group_ref(&c.group, out).await else {
             return;
         };
-        if self.ensure_member(&group, &user, out).await.is_none() {
+        if self.ensure_member(&target, &user, out).await.is_none() {
             return;
         }
+        let group = target.here().to_owned();
         match self.post_group_message(&group, &user, c.message).await {
             Ok(stored) => reply::encode(
                 &GroupSent {
@@ -273,6 +524,13 @@ impl<S: Store> Realm<S> {
 
     /// The member's membership, or the ERROR appended.
     fn require_member(&self, group: &str, user: &str, out: &mut Vec<u8>) -> Option<i64> {
+        if !self.groups.exists(group) && group.contains('@') {
+            reply::encode_error(
+                format_args!("you are not a member of {group:?}; join with: group TOKEN {group}"),
+                out,
+            );
+            return None;
+        }
         if !self.groups.exists(group) {
             reply::encode_error(
                 format_args!(
@@ -301,7 +559,7 @@ impl<S: Store> Realm<S> {
         out: &mut Vec<u8>,
     ) -> Option<Delivery> {
         let user = self.resolve(conn, token, out).await?;
-        let group = self.group_name(group, out)?;
+        let group = self.group_name(group, out).await?;
         self.require_member(&group, &user, out)?;
         let key = lease_key(&user, &group);
         let read_seq = {
@@ -409,10 +667,44 @@ impl<S: Store> Realm<S> {
         if self.resolve(conn, token, out).await.is_none() {
             return;
         }
-        let Some(group) = self.group_name(group, out) else {
+        let Some(target) = self.group_ref(group, out).await else {
             return;
         };
-        let Some(list) = self.groups.members(&group) else {
+        let group = target.here().to_owned();
+        let local = self.groups.members(&group);
+        // A group homed elsewhere: everyone, as its home lists them (live there, or live here).
+        let home = match (&target, self.remote.get()) {
+            (GroupRef::Remote { realm, name, .. }, Some(remote)) => {
+                remote.group_members(realm, name).await.ok()
+            }
+            _ => None,
+        };
+        let members: Vec<MemberEntry> = if let Some(list) = home {
+            let mut members: Vec<MemberEntry> = list
+                .into_iter()
+                .map(|(name, display_name, live)| MemberEntry {
+                    live: live
+                        || local
+                            .as_ref()
+                            .is_some_and(|l| l.iter().any(|(n, lv)| *lv && *n == name)),
+                    display_name,
+                    name,
+                })
+                .collect();
+            members.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            members
+        } else if let Some(list) = local {
+            // This realm's own list (the home could not be asked: this realm's members only).
+            list.into_iter()
+                .map(|(name, live)| MemberEntry {
+                    display_name: self
+                        .user(&name)
+                        .map_or_else(|| name.clone(), |u| u.display_name),
+                    name,
+                    live,
+                })
+                .collect()
+        } else {
             reply::encode_error(
                 format_args!(
                     "no group {group:?} on realm {}; `group` creates one",
@@ -422,16 +714,6 @@ impl<S: Store> Realm<S> {
             );
             return;
         };
-        let members = list
-            .into_iter()
-            .map(|(name, live)| MemberEntry {
-                display_name: self
-                    .user(&name)
-                    .map_or_else(|| name.clone(), |u| u.display_name),
-                name,
-                live,
-            })
-            .collect();
         reply::encode(
             &MembersOk {
                 status: Status::Ok,
@@ -452,20 +734,27 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, token, out).await else {
             return;
         };
-        let Some(group) = self.group_name(group, out) else {
+        let Some(target) = self.group_ref(group, out).await else {
             return;
         };
+        let group = target.here().to_owned();
         if self.require_member(&group, &user, out).is_none() {
             return;
         }
-        if let Err(e) = self.store.leave_group(&group, &user).await {
-            error!(error = %e, "cannot store a group leave");
-            reply::encode_error(STORAGE_FAILED, out);
-            return;
+        if let GroupRef::Remote { realm, name, .. } = &target {
+            // The home realm first: a leave it did not hear of would keep feeding us.
+            let left = match self.remote.get() {
+                Some(remote) => remote.group_leave(realm, name, &user).await,
+                None => Err(format!("no link to realm {realm:?}")),
+            };
+            if let Err(e) = left {
+                reply::encode_error(e, out);
+                return;
+            }
         }
-        let change = self.member_change(&group, &user);
-        if self.groups.left(&group, &user) {
-            self.groups.publish_presence(change, true);
+        if let Err(e) = self.leave_member(&group, &user).await {
+            reply::encode_error(e, out);
+            return;
         }
         reply::encode_ok(&format!("Left group {group}"), out);
     }

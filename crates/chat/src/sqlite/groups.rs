@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS group_messages (
     sent_at INTEGER NOT NULL,
     PRIMARY KEY (grp, seq)
 );
+CREATE TABLE IF NOT EXISTS group_feeds (
+    peer TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL,
+    PRIMARY KEY (peer, grp)
+) WITHOUT ROWID;
 ";
 
 /// A queued group write and where its answer goes.
@@ -64,6 +70,13 @@ pub(super) enum GroupWrite {
         cursors: Vec<(String, String, i64)>,
         reply: oneshot::Sender<StoreResult<()>>,
     },
+    /// Messages of a replica (a group homed on the peer realm `home`), with the home's `seq`.
+    Replica {
+        home: String,
+        messages: Vec<StoredGroupMessage>,
+        published: Published,
+        reply: oneshot::Sender<StoreResult<Vec<StoredGroupMessage>>>,
+    },
 }
 
 /// A group write applied in the open transaction, to be answered once its fate is known.
@@ -74,6 +87,24 @@ impl Finish {
     pub(super) fn run(self, committed: bool) {
         (self.0)(committed);
     }
+}
+
+/// Once committed, pushes each stored message (in order) and then answers with them.
+fn publish_then_answer(
+    stored: Vec<StoredGroupMessage>,
+    published: Published,
+    reply: oneshot::Sender<StoreResult<Vec<StoredGroupMessage>>>,
+) -> Finish {
+    Finish(Box::new(move |committed| {
+        if committed {
+            for m in &stored {
+                published(m);
+            }
+            let _ = reply.send(Ok(stored));
+        } else {
+            let _ = reply.send(Err(StoreError::Stopped));
+        }
+    }))
 }
 
 fn answer<T: Send + 'static>(
@@ -114,21 +145,14 @@ impl GroupWrite {
                 let mut stored = Vec::with_capacity(messages.len());
                 for message in messages {
                     match insert(tx, &message) {
-                        Ok(seq) => stored.push(StoredGroupMessage { seq, message }),
+                        Ok(Some(seq)) => stored.push(StoredGroupMessage { seq, message }),
+                        // A retry (from another realm) of a message already stored.
+                        Ok(None) => {}
                         // The whole transaction fails with it: nothing of the batch commits.
                         Err(e) => return answer(Err(e), reply),
                     }
                 }
-                Finish(Box::new(move |committed| {
-                    if committed {
-                        for m in &stored {
-                            published(m);
-                        }
-                        let _ = reply.send(Ok(stored));
-                    } else {
-                        let _ = reply.send(Err(StoreError::Stopped));
-                    }
-                }))
+                publish_then_answer(stored, published, reply)
             }
             Self::Cursors { cursors, reply } => {
                 let r = (|| {
@@ -143,6 +167,22 @@ impl GroupWrite {
                 })();
                 answer(r, reply)
             }
+            Self::Replica {
+                home,
+                messages,
+                published,
+                reply,
+            } => {
+                let mut new = Vec::with_capacity(messages.len());
+                for m in messages {
+                    match insert_replica(tx, &home, &m, now) {
+                        Ok(true) => new.push(m),
+                        Ok(false) => {}
+                        Err(e) => return answer(Err(e), reply),
+                    }
+                }
+                publish_then_answer(new, published, reply)
+            }
         }
     }
 
@@ -153,6 +193,7 @@ impl GroupWrite {
             Self::Leave { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Messages { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Cursors { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            Self::Replica { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
         }
     }
 }
@@ -196,7 +237,16 @@ fn join(
     })
 }
 
-fn insert(tx: &Connection, m: &NewGroupMessage) -> StoreResult<i64> {
+/// Stores `m` with the next `seq` of its group; `None` when a message with its id is stored
+/// already (a retry relayed by another realm: stored once, never twice).
+fn insert(tx: &Connection, m: &NewGroupMessage) -> StoreResult<Option<i64>> {
+    let known = tx
+        .prepare_cached("SELECT 1 FROM group_messages WHERE id = ?1")?
+        .query_row([&m.id.as_bytes()[..]], |_| Ok(()))
+        .optional()?;
+    if known.is_some() {
+        return Ok(None);
+    }
     let seq: i64 = tx
         .prepare_cached(
             "UPDATE groups SET last_seq = last_seq + 1 WHERE name = ?1 RETURNING last_seq",
@@ -215,7 +265,66 @@ fn insert(tx: &Connection, m: &NewGroupMessage) -> StoreResult<i64> {
         m.body,
         m.sent_at
     ])?;
-    Ok(seq)
+    Ok(Some(seq))
+}
+
+/// Stores a replica's message under the `seq` its home realm gave it, creating the replica's group
+/// row on its first message; whether it was new (a resent message is ignored: exactly once).
+fn insert_replica(
+    tx: &Connection,
+    home: &str,
+    stored: &StoredGroupMessage,
+    now: i64,
+) -> StoreResult<bool> {
+    let m = &stored.message;
+    tx.prepare_cached(
+        "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
+         ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute(params![m.group, home, now])?;
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO group_messages \
+             (grp, seq, id, sender, sender_display, body, sent_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            m.group,
+            stored.seq,
+            &m.id.as_bytes()[..],
+            m.sender,
+            m.sender_display,
+            m.body,
+            m.sent_at
+        ])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached("UPDATE groups SET last_seq = max(last_seq, ?2) WHERE name = ?1")?
+        .execute(params![m.group, stored.seq])?;
+    Ok(true)
+}
+
+impl SqliteStore {
+    /// Stores messages of the replica of a group homed on realm `home`, each under its home `seq`
+    /// (in `seq` order), ignoring those already stored; runs `published` for each new one after
+    /// the commit, in order; returns the new ones, once committed.
+    pub(crate) async fn insert_replica_messages(
+        &self,
+        home: String,
+        messages: Vec<StoredGroupMessage>,
+        published: Published,
+    ) -> StoreResult<Vec<StoredGroupMessage>> {
+        self.write(|reply| {
+            Write::Group(GroupWrite::Replica {
+                home,
+                messages,
+                published,
+                reply,
+            })
+        })
+        .await
+    }
 }
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredGroupMessage> {

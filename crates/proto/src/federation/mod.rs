@@ -25,6 +25,18 @@ pub const VERSION: u32 = 1;
 /// and JSON escaping can make control characters six times longer. A longer frame ends the link.
 pub const DEFAULT_MAX_FRAME: usize = 512 * 1024;
 
+/// A member of a group, as [`Frame::Gmemberlist`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMember {
+    /// The member's address as the home realm names it (`messi`, `james@realm2`).
+    pub name: String,
+    /// The display name the home realm knows.
+    pub display: String,
+    /// Whether the member has a live session open on the home realm.
+    pub live: bool,
+}
+
 /// One frame of the link protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase", deny_unknown_fields)]
@@ -102,6 +114,124 @@ pub enum Frame {
         /// The display name, or null when there is no such user.
         display: Option<String>,
     },
+    /// Is there a group `group` homed on your realm? Answered by [`Frame::Gfound`].
+    Glookup {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name.
+        group: String,
+    },
+    /// The answer to [`Frame::Glookup`].
+    Gfound {
+        /// The query number.
+        q: u64,
+        /// Whether the group exists (homed on the answering realm).
+        exists: bool,
+    },
+    /// Member realm → home realm: who is in `group`? Answered by [`Frame::Gmemberlist`].
+    Gmembers {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the home realm.
+        group: String,
+    },
+    /// The answer to [`Frame::Gmembers`].
+    Gmemberlist {
+        /// The query number.
+        q: u64,
+        /// Why not (no such group), or null.
+        error: Option<String>,
+        /// The members, by name.
+        members: Vec<GroupMember>,
+    },
+    /// Member realm → home realm: make `user@<sender realm>` a member of `group` (created if it
+    /// does not exist). Answered by [`Frame::Greply`] with the same `q`.
+    Gjoin {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the receiving (home) realm.
+        group: String,
+        /// The user's name on the sending realm (without `@realm`).
+        user: String,
+    },
+    /// Member realm → home realm: end the membership of `user@<sender realm>` in `group`.
+    /// Answered by [`Frame::Greply`].
+    Gleave {
+        /// Query number, echoed in the answer.
+        q: u64,
+        /// The group's name on the home realm.
+        group: String,
+        /// The user's name on the sending realm.
+        user: String,
+    },
+    /// The answer to [`Frame::Gjoin`] or [`Frame::Gleave`].
+    Greply {
+        /// The query number.
+        q: u64,
+        /// Why it was refused, or null when it was done (and committed).
+        error: Option<String>,
+        /// For a join: the member's read cursor on the home realm (the group's latest `seq` for a
+        /// new member); 0 for a leave.
+        read_seq: i64,
+        /// The join created the group.
+        created: bool,
+        /// The join made the user a member (false: they were one already).
+        new_member: bool,
+    },
+    /// Member realm → home realm: a message from `from@<sender realm>` to `group`, taken from the
+    /// sender's outbox. Answered by [`Frame::Ack`] once committed in the group, or
+    /// [`Frame::Bounce`] (no such group, not a member).
+    Gpost {
+        /// The message id (UUID v7) the member realm chose: the de-duplication key.
+        id: String,
+        /// The group's name on the home realm.
+        group: String,
+        /// The sender's user name on the sending realm.
+        from: String,
+        /// The text.
+        body: String,
+        /// Milliseconds since the Unix epoch, when the member realm accepted it.
+        sent_at: i64,
+    },
+    /// Home realm → member realm: message `seq` of `group`, for the member realm's replica of it
+    /// (`group@<sender realm>`). Sent in `seq` order; answered by [`Frame::Gack`].
+    Gmsg {
+        /// The group's name on the home realm.
+        group: String,
+        /// The message's place in the group's order (assigned by the home realm).
+        seq: i64,
+        /// The message id.
+        id: String,
+        /// The sender's address as the home realm names it (`messi`, `james@realm2`).
+        from: String,
+        /// The sender's display name as the home realm knows it.
+        display: String,
+        /// The text.
+        body: String,
+        /// Milliseconds since the Unix epoch.
+        sent_at: i64,
+    },
+    /// Home realm → member realm: `user` joined (`leave` false) or left `group`, for the member
+    /// realm's live sessions on its replica. Best effort, like presence on one realm: not stored,
+    /// not acknowledged, not resent.
+    Gpresence {
+        /// The group's name on the home realm.
+        group: String,
+        /// The member's address as the home realm names it.
+        user: String,
+        /// The member's display name.
+        display: String,
+        /// A leave (else a join).
+        leave: bool,
+    },
+    /// Member realm → home realm: every message of `group` up to `seq` is committed in the
+    /// replica (cumulative).
+    Gack {
+        /// The group's name on the home realm.
+        group: String,
+        /// The highest `seq` committed.
+        seq: i64,
+    },
     /// Keep-alive; answered by [`Frame::Pong`].
     Ping,
     /// The answer to [`Frame::Ping`].
@@ -129,6 +259,17 @@ impl Frame {
             Self::Bounce { .. } => "bounce",
             Self::Lookup { .. } => "lookup",
             Self::Found { .. } => "found",
+            Self::Glookup { .. } => "glookup",
+            Self::Gfound { .. } => "gfound",
+            Self::Gmembers { .. } => "gmembers",
+            Self::Gmemberlist { .. } => "gmemberlist",
+            Self::Gjoin { .. } => "gjoin",
+            Self::Gleave { .. } => "gleave",
+            Self::Greply { .. } => "greply",
+            Self::Gpost { .. } => "gpost",
+            Self::Gmsg { .. } => "gmsg",
+            Self::Gack { .. } => "gack",
+            Self::Gpresence { .. } => "gpresence",
             Self::Ping => "ping",
             Self::Pong => "pong",
         }
@@ -217,6 +358,133 @@ mod tests {
     }
 
     #[test]
+    fn group_frames_are_byte_exact() {
+        let cases = [
+            (
+                Frame::Glookup {
+                    q: 2,
+                    group: "football".into(),
+                },
+                r#"{"t":"glookup","q":2,"group":"football"}"#,
+            ),
+            (
+                Frame::Gfound { q: 2, exists: true },
+                r#"{"t":"gfound","q":2,"exists":true}"#,
+            ),
+            (
+                Frame::Gmembers {
+                    q: 6,
+                    group: "football".into(),
+                },
+                r#"{"t":"gmembers","q":6,"group":"football"}"#,
+            ),
+            (
+                Frame::Gmemberlist {
+                    q: 6,
+                    error: None,
+                    members: vec![GroupMember {
+                        name: "james@realm2".into(),
+                        display: "James".into(),
+                        live: false,
+                    }],
+                },
+                r#"{"t":"gmemberlist","q":6,"error":null,"members":[{"name":"james@realm2","display":"James","live":false}]}"#,
+            ),
+            (
+                Frame::Gjoin {
+                    q: 3,
+                    group: "football".into(),
+                    user: "james".into(),
+                },
+                r#"{"t":"gjoin","q":3,"group":"football","user":"james"}"#,
+            ),
+            (
+                Frame::Gleave {
+                    q: 4,
+                    group: "football".into(),
+                    user: "james".into(),
+                },
+                r#"{"t":"gleave","q":4,"group":"football","user":"james"}"#,
+            ),
+            (
+                Frame::Greply {
+                    q: 3,
+                    error: None,
+                    read_seq: 7,
+                    created: false,
+                    new_member: true,
+                },
+                r#"{"t":"greply","q":3,"error":null,"read_seq":7,"created":false,"new_member":true}"#,
+            ),
+            (
+                Frame::Gpost {
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    group: "football".into(),
+                    from: "james".into(),
+                    body: "hi".into(),
+                    sent_at: 5,
+                },
+                r#"{"t":"gpost","id":"0190c7a2-0000-7000-8000-000000000001","group":"football","from":"james","body":"hi","sent_at":5}"#,
+            ),
+            (
+                Frame::Gmsg {
+                    group: "football".into(),
+                    seq: 8,
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    from: "james@realm2".into(),
+                    display: "james@realm2".into(),
+                    body: "hi".into(),
+                    sent_at: 5,
+                },
+                r#"{"t":"gmsg","group":"football","seq":8,"id":"0190c7a2-0000-7000-8000-000000000001","from":"james@realm2","display":"james@realm2","body":"hi","sent_at":5}"#,
+            ),
+            (
+                Frame::Gpresence {
+                    group: "football".into(),
+                    user: "messi".into(),
+                    display: "Lionel Messi".into(),
+                    leave: false,
+                },
+                r#"{"t":"gpresence","group":"football","user":"messi","display":"Lionel Messi","leave":false}"#,
+            ),
+            (
+                Frame::Gack {
+                    group: "football".into(),
+                    seq: 8,
+                },
+                r#"{"t":"gack","group":"football","seq":8}"#,
+            ),
+        ];
+        for (frame, text) in cases {
+            let mut out = Vec::new();
+            frame.encode(&mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).expect("utf-8"),
+                format!("{text}\n")
+            );
+            let mut frames = Vec::new();
+            LinkFramer::new(DEFAULT_MAX_FRAME)
+                .feed(&out, &mut frames)
+                .expect("valid");
+            assert_eq!(frames, vec![frame]);
+        }
+        // A refusal carries its reason; a missing field is malformed.
+        let mut frames = Vec::new();
+        LinkFramer::new(DEFAULT_MAX_FRAME)
+            .feed(
+                b"{\"t\":\"greply\",\"q\":1,\"error\":\"no\",\"read_seq\":0,\"created\":false,\"new_member\":false}\n",
+                &mut frames,
+            )
+            .expect("valid");
+        assert!(matches!(&frames[0], Frame::Greply { error: Some(e), .. } if e == "no"));
+        assert!(
+            LinkFramer::new(DEFAULT_MAX_FRAME)
+                .feed(b"{\"t\":\"gack\",\"group\":\"g\"}\n", &mut frames)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn refuses_garbage_and_oversize() {
         let mut frames = Vec::new();
         assert!(
@@ -238,6 +506,52 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn group_frames_round_trip(
+            group in "[A-Za-z0-9][A-Za-z0-9_.-]{0,31}",
+            from in "\\PC{0,40}",
+            body in proptest::prelude::any::<String>(),
+            seq in proptest::prelude::any::<i64>(),
+            q in proptest::prelude::any::<u64>(),
+            leave in proptest::prelude::any::<bool>(),
+        ) {
+            let frames = [
+                Frame::Gmsg {
+                    group: group.clone(),
+                    seq,
+                    id: "0190c7a2-0000-7000-8000-000000000001".into(),
+                    from: from.clone(),
+                    display: body.clone(),
+                    body: body.clone(),
+                    sent_at: seq,
+                },
+                Frame::Gpost {
+                    id: from.clone(),
+                    group: group.clone(),
+                    from: from.clone(),
+                    body: body.clone(),
+                    sent_at: seq,
+                },
+                Frame::Greply {
+                    q,
+                    error: Some(body.clone()),
+                    read_seq: seq,
+                    created: leave,
+                    new_member: !leave,
+                },
+                Frame::Gpresence { group, user: from, display: body, leave },
+            ];
+            let mut out = Vec::new();
+            for f in &frames {
+                f.encode(&mut out);
+            }
+            // One frame per line, whatever the text holds.
+            proptest::prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), frames.len());
+            let mut got = Vec::new();
+            LinkFramer::new(DEFAULT_MAX_FRAME).feed(&out, &mut got).expect("valid");
+            proptest::prop_assert_eq!(got, frames.to_vec());
+        }
+
         #[test]
         fn never_panics(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let mut frames = Vec::new();
