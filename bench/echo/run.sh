@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs, side by side: the loopback limit (iperf3), jaring's ECHO server (the default copy loop, and
-# --splice), the labs' Python echo server and xinetd's built-in echo, under `jaring bench echo`
+# Runs, side by side: the loopback limit (iperf3), jaring's ECHO server (the default, splice(2)
+# through a pipe, and --copy), the labs' Python echo server and xinetd's built-in echo, under `jaring bench echo`
 # (and iperf3's own client for iperf3), and prints markdown tables of results and ratios.
 #
 # Cases: one stream, 50 concurrent streams (throughput of bytes echoed), and 1 KiB round trips on
@@ -22,7 +22,7 @@ DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-50}
 SIZE=${SIZE:-131072}
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
-PORT_JARING=23200 PORT_SPLICE=23201 PORT_PYTHON=23202 PORT_XINETD=23203 PORT_IPERF=23204
+PORT_JARING=23200 PORT_COPY=23201 PORT_PYTHON=23202 PORT_XINETD=23203 PORT_IPERF=23204
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need taskset util-linux
@@ -64,11 +64,11 @@ EOF
 declare -A pid
 taskset -c 0 xinetd -dontfork -f "$OUT/xinetd.conf" -pidfile "$OUT/xinetd.pid" 2>"$OUT/xinetd.log" & pid[xinetd]=$!
 RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_JARING & pid[jaring]=$!
-RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_SPLICE --splice & pid[splice]=$!
+RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_COPY --copy & pid[copy]=$!
 taskset -c 0 python3 bench/echo/lab_echo_server.py $PORT_PYTHON & pid[python]=$!
 taskset -c 0 iperf3 --server --bind 127.0.0.1 --port $PORT_IPERF >/dev/null 2>&1 & pid[iperf3]=$!
 pids=("${pid[@]}")
-for port in $PORT_JARING $PORT_SPLICE $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
+for port in $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -95,10 +95,10 @@ iperf() { # case streams
 }
 for round in $(seq "$ROUNDS"); do
   iperf stream1 1
-  for s in jaring splice python xinetd; do bench $s stream1 1 stream "$SIZE"; done
+  for s in jaring copy python xinetd; do bench $s stream1 1 stream "$SIZE"; done
   iperf streamN "$CONNECTIONS"
-  for s in jaring splice python xinetd; do bench $s streamN "$CONNECTIONS" stream "$SIZE"; done
-  for s in jaring splice python xinetd; do bench $s rt "$CONNECTIONS" round-trip 1024; done
+  for s in jaring copy python xinetd; do bench $s streamN "$CONNECTIONS" stream "$SIZE"; done
+  for s in jaring copy python xinetd; do bench $s rt "$CONNECTIONS" round-trip 1024; done
   echo "round $round of $ROUNDS done" >&2
 done
 cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
@@ -142,13 +142,13 @@ print(f"Servers pinned to CPU 0, load generators (jaring bench, iperf3 client) t
       f"{rounds} rounds of {duration} s, median shown; stream writes of {size} bytes.")
 print(f"Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
       f"after: {open(os.path.join(out, 'load-after')).read().strip()}.\n")
-names = {"iperf3": "iperf3 (loopback limit)", "jaring": "jaring (default: copy)", "splice": "jaring --splice",
+names = {"iperf3": "iperf3 (loopback limit)", "jaring": "jaring (default: splice)", "copy": "jaring --copy",
          "python": "Python lab server", "xinetd": "xinetd echo-stream"}
 print("| case | server | Gbit/s echoed | server CPU (cores) | Gbit/s per server core | requests/s | errors | p50 µs | p99 µs |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 cases = [("stream1", "1 stream"), ("streamN", f"{conns} streams"), ("rt", f"1 KiB round trips, {conns} conns")]
 for case, label in cases:
-    for s in ("iperf3", "jaring", "splice", "python", "xinetd"):
+    for s in ("iperf3", "jaring", "copy", "python", "xinetd"):
         if s == "iperf3":
             if case == "rt":
                 continue
@@ -169,9 +169,9 @@ print(f"| {conns} streams: jaring / iperf3 | {ratio(gbit('jaring', 'streamN'), g
 print(f"| 1 stream: jaring / xinetd | {ratio(gbit('jaring', 'stream1'), gbit('xinetd', 'stream1')):.2f} | ≥ 3 |")
 print(f"| {conns} streams: jaring / xinetd | {ratio(gbit('jaring', 'streamN'), gbit('xinetd', 'streamN')):.2f} | ≥ 3 |")
 print(f"| 1 KiB round trips: jaring / Python lab server | {ratio(rt('jaring'), rt('python')):.2f} | ≥ 3 |")
-print(f"| 1 stream: --splice / copy (does zero copy pay?) | {ratio(gbit('splice', 'stream1'), gbit('jaring', 'stream1')):.2f} | > 1 would make it the default |")
-print(f"| {conns} streams: --splice / copy | {ratio(gbit('splice', 'streamN'), gbit('jaring', 'streamN')):.2f} | > 1 would make it the default |")
+print(f"| 1 stream: splice / --copy (does zero copy pay?) | {ratio(gbit('jaring', 'stream1'), gbit('copy', 'stream1')):.2f} | > 1 keeps splice the default |")
+print(f"| {conns} streams: splice / --copy | {ratio(gbit('jaring', 'streamN'), gbit('copy', 'streamN')):.2f} | > 1 keeps splice the default |")
 eff = lambda s, case: ratio(gbit(s, case), cores(f"{s}-{case}"))
-print(f"| 1 stream: Gbit/s per server core, --splice / copy | {ratio(eff('splice', 'stream1'), eff('jaring', 'stream1')):.2f} | (for reference) |")
-print(f"| {conns} streams: Gbit/s per server core, --splice / copy | {ratio(eff('splice', 'streamN'), eff('jaring', 'streamN')):.2f} | (for reference) |")
+print(f"| 1 stream: Gbit/s per server core, splice / --copy | {ratio(eff('jaring', 'stream1'), eff('copy', 'stream1')):.2f} | (for reference) |")
+print(f"| {conns} streams: Gbit/s per server core, splice / --copy | {ratio(eff('jaring', 'streamN'), eff('copy', 'streamN')):.2f} | (for reference) |")
 PY

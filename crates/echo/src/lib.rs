@@ -4,9 +4,9 @@
 //! "write back what you read, then close after the peer does" (see `docs/echo-protocol.md`). What
 //! matters is how the bytes move, which is why [`EchoServer`] implements the runtime's
 //! [`jaring_runtime::Handler`] itself rather than a line-oriented `Session`: a stream moves through
-//! one bounded buffer that is read and written concurrently, or, with `--splice` on Linux, through
-//! a kernel pipe with `splice(2)`, never entering the process; `--model threads` copies through a
-//! buffer per thread.
+//! a kernel pipe with `splice(2)` on Linux, never entering the process (or, with `--copy` and
+//! elsewhere, one bounded buffer that is read and written concurrently); `--model threads` copies
+//! through a buffer per thread.
 //!
 //! # Layout
 //! - [`server`]: [`EchoServer`], its connection loop, [`EchoConfig`] and [`EchoStats`].

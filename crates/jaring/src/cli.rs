@@ -309,9 +309,12 @@ pub struct EchoServeArgs {
     /// Most bytes one streaming connection holds (its pipe or buffer); also its memory bound.
     #[arg(long, value_name = "BYTES", default_value_t = jaring_echo::server::DEFAULT_STREAM_BUFFER)]
     pub buffer: usize,
-    /// Move streams with splice(2) through a kernel pipe instead of copying (Linux; see
-    /// BENCHMARKS.md for when it pays).
+    /// Copy streams through a buffer of the server's instead of moving them with splice(2)
+    /// through a kernel pipe (splice is the default on Linux; BENCHMARKS.md compares the two).
     #[arg(long)]
+    pub copy: bool,
+    /// Splice streams (the default on Linux; kept so older scripts still run).
+    #[arg(long, hide = true, conflicts_with = "copy")]
     pub splice: bool,
     /// Listener options, limits and model.
     #[command(flatten)]

@@ -61,7 +61,7 @@ fn every_echo_subcommand_has_an_example() {
 
 #[test]
 fn a_message_comes_back_in_chunks() {
-    let server = EchoServer::start(&["--splice"]);
+    let server = EchoServer::start(&["--copy"]);
     server
         .client()
         .args(["--chunk", "16", "-v", "a message longer than sixteen bytes"])

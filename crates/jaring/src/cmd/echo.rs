@@ -29,7 +29,7 @@ async fn serve(args: EchoServeArgs) -> CmdResult {
     let server = Server::bind(config).await.map_err(bind_failure)?;
     let port = server.local_addr().port();
     tracing::info!(
-        zero_copy = args.splice && cfg!(target_os = "linux"),
+        zero_copy = !args.copy && cfg!(target_os = "linux"),
         buffer = args.buffer,
         "echo server ready: try `jaring echo client --port {port} hello` or `nc 127.0.0.1 {port}`"
     );
@@ -37,7 +37,7 @@ async fn serve(args: EchoServeArgs) -> CmdResult {
     signal::spawn(shutdown.clone());
     let echo = EchoServer::new(EchoConfig {
         stream_buffer: args.buffer,
-        zero_copy: args.splice,
+        zero_copy: !args.copy,
     });
     server.serve(Arc::new(echo), shutdown).await;
     Ok(())
