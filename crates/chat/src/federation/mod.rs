@@ -352,10 +352,24 @@ impl Peer {
         timeout: Duration,
     ) -> Option<Option<String>> {
         let link = self.link()?;
+        self.round_trip(&link.frames, &link.lookups, make, timeout)
+            .await
+    }
+
+    /// Sends `make(q)` for a fresh query number `q`, registered in `pending` where the link's
+    /// reader puts the answer, and waits for it: `None` if the link is gone or nothing came in
+    /// `timeout`.
+    async fn round_trip<T>(
+        &self,
+        frames: &mpsc::Sender<Frame>,
+        pending: &Mutex<HashMap<u64, oneshot::Sender<T>>>,
+        make: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Option<T> {
         let q = self.next_query.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&link.lookups).insert(q, tx);
-        let answer = if link.frames.send(make(q)).await.is_ok() {
+        lock(pending).insert(q, tx);
+        let answer = if frames.send(make(q)).await.is_ok() {
             tokio::time::timeout(timeout, rx)
                 .await
                 .ok()
@@ -363,7 +377,7 @@ impl Peer {
         } else {
             None
         };
-        lock(&link.lookups).remove(&q);
+        lock(pending).remove(&q);
         answer
     }
 
@@ -396,18 +410,9 @@ impl Peer {
         let Some(link) = self.link() else {
             return Err(unreachable());
         };
-        let q = self.next_query.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&link.queries).insert(q, tx);
-        let answer = if link.frames.send(make(q)).await.is_ok() {
-            tokio::time::timeout(timeout, rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        lock(&link.queries).remove(&q);
+        let answer = self
+            .round_trip(&link.frames, &link.queries, make, timeout)
+            .await;
         match answer {
             Some(GroupReply { error: Some(e), .. }) => Err(e),
             Some(r) => Ok(r),
