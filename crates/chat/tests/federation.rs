@@ -42,6 +42,39 @@ fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
 }
 
 /// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
+/// Realms a, b and c with these users, linked each to each (a dials b and c; b dials c), every
+/// link up.
+async fn three_realms(a: &[&str], b: &[&str], c: &[&str]) -> (Node, Node, Node) {
+    let c = node(
+        "c",
+        c,
+        vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
+    )
+    .await;
+    let b = node(
+        "b",
+        b,
+        vec![
+            peer("a", nowhere(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    let a = node(
+        "a",
+        a,
+        vec![
+            peer("b", b.fed.local_addr(), SECRET),
+            peer("c", c.fed.local_addr(), SECRET),
+        ],
+    )
+    .await;
+    for (f, p) in [(&a.fed, "b"), (&a.fed, "c"), (&b.fed, "c"), (&c.fed, "a")] {
+        wait_up(f, p).await;
+    }
+    (a, b, c)
+}
+
 async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
     node_with(name, users, peers, jaring_chat::federation::DEFAULT_WINDOW).await
 }
@@ -214,33 +247,7 @@ async fn two_realms_private_messages_both_ways_with_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_realms_resolve_bare_names() {
     // a dials b and c; b dials c. bob lives on b and c, carol on c, dave on a and c.
-    let c = node(
-        "c",
-        &["bob", "carol", "dave"],
-        vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
-    )
-    .await;
-    let b = node(
-        "b",
-        &["bob"],
-        vec![
-            peer("a", nowhere(), SECRET),
-            peer("c", c.fed.local_addr(), SECRET),
-        ],
-    )
-    .await;
-    let a = node(
-        "a",
-        &["alice", "dave"],
-        vec![
-            peer("b", b.fed.local_addr(), SECRET),
-            peer("c", c.fed.local_addr(), SECRET),
-        ],
-    )
-    .await;
-    for (f, p) in [(&a.fed, "b"), (&a.fed, "c"), (&b.fed, "c"), (&c.fed, "a")] {
-        wait_up(f, p).await;
-    }
+    let (a, b, c) = three_realms(&["alice", "dave"], &["bob"], &["bob", "carol", "dave"]).await;
     let (mut alice, ta) = login(a.addr(), "alice").await;
     let r = alice.call(&format!("send {ta} bob hi")).await;
     let e = error(&r);
@@ -1103,33 +1110,7 @@ async fn a_peer_posts_only_as_its_own_members() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_across_three_realms_with_live_members_on_each() {
     // a dials b and c; b dials c. The group is homed on a.
-    let c = node(
-        "c",
-        &["carol", "cid"],
-        vec![peer("a", nowhere(), SECRET), peer("b", nowhere(), SECRET)],
-    )
-    .await;
-    let b = node(
-        "b",
-        &["bob", "bea"],
-        vec![
-            peer("a", nowhere(), SECRET),
-            peer("c", c.fed.local_addr(), SECRET),
-        ],
-    )
-    .await;
-    let a = node(
-        "a",
-        &["alice", "ann"],
-        vec![
-            peer("b", b.fed.local_addr(), SECRET),
-            peer("c", c.fed.local_addr(), SECRET),
-        ],
-    )
-    .await;
-    for (f, p) in [(&a.fed, "b"), (&a.fed, "c"), (&b.fed, "c")] {
-        wait_up(f, p).await;
-    }
+    let (a, b, c) = three_realms(&["alice", "ann"], &["bob", "bea"], &["carol", "cid"]).await;
     let (mut alice, ta) = login(a.addr(), "alice").await;
     let (mut bob, tb) = login(b.addr(), "bob").await;
     let (mut carol, tc) = login(c.addr(), "carol").await;
