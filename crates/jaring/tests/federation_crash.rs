@@ -5,7 +5,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,46 @@ impl Client {
     }
 }
 
+/// realm2 (with james) and realm1 (with messi, dialling realm2), linked, messi logged in.
+struct Pair {
+    c1: PathBuf,
+    c2: PathBuf,
+    realm1: Child,
+    realm2: Child,
+    p1: u16,
+    p2: u16,
+    f1: u16,
+    f2: u16,
+    messi: Client,
+    tm: String,
+}
+
+fn linked_pair(dir: &Path) -> Pair {
+    let c2 = config(dir, "realm2", "realm1", "127.0.0.1:9");
+    add_user(&c2, "james");
+    let (realm2, p2, f2) = start(&c2, None);
+    let c1 = config(dir, "realm1", "realm2", &format!("127.0.0.1:{f2}"));
+    add_user(&c1, "messi");
+    let (realm1, p1, f1) = start(&c1, None);
+    let mut messi = Client::connect(p1);
+    let tm = messi.auth("messi");
+    wait_for("the link", || {
+        messi.call(&format!("realms {tm}"))["peers"][0]["state"] == "up"
+    });
+    Pair {
+        c1,
+        c2,
+        realm1,
+        realm2,
+        p1,
+        p2,
+        f1,
+        f2,
+        messi,
+        tm,
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -143,18 +183,16 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn kill_9_the_peer_mid_transfer_every_message_arrives_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let c2 = config(dir.path(), "realm2", "realm1", "127.0.0.1:9");
-    add_user(&c2, "james");
-    let (mut realm2, p2, f2) = start(&c2, None);
-    let c1 = config(dir.path(), "realm1", "realm2", &format!("127.0.0.1:{f2}"));
-    add_user(&c1, "messi");
-    let (mut realm1, p1, _) = start(&c1, None);
-
-    let mut messi = Client::connect(p1);
-    let tm = messi.auth("messi");
-    wait_for("the link", || {
-        messi.call(&format!("realms {tm}"))["peers"][0]["state"] == "up"
-    });
+    let Pair {
+        c2,
+        mut realm1,
+        mut realm2,
+        p2,
+        f2,
+        mut messi,
+        tm,
+        ..
+    } = linked_pair(dir.path());
 
     const N: usize = 600;
     let mut burst = String::new();
@@ -257,18 +295,18 @@ fn group_history(
 #[test]
 fn kill_9_either_realm_of_a_group_every_message_arrives_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let c2 = config(dir.path(), "realm2", "realm1", "127.0.0.1:9");
-    add_user(&c2, "james");
-    let (mut realm2, p2, f2) = start(&c2, None);
-    let c1 = config(dir.path(), "realm1", "realm2", &format!("127.0.0.1:{f2}"));
-    add_user(&c1, "messi");
-    let (mut realm1, p1, f1) = start(&c1, None);
-
-    let mut messi = Client::connect(p1);
-    let tm = messi.auth("messi");
-    wait_for("the link", || {
-        messi.call(&format!("realms {tm}"))["peers"][0]["state"] == "up"
-    });
+    let Pair {
+        c1,
+        c2,
+        mut realm1,
+        mut realm2,
+        p1,
+        p2,
+        f1,
+        f2,
+        mut messi,
+        tm,
+    } = linked_pair(dir.path());
     let mut james = Client::connect(p2);
     let tj = james.auth("james");
     // james (realm2) creates the group on its home, realm1, and joins it there.
