@@ -448,6 +448,12 @@ fn print_reply(cmd: &str, v: &Value, json: bool, out: &mut impl Write) {
                     s(&m["display_name"])
                 );
             }
+            if v["more"] == true {
+                let _ = writeln!(
+                    out,
+                    "  … and more (the group's realm sent the first of them)"
+                );
+            }
         }
         "realms" => {
             let peers = v["peers"].as_array();

@@ -41,7 +41,6 @@ fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
     }
 }
 
-/// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
 /// Realms a, b and c with these users, linked each to each (a dials b and c; b dials c), every
 /// link up.
 async fn three_realms(a: &[&str], b: &[&str], c: &[&str]) -> (Node, Node, Node) {
@@ -75,6 +74,7 @@ async fn three_realms(a: &[&str], b: &[&str], c: &[&str]) -> (Node, Node, Node) 
     (a, b, c)
 }
 
+/// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
 async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
     node_with(name, users, peers, jaring_chat::federation::DEFAULT_WINDOW).await
 }

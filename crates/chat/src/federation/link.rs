@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use jaring_proto::chat::address::is_valid_name;
 use jaring_proto::federation::auth::{NONCE_LEN, Role, Transcript, hex, is_nonce};
-use jaring_proto::federation::{DEFAULT_MAX_FRAME, Frame, LinkFramer, VERSION};
+use jaring_proto::federation::{
+    DEFAULT_MAX_FRAME, Frame, LinkFramer, MAX_MEMBER_LIST_BYTES, VERSION, fit_members,
+};
 use jaring_runtime::CancellationToken;
 use rand::{Rng as _, RngExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -907,19 +909,29 @@ async fn handle_frames(
                     .then(|| realm.members_for_peer(&group))
                     .flatten();
                 replies.push(match list {
-                    Some(members) => Frame::Gmemberlist {
-                        q,
-                        error: None,
-                        members,
-                    },
+                    Some(mut members) => {
+                        let more = fit_members(&mut members, MAX_MEMBER_LIST_BYTES);
+                        Frame::Gmemberlist {
+                            q,
+                            error: None,
+                            members,
+                            more,
+                        }
+                    }
                     None => Frame::Gmemberlist {
                         q,
                         error: Some(format!("no group {group:?} on realm {}", fed.name)),
                         members: Vec::new(),
+                        more: false,
                     },
                 });
             }
-            Frame::Gmemberlist { q, error, members } => {
+            Frame::Gmemberlist {
+                q,
+                error,
+                members,
+                more,
+            } => {
                 let mut named = Vec::with_capacity(members.len());
                 for m in members {
                     let Ok(addr) = jaring_proto::chat::Address::parse(&m.name) else {
@@ -932,6 +944,7 @@ async fn handle_frames(
                     let _ = waiter.send(GroupReply {
                         error,
                         members: named,
+                        more,
                         ..GroupReply::default()
                     });
                 }
@@ -971,7 +984,7 @@ async fn handle_frames(
                         read_seq,
                         created,
                         new_member,
-                        members: Vec::new(),
+                        ..GroupReply::default()
                     });
                 }
             }

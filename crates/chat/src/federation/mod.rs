@@ -193,6 +193,8 @@ struct GroupReply {
     new_member: bool,
     /// For [`Frame::Gmembers`]: (address here, display name, live on the home realm).
     members: Vec<RemoteMember>,
+    /// For [`Frame::Gmembers`]: the home had more members than one frame carries.
+    more: bool,
 }
 
 /// A boxed future, so [`Remote`] can be a trait object.
@@ -233,12 +235,13 @@ pub trait Remote: Send + Sync + 'static {
         user: &'a str,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// The members of `group` homed on `realm`, as that realm lists them, named as this realm
-    /// names them: (address, display name, live on the home realm).
+    /// names them: (address, display name, live on the home realm); and whether the home had
+    /// more than one answer carries.
     fn group_members<'a>(
         &'a self,
         realm: &'a str,
         group: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>>;
+    ) -> BoxFuture<'a, Result<(Vec<RemoteMember>, bool), String>>;
     /// Commits posts of this realm's users to a group homed on `realm` to its outbox (each
     /// recipient is `group@realm`), in order; returns once durable.
     fn group_post(
@@ -671,7 +674,7 @@ impl Remote for Federation {
         &'a self,
         realm: &'a str,
         group: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RemoteMember>, String>> {
+    ) -> BoxFuture<'a, Result<(Vec<RemoteMember>, bool), String>> {
         Box::pin(async move {
             let Some(peer) = self.peers.get(realm) else {
                 return Err(format!("no link to realm {realm:?}"));
@@ -684,7 +687,7 @@ impl Remote for Federation {
                 self.config.lookup_timeout,
             )
             .await
-            .map(|r| r.members)
+            .map(|r| (r.members, r.more))
         })
     }
 

@@ -672,6 +672,7 @@ impl<S: Store> Realm<S> {
         };
         let group = target.here().to_owned();
         let local = self.groups.members(&group);
+        let mut more = false;
         // A group homed elsewhere: everyone, as its home lists them (live there, or live here).
         let home = match (&target, self.remote.get()) {
             (GroupRef::Remote { realm, name, .. }, Some(remote)) => {
@@ -679,14 +680,18 @@ impl<S: Store> Realm<S> {
             }
             _ => None,
         };
-        let members: Vec<MemberEntry> = if let Some(list) = home {
+        let members: Vec<MemberEntry> = if let Some((list, cut)) = home {
+            more = cut;
+            let live_here: std::collections::HashSet<&str> = local
+                .iter()
+                .flatten()
+                .filter(|(_, live)| *live)
+                .map(|(n, _)| n.as_str())
+                .collect();
             let mut members: Vec<MemberEntry> = list
                 .into_iter()
                 .map(|(name, display_name, live)| MemberEntry {
-                    live: live
-                        || local
-                            .as_ref()
-                            .is_some_and(|l| l.iter().any(|(n, lv)| *lv && *n == name)),
+                    live: live || live_here.contains(name.as_str()),
                     display_name,
                     name,
                 })
@@ -719,6 +724,7 @@ impl<S: Store> Realm<S> {
                 status: Status::Ok,
                 group,
                 members,
+                more,
             },
             out,
         );

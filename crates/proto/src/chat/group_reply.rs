@@ -100,4 +100,8 @@ pub struct MembersOk {
     pub group: String,
     /// Its members, by name.
     pub members: Vec<MemberEntry>,
+    /// A group of another realm with more members than that realm sends in one answer: these
+    /// are the first, by name (absent when `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }

@@ -37,6 +37,28 @@ pub struct GroupMember {
     pub live: bool,
 }
 
+/// Most bytes of members one [`Frame::Gmemberlist`] carries: half a frame, so that the frame
+/// stays well under [`DEFAULT_MAX_FRAME`] whatever the group's size (a frame over it would end
+/// the link, and asking `members` of a big group must not cost everyone the link).
+pub const MAX_MEMBER_LIST_BYTES: usize = DEFAULT_MAX_FRAME / 2;
+
+/// Keeps the members of `members` whose encoding fits in `budget` bytes, in order; returns
+/// whether any were cut.
+pub fn fit_members(members: &mut Vec<GroupMember>, budget: usize) -> bool {
+    let mut used = 0;
+    let fits = members
+        .iter()
+        .take_while(|m| {
+            // The comma between two entries counts too.
+            used += serde_json::to_string(m).map_or(usize::MAX / 2, |j| j.len()) + 1;
+            used <= budget
+        })
+        .count();
+    let cut = fits < members.len();
+    members.truncate(fits);
+    cut
+}
+
 /// One frame of the link protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase", deny_unknown_fields)]
@@ -141,8 +163,11 @@ pub enum Frame {
         q: u64,
         /// Why not (no such group), or null.
         error: Option<String>,
-        /// The members, by name.
+        /// The members, by name: as many as fit in [`MAX_MEMBER_LIST_BYTES`].
         members: Vec<GroupMember>,
+        /// More members than fit (the list was cut; absent when `false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Member realm → home realm: make `user@<sender realm>` a member of `group` (created if it
     /// does not exist). Answered by [`Frame::Greply`] with the same `q`.
@@ -330,6 +355,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_member_list_is_cut_to_its_byte_budget() {
+        let member = |i: usize| GroupMember {
+            name: format!("user{i:04}@realm2"),
+            display: format!("User {i}"),
+            live: i.is_multiple_of(2),
+        };
+        let mut all: Vec<GroupMember> = (0..100).map(member).collect();
+        // The longest entry ("live":false); ten of them are a budget ten entries fit in.
+        let one = serde_json::to_string(&all[1]).map_or(0, |j| j.len()) + 1;
+        let mut list = all.clone();
+        assert!(fit_members(&mut list, one * 10));
+        assert_eq!(list, all[..10]);
+        let mut frame = Vec::new();
+        Frame::Gmemberlist {
+            q: 1,
+            error: None,
+            members: list,
+            more: true,
+        }
+        .encode(&mut frame);
+        assert!(
+            frame.ends_with(b",\"more\":true}\n"),
+            "{}",
+            String::from_utf8_lossy(&frame)
+        );
+        assert!(!fit_members(&mut all, usize::MAX / 4), "everything fits");
+        assert_eq!(all.len(), 100);
+    }
+
+    #[test]
     fn frames_round_trip_byte_for_byte() {
         let f = Frame::Msg {
             id: "0190c7a2-0000-7000-8000-000000000001".into(),
@@ -387,6 +442,7 @@ mod tests {
                         display: "James".into(),
                         live: false,
                     }],
+                    more: false,
                 },
                 r#"{"t":"gmemberlist","q":6,"error":null,"members":[{"name":"james@realm2","display":"James","live":false}]}"#,
             ),
