@@ -28,23 +28,8 @@ OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-cat > "$OUT/users.toml" <<EOF
-[realm]
-data_dir = "template"
-[passwords]
-memory_kib = 8
-iterations = 1
-EOF
-echo surabaya | "$JARING" chat user add u0 --config "$OUT/users.toml" 2>/dev/null
-python3 - "$OUT/template/chat.db" "$USERS" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(hash_,) = db.execute("SELECT password_hash FROM users WHERE name = 'u0'").fetchone()
-db.executemany("INSERT INTO users (name, display_name, password_hash, created_at) VALUES (?, ?, ?, 0)",
-               ((f"u{i}", f"u{i}", hash_) for i in range(1, int(sys.argv[2]))))
-db.commit()
-PY
-rm -f "$OUT/template/realm.lock"
+. bench/chat/users.sh
+make_users "$OUT" "$JARING" "$USERS"
 for r in 1 2; do
   mkdir -p "$OUT/realm$r" && cp "$OUT/template/chat.db" "$OUT/realm$r/"
   other=$(( 3 - r ))

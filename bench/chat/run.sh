@@ -64,24 +64,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The bench users, in a template data directory that each server start copies.
-cat > "$OUT/users.toml" <<EOF
-# Only for creating the bench users: the cheapest Argon2id cost (never use it for real passwords).
-[realm]
-data_dir = "template"
-[passwords]
-memory_kib = 8
-iterations = 1
-EOF
-echo surabaya | "$JARING" chat user add u0 --config "$OUT/users.toml" 2>/dev/null
-python3 - "$OUT/template/chat.db" "$USERS" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(hash_,) = db.execute("SELECT password_hash FROM users WHERE name = 'u0'").fetchone()
-db.executemany("INSERT INTO users (name, display_name, password_hash, created_at) VALUES (?, ?, ?, 0)",
-               ((f"u{i}", f"u{i}", hash_) for i in range(1, int(sys.argv[2]))))
-db.commit()
-PY
-rm -f "$OUT/template/realm.lock"
+. bench/chat/users.sh
+make_users "$OUT" "$JARING" "$USERS"
 cat > "$OUT/realm.toml" <<EOF
 # The bench realm: defaults (synchronous = full, default password cost for new hashes), except room
 # for the idle case's connections.

@@ -56,24 +56,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The bench users, in a template data directory that each jaring start copies.
-cat > "$OUT/users.toml" <<CONF
-# Only for creating the bench users: the cheapest Argon2id cost (never use it for real passwords).
-[realm]
-data_dir = "template"
-[passwords]
-memory_kib = 8
-iterations = 1
-CONF
-echo surabaya | "$JARING" chat user add u0 --config "$OUT/users.toml" 2>/dev/null
-python3 - "$OUT/template/chat.db" "$MEMBERS" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-(hash_,) = db.execute("SELECT password_hash FROM users WHERE name = 'u0'").fetchone()
-db.executemany("INSERT INTO users (name, display_name, password_hash, created_at) VALUES (?, ?, ?, 0)",
-               ((f"u{i}", f"u{i}", hash_) for i in range(1, int(sys.argv[2]))))
-db.commit()
-PY
-rm -f "$OUT/template/realm.lock"
+. bench/chat/users.sh
+make_users "$OUT" "$JARING" "$MEMBERS"
 
 cat > "$OUT/ngircd.conf" <<CONF
 [Global]
