@@ -268,7 +268,8 @@ pub async fn run(args: LabArgs) -> CmdResult {
     }
     writeln!(
         out,
-        "  across realms: send james@realm2 hi (from realm1), send messi@realm1 hi (from realm2)\n\
+        "  across realms: send james@realm2 hi (from realm1), send messi@realm1 hi (from realm2),\n\
+         \x20                group football@realm1 (from realm2: a group of realm1, live on both)\n\
          Ctrl-C stops everything."
     )?;
     out.flush()?;
