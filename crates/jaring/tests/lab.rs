@@ -1,6 +1,6 @@
 //! `jaring lab` on ephemeral ports: it starts, prints where everything listens, every client works
-//! against it (time, both echo ports, chat on both realms and across the link), and SIGTERM stops
-//! it cleanly.
+//! against it (time, both echo ports, chat on both realms and across the link, private and in a
+//! group), and SIGTERM stops it cleanly.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -121,6 +121,39 @@ fn the_lab_starts_and_every_client_works_against_it() {
                 break;
             }
             assert!(Instant::now() < deadline, "no message from {from}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // A group of realm1 with a member on realm2: james's post is ordered by realm1 and comes back
+    // to realm2 through the group's feed.
+    let r = call(&mut c1, &mut f1, &format!("sendgroup {t1} football first"));
+    assert_eq!(r["status"], "OK", "{r}");
+    let r = call(
+        &mut c2,
+        &mut f2,
+        &format!("sendgroup {t2} football@realm1 from james"),
+    );
+    assert_eq!(r["status"], "OK", "{r}");
+    for (c, f, t, group, from) in [
+        (&mut c1, &mut f1, &t1, "football", "james@realm2"),
+        (&mut c2, &mut f2, &t2, "football@realm1", "james"),
+    ] {
+        loop {
+            let r = call(c, f, &format!("inboxgroup {t} {group}"));
+            let got = r["messages"].as_array().cloned().unwrap_or_default();
+            if let Some(m) = got.iter().find(|m| m["msg"] == "from james") {
+                assert_eq!(m["from"], from, "{r}");
+                assert_eq!(
+                    m["seq"], 2,
+                    "realm1 ordered it after its own first message: {r}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no group message on {group}: {r}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
