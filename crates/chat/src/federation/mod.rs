@@ -445,6 +445,13 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
+    /// Tells `realm`'s link that its outbox has new rows to send.
+    fn wake_link(&self, realm: &str) {
+        if let Some(p) = self.peers.get(realm) {
+            p.work.notify_one();
+        }
+    }
+
     /// Checks `config`, binds the server-to-server port, connects `realm` to it and starts the links.
     /// Everything stops when `shutdown` is cancelled.
     pub async fn start(
@@ -587,13 +594,10 @@ impl Remote for Federation {
         realm: &str,
         messages: Vec<NewMessage>,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
-        let peer = self.peers.get(realm).cloned();
         let realm = realm.to_owned();
         Box::pin(async move {
-            let stored = store::enqueue(&self.store, realm, messages).await?;
-            if let Some(p) = peer {
-                p.work.notify_one();
-            }
+            let stored = store::enqueue(&self.store, realm.clone(), messages).await?;
+            self.wake_link(&realm);
             Ok(stored)
         })
     }
@@ -696,13 +700,10 @@ impl Remote for Federation {
         realm: &str,
         messages: Vec<NewMessage>,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
-        let peer = self.peers.get(realm).cloned();
         let realm = realm.to_owned();
         Box::pin(async move {
-            let stored = store::enqueue_group_posts(&self.store, realm, messages).await?;
-            if let Some(p) = peer {
-                p.work.notify_one();
-            }
+            let stored = store::enqueue_group_posts(&self.store, realm.clone(), messages).await?;
+            self.wake_link(&realm);
             Ok(stored)
         })
     }

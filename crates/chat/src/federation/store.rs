@@ -65,14 +65,39 @@ pub(crate) async fn enqueue(
     peer: String,
     messages: Vec<NewMessage>,
 ) -> StoreResult<Vec<StoredMessage>> {
+    enqueue_keyed(store, peer, messages, |m| {
+        conversation_key(&m.sender, &m.recipient)
+    })
+    .await
+}
+
+/// Commits posts of our users to a group homed on `peer` (each message's recipient is the group's
+/// address here, `g@peer`, which is also its conversation) with their outbox rows, in order, all
+/// or none.
+pub(crate) async fn enqueue_group_posts(
+    store: &SqliteStore,
+    peer: String,
+    messages: Vec<NewMessage>,
+) -> StoreResult<Vec<StoredMessage>> {
+    enqueue_keyed(store, peer, messages, |m| m.recipient.clone()).await
+}
+
+/// Commits `messages`, each under the conversation `conversation` gives it, with their outbox
+/// rows for `peer`, in order; a failure undoes only these rows, not the other callers' work in
+/// the writer's transaction.
+async fn enqueue_keyed(
+    store: &SqliteStore,
+    peer: String,
+    messages: Vec<NewMessage>,
+    conversation: fn(&NewMessage) -> String,
+) -> StoreResult<Vec<StoredMessage>> {
     store
         .run_in_commit(move |c| {
-            // The writer's transaction holds other callers' work too: a failure undoes only ours.
             c.execute_batch("SAVEPOINT enqueue")?;
             let result = (|| {
                 let mut stored = Vec::with_capacity(messages.len());
                 for message in messages {
-                    insert(c, &message, Some(message.sent_at))?;
+                    insert_in(c, &message, &conversation(&message), Some(message.sent_at))?;
                     let seq = c.last_insert_rowid();
                     c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
                         .execute(params![peer, seq])?;
@@ -90,28 +115,6 @@ pub(crate) async fn enqueue(
                     Err(e)
                 }
             }
-        })
-        .await
-}
-
-/// Commits posts of our users to a group homed on `peer` (each message's recipient is the group's
-/// address here, `g@peer`) with their outbox rows, in one transaction, in this order.
-pub(crate) async fn enqueue_group_posts(
-    store: &SqliteStore,
-    peer: String,
-    messages: Vec<NewMessage>,
-) -> StoreResult<Vec<StoredMessage>> {
-    store
-        .run_in_commit(move |c| {
-            let mut out = Vec::with_capacity(messages.len());
-            for message in messages {
-                insert_in(c, &message, &message.recipient, Some(message.sent_at))?;
-                let seq = c.last_insert_rowid();
-                c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
-                    .execute(params![peer, seq])?;
-                out.push(StoredMessage { seq, message });
-            }
-            Ok(out)
         })
         .await
 }
