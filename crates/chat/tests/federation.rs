@@ -74,6 +74,28 @@ async fn three_realms(a: &[&str], b: &[&str], c: &[&str]) -> (Node, Node, Node) 
     (a, b, c)
 }
 
+/// realm1 (`users1`) dialling realm2 (`users2`) through a [`Relay`] the test can cut, both with
+/// an unacknowledged window of `window` messages, the link up.
+async fn relayed_pair(users1: &[&str], users2: &[&str], window: usize) -> (Node, Relay, Node) {
+    let r2 = node_with(
+        "realm2",
+        users2,
+        vec![peer("realm1", nowhere(), SECRET)],
+        window,
+    )
+    .await;
+    let relay = Relay::start(Some(r2.fed.local_addr())).await;
+    let r1 = node_with(
+        "realm1",
+        users1,
+        vec![peer("realm2", relay.addr, SECRET)],
+        window,
+    )
+    .await;
+    wait_up(&r1.fed, "realm2").await;
+    (r1, relay, r2)
+}
+
 /// Starts realm `name` with `users` (password = name + "pw"), linked to `peers`.
 async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
     node_with(name, users, peers, jaring_chat::federation::DEFAULT_WINDOW).await
@@ -344,20 +366,12 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_cut_mid_transfer_loses_and_duplicates_nothing() {
-    let r2 = node(
-        "realm2",
-        &["james"],
-        vec![peer("realm1", nowhere(), SECRET)],
-    )
-    .await;
-    let relay = Relay::start(Some(r2.fed.local_addr())).await;
-    let r1 = node(
-        "realm1",
+    let (r1, relay, r2) = relayed_pair(
         &["messi"],
-        vec![peer("realm2", relay.addr, SECRET)],
+        &["james"],
+        jaring_chat::federation::DEFAULT_WINDOW,
     )
     .await;
-    wait_up(&r1.fed, "realm2").await;
     let (mut messi, tm) = login(r1.addr(), "messi").await;
     const N: usize = 1500;
     let mut batch = Vec::new();
@@ -859,22 +873,7 @@ async fn a_group_across_two_realms_with_live_members_on_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_link_cut_mid_transfer_loses_and_duplicates_nothing() {
     // A small window: both directions stall on acknowledgements again and again.
-    let r2 = node_with(
-        "realm2",
-        &["james", "jordan"],
-        vec![peer("realm1", nowhere(), SECRET)],
-        16,
-    )
-    .await;
-    let relay = Relay::start(Some(r2.fed.local_addr())).await;
-    let r1 = node_with(
-        "realm1",
-        &["messi"],
-        vec![peer("realm2", relay.addr, SECRET)],
-        16,
-    )
-    .await;
-    wait_up(&r1.fed, "realm2").await;
+    let (r1, relay, r2) = relayed_pair(&["messi"], &["james", "jordan"], 16).await;
     let (mut messi, tm) = login(r1.addr(), "messi").await;
     let (mut james, tj) = login(r2.addr(), "james").await;
     let (mut jordan, tjo) = login(r2.addr(), "jordan").await;
@@ -1222,20 +1221,12 @@ async fn a_group_across_three_realms_with_live_members_on_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_realm_keeps_its_replica_while_the_home_is_unreachable() {
-    let r2 = node(
-        "realm2",
-        &["james", "jordan"],
-        vec![peer("realm1", nowhere(), SECRET)],
-    )
-    .await;
-    let relay = Relay::start(Some(r2.fed.local_addr())).await;
-    let r1 = node(
-        "realm1",
+    let (r1, relay, r2) = relayed_pair(
         &["messi"],
-        vec![peer("realm2", relay.addr, SECRET)],
+        &["james", "jordan"],
+        jaring_chat::federation::DEFAULT_WINDOW,
     )
     .await;
-    wait_up(&r1.fed, "realm2").await;
     let (mut messi, tm) = login(r1.addr(), "messi").await;
     let (mut james, tj) = login(r2.addr(), "james").await;
     assert!(ok(&messi
