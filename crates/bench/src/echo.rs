@@ -84,13 +84,7 @@ pub async fn run(target: SocketAddr, mode: Mode, size: usize, opts: &LoadOptions
 async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
     let deadline = w.deadline;
     let block = vec![0x5au8; size];
-    let mut sink = match Sink::new() {
-        Ok(sink) => sink,
-        Err(e) => {
-            w.error(io_kind("sink", &e));
-            return (w, 0);
-        }
-    };
+    let mut sink = Sink::new();
     let mut echoed = 0u64;
     while !w.done() {
         let stream = match connect(target).await {
@@ -149,17 +143,12 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
 }
 
 /// Where stream mode puts the echo: the generator counts it and throws it away. On Linux it never
-/// enters the process (socket → pipe → /dev/null with splice), so the generator's core spends its
-/// time on TCP rather than on copying bytes nobody reads; elsewhere it is read into a buffer.
+/// enters the process: `recv` with `MSG_TRUNC` makes TCP drop the bytes instead of copying them
+/// (tcp(7)), so the generator's core spends its time on TCP rather than on copying bytes nobody
+/// reads; elsewhere it is read into a buffer.
 struct Sink {
-    #[cfg(target_os = "linux")]
-    pipe: (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
-    #[cfg(target_os = "linux")]
-    null: std::fs::File,
-    /// For data the kernel would not splice (allocated only if that ever happens).
-    #[cfg(target_os = "linux")]
-    fallback: Option<Vec<u8>>,
-    #[cfg(not(target_os = "linux"))]
+    /// The length handed to `recv`. With `MSG_TRUNC` the kernel never writes it, so the zeroed
+    /// allocation stays untouched pages and costs no memory per connection.
     buf: Vec<u8>,
 }
 
@@ -167,72 +156,28 @@ struct Sink {
 const SINK_CHUNK: usize = 1024 * 1024;
 
 impl Sink {
-    #[cfg(target_os = "linux")]
-    fn new() -> io::Result<Self> {
-        use rustix::pipe::{PipeFlags, fcntl_setpipe_size, pipe_with};
-        let pipe = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        // A bigger pipe takes more per call; the default 64 KiB works too, only slower.
-        let _ = fcntl_setpipe_size(&pipe.1, SINK_CHUNK);
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        Ok(Self {
-            pipe,
-            null,
-            fallback: None,
-        })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn new() -> io::Result<Self> {
-        Ok(Self {
+    fn new() -> Self {
+        Self {
             buf: vec![0; SINK_CHUNK],
-        })
+        }
     }
 
     /// Waits for echo bytes and discards what arrived; returns how many (0 at EOF).
     #[cfg(target_os = "linux")]
     async fn take(&mut self, stream: &TcpStream) -> io::Result<usize> {
         use rustix::net::{RecvFlags, recv};
-        use rustix::pipe::{SpliceFlags, splice};
         use tokio::io::Interest;
-        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let flags = RecvFlags::TRUNC | RecvFlags::DONTWAIT;
         loop {
             stream.readable().await?;
-            // The pipe is empty here (everything is passed on below), so EAGAIN should be the
-            // socket's; a peek makes sure before tokio's readiness is cleared. Data the kernel
-            // would not splice is read the ordinary way, so the sink can neither stall nor spin.
-            let got = stream.try_io(Interest::READABLE, || {
-                match splice(stream, None, &self.pipe.1, None, SINK_CHUNK, flags) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(e) if e == rustix::io::Errno::AGAIN => {
-                        let mut probe = [0u8; 1];
-                        recv(stream, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT)
-                            .map(|_| None)
-                            .map_err(io::Error::from)
-                    }
-                    Err(e) => Err(io::Error::from(e)),
-                }
-            });
-            let n = match got {
-                Ok(Some(n)) => n,
-                Ok(None) => {
-                    let buf = self.fallback.get_or_insert_with(|| vec![0; 64 * 1024]);
-                    match stream.try_read(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => return other,
-                    }
-                }
+            match stream.try_io(Interest::READABLE, || {
+                recv(stream, &mut self.buf[..], flags)
+                    .map(|(_, len)| len)
+                    .map_err(io::Error::from)
+            }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            let mut left = n;
-            while left > 0 {
-                // /dev/null takes everything at once; the loop only covers a short count.
-                match splice(&self.pipe.0, None, &self.null, None, left, flags)? {
-                    0 => return Err(io::Error::other("/dev/null took nothing")),
-                    done => left -= done,
-                }
+                other => return other,
             }
-            return Ok(n);
         }
     }
 
