@@ -11,13 +11,16 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use jaring_proto::chat::send::Send;
 use jaring_proto::chat::{ChatSession, Command, Request, encode_error};
 use jaring_runtime::driver::{linger_async, read_blocking, write_out};
 use jaring_runtime::{Conn, End, Handler};
+use tokio::io::{AsyncRead as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -54,6 +57,21 @@ fn gather_sends(first: Send, session: &mut ChatSession, held: &mut Option<Reques
         }
     }
     sends
+}
+
+/// Reads what the socket holds into `buf`, without waiting (`Pending`: nothing after all).
+///
+/// Through tokio's `poll_read` rather than `try_read`: when a read leaves room in the buffer the
+/// socket is drained, and `poll_read` then clears the socket's readiness (epoll reports later
+/// data as a new event), so the next wait does not begin with a `recv` that can only say "nothing
+/// yet". With one request in flight per client that is one syscall per request instead of two.
+fn read_now(stream: &mut TcpStream, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    // A no-op waker: on `Pending` the caller waits with `readable()`, which registers its own.
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(stream)
+        .poll_read(&mut cx, &mut buf)
+        .map_ok(|()| buf.filled().len())
 }
 
 /// The read buffer, allocated if the connection gave it back while idle.
@@ -181,22 +199,10 @@ impl<S: Store> Handler for ChatServer<S> {
         tokio::pin!(cancelled);
 
         let end = 'conn: loop {
-            let n = tokio::select! {
+            let ready = tokio::select! {
                 biased;
                 () = &mut cancelled => break End::Shutdown,
-                ready = stream.readable() => match ready {
-                    Ok(()) => match stream.try_read(read_buffer(&mut buf, conn.read_buffer)) {
-                        Ok(0) => break End::Eof,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            // Nothing to read after all: the connection is idle.
-                            buf = Vec::new();
-                            continue;
-                        }
-                        Err(e) => break End::Error(e),
-                    },
-                    Err(e) => break End::Error(e),
-                },
+                ready = stream.readable() => ready,
                 () = &mut idle_timer => {
                     let deadline = last_active + idle;
                     if Instant::now() >= deadline {
@@ -206,8 +212,26 @@ impl<S: Store> Handler for ChatServer<S> {
                     continue;
                 }
             };
+            if let Err(e) = ready {
+                break End::Error(e);
+            }
+            let n = match read_now(&mut stream, read_buffer(&mut buf, conn.read_buffer)) {
+                Poll::Ready(Ok(0)) => break End::Eof,
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => break End::Error(e),
+                Poll::Pending => {
+                    // Nothing to read after all: the connection is idle.
+                    buf = Vec::new();
+                    continue;
+                }
+            };
             last_active = Instant::now();
             session.handle_input(&buf[..n]);
+            if n < buf.len() {
+                // The read drained the socket (see `read_now`): until it is readable again the
+                // connection is idle, and an idle connection holds no read buffer.
+                buf = Vec::new();
+            }
             let mut held = None;
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 match request {
