@@ -23,15 +23,19 @@
 # the server runs with the default password settings, and logging in happens before the clock
 # starts anyway. The realm's failed-login limits never trigger (every login succeeds).
 #
-# Cores: each server pinned to CPU 0, the load generator to CPU 1 (taskset); the two servers are
-# measured one at a time, interleaved round by round, so drift hits them alike. With --server-pid
-# the bench reads each server's CPU time over the run, so the tables also show CPU per message,
-# which other load on the machine disturbs much less than messages per second.
+# Cores, in two layouts (LAYOUTS, default both): "pinned", each server on CPU 0 and the load
+# generator on CPU 1 (taskset), so a server has one core whatever it could do with two; and
+# "shared", nothing pinned, the scheduler placing server and generator on both cores as on any
+# 2-core machine. Ratios are taken within a layout (and, separately, best layout against best
+# layout). The servers are measured one at a time, interleaved round by round, so drift hits them
+# alike. With --server-pid the bench reads each server's CPU time over the run, so the tables also
+# show CPU per message, which other load on the machine disturbs much less than messages per second.
 #
-# Bounded: about ROUNDS x (4 x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 1-2 minutes by default,
+# Bounded: about ROUNDS x (layouts x 4 x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 2-3 minutes by default,
 # plus a release build if one is needed.
 #
-# Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 IDLE=10000 IDLE_HOLD=3)
+# Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 IDLE=10000 IDLE_HOLD=3
+#                             LAYOUTS="pinned shared")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
@@ -39,6 +43,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-100}
 SIZE=${SIZE:-64}
 PIPELINE=${PIPELINE:-8}
+LAYOUTS=${LAYOUTS:-pinned shared}
 IDLE=${IDLE:-10000}
 IDLE_HOLD=${IDLE_HOLD:-3}
 RECEIVERS=$(( (CONNECTIONS + 9) / 10 ))
@@ -88,11 +93,12 @@ for port in $PORT_JARING $PORT_PYTHON $PORT_NORMAL; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use: stop what listens there" >&2; exit 1; fi
 done
 wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-start() { # fresh servers: jaring on copies of the template data directory, Python with USERS users
+start() { # cpus: fresh servers on them: jaring on copies of the template data directory, Python with USERS users
+  local on=(taskset -c "$1")
   rm -rf "$OUT/data" "$OUT/data-normal" && cp -r "$OUT/template" "$OUT/data" && cp -r "$OUT/template" "$OUT/data-normal"
-  RUST_LOG=warn taskset -c 0 "$JARING" chat serve --config "$OUT/realm.toml" & pid[jaring]=$!
-  RUST_LOG=warn taskset -c 0 "$JARING" chat serve --config "$OUT/realm-normal.toml" & pid[normal]=$!
-  taskset -c 0 python3 bench/chat/lab_chat_server.py $PORT_PYTHON "$USERS" & pid[python]=$!
+  RUST_LOG=warn "${on[@]}" "$JARING" chat serve --config "$OUT/realm.toml" & pid[jaring]=$!
+  RUST_LOG=warn "${on[@]}" "$JARING" chat serve --config "$OUT/realm-normal.toml" & pid[normal]=$!
+  "${on[@]}" python3 bench/chat/lab_chat_server.py $PORT_PYTHON "$USERS" & pid[python]=$!
   wait_port $PORT_JARING; wait_port $PORT_NORMAL; wait_port $PORT_PYTHON
 }
 stop() {
@@ -102,25 +108,37 @@ stop() {
 bench() { # server case args...
   local server=$1 name=$2; shift 2
   local port_var="PORT_${server^^}"
-  taskset -c 1 "$JARING" bench chat --port "${!port_var}" --server-pid "${pid[$server]}" --json "$@" \
-    > "$OUT/$server-$name-$round.json" 2> "$OUT/$server-$name-$round.err" || true
+  taskset -c "$gen_cpus" "$JARING" bench chat --port "${!port_var}" --server-pid "${pid[$server]}" --json "$@" \
+    > "$OUT/$server-$name-$layout-$round.json" 2> "$OUT/$server-$name-$layout-$round.err" || true
 }
 
 cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
 echo "load average before the runs: $(cat "$OUT/load-before")" >&2
-start
+layout_cpus() {
+  case $1 in
+    pinned) server_cpus=0 gen_cpus=1 ;;
+    shared) server_cpus=0-1 gen_cpus=0-1 ;;
+    *) echo "unknown layout $1 (pinned or shared)" >&2; exit 2 ;;
+  esac
+}
 for round in $(seq "$ROUNDS"); do
-  for s in jaring normal python; do
-    bench $s send --connections "$CONNECTIONS" --size "$SIZE" --duration "$DURATION"
+  for layout in $LAYOUTS; do
+    layout_cpus "$layout"
+    start "$server_cpus"
+    for s in jaring normal python; do
+      bench $s send --connections "$CONNECTIONS" --size "$SIZE" --duration "$DURATION"
+    done
+    bench jaring pipe --connections "$CONNECTIONS" --size "$SIZE" --duration "$DURATION" --pipeline "$PIPELINE"
+    stop
   done
-  bench jaring pipe --connections "$CONNECTIONS" --size "$SIZE" --duration "$DURATION" --pipeline "$PIPELINE"
   echo "send round $round of $ROUNDS done" >&2
 done
-stop
-# Idle on fresh servers: the Python server keeps every message ever sent in memory, which would
-# count against it.
+# Idle on fresh servers (the Python server keeps every message ever sent in memory, which would
+# count against it), pinned only: how many bytes a held connection costs does not depend on cores.
+layout=pinned
+layout_cpus $layout
 for round in $(seq "$ROUNDS"); do
-  start
+  start "$server_cpus"
   for s in jaring python; do
     bench $s idle --idle --connections "$IDLE" --duration "$IDLE_HOLD"
   done
@@ -129,9 +147,10 @@ for round in $(seq "$ROUNDS"); do
 done
 cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
 
-python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$IDLE" "$IDLE_HOLD" "$PIPELINE" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$IDLE" "$IDLE_HOLD" "$PIPELINE" "$LAYOUTS" <<'PY'
 import json, os, platform, statistics, sys
-out, rounds, duration, conns, size, idle, hold, pipeline = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+out, rounds, duration, conns, size, idle, hold, pipeline = sys.argv[1], int(sys.argv[2]), *sys.argv[3:9]
+layouts = sys.argv[9].split()
 failed = set()
 def runs(name):
     rs = []
@@ -155,44 +174,55 @@ def ratio(a, b):
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
-print(f"Servers pinned to CPU 0, `jaring bench chat` to CPU 1; {rounds} rounds, median shown. "
-      f"Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
+print(f"{rounds} rounds, median shown; within each round every layout runs in turn, with fresh servers "
+      f"started under its affinity. Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
       f"after: {open(os.path.join(out, 'load-after')).read().strip()}.\n")
+about = {"pinned": "each server on CPU 0, `jaring bench chat` on CPU 1 (taskset)",
+         "shared": "nothing pinned: the server and `jaring bench chat` share both cores as the scheduler places them"}
 names = {"jaring": "jaring realm (SQLite, synchronous=full, the default)",
          "jaring-pipe": f"jaring realm, {pipeline} sends in flight per sender",
          "normal": "jaring realm, synchronous=normal (no fsync per commit)",
          "python": "Python lab server (in memory)"}
+run_name = lambda s, l: f"jaring-pipe-{l}" if s == "jaring-pipe" else f"{s}-send-{l}"
 print(f"Send: {conns} senders, {size}-byte messages, {duration} s per run; one send in flight per "
       f"sender unless the row says otherwise.\n")
-print("| server | msgs/s | server CPU µs/msg | send p50 µs | send p99 µs | send→inbox p50 µs | send→inbox p99 µs | delivered / acknowledged | missing | dup | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for s in ("jaring", "jaring-pipe", "normal", "python"):
-    n = "jaring-pipe" if s == "jaring-pipe" else f"{s}-send"
-    d = lambda k: f(n, lambda r: r["delivery"][k])
-    print(f"| {names[s]} | {f(n, lambda r: r['requests_per_s']):,.0f} | "
-          f"{f(n, lambda r: r['server']['cpu_us_per_request']):.1f} | "
-          f"{f(n, lambda r: r['latency']['p50_us']):,.0f} | {f(n, lambda r: r['latency']['p99_us']):,.0f} | "
-          f"{f(n, lambda r: r['delivery']['latency']['p50_us']):,.0f} | "
-          f"{f(n, lambda r: r['delivery']['latency']['p99_us']):,.0f} | "
-          f"{d('delivered'):,.0f} / {d('acknowledged'):,.0f} | {d('missing'):.0f} | {d('duplicates'):.0f} | "
-          f"{f(n, lambda r: r['errors']):.0f} |")
-print(f"\nIdle: {int(idle):,} logged-in connections held {hold} s.\n")
+for l in layouts:
+    print(f"Cores {l}: {about.get(l, l)}.\n")
+    print("| server | msgs/s | server CPU µs/msg | send p50 µs | send p99 µs | send→inbox p50 µs | send→inbox p99 µs | delivered / acknowledged | missing | dup | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in ("jaring", "jaring-pipe", "normal", "python"):
+        n = run_name(s, l)
+        d = lambda k: f(n, lambda r: r["delivery"][k])
+        print(f"| {names[s]} | {f(n, lambda r: r['requests_per_s']):,.0f} | "
+              f"{f(n, lambda r: r['server']['cpu_us_per_request']):.1f} | "
+              f"{f(n, lambda r: r['latency']['p50_us']):,.0f} | {f(n, lambda r: r['latency']['p99_us']):,.0f} | "
+              f"{f(n, lambda r: r['delivery']['latency']['p50_us']):,.0f} | "
+              f"{f(n, lambda r: r['delivery']['latency']['p99_us']):,.0f} | "
+              f"{d('delivered'):,.0f} / {d('acknowledged'):,.0f} | {d('missing'):.0f} | {d('duplicates'):.0f} | "
+              f"{f(n, lambda r: r['errors']):.0f} |")
+    print()
+print(f"Idle: {int(idle):,} logged-in connections held {hold} s (cores pinned).\n")
 print("| server | connections held | server RSS MiB | RSS before MiB | bytes per connection | errors |")
 print("|---|---:|---:|---:|---:|---:|")
 for s in ("jaring", "python"):
-    n = f"{s}-idle"
+    n = f"{s}-idle-pinned"
     print(f"| {names[s]} | {f(n, lambda r: r['requests']):,.0f} | {f(n, lambda r: r['server']['rss_kib'] / 1024):.1f} | "
           f"{f(n, lambda r: r['server']['rss_before_kib'] / 1024):.1f} | "
           f"{f(n, lambda r: r['server']['rss_per_connection_bytes']):,.0f} | {f(n, lambda r: r['errors']):.0f} |")
-rate = lambda s: f(s if s == "jaring-pipe" else f"{s}-send", lambda r: r["requests_per_s"])
-cpu_per = lambda s: f(f"{s}-send", lambda r: r["server"]["cpu_us_per_request"])
-rss = f("jaring-idle", lambda r: r["server"]["rss_kib"] / 1024)
-print("\n| ratio | value | target |")
-print("|---|---:|---|")
-print(f"| jaring durable msgs/s, one send in flight per sender | {rate('jaring'):,.0f} | ≥ 50,000 |")
-print(f"| jaring durable msgs/s, {pipeline} sends in flight per sender | {rate('jaring-pipe'):,.0f} | ≥ 50,000 |")
-print(f"| msgs/s: jaring / Python lab server | {ratio(rate('jaring'), rate('python')):.2f} | ≥ 2 |")
-print(f"| msgs/s with synchronous=normal | {rate('normal'):,.0f} | (not durable against power loss) |")
-print(f"| server CPU per message: Python / jaring | {ratio(cpu_per('python'), cpu_per('jaring')):.2f} | |")
+rate = lambda s, l: f(run_name(s, l), lambda r: r["requests_per_s"])
+cpu_per = lambda s, l: f(run_name(s, l), lambda r: r["server"]["cpu_us_per_request"])
+rss = f("jaring-idle-pinned", lambda r: r["server"]["rss_kib"] / 1024)
+best = lambda s: max((rate(s, l) for l in layouts), default=float("nan"))
+print("\n| ratio | " + " | ".join(f"cores {l}" for l in layouts) + " | target |")
+print("|---|" + "---:|" * len(layouts) + "---|")
+row = lambda label, get, target: print(f"| {label} | " + " | ".join(get(l) for l in layouts) + f" | {target} |")
+row("jaring durable msgs/s, one send in flight per sender", lambda l: f"{rate('jaring', l):,.0f}", "≥ 50,000")
+row(f"jaring durable msgs/s, {pipeline} sends in flight per sender", lambda l: f"{rate('jaring-pipe', l):,.0f}", "≥ 50,000")
+row("Python lab server msgs/s", lambda l: f"{rate('python', l):,.0f}", "")
+row("msgs/s: jaring / Python lab server, same layout", lambda l: f"{ratio(rate('jaring', l), rate('python', l)):.2f}", "≥ 2")
+row("msgs/s with synchronous=normal", lambda l: f"{rate('normal', l):,.0f}", "(not durable against power loss)")
+row("server CPU per message: Python / jaring", lambda l: f"{ratio(cpu_per('python', l), cpu_per('jaring', l)):.2f}", "")
+print(f"\n| other | value | target |\n|---|---:|---|")
+print(f"| msgs/s, each server in its best layout: jaring / Python lab server | {ratio(best('jaring'), best('python')):.2f} | (≥ 2) |")
 print(f"| jaring RSS with {int(idle):,} idle connections (MiB) | {rss:.1f} | < 150 |")
 PY

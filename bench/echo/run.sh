@@ -9,18 +9,22 @@
 # Server CPU: each server's CPU time over each run is read from /proc, so the tables also show how
 # much of its core each server needed per Gbit/s (the load generator's core is often the limit).
 #
-# Cores: every server (and xinetd's per-connection children) is pinned to CPU 0 and every load
-# generator to CPU 1 with taskset; one server is loaded at a time, all interleaved round by round
-# so drift hits them alike. Bounded: ROUNDS x 14 runs x DURATION s (default 2 x 14 x 4 s, about
-# 2 minutes) plus a release build if one is needed.
+# Cores, in two layouts (LAYOUTS, default both): "pinned", every server (and xinetd's
+# per-connection children) on CPU 0 and every load generator on CPU 1 with taskset, so a server
+# has one core whatever it could do with two; and "shared", nothing pinned, the scheduler placing
+# servers and generators on both cores as on any 2-core machine. Ratios are only taken within a
+# layout. One server is loaded at a time, all interleaved round by round so drift hits them alike.
+# Bounded: ROUNDS x layouts x 14 runs x DURATION s (default 2 x 2 x 14 x 4 s, about 4 minutes)
+# plus a release build if one is needed.
 #
-# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072)
+# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-50}
 SIZE=${SIZE:-131072}
+LAYOUTS=${LAYOUTS:-pinned shared}
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
 PORT_JARING=23200 PORT_COPY=23201 PORT_PYTHON=23202 PORT_XINETD=23203 PORT_IPERF=23204
 
@@ -62,15 +66,24 @@ service echo
 }
 EOF
 declare -A pid
-taskset -c 0 xinetd -dontfork -f "$OUT/xinetd.conf" -pidfile "$OUT/xinetd.pid" 2>"$OUT/xinetd.log" & pid[xinetd]=$!
-RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_JARING & pid[jaring]=$!
-RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $PORT_COPY --copy & pid[copy]=$!
-taskset -c 0 python3 bench/echo/lab_echo_server.py $PORT_PYTHON & pid[python]=$!
-taskset -c 0 iperf3 --server --bind 127.0.0.1 --port $PORT_IPERF >/dev/null 2>&1 & pid[iperf3]=$!
-pids=("${pid[@]}")
-for port in $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+# Servers start afresh for each layout under the layout's affinity, so each sizes itself (tokio's
+# worker count, for one) for the cores it may use, as it would on a machine set up that way.
+start_servers() { # cpus
+  local on=(taskset -c "$1")
+  "${on[@]}" xinetd -dontfork -f "$OUT/xinetd.conf" -pidfile "$OUT/xinetd.pid" 2>>"$OUT/xinetd.log" & pid[xinetd]=$!
+  RUST_LOG=warn "${on[@]}" "$JARING" echo serve --bind 127.0.0.1 --port $PORT_JARING & pid[jaring]=$!
+  RUST_LOG=warn "${on[@]}" "$JARING" echo serve --bind 127.0.0.1 --port $PORT_COPY --copy & pid[copy]=$!
+  "${on[@]}" python3 bench/echo/lab_echo_server.py $PORT_PYTHON & pid[python]=$!
+  "${on[@]}" iperf3 --server --bind 127.0.0.1 --port $PORT_IPERF >/dev/null 2>&1 & pid[iperf3]=$!
+  pids=("${pid[@]}")
+  for port in $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  done
+}
+stop_servers() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  pid=() pids=()
+}
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
 
@@ -86,27 +99,36 @@ measured() { # server name -- command...
 }
 bench() { # server case conns mode size
   local port_var="PORT_${1^^}"
-  measured "$1" "$1-$2-$round" -- taskset -c 1 "$JARING" bench echo --port "${!port_var}" --connections "$3" \
+  measured "$1" "$1-$2-$layout-$round" -- taskset -c "$gen_cpus" "$JARING" bench echo --port "${!port_var}" --connections "$3" \
     --mode "$4" --size "$5" --duration "$DURATION" --json
 }
 iperf() { # case streams
-  measured iperf3 "iperf3-$1-$round" -- taskset -c 1 iperf3 --client 127.0.0.1 --port $PORT_IPERF \
+  measured iperf3 "iperf3-$1-$layout-$round" -- taskset -c "$gen_cpus" iperf3 --client 127.0.0.1 --port $PORT_IPERF \
     --time "$DURATION" --parallel "$2" --json
 }
 for round in $(seq "$ROUNDS"); do
-  iperf stream1 1
-  for s in jaring copy python xinetd; do bench $s stream1 1 stream "$SIZE"; done
-  iperf streamN "$CONNECTIONS"
-  for s in jaring copy python xinetd; do bench $s streamN "$CONNECTIONS" stream "$SIZE"; done
-  for s in jaring copy python xinetd; do bench $s rt "$CONNECTIONS" round-trip 1024; done
+  for layout in $LAYOUTS; do
+    case $layout in
+      pinned) server_cpus=0 gen_cpus=1 ;;
+      shared) server_cpus=0-1 gen_cpus=0-1 ;;
+      *) echo "unknown layout $layout (pinned or shared)" >&2; exit 2 ;;
+    esac
+    start_servers "$server_cpus"
+    iperf stream1 1
+    for s in jaring copy python xinetd; do bench $s stream1 1 stream "$SIZE"; done
+    iperf streamN "$CONNECTIONS"
+    for s in jaring copy python xinetd; do bench $s streamN "$CONNECTIONS" stream "$SIZE"; done
+    for s in jaring copy python xinetd; do bench $s rt "$CONNECTIONS" round-trip 1024; done
+    stop_servers
+  done
   echo "round $round of $ROUNDS done" >&2
 done
 cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
 
-python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$(getconf CLK_TCK)" "$LAYOUTS" <<'PY'
 import json, os, platform, statistics, sys
 out, rounds, duration, conns, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-hz = int(sys.argv[6])
+hz, layouts = int(sys.argv[6]), sys.argv[7].split()
 def runs(name):
     rs = []
     for r in range(1, rounds + 1):
@@ -118,6 +140,7 @@ def runs(name):
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else float("nan")
+# A case is named with its layout: "stream1-pinned".
 def gbit(server, case):
     if server == "iperf3":
         return med([r.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e9 for r in runs(f"iperf3-{case}")])
@@ -125,7 +148,7 @@ def gbit(server, case):
 def field(server, case, f):
     return med([f(r) for r in runs(f"{server}-{case}")])
 def cores(name):
-    """Share of one core the server used during the run (its CPU time / the run's length)."""
+    """Cores the server used during the run (its CPU time / the run's length)."""
     vals = []
     for r in range(1, rounds + 1):
         try:
@@ -138,40 +161,50 @@ def ratio(a, b):
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.")
-print(f"Servers pinned to CPU 0, load generators (jaring bench, iperf3 client) to CPU 1; "
-      f"{rounds} rounds of {duration} s, median shown; stream writes of {size} bytes.")
+print(f"{rounds} rounds of {duration} s, median shown; stream writes of {size} bytes. Within each round every "
+      f"layout runs in turn, with its servers started afresh under its affinity.")
 print(f"Load average before: {open(os.path.join(out, 'load-before')).read().strip()}, "
       f"after: {open(os.path.join(out, 'load-after')).read().strip()}.\n")
+about = {"pinned": "every server on CPU 0, every load generator (jaring bench, iperf3's client) on CPU 1 (taskset)",
+         "shared": "nothing pinned: servers and load generators share both cores as the scheduler places them"}
 names = {"iperf3": "iperf3 (loopback limit)", "jaring": "jaring (default: splice)", "copy": "jaring --copy",
          "python": "Python lab server", "xinetd": "xinetd echo-stream"}
-print("| case | server | Gbit/s echoed | server CPU (cores) | Gbit/s per server core | requests/s | errors | p50 µs | p99 µs |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 cases = [("stream1", "1 stream"), ("streamN", f"{conns} streams"), ("rt", f"1 KiB round trips, {conns} conns")]
-for case, label in cases:
-    for s in ("iperf3", "jaring", "copy", "python", "xinetd"):
-        if s == "iperf3":
-            if case == "rt":
+for layout in layouts:
+    print(f"Cores {layout}: {about.get(layout, layout)}.\n")
+    print("| case | server | Gbit/s echoed | server CPU (cores) | Gbit/s per server core | requests/s | errors | p50 µs | p99 µs |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for case, label in cases:
+        lc = f"{case}-{layout}"
+        for s in ("iperf3", "jaring", "copy", "python", "xinetd"):
+            if s == "iperf3":
+                if case == "rt":
+                    continue
+                c = cores(f"iperf3-{lc}")
+                print(f"| {label} | {names[s]} | {gbit(s, lc):.2f} | {c:.2f} | {ratio(gbit(s, lc), c):.1f} | | | | |")
                 continue
-            c = cores(f"iperf3-{case}")
-            print(f"| {label} | {names[s]} | {gbit(s, case):.2f} | {c:.2f} | {ratio(gbit(s, case), c):.1f} | | | | |")
-            continue
-        c = cores(f"{s}-{case}")
-        print(f"| {label} | {names[s]} | {gbit(s, case):.2f} | {c:.2f} | {ratio(gbit(s, case), c):.1f} | "
-              f"{field(s, case, lambda r: r['requests_per_s']):,.0f} | "
-              f"{field(s, case, lambda r: r['errors']):.0f} | {field(s, case, lambda r: r['latency']['p50_us']):.0f} | "
-              f"{field(s, case, lambda r: r['latency']['p99_us']):.0f} |")
-print()
-rt = lambda s: field(s, "rt", lambda r: r["requests_per_s"])
-print("| ratio | value | target |")
-print("|---|---:|---|")
-print(f"| 1 stream: jaring / iperf3 | {ratio(gbit('jaring', 'stream1'), gbit('iperf3', 'stream1')):.2f} | ≥ 0.60 |")
-print(f"| {conns} streams: jaring / iperf3 | {ratio(gbit('jaring', 'streamN'), gbit('iperf3', 'streamN')):.2f} | ≥ 0.60 |")
-print(f"| 1 stream: jaring / xinetd | {ratio(gbit('jaring', 'stream1'), gbit('xinetd', 'stream1')):.2f} | ≥ 3 |")
-print(f"| {conns} streams: jaring / xinetd | {ratio(gbit('jaring', 'streamN'), gbit('xinetd', 'streamN')):.2f} | ≥ 3 |")
-print(f"| 1 KiB round trips: jaring / Python lab server | {ratio(rt('jaring'), rt('python')):.2f} | ≥ 3 |")
-print(f"| 1 stream: splice / --copy (does zero copy pay?) | {ratio(gbit('jaring', 'stream1'), gbit('copy', 'stream1')):.2f} | > 1 keeps splice the default |")
-print(f"| {conns} streams: splice / --copy | {ratio(gbit('jaring', 'streamN'), gbit('copy', 'streamN')):.2f} | > 1 keeps splice the default |")
-eff = lambda s, case: ratio(gbit(s, case), cores(f"{s}-{case}"))
-print(f"| 1 stream: Gbit/s per server core, splice / --copy | {ratio(eff('jaring', 'stream1'), eff('copy', 'stream1')):.2f} | (for reference) |")
-print(f"| {conns} streams: Gbit/s per server core, splice / --copy | {ratio(eff('jaring', 'streamN'), eff('copy', 'streamN')):.2f} | (for reference) |")
+            c = cores(f"{s}-{lc}")
+            print(f"| {label} | {names[s]} | {gbit(s, lc):.2f} | {c:.2f} | {ratio(gbit(s, lc), c):.1f} | "
+                  f"{field(s, lc, lambda r: r['requests_per_s']):,.0f} | "
+                  f"{field(s, lc, lambda r: r['errors']):.0f} | {field(s, lc, lambda r: r['latency']['p50_us']):.0f} | "
+                  f"{field(s, lc, lambda r: r['latency']['p99_us']):.0f} |")
+    print()
+rt = lambda s, l: field(s, f"rt-{l}", lambda r: r["requests_per_s"])
+g = lambda s, case, l: gbit(s, f"{case}-{l}")
+eff = lambda s, case, l: ratio(g(s, case, l), cores(f"{s}-{case}-{l}"))
+rows = [
+    ("1 stream: jaring / iperf3", lambda l: ratio(g("jaring", "stream1", l), g("iperf3", "stream1", l)), "≥ 0.60"),
+    (f"{conns} streams: jaring / iperf3", lambda l: ratio(g("jaring", "streamN", l), g("iperf3", "streamN", l)), "≥ 0.60"),
+    ("1 stream: jaring / xinetd", lambda l: ratio(g("jaring", "stream1", l), g("xinetd", "stream1", l)), "≥ 3"),
+    (f"{conns} streams: jaring / xinetd", lambda l: ratio(g("jaring", "streamN", l), g("xinetd", "streamN", l)), "≥ 3"),
+    ("1 KiB round trips: jaring / Python lab server", lambda l: ratio(rt("jaring", l), rt("python", l)), "≥ 3"),
+    ("1 stream: splice / --copy (does zero copy pay?)", lambda l: ratio(g("jaring", "stream1", l), g("copy", "stream1", l)), "> 1 keeps splice the default"),
+    (f"{conns} streams: splice / --copy", lambda l: ratio(g("jaring", "streamN", l), g("copy", "streamN", l)), "> 1 keeps splice the default"),
+    ("1 stream: Gbit/s per server core, splice / --copy", lambda l: ratio(eff("jaring", "stream1", l), eff("copy", "stream1", l)), "(for reference)"),
+    (f"{conns} streams: Gbit/s per server core, splice / --copy", lambda l: ratio(eff("jaring", "streamN", l), eff("copy", "streamN", l)), "(for reference)"),
+]
+print("| ratio | " + " | ".join(f"cores {l}" for l in layouts) + " | target |")
+print("|---|" + "---:|" * len(layouts) + "---|")
+for label, f, target in rows:
+    print(f"| {label} | " + " | ".join(f"{f(l):.2f}" for l in layouts) + f" | {target} |")
 PY
