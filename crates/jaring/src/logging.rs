@@ -19,7 +19,7 @@ pub fn init(args: &GlobalArgs) {
     }
 }
 
-/// Whether stderr output should be coloured, by `--color` and NO_COLOR (https://no-color.org).
+/// Whether stderr output should be coloured, by `--color` and NO_COLOR (<https://no-color.org>).
 pub fn use_color(choice: ColorChoice) -> bool {
     match choice {
         ColorChoice::Always => true,

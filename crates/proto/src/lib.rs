@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`chat`]: the chat realm's client protocol (lines in, JSON replies out), its commands and session.
 //! - [`federation`]: the server-to-server link between realms (JSON frames, HMAC authentication).
-//! - [`line`]: the bounded line framer every line protocol shares (CR LF or LF, a hard length cap).
+//! - [`line`](mod@line): the bounded line framer every line protocol shares (CR LF or LF, a hard
+//!   length cap).
 //! - [`time`]: the TIME protocol (`TIME` → `JAM hh:mm:ss`), its session state machine and reply parser.
 //! - [`Flow`]: what a session tells its driver after each input.
 

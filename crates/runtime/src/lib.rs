@@ -10,7 +10,8 @@
 //! - [`config`]: listener options and limits, each with a documented `DEFAULT_*`.
 //! - [`service`]: the [`Service`] and [`Session`] traits a protocol implements.
 //! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
-//! - [`dial`]: how every client connects (resolve, try each address, name host and port on failure).
+//! - [`dial`](mod@dial): how every client connects (resolve, try each address, name host and port
+//!   on failure).
 //! - [`driver`]: the two loops that move bytes between a socket and a session, async and blocking,
 //!   and [`Conn`], what every connection loop is given.
 

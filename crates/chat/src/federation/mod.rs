@@ -9,10 +9,10 @@
 //! - One persistent link per peer pair: the realm whose name sorts first dials, the other accepts.
 //!   The dialer redials with jittered exponential backoff ([`DEFAULT_BACKOFF_MIN`] to
 //!   [`DEFAULT_BACKOFF_MAX`]) whenever the link drops.
-//! - A message to `user@peer` is committed to the sender's outbox before `send` answers OK
-//!   ([`store`]); the link sends the outbox in commit order; the peer commits it to the inbox (or
-//!   finds it is a retry it already has) and only then acknowledges; only then does it leave the
-//!   outbox. A reconnect resends everything not yet acknowledged, in order.
+//! - A message to `user@peer` is committed to the sender's outbox before `send` answers OK (the
+//!   crate-private `store` module); the link sends the outbox in commit order; the peer commits it
+//!   to the inbox (or finds it is a retry it already has) and only then acknowledges; only then
+//!   does it leave the outbox. A reconnect resends everything not yet acknowledged, in order.
 //! - Groups across realms: a group lives on its home realm, which orders it; a realm whose users
 //!   join `group@home` keeps a replica fed by the home over the link (once per realm, not per
 //!   member), each message under the home's `seq`, acknowledged only once committed; its users'
@@ -23,7 +23,7 @@
 //!   [`Remote`], what the realm asks of it.
 //! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks: writer,
 //!   outbox pump, group feed, reader).
-//! - [`store`]: outbox, acknowledgements and de-duplicated receipt in SQLite.
+//! - `store` (crate-private): outbox, acknowledgements and de-duplicated receipt in SQLite.
 
 pub mod link;
 pub(crate) mod store;
