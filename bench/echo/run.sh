@@ -19,6 +19,7 @@
 #
 # Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared")
 set -euo pipefail
+SELF=$(realpath "$0") # to run itself again inside the namespace, from wherever it was started
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-4}
@@ -43,7 +44,7 @@ cargo build --release --locked -q -p jaring
 # 4-11 Gbit/s with bbr against 23-27 with cubic for jaring, 15-18 against 19-45 for iperf3.
 # CC=bbr measures the host's default; NETNS=0 runs in the host's namespace as it is.
 if [ "${NETNS:-1}" = 1 ] && [ -z "${JARING_BENCH_IN_NETNS:-}" ]; then
-  exec unshare --net env JARING_BENCH_IN_NETNS=1 bash "$0" "$@"
+  exec unshare --net env JARING_BENCH_IN_NETNS=1 bash "$SELF" "$@"
 fi
 if [ -n "${JARING_BENCH_IN_NETNS:-}" ]; then
   ip link set lo up
