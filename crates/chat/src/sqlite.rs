@@ -106,14 +106,7 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
         source,
     })?;
     let conn = Connection::open(dir.join(DB_FILE))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Plans that never depend on bound values. Without this, SQLite marks a statement with
-    // `LIMIT ?` to be re-prepared (parsed and planned again) whenever the parameter is bound, so
-    // every cached `inbox` query was compiled afresh: 6% of the server's CPU under load.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
+    configure(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -140,13 +133,21 @@ fn open_reader(dir: &Path) -> StoreResult<Connection> {
         dir.join(DB_FILE),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// What every connection, the writer's and each reader's, is set up with.
+fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // As in `open`: plans that never depend on bound values.
+    // Plans that never depend on bound values. Without this, SQLite marks a statement with
+    // `LIMIT ?` to be re-prepared (parsed and planned again) whenever the parameter is bound, so
+    // every cached `inbox` query was compiled afresh: 6% of the server's CPU under load.
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
-    Ok(conn)
+    Ok(())
 }
 
 /// Takes the data directory's lock, or says who holds it.
