@@ -106,9 +106,16 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
                 }
                 match stream.try_write(&block[at..]) {
                     Ok(n) => at = (at + n) % block.len(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(io_kind("write", &e)),
                 }
+                // Let the receiving half run after every write. Else, while the socket stays
+                // writable, this loop writes until tokio's budget runs out (128 writes, 16 MiB)
+                // before the echo is read once: against a server that echoes as fast as it
+                // reads, the echo piled up past our receive buffer, the kernel dropped it, and
+                // the stream sat out retransmission timeouts (a third of one-stream runs fell to
+                // 7-12 Gbit/s, RcvPruned in the hundreds).
+                tokio::task::yield_now().await;
             }
         };
         let receive = async {

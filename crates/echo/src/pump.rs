@@ -175,6 +175,10 @@ mod pipe {
 
     use super::{Drain, Fill};
 
+    /// Splices tried again after a refusal while the peek saw data: enough to outlast the race
+    /// with arriving data, few enough that a real refusal soon falls back to copying.
+    const SPLICE_RETRIES: usize = 2;
+
     /// A pipe and what is in it.
     #[derive(Debug)]
     pub struct PipePump {
@@ -211,29 +215,34 @@ mod pipe {
             // wait for data that is already there); data that is there is returned as a value,
             // which try_io passes through untouched: Full (drain first) if the pipe holds
             // bytes, Stuck if it is empty.
+            //
+            // Data found by the peek has usually just arrived, after the splice looked: on a busy
+            // stream that race is the common case, not a refusal, so the splice is tried again
+            // before the peek's answer counts. Without the retries most streams were declared
+            // Stuck within milliseconds and copied for the rest of their life.
             let result = stream.try_io(Interest::READABLE, || {
-                match rustix::pipe::splice(
-                    stream,
-                    None,
-                    write_end,
-                    None,
-                    room,
-                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                ) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(Errno::AGAIN) => {
-                        let mut probe = [0u8; 1];
-                        match rustix::net::recv(
-                            stream,
-                            &mut probe,
-                            RecvFlags::PEEK | RecvFlags::DONTWAIT,
-                        ) {
-                            Ok(_) => Ok(None),
-                            Err(e) => Err(io::Error::from(e)),
+                for _ in 0..=SPLICE_RETRIES {
+                    match rustix::pipe::splice(
+                        stream,
+                        None,
+                        write_end,
+                        None,
+                        room,
+                        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+                    ) {
+                        Ok(n) => return Ok(Some(n)),
+                        Err(Errno::AGAIN) => {
+                            let mut probe = [0u8; 1];
+                            rustix::net::recv(
+                                stream,
+                                &mut probe,
+                                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+                            )?;
                         }
+                        Err(e) => return Err(io::Error::from(e)),
                     }
-                    Err(e) => Err(io::Error::from(e)),
                 }
+                Ok(None)
             });
             match result {
                 Ok(Some(0)) => Ok(Fill::Eof),

@@ -152,11 +152,13 @@ async fn file_echo_is_verified_at_every_size() {
             file_echo(&server.target(), len).await;
         }
         // A 256 MiB stream went through one connection, which moved to zero copy if asked to
-        // (where the system has it), and never held more than its buffer or pipe.
+        // (where the system has it) and stayed there, and never held more than its buffer or
+        // pipe.
         assert_eq!(
             server.stats.spliced_connections() > 0,
             zero_copy && cfg!(target_os = "linux")
         );
+        assert_eq!(server.stats.copy_fallbacks(), 0);
         assert!(server.stats.peak_held_per_connection() <= config.stream_buffer as u64);
         assert!(server.stats.echoed() > (256 << 20) + (1 << 20));
         server.stop().await;
