@@ -46,9 +46,9 @@ pub struct EchoConfig {
     /// Bytes a streaming connection may hold (see [`DEFAULT_STREAM_BUFFER`]).
     pub stream_buffer: usize,
     /// Use `splice(2)` through a pipe for streams where the system has it (Linux). On by
-    /// default because measurement says so: over loopback on Linux 6.18 it moved 50 streams
-    /// 1.14-1.20x faster than the copy loop in each of three runs, at about 1.45x less server
-    /// CPU per byte, and one stream faster in two runs of three (BENCHMARKS.md, "Echo";
+    /// default because measurement says so: over loopback on Linux 6.18 it moved one stream
+    /// 1.30x and 50 streams 1.14x faster than the copy loop with server and load generator on
+    /// a core each, on about half the server CPU per byte (BENCHMARKS.md, "Echo", 06:33 run;
     /// `bench/echo/run.sh` keeps measuring both). Small round trips never use it: only a
     /// connection that fills its small buffer is moved to the stream path.
     pub zero_copy: bool,
