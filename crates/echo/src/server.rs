@@ -70,7 +70,7 @@ pub struct EchoStats {
     peak_held: AtomicU64,
     echoed: AtomicU64,
     spliced: AtomicU64,
-    unspliced: AtomicU64,
+    copy_fallbacks: AtomicU64,
 }
 
 impl EchoStats {
@@ -97,7 +97,7 @@ impl EchoStats {
     /// Spliced connections that later fell back to copying, because the kernel would not splice
     /// their data into an empty pipe. Should stay at zero: each one streams at copy speed.
     pub fn copy_fallbacks(&self) -> u64 {
-        self.unspliced.load(Ordering::Relaxed)
+        self.copy_fallbacks.load(Ordering::Relaxed)
     }
 
     fn took(&self, n: usize, now_held: usize) {
@@ -219,7 +219,7 @@ impl ConnLoop<'_> {
                     Ok(Fill::Full) => {}
                     Ok(Fill::Stuck) => {
                         debug!(conn = conn.info.id, "splice takes no data; copying instead");
-                        self.stats.unspliced.fetch_add(1, Ordering::Relaxed);
+                        self.stats.copy_fallbacks.fetch_add(1, Ordering::Relaxed);
                         self.pump =
                             Pump::buffer(self.config.stream_buffer.max(DEFAULT_SMALL_BUFFER));
                         progressed = true;
