@@ -394,9 +394,11 @@ fn index_history(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i6
     if newest <= upto {
         return Ok(0);
     }
-    if postings.count != newest - upto {
+    // The noted seqs are distinct and ascending: if they all lie past `upto` and there are as
+    // many as the range holds, they are exactly the range.
+    if postings.first <= upto || postings.count != newest - upto {
         // Some of these messages came another way (a federation job, an older version, a
-        // batch whose commit failed): read them all back.
+        // batch whose commit failed), or were indexed another way: read them all back.
         postings = Postings::default();
         let mut s = conn.prepare_cached(
             "SELECT conversation, seq FROM messages WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
@@ -425,6 +427,8 @@ fn index_history(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i6
 #[derive(Default)]
 struct Postings {
     by_conversation: std::collections::HashMap<String, (i64, Vec<u8>)>,
+    /// The first `seq` noted (0 if none).
+    first: i64,
     count: i64,
 }
 
@@ -439,6 +443,9 @@ impl Postings {
         };
         entry.0 = seq;
         entry.1.extend_from_slice(&seq.to_le_bytes());
+        if self.count == 0 {
+            self.first = seq;
+        }
         self.count += 1;
     }
 }
