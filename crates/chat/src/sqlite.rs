@@ -455,8 +455,7 @@ fn history_position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     let upto = conn
         .prepare_cached("SELECT upto FROM history_indexed WHERE id = 0")?
         .query_row([], |r| r.get(0))?;
-    // Exactly `max(seq)`: SQLite answers that from the end of the table; wrapped in any
-    // expression (even `coalesce`) it scans every row.
+    // SQLite answers `max` of the rowid from the end of the table, not by a scan.
     let newest = conn
         .prepare_cached("SELECT max(seq) FROM messages")?
         .query_row([], |r| r.get::<_, Option<i64>>(0))?
