@@ -21,8 +21,9 @@
 //! - `history_index(conversation, last_seq, seqs)` and `history_indexed(upto)`: what `history`
 //!   finds a conversation's messages by, brought up to date in bulk rather than with every
 //!   message. Version 1 kept an index on `messages(conversation, seq)`, which cost every message
-//!   a B-tree insert on a page of its own conversation; the bulk index took the bench's realm
-//!   from 24.2k to 28.2k durable messages a second, on 10% less CPU each. The writer notes the
+//!   a B-tree insert on a page of its own conversation; in a pinned A/B (4 interleaved rounds)
+//!   the bulk index took the bench's realm from 24.2k to 28.2k durable messages a second, on
+//!   10% less CPU each. The writer notes the
 //!   `seq` of each message it commits under its conversation and, at most
 //!   [`HISTORY_INDEX_EVERY`] messages or [`HISTORY_INDEX_AFTER`] behind, adds one row per
 //!   conversation holding those `seq`s (8-byte little-endian, ascending), moving `upto` in the
