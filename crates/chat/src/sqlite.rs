@@ -6,7 +6,9 @@
 //! transaction, commits once, and only then answers each caller: concurrent senders share one fsync
 //! (group commit), which is the difference between ~2,500 and hundreds of thousands of durable
 //! messages a second on this machine. Reads run on blocking threads with their own connections
-//! (WAL lets them proceed while the writer commits). The commit's sync is an `fdatasync` (the
+//! (WAL lets them proceed while the writer commits), except `inbox`: once a recipient has read
+//! its inbox, the writer keeps a copy of its undelivered messages in memory and `inbox` reads
+//! that (`sqlite/mailboxes.rs` says how the copy stays exact). The commit's sync is an `fdatasync` (the
 //! workspace's `.cargo/config.toml` builds the bundled SQLite with `HAVE_FDATASYNC`): it flushes
 //! the WAL's data, and its size when it grew, without writing its timestamps back every commit.
 //!
@@ -47,6 +49,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 mod groups;
+mod mailboxes;
+
+use mailboxes::{Lookup, Mailboxes};
 
 use crate::store::{
     NewMessage, Store, StoreError, StoreResult, StoredMessage, TokenRecord, UserRecord,
@@ -239,6 +244,8 @@ type AfterCommit = Box<dyn FnOnce(bool) + Send>;
 pub struct SqliteStore {
     writes: mpsc::Sender<Write>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Each recipient's undelivered messages, kept by the writer so `inbox` reads no database.
+    mailboxes: Arc<Mutex<Mailboxes>>,
     dir: PathBuf,
     _lock: Arc<File>,
 }
@@ -259,9 +266,14 @@ impl SqliteStore {
         let writer = open(dir, sync)?;
         let (tx, rx) = mpsc::channel(DEFAULT_WRITE_QUEUE);
         let max_batch = max_batch.max(1);
+        let mailboxes = Arc::new(Mutex::new(Mailboxes::new(
+            mailboxes::DEFAULT_BUDGET,
+            mailboxes::DEFAULT_BOX_LIMIT,
+        )));
+        let kept = Arc::clone(&mailboxes);
         std::thread::Builder::new()
             .name("chat-db-writer".into())
-            .spawn(move || write_loop(writer, rx, max_batch))
+            .spawn(move || write_loop(writer, rx, max_batch, &kept))
             .map_err(|source| StoreError::DataDir {
                 path: dir.to_owned(),
                 source,
@@ -269,6 +281,7 @@ impl SqliteStore {
         Ok(Self {
             writes: tx,
             readers: Arc::default(),
+            mailboxes,
             dir: dir.to_owned(),
             _lock: Arc::new(lock),
         })
@@ -359,7 +372,12 @@ impl SqliteStore {
     }
 }
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, max_batch: usize) {
+fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Write>,
+    max_batch: usize,
+    mailboxes: &Mutex<Mailboxes>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut history = HistoryIndexing {
         last: std::time::Instant::now(),
@@ -373,7 +391,7 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, max_batch: us
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch, &mut history);
+        commit_batch(&mut conn, &mut batch, &mut history, mailboxes);
     }
     debug!("storage writer stopped");
 }
@@ -456,12 +474,7 @@ fn history_position(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     let upto = conn
         .prepare_cached("SELECT upto FROM history_indexed WHERE id = 0")?
         .query_row([], |r| r.get(0))?;
-    // SQLite answers `max` of the rowid from the end of the table, not by a scan.
-    let newest = conn
-        .prepare_cached("SELECT max(seq) FROM messages")?
-        .query_row([], |r| r.get::<_, Option<i64>>(0))?
-        .unwrap_or(0);
-    Ok((upto, newest))
+    Ok((upto, newest_seq(conn)?))
 }
 
 /// Whether the history index is far enough behind to catch up in this transaction.
@@ -472,14 +485,26 @@ fn history_due(conn: &Connection, indexing: &HistoryIndexing) -> rusqlite::Resul
         || (behind > 0 && indexing.last.elapsed() >= HISTORY_INDEX_AFTER))
 }
 
-/// Runs `batch` in one transaction, commits, then answers every caller.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut HistoryIndexing) {
+/// Runs `batch` in one transaction, commits, brings the mailboxes up to date, then answers every
+/// caller.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Write>,
+    history: &mut HistoryIndexing,
+    mailboxes: &Mutex<Mailboxes>,
+) {
     enum Done {
         Messages(
             Vec<StoreResult<StoredMessage>>,
             oneshot::Sender<Vec<StoreResult<StoredMessage>>>,
         ),
         Unit(StoreResult<()>, oneshot::Sender<StoreResult<()>>),
+        Delivered(
+            String,
+            i64,
+            StoreResult<()>,
+            oneshot::Sender<StoreResult<()>>,
+        ),
         Group(groups::Finish),
         Run(AfterCommit),
     }
@@ -495,6 +520,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut His
     };
     let now = unix_ms();
     let mut done = Vec::with_capacity(batch.len());
+    // Messages for local inboxes that other modules' jobs inserted, read back for the mailboxes;
+    // `None` once a read-back failed, and then every mailbox is dropped after the commit.
+    let mut arrived = Some(Vec::new());
     for w in batch.drain(..) {
         match w {
             Write::Messages(messages, reply) => {
@@ -518,7 +546,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut His
                     .and_then(|mut s| s.execute(params![now, recipient, upto]))
                     .map(drop)
                     .map_err(StoreError::from);
-                done.push(Done::Unit(r, reply));
+                done.push(Done::Delivered(recipient, upto, r, reply));
             }
             Write::Token(t, reply) => {
                 let r = tx
@@ -542,7 +570,14 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut His
                 done.push(Done::Unit(r, reply));
             }
             Write::Group(g) => done.push(Done::Group(g.apply(&tx, now))),
-            Write::Run(job) => done.push(Done::Run(job(&tx))),
+            Write::Run(job) => {
+                let before = newest_seq(&tx);
+                done.push(Done::Run(job(&tx)));
+                arrived = arrived.zip(before.ok()).and_then(|(mut arrived, before)| {
+                    arrived.extend(undelivered_since(&tx, before).ok()?);
+                    Some(arrived)
+                });
+            }
         }
     }
     // In this transaction, so catching up costs no commit of its own. A failure leaves the index
@@ -581,7 +616,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut His
                 Done::Messages(r, reply) => {
                     drop(reply.send(r.iter().map(|_| Err(StoreError::Stopped)).collect()));
                 }
-                Done::Unit(_, reply) => drop(reply.send(Err(StoreError::Stopped))),
+                Done::Unit(_, reply) | Done::Delivered(_, _, _, reply) => {
+                    drop(reply.send(Err(StoreError::Stopped)));
+                }
                 Done::Group(f) => f.run(false),
                 Done::Run(after) => after(false),
             }
@@ -591,10 +628,27 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Write>, history: &mut His
     if indexed {
         history.last = std::time::Instant::now();
     }
+    // Before any caller hears OK: a sender told its message is stored finds it in the mailbox.
+    {
+        let mut mailboxes = mailboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        match &arrived {
+            Some(arrived) => arrived.iter().for_each(|m| mailboxes.committed(m)),
+            None => mailboxes.clear(),
+        }
+        for d in &done {
+            match d {
+                Done::Messages(r, _) => r.iter().flatten().for_each(|m| mailboxes.committed(m)),
+                Done::Delivered(recipient, upto, Ok(()), _) => {
+                    mailboxes.delivered(recipient, *upto);
+                }
+                _ => {}
+            }
+        }
+    }
     for d in done {
         match d {
             Done::Messages(r, reply) => drop(reply.send(r)),
-            Done::Unit(r, reply) => drop(reply.send(r)),
+            Done::Unit(r, reply) | Done::Delivered(_, _, r, reply) => drop(reply.send(r)),
             Done::Group(f) => f.run(true),
             Done::Run(after) => after(true),
         }
@@ -628,6 +682,24 @@ fn insert_message(conn: &Connection, m: &NewMessage, conversation: &str) -> Stor
         m.sent_at
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// The newest message's `seq` (0 if none).
+fn newest_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    // SQLite answers `max` of the rowid from the end of the table, not by a scan.
+    conn.prepare_cached("SELECT max(seq) FROM messages")?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))
+        .map(Option::unwrap_or_default)
+}
+
+/// The undelivered messages with a `seq` past `after`, oldest first.
+fn undelivered_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<StoredMessage>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq > ?1 AND delivered_at IS NULL \
+         ORDER BY seq"
+    ))?
+    .query_map([after], message_row)?
+    .collect()
 }
 
 /// Reads a row selected with [`MESSAGE_COLUMNS`].
@@ -709,16 +781,45 @@ impl Store for SqliteStore {
     }
 
     async fn pending(&self, recipient: &str, limit: usize) -> StoreResult<Vec<StoredMessage>> {
-        let recipient = recipient.to_owned();
-        self.read(move |c| {
-            let mut s = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages \
-                 WHERE recipient = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
-            ))?;
-            let rows = s.query_map(params![recipient, limit as i64], message_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let lookup = self
+            .mailboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lookup(recipient, limit);
+        let (load, read_limit) = match lookup {
+            Lookup::Hit(messages) => return Ok(messages),
+            Lookup::Miss { load, read_limit } => (load, read_limit),
+        };
+        let owned = recipient.to_owned();
+        // The mailbox was marked as loading before this read's snapshot: see `mailboxes`.
+        let read = self
+            .read(move |c| {
+                let mut s = c.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE recipient = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
+                ))?;
+                let rows = s.query_map(params![owned, read_limit as i64], message_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await;
+        let mut mailboxes = self
+            .mailboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (read, load) {
+            (Ok(mut messages), load) => {
+                if let Some(load) = load {
+                    mailboxes.finish_load(load, &messages);
+                }
+                messages.truncate(limit);
+                Ok(messages)
+            }
+            (Err(e), Some(load)) => {
+                mailboxes.abandon(load);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     async fn mark_delivered(&self, recipient: &str, upto_seq: i64) -> StoreResult<()> {
@@ -883,6 +984,83 @@ mod tests {
     async fn history(store: &SqliteStore, limit: usize) -> Vec<String> {
         let found = store.conversation("bob", "amy", limit).await.unwrap();
         found.into_iter().map(|m| m.message.body).collect()
+    }
+
+    /// The bodies of `to`'s undelivered messages, as the store answers and as the database holds
+    /// them; the two must agree.
+    async fn inbox(store: &SqliteStore, dir: &Path, to: &str) -> Vec<String> {
+        let answered: Vec<String> = store
+            .pending(to, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message.body)
+            .collect();
+        let db = open_reader(dir).unwrap();
+        let mut s = db
+            .prepare(
+                "SELECT body FROM messages WHERE recipient = ?1 AND delivered_at IS NULL \
+                 ORDER BY seq",
+            )
+            .unwrap();
+        let stored: Vec<String> = s
+            .query_map([to], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(answered, stored, "the inbox and the database disagree");
+        answered
+    }
+
+    #[tokio::test]
+    async fn an_inbox_kept_in_memory_follows_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        send(&store, "amy", "bob", "before").await;
+        // The first read fills bob's mailbox; from then on the writer keeps it.
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["before"]);
+        send(&store, "amy", "bob", "after").await;
+        send(&store, "amy", "cat", "not bob's").await;
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["before", "after"]);
+        let first = store.pending("bob", 1).await.unwrap();
+        assert_eq!(first.len(), 1, "the limit holds in memory too");
+        store.mark_delivered("bob", first[0].seq).await.unwrap();
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["after"]);
+        // Another module's job (a federation link storing an incoming message) inserts rows
+        // itself, in the writer's transaction: the mailbox hears of them all the same.
+        store
+            .run_in_commit(|c| {
+                c.execute(
+                    "INSERT INTO messages (id, sender, sender_display, recipient, \
+                     recipient_display, conversation, body, sent_at) \
+                     VALUES (?1, 'zed@far', 'zed', 'bob', 'bob', 'x', 'from afar', 0)",
+                    [&uuid::Uuid::now_v7().as_bytes()[..]],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            inbox(&store, dir.path(), "bob").await,
+            ["after", "from afar"]
+        );
+        // A job that fails leaves nothing behind, in the database or in memory.
+        let failed = store
+            .run_in_commit(|c| {
+                c.execute(
+                    "INSERT INTO messages (id, sender, sender_display, recipient, \
+                     recipient_display, conversation, body, sent_at) \
+                     VALUES (x'00', 'zed@far', 'zed', 'bob', 'bob', 'x', 'undone', 0)",
+                    [],
+                )?;
+                Err::<(), _>(StoreError::Stopped)
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            inbox(&store, dir.path(), "bob").await,
+            ["after", "from afar"]
+        );
     }
 
     #[tokio::test]
