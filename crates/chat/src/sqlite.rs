@@ -146,6 +146,11 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
     let conn = Connection::open(dir.join(DB_FILE))?;
     configure(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Statement and savepoint journals in memory. They hold the old copy of each page a savepoint
+    // changes (the history catch-up changes ~100 at once); past 64 KiB SQLite spilled them to a
+    // temporary file, ~360 `pwrite`s a catch-up. Pinned A/B (4 interleaved rounds): 35.4k to
+    // 38.9k durable messages a second.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(
         None,
         "synchronous",
