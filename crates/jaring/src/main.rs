@@ -18,6 +18,14 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 
+/// mimalloc instead of glibc's malloc. The chat realm allocates and frees small buffers for every
+/// request, reply and message across its worker and writer threads; glibc's allocator took ~10%
+/// of a worker's samples there (`malloc_consolidate`, `_int_free`, `unlink_chunk`). In a pinned
+/// A/B of the chat bench (4 interleaved rounds) mimalloc took the realm from 35.9k to 39.1k
+/// durable messages a second, on 9% less CPU each.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A failure at the edge of the program, sorted by whose it was: the exit code follows from that.
 #[derive(Debug)]
 pub enum Failure {
