@@ -528,6 +528,9 @@ fn commit_batch(
     // Messages for local inboxes that other modules' jobs inserted, read back for the mailboxes;
     // `None` once a read-back failed, and then every mailbox is dropped after the commit.
     let mut arrived = Some(Vec::new());
+    // Checked out of the statement cache once a batch, not once a message: the lookup hashes the
+    // SQL text, and the return re-inserts it (~8% of the writer's instructions in callgrind).
+    let mut insert = None;
     for w in batch.drain(..) {
         match w {
             Write::Messages(messages, reply) => {
@@ -535,7 +538,11 @@ fn commit_batch(
                     .into_iter()
                     .map(|m| {
                         let conversation = conversation_key(&m.sender, &m.recipient);
-                        let seq = insert_message(&tx, &m, &conversation)?;
+                        let insert = match &mut insert {
+                            Some(insert) => insert,
+                            None => insert.insert(tx.prepare_cached(INSERT_MESSAGE)?),
+                        };
+                        let seq = insert_message(&tx, insert, &m, &conversation)?;
                         history.postings.add(&conversation, seq);
                         Ok(StoredMessage { seq, message: m })
                     })
@@ -585,6 +592,7 @@ fn commit_batch(
             }
         }
     }
+    drop(insert);
     // In this transaction, so catching up costs no commit of its own. A failure leaves the index
     // behind, never wrong (`history` scans what is past `upto`), and fails no caller.
     let mut indexed = false;
@@ -671,12 +679,17 @@ fn fail(w: Write) {
     }
 }
 
-fn insert_message(conn: &Connection, m: &NewMessage, conversation: &str) -> StoreResult<i64> {
-    let mut s = conn.prepare_cached(
-        "INSERT INTO messages (id, sender, sender_display, recipient, recipient_display, \
-         conversation, body, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    s.execute(params![
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, sender, sender_display, recipient, \
+    recipient_display, conversation, body, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Runs `insert` ([`INSERT_MESSAGE`], prepared on `conn`) for `m`; returns its `seq`.
+fn insert_message(
+    conn: &Connection,
+    insert: &mut rusqlite::Statement<'_>,
+    m: &NewMessage,
+    conversation: &str,
+) -> StoreResult<i64> {
+    insert.execute(params![
         &m.id.as_bytes()[..],
         m.sender,
         m.sender_display,
@@ -1142,7 +1155,8 @@ mod tests {
             .unwrap();
             for i in 0..4 {
                 let m = message("amy", "bob", &format!("m{i}"));
-                insert_message(&conn, &m, &conversation_key("amy", "bob")).unwrap();
+                let mut insert = conn.prepare(INSERT_MESSAGE).unwrap();
+                insert_message(&conn, &mut insert, &m, &conversation_key("amy", "bob")).unwrap();
             }
         }
         let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
