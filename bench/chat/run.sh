@@ -34,8 +34,11 @@
 # Bounded: about ROUNDS x (layouts x 4 x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 2-3 minutes by default,
 # plus a release build if one is needed.
 #
+# Every round's ratio is printed too, not only the medians; KEEP=DIR also keeps each run's JSON
+# (`jaring bench chat --json`) there.
+#
 # Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 IDLE=10000 IDLE_HOLD=3
-#                             LAYOUTS="pinned shared")
+#                             LAYOUTS="pinned shared" KEEP=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
@@ -64,6 +67,7 @@ declare -A pid
 cleanup() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$OUT"/*.json "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -164,6 +168,11 @@ def runs(name):
                 failed.add((name, r))
                 print(f"<!-- {name} round {r} failed: {' '.join(msg)} -->")
     return rs
+def runs_of(name, r):
+    try:
+        return [json.load(open(os.path.join(out, f"{name}-{r}.json")))]
+    except Exception:
+        return []
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else float("nan")
@@ -222,6 +231,13 @@ row("Python lab server msgs/s", lambda l: f"{rate('python', l):,.0f}", "")
 row("msgs/s: jaring / Python lab server, same layout", lambda l: f"{ratio(rate('jaring', l), rate('python', l)):.2f}", "≥ 2")
 row("msgs/s with synchronous=normal", lambda l: f"{rate('normal', l):,.0f}", "(not durable against power loss)")
 row("server CPU per message: Python / jaring", lambda l: f"{ratio(cpu_per('python', l), cpu_per('jaring', l)):.2f}", "")
+print("\nEvery round, one send in flight per sender (msgs/s, and jaring / Python):\n")
+print("| layout | round | jaring | Python | ratio |")
+print("|---|---:|---:|---:|---:|")
+for l in layouts:
+    for r in range(1, rounds + 1):
+        one = lambda s: med([x["requests_per_s"] for x in runs_of(f"{s}-send-{l}", r)])
+        print(f"| {l} | {r} | {one('jaring'):,.0f} | {one('python'):,.0f} | {ratio(one('jaring'), one('python')):.2f} |")
 print(f"\n| other | value | target |\n|---|---:|---|")
 print(f"| msgs/s, each server in its best layout: jaring / Python lab server | {ratio(best('jaring'), best('python')):.2f} | (≥ 2) |")
 print(f"| jaring RSS with {int(idle):,} idle connections (MiB) | {rss:.1f} | < 150 |")
