@@ -86,7 +86,26 @@ pub const DB_FILE: &str = "chat.db";
 /// The lock file a running server holds, so offline tools do not change data under it.
 pub const LOCK_FILE: &str = "realm.lock";
 
-const SCHEMA: &str = "
+/// The columns of `messages`, for the schema and for moving an older table over.
+macro_rules! messages_columns {
+    () => {
+        "(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id BLOB NOT NULL,
+    sender TEXT NOT NULL,
+    sender_display TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    recipient_display TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    delivered_at INTEGER
+)"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY NOT NULL,
     display_name TEXT NOT NULL,
@@ -98,18 +117,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     user TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id BLOB NOT NULL,
-    sender TEXT NOT NULL,
-    sender_display TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    recipient_display TEXT NOT NULL,
-    conversation TEXT NOT NULL,
-    body TEXT NOT NULL,
-    sent_at INTEGER NOT NULL,
-    delivered_at INTEGER
-);
+CREATE TABLE IF NOT EXISTS messages ",
+    messages_columns!(),
+    ";
 CREATE INDEX IF NOT EXISTS messages_pending ON messages(recipient, seq) WHERE delivered_at IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_federated_id ON messages(id)
     WHERE instr(sender, '@') > 0 OR instr(recipient, '@') > 0;
@@ -131,7 +141,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (peer, seq)
 ) WITHOUT ROWID;
 PRAGMA user_version = 3;
-";
+"
+);
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -198,26 +209,17 @@ fn drop_unique_id(conn: &Connection) -> StoreResult<()> {
             |r| r.get(0),
         )
         .optional()?;
-    tx.execute_batch(
-        "CREATE TABLE messages_v3 (
-             seq INTEGER PRIMARY KEY AUTOINCREMENT,
-             id BLOB NOT NULL,
-             sender TEXT NOT NULL,
-             sender_display TEXT NOT NULL,
-             recipient TEXT NOT NULL,
-             recipient_display TEXT NOT NULL,
-             conversation TEXT NOT NULL,
-             body TEXT NOT NULL,
-             sent_at INTEGER NOT NULL,
-             delivered_at INTEGER
-         );
+    tx.execute_batch(concat!(
+        "CREATE TABLE messages_v3 ",
+        messages_columns!(),
+        ";
          INSERT INTO messages_v3 (seq, id, sender, sender_display, recipient, recipient_display,
              conversation, body, sent_at, delivered_at)
          SELECT seq, id, sender, sender_display, recipient, recipient_display, conversation,
              body, sent_at, delivered_at FROM messages ORDER BY seq;
          DROP TABLE messages;
-         ALTER TABLE messages_v3 RENAME TO messages;",
-    )?;
+         ALTER TABLE messages_v3 RENAME TO messages;"
+    ))?;
     if let Some(counter) = counter {
         tx.execute(
             "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'messages'",
