@@ -15,7 +15,8 @@
 //! - Memory is bounded: a mailbox holds at most `box_limit` messages and all of them together at
 //!   most `budget` bytes. A mailbox that would grow past either is dropped, and its recipient is
 //!   read from the database again (a recipient with more waiting than a mailbox holds is read from
-//!   it every time, until the backlog is delivered).
+//!   it every time, until the backlog is delivered). When a new mailbox does not fit, the empty
+//!   ones are dropped to make room: they cost only a read to fill again.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -121,10 +122,15 @@ impl Mailboxes {
         }
         let cost = BOX_OVERHEAD + recipient.len();
         if self.bytes + cost > self.budget {
-            return Lookup::Miss {
-                load: None,
-                read_limit,
-            };
+            // Users who read everything and left would hold the room for good: an empty mailbox
+            // costs only a read to fill again.
+            self.drop_empty();
+            if self.bytes + cost > self.budget {
+                return Lookup::Miss {
+                    load: None,
+                    read_limit,
+                };
+            }
         }
         self.next_ticket += 1;
         let ticket = self.next_ticket;
@@ -275,6 +281,19 @@ impl Mailboxes {
         self.bytes
     }
 
+    /// Drops every mailbox that holds no message.
+    fn drop_empty(&mut self) {
+        let mut freed = 0;
+        self.boxes.retain(|_, mailbox| {
+            let empty = matches!(&mailbox.state, State::Known(messages) if messages.is_empty());
+            if empty {
+                freed += mailbox.bytes;
+            }
+            !empty
+        });
+        self.bytes -= freed;
+    }
+
     fn remove(&mut self, recipient: &str) {
         if let Some(mailbox) = self.boxes.remove(recipient) {
             self.bytes -= mailbox.bytes;
@@ -388,9 +407,9 @@ mod tests {
     #[test]
     fn the_budget_bounds_every_mailbox_together() {
         let message = MESSAGE_OVERHEAD + 6; // "s", "S", "a", "a" and "m1"
-        let budget = 4 * (BOX_OVERHEAD + 1) + 2 * message + 50;
+        let budget = 2 * (BOX_OVERHEAD + 1) + 3 * message + 50;
         let mut boxes = Mailboxes::new(budget, 100);
-        for to in ["a", "b", "c", "d"] {
+        for to in ["a", "b"] {
             let Lookup::Miss {
                 load: Some(load), ..
             } = boxes.lookup(to, 10)
@@ -400,17 +419,39 @@ mod tests {
             boxes.finish_load(load, &[]);
         }
         boxes.committed(&stored(1, "a"));
-        boxes.committed(&stored(2, "a"));
+        boxes.committed(&stored(2, "b"));
+        boxes.committed(&stored(3, "a"));
         assert_eq!(boxes.bytes(), budget - 50);
         assert!(
-            matches!(boxes.lookup("e", 10), Lookup::Miss { load: None, .. }),
-            "no room for another mailbox"
+            matches!(boxes.lookup("c", 10), Lookup::Miss { load: None, .. }),
+            "no room for another mailbox, and none empty to make room"
         );
-        boxes.committed(&stored(3, "a"));
+        boxes.committed(&stored(4, "a"));
         assert!(boxes.bytes() <= budget);
-        // "a" outgrew the budget and was dropped; the others are still served.
+        // "a" outgrew the budget and was dropped; "b" is still served.
         assert!(matches!(boxes.lookup("a", 10), Lookup::Miss { .. }));
-        assert_eq!(boxes.lookup("b", 10), Lookup::Hit(vec![]));
+        assert_eq!(boxes.lookup("b", 10), Lookup::Hit(vec![stored(2, "b")]));
+    }
+
+    #[test]
+    fn empty_mailboxes_make_room_for_a_reader_who_has_none() {
+        let budget = 3 * (BOX_OVERHEAD + 1);
+        let mut boxes = Mailboxes::new(budget, 100);
+        for to in ["a", "b", "c"] {
+            let Lookup::Miss {
+                load: Some(load), ..
+            } = boxes.lookup(to, 10)
+            else {
+                panic!("room for an empty mailbox");
+            };
+            boxes.finish_load(load, &[]);
+        }
+        assert!(
+            matches!(boxes.lookup("d", 10), Lookup::Miss { load: Some(_), .. }),
+            "the empty mailboxes were dropped for d's"
+        );
+        assert!(boxes.bytes() <= budget);
+        assert!(matches!(boxes.lookup("a", 10), Lookup::Miss { .. }));
     }
 
     #[test]
