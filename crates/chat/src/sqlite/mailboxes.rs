@@ -16,7 +16,7 @@
 //!   most `budget` bytes. A mailbox that would grow past either is dropped, and its recipient is
 //!   read from the database again (a recipient with more waiting than a mailbox holds is read from
 //!   it every time, until the backlog is delivered). When a new mailbox does not fit, the empty
-//!   ones are dropped to make room: they cost only a read to fill again.
+//!   ones are dropped to make room (at most once a second): they cost only a read to fill again.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -44,7 +44,12 @@ pub(crate) struct Mailboxes {
     budget: usize,
     box_limit: usize,
     next_ticket: u64,
+    /// When empty mailboxes were last dropped to make room.
+    last_sweep: Option<std::time::Instant>,
 }
+
+/// Least time between two sweeps for empty mailboxes.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Mailbox {
@@ -99,6 +104,7 @@ impl Mailboxes {
             budget,
             box_limit: box_limit.max(1),
             next_ticket: 0,
+            last_sweep: None,
         }
     }
 
@@ -123,8 +129,15 @@ impl Mailboxes {
         let cost = BOX_OVERHEAD + recipient.len();
         if self.bytes + cost > self.budget {
             // Users who read everything and left would hold the room for good: an empty mailbox
-            // costs only a read to fill again.
-            self.drop_empty();
+            // costs only a read to fill again. A sweep walks every mailbox, so at most one a
+            // second: a budget full of non-empty ones would otherwise be walked on every miss.
+            if self
+                .last_sweep
+                .is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL)
+            {
+                self.last_sweep = Some(std::time::Instant::now());
+                self.drop_empty();
+            }
             if self.bytes + cost > self.budget {
                 return Lookup::Miss {
                     load: None,
