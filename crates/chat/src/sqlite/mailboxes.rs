@@ -233,19 +233,24 @@ impl Mailboxes {
         }
     }
 
-    /// `message` was committed (the writer calls this in commit order, after the commit).
+    /// `message` was committed (the writer calls this after the commit, before anyone hears).
     pub(crate) fn committed(&mut self, message: &StoredMessage) {
         let recipient = message.message.recipient.as_str();
         let Some(mailbox) = self.boxes.get_mut(recipient) else {
             return;
         };
+        // In `seq` order whatever order they come in (a batch's messages from other modules'
+        // jobs are read back after them): `inbox` hands out a prefix and marks it delivered up to
+        // its last `seq`.
         let (len, added) = match &mut mailbox.state {
             State::Known(messages) => {
-                messages.push_back(message.clone());
+                let at = messages.partition_point(|m| m.seq < message.seq);
+                messages.insert(at, message.clone());
                 (messages.len(), cost(message))
             }
             State::Loading { committed, .. } => {
-                committed.push(message.clone());
+                let at = committed.partition_point(|m| m.seq < message.seq);
+                committed.insert(at, message.clone());
                 (committed.len(), cost(message))
             }
             State::TooMany => return,
@@ -391,6 +396,29 @@ mod tests {
         boxes.delivered("a", 3);
         assert_eq!(boxes.lookup("a", 10), Lookup::Hit(vec![stored(4, "a")]));
         assert_eq!(boxes.lookup("a", 0), Lookup::Hit(vec![]));
+    }
+
+    #[test]
+    fn messages_are_kept_in_seq_order_whatever_order_they_are_told_in() {
+        let mut boxes = Mailboxes::new(DEFAULT_BUDGET, 16);
+        let Lookup::Miss {
+            load: Some(load), ..
+        } = boxes.lookup("a", 10)
+        else {
+            panic!("a first lookup reads the database");
+        };
+        // Loading: a batch's messages told out of order.
+        boxes.committed(&stored(3, "a"));
+        boxes.committed(&stored(2, "a"));
+        boxes.finish_load(load, &[stored(1, "a")]);
+        boxes.committed(&stored(5, "a"));
+        boxes.committed(&stored(4, "a"));
+        let Lookup::Hit(m) = boxes.lookup("a", 10) else {
+            panic!("loaded");
+        };
+        assert_eq!(seqs(&m), [1, 2, 3, 4, 5]);
+        boxes.delivered("a", 4);
+        assert_eq!(boxes.lookup("a", 10), Lookup::Hit(vec![stored(5, "a")]));
     }
 
     #[test]
