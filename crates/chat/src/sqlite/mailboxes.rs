@@ -213,14 +213,16 @@ impl Mailboxes {
                 messages.push_back(m);
             }
         }
-        let added: usize = messages.iter().map(cost).sum();
-        if messages.len() > self.box_limit || self.bytes + added > self.budget {
+        // What was kept aside is counted already; the mailbox is counted anew.
+        let bytes = BOX_OVERHEAD + load.recipient.len() + messages.iter().map(cost).sum::<usize>();
+        let total = self.bytes - mailbox.bytes + bytes;
+        if messages.len() > self.box_limit || total > self.budget {
             self.remove(&load.recipient);
             return;
         }
         mailbox.state = State::Known(messages);
-        mailbox.bytes += added;
-        self.bytes += added;
+        mailbox.bytes = bytes;
+        self.bytes = total;
     }
 
     /// The read for `load` failed: its mailbox stays unknown.
@@ -297,6 +299,23 @@ impl Mailboxes {
     #[cfg(test)]
     fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// What the bytes held should be, counted from scratch.
+    #[cfg(test)]
+    fn recount(&self) -> usize {
+        self.boxes
+            .iter()
+            .map(|(recipient, mailbox)| {
+                BOX_OVERHEAD
+                    + recipient.len()
+                    + match &mailbox.state {
+                        State::Known(messages) => messages.iter().map(cost).sum(),
+                        State::Loading { committed, .. } => committed.iter().map(cost).sum(),
+                        State::TooMany => 0,
+                    }
+            })
+            .sum()
     }
 
     /// Drops every mailbox that holds no message.
@@ -588,6 +607,7 @@ mod tests {
                         boxes.finish_load(load, &read.snapshot.unwrap_or_default());
                     }
                 }
+                prop_assert_eq!(boxes.bytes(), boxes.recount(), "bytes counted wrong");
                 match step {
                     Step::Commit(to) => {
                         let to = usize::from(to);
