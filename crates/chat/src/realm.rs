@@ -646,7 +646,7 @@ impl<S: Store> Realm<S> {
             let n = messages.len();
             let stored = match (via, self.remote.get()) {
                 (Some(realm), Some(remote)) => match remote.enqueue(&realm, messages).await {
-                    Ok(stored) => stored.into_iter().map(Ok).collect(),
+                    Ok(stored) => stored.into_iter().map(|m| Ok(Arc::new(m))).collect(),
                     Err(e) => {
                         error!(error = %e, "cannot store messages for another realm");
                         (0..n).map(|_| Err(StoreError::Stopped)).collect()

@@ -6,11 +6,12 @@
 //! transaction, commits once, and only then answers each caller: concurrent senders share one fsync
 //! (group commit), which is the difference between ~2,500 and hundreds of thousands of durable
 //! messages a second on this machine. Reads run on blocking threads with their own connections
-//! (WAL lets them proceed while the writer commits), except `inbox`: once a recipient has read
-//! its inbox, the writer keeps a copy of its undelivered messages in memory and `inbox` reads
-//! that (`sqlite/mailboxes.rs` says how the copy stays exact). The commit's sync is an `fdatasync` (the
-//! workspace's `.cargo/config.toml` builds the bundled SQLite with `HAVE_FDATASYNC`): it flushes
-//! the WAL's data, and its size when it grew, without writing its timestamps back every commit.
+//! (WAL lets them proceed while the writer commits), at most [`MAX_READERS`] at once, except
+//! `inbox`: once a recipient has read its inbox, the writer keeps a copy of its undelivered
+//! messages in memory and `inbox` reads that (`sqlite/mailboxes.rs` says how the copy stays
+//! exact). The commit's sync is an `fdatasync` (the workspace's `.cargo/config.toml` builds the
+//! bundled SQLite with `HAVE_FDATASYNC`): it flushes the WAL's data, and its size when it grew,
+//! without writing its timestamps back every commit.
 //!
 //! # Schema (`PRAGMA user_version` = 3)
 //! - `users(name, display_name, password_hash, created_at)`
@@ -21,10 +22,11 @@
 //!   (an `@` in the address). Only those: a message between two local users has an id this realm
 //!   just made, and a unique index over every message cost the chat bench a seventh of its
 //!   durable messages a second (pinned A/B, 4 interleaved rounds: 33.8k to 39.4k msgs/s, 26.0 to
-//!   22.0 µs of CPU each; callgrind: 14% of the writer's instructions). Version 3; older
-//!   databases are copied into the new table when opened; `conversation` keys history (a sorted pair of addresses for private
-//!   messages, the group name for group messages in issue 5); `delivered_at` is set only after the
-//!   inbox reply carrying the message was written to the socket.
+//!   22.0 µs of CPU each; callgrind: 14% of the writer's instructions). A database of version 2
+//!   or older is copied into this table when opened. `conversation` keys history (a sorted pair
+//!   of addresses for private messages, the group name for group messages in issue 5);
+//!   `delivered_at` is set only after the inbox reply carrying the message was written to the
+//!   socket.
 //! - `history_index(conversation, last_seq, seqs)` and `history_indexed(upto)`: what `history`
 //!   finds a conversation's messages by, brought up to date in bulk rather than with every
 //!   message. Version 1 kept an index on `messages(conversation, seq)`, which cost every message
@@ -297,7 +299,7 @@ enum Write {
     /// for all of them.
     Messages(
         Vec<NewMessage>,
-        oneshot::Sender<Vec<StoreResult<StoredMessage>>>,
+        oneshot::Sender<Vec<StoreResult<Arc<StoredMessage>>>>,
     ),
     Delivered(String, i64, oneshot::Sender<StoreResult<()>>),
     Token(TokenRecord, oneshot::Sender<StoreResult<()>>),
@@ -576,8 +578,8 @@ fn commit_batch(
 ) {
     enum Done {
         Messages(
-            Vec<StoreResult<StoredMessage>>,
-            oneshot::Sender<Vec<StoreResult<StoredMessage>>>,
+            Vec<StoreResult<Arc<StoredMessage>>>,
+            oneshot::Sender<Vec<StoreResult<Arc<StoredMessage>>>>,
         ),
         Unit(StoreResult<()>, oneshot::Sender<StoreResult<()>>),
         Delivered(
@@ -620,7 +622,7 @@ fn commit_batch(
                         };
                         let seq = insert_message(&tx, insert, &m, &conversation)?;
                         history.postings.add(&conversation, seq);
-                        Ok(StoredMessage { seq, message: m })
+                        Ok(Arc::new(StoredMessage { seq, message: m }))
                     })
                     .collect();
                 done.push(Done::Messages(r, reply));
@@ -662,7 +664,12 @@ fn commit_batch(
                 let before = newest_seq(&tx);
                 done.push(Done::Run(job(&tx)));
                 arrived = arrived.zip(before.ok()).and_then(|(mut arrived, before)| {
-                    arrived.extend(undelivered_since(&tx, before).ok()?);
+                    arrived.extend(
+                        undelivered_since(&tx, before)
+                            .ok()?
+                            .into_iter()
+                            .map(Arc::new),
+                    );
                     Some(arrived)
                 });
             }
@@ -852,14 +859,17 @@ impl Store for SqliteStore {
         self.write(|tx| Write::DeleteTokens(hashes, tx)).await
     }
 
-    async fn insert_message(&self, message: NewMessage) -> StoreResult<StoredMessage> {
+    async fn insert_message(&self, message: NewMessage) -> StoreResult<Arc<StoredMessage>> {
         self.insert_messages(vec![message])
             .await
             .pop()
             .unwrap_or(Err(StoreError::Stopped))
     }
 
-    async fn insert_messages(&self, messages: Vec<NewMessage>) -> Vec<StoreResult<StoredMessage>> {
+    async fn insert_messages(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<StoreResult<Arc<StoredMessage>>> {
         let n = messages.len();
         let (tx, rx) = oneshot::channel();
         if self
@@ -874,7 +884,7 @@ impl Store for SqliteStore {
             .unwrap_or_else(|_| (0..n).map(|_| Err(StoreError::Stopped)).collect())
     }
 
-    async fn pending(&self, recipient: &str, limit: usize) -> StoreResult<Vec<StoredMessage>> {
+    async fn pending(&self, recipient: &str, limit: usize) -> StoreResult<Vec<Arc<StoredMessage>>> {
         let lookup = self
             .mailboxes
             .lock()
@@ -893,7 +903,9 @@ impl Store for SqliteStore {
                      WHERE recipient = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
                 ))?;
                 let rows = s.query_map(params![owned, read_limit as i64], message_row)?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                Ok(rows
+                    .map(|row| row.map(Arc::new))
+                    .collect::<Result<Vec<_>, _>>()?)
             })
             .await;
         let mut mailboxes = self
@@ -1123,7 +1135,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|m| m.message.body)
+            .map(|m| m.message.body.clone())
             .collect();
         let db = open_reader(dir).unwrap();
         let mut s = db
@@ -1299,7 +1311,10 @@ mod tests {
         let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'messages' AND type = 'index' ORDER BY name")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'messages' AND type = 'index' \
+                 ORDER BY name",
+            )
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

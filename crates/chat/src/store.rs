@@ -6,6 +6,7 @@
 //! chosen by the realm it was first sent on, so a federation link can de-duplicate retries.
 
 use std::future::Future;
+use std::sync::Arc;
 
 /// A user as stored: login name, display name and Argon2id password hash (PHC string).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,21 +107,22 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
     fn insert_message(
         &self,
         message: NewMessage,
-    ) -> impl Future<Output = StoreResult<StoredMessage>> + Send;
+    ) -> impl Future<Output = StoreResult<Arc<StoredMessage>>> + Send;
 
     /// Stores messages in order, in one commit (a connection's pipelined sends); returns each
     /// one's result, in the same order, once they are durable.
     fn insert_messages(
         &self,
         messages: Vec<NewMessage>,
-    ) -> impl Future<Output = Vec<StoreResult<StoredMessage>>> + Send;
+    ) -> impl Future<Output = Vec<StoreResult<Arc<StoredMessage>>>> + Send;
 
-    /// The oldest `limit` messages to `recipient` not yet delivered, oldest first.
+    /// The oldest `limit` messages to `recipient` not yet delivered, oldest first. Shared, not
+    /// copied: a store may hand out the very messages it keeps in memory for the next `inbox`.
     fn pending(
         &self,
         recipient: &str,
         limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<Arc<StoredMessage>>>> + Send;
 
     /// Marks every undelivered message to `recipient` up to and including `upto_seq` as delivered;
     /// returns once committed.

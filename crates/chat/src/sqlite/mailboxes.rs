@@ -17,8 +17,11 @@
 //!   read from the database again (a recipient with more waiting than a mailbox holds is read from
 //!   it every time, until the backlog is delivered). When a new mailbox does not fit, the empty
 //!   ones are dropped to make room (at most once a second): they cost only a read to fill again.
+//! - Messages are shared, not copied: the writer's `Arc` goes to the sender's reply and into the
+//!   mailbox, and `inbox` gets the same `Arc`s back.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::store::StoredMessage;
 
@@ -61,12 +64,12 @@ struct Mailbox {
 #[derive(Debug)]
 enum State {
     /// Exactly the recipient's undelivered messages, oldest first.
-    Known(VecDeque<StoredMessage>),
+    Known(VecDeque<Arc<StoredMessage>>),
     /// A reader is reading them from the database; what the writer committed and delivered since
     /// the mark was set, to merge with what the reader finds.
     Loading {
         ticket: u64,
-        committed: Vec<StoredMessage>,
+        committed: Vec<Arc<StoredMessage>>,
         delivered_upto: i64,
     },
     /// More were waiting than a mailbox holds; the database answers until some are delivered.
@@ -77,7 +80,7 @@ enum State {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
     /// The oldest undelivered messages, at most the limit asked for.
-    Hit(Vec<StoredMessage>),
+    Hit(Vec<Arc<StoredMessage>>),
     /// Not in memory: read the database, reading at least `read_limit` messages, and hand what
     /// it returned to [`Mailboxes::finish_load`] with the ticket, if there is one.
     Miss {
@@ -172,7 +175,7 @@ impl Mailboxes {
     /// The read for `load` returned `read` (oldest first, as many as
     /// [`Lookup::Miss::read_limit`] asked for at most): the mailbox becomes those messages plus
     /// what was committed meanwhile, less what was delivered meanwhile.
-    pub(crate) fn finish_load(&mut self, load: Load, read: &[StoredMessage]) {
+    pub(crate) fn finish_load(&mut self, load: Load, read: &[Arc<StoredMessage>]) {
         let Some(mailbox) = self.boxes.get_mut(&load.recipient) else {
             return;
         };
@@ -236,7 +239,7 @@ impl Mailboxes {
     }
 
     /// `message` was committed (the writer calls this after the commit, before anyone hears).
-    pub(crate) fn committed(&mut self, message: &StoredMessage) {
+    pub(crate) fn committed(&mut self, message: &Arc<StoredMessage>) {
         let recipient = message.message.recipient.as_str();
         let Some(mailbox) = self.boxes.get_mut(recipient) else {
             return;
@@ -247,12 +250,12 @@ impl Mailboxes {
         let (len, added) = match &mut mailbox.state {
             State::Known(messages) => {
                 let at = messages.partition_point(|m| m.seq < message.seq);
-                messages.insert(at, message.clone());
+                messages.insert(at, Arc::clone(message));
                 (messages.len(), cost(message))
             }
             State::Loading { committed, .. } => {
                 let at = committed.partition_point(|m| m.seq < message.seq);
-                committed.insert(at, message.clone());
+                committed.insert(at, Arc::clone(message));
                 (committed.len(), cost(message))
             }
             State::TooMany => return,
@@ -353,7 +356,7 @@ impl Mailboxes {
 }
 
 /// What a message held in a mailbox is counted as.
-fn cost(m: &StoredMessage) -> usize {
+fn cost(m: &Arc<StoredMessage>) -> usize {
     let m = &m.message;
     MESSAGE_OVERHEAD
         + m.sender.len()
@@ -372,8 +375,8 @@ mod tests {
     use super::*;
     use crate::store::NewMessage;
 
-    fn stored(seq: i64, to: &str) -> StoredMessage {
-        StoredMessage {
+    fn stored(seq: i64, to: &str) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
             seq,
             message: NewMessage {
                 id: uuid::Uuid::nil(),
@@ -384,10 +387,10 @@ mod tests {
                 body: format!("m{seq}"),
                 sent_at: 0,
             },
-        }
+        })
     }
 
-    fn seqs(messages: &[StoredMessage]) -> Vec<i64> {
+    fn seqs(messages: &[Arc<StoredMessage>]) -> Vec<i64> {
         messages.iter().map(|m| m.seq).collect()
     }
 
@@ -571,7 +574,7 @@ mod tests {
         load: Option<Load>,
         to: usize,
         limit: usize,
-        snapshot: Option<Vec<StoredMessage>>,
+        snapshot: Option<Vec<Arc<StoredMessage>>>,
     }
 
     proptest! {
