@@ -13,17 +13,12 @@
 //! bundled SQLite with `HAVE_FDATASYNC`): it flushes the WAL's data, and its size when it grew,
 //! without writing its timestamps back every commit.
 //!
-//! # Schema (`PRAGMA user_version` = 3)
+//! # Schema (`PRAGMA user_version` = 4)
 //! - `users(name, display_name, password_hash, created_at)`
 //! - `tokens(hash, user, created_at)`: SHA-256 of each live token, never the token.
 //! - `messages(seq, id, sender, sender_display, recipient, recipient_display, conversation, body,
-//!   sent_at, delivered_at)`: `seq` is the commit order; `id` (UUID v7) lets a federation link
-//!   de-duplicate retries, so it is unique among the messages with a remote sender or recipient
-//!   (an `@` in the address). Only those: a message between two local users has an id this realm
-//!   just made, and a unique index over every message cost the chat bench a seventh of its
-//!   durable messages a second (pinned A/B, 4 interleaved rounds: 33.8k to 39.4k msgs/s, 26.0 to
-//!   22.0 µs of CPU each; callgrind: 14% of the writer's instructions). A database of version 2
-//!   or older is copied into this table when opened. `conversation` keys history (a sorted pair
+//!   sent_at, delivered_at)`: `seq` is the commit order; `id` is a UUID v7. A database of
+//!   version 2 or older, whose `id` was `UNIQUE`, is copied into this table when opened. `conversation` keys history (a sorted pair
 //!   of addresses for private messages, the group name for group messages in issue 5);
 //!   `delivered_at` is set only after the inbox reply carrying the message was written to the
 //!   socket.
@@ -45,6 +40,13 @@
 //!   for how `seq` and the read cursors work.
 //! - `outbox(peer, seq)`: messages waiting for another realm's acknowledgement (issue 6), empty
 //!   until federation is configured.
+//! - `federated_ids(id)`: the id of every message a federation link stored, so that a retried
+//!   message is stored once. Only those: a message between two local users has an id this realm
+//!   just made, and a unique index over every message's id cost the chat bench a seventh of its
+//!   durable messages a second (pinned A/B, 4 interleaved rounds: 33.8k to 39.4k msgs/s, 26.0 to
+//!   22.0 µs of CPU each; callgrind: 14% of the writer's instructions). A partial unique index
+//!   over the federated messages (version 3, never released) still cost every insert two
+//!   `instr()` calls to decide it was not federated: 4% of the writer's instructions.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -129,8 +131,8 @@ CREATE TABLE IF NOT EXISTS messages ",
     messages_columns!(),
     ";
 CREATE INDEX IF NOT EXISTS messages_pending ON messages(recipient, seq) WHERE delivered_at IS NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_federated_id ON messages(id)
-    WHERE instr(sender, '@') > 0 OR instr(recipient, '@') > 0;
+DROP INDEX IF EXISTS messages_federated_id;
+CREATE TABLE IF NOT EXISTS federated_ids (id BLOB PRIMARY KEY NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history_index (
     conversation TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
@@ -148,7 +150,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL,
     PRIMARY KEY (peer, seq)
 ) WITHOUT ROWID;
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 "
 );
 
@@ -185,9 +187,18 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
             Synchronous::Normal => "NORMAL",
         },
     )?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     drop_unique_id(&conn)?;
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(groups::SCHEMA)?;
+    if version < 4 {
+        // Before version 4 the ids of federated messages were kept unique by the messages table
+        // itself: claim them, so that a retry of one of them is still a duplicate.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO federated_ids (id) SELECT id FROM messages \
+             WHERE instr(sender, '@') > 0 OR instr(recipient, '@') > 0",
+        )?;
+    }
     // A database written by an older version (or a crash before the writer's last catch-up)
     // may hold unindexed messages: index them now, so `history` never scans more than a few.
     let tx = conn.unchecked_transaction()?;
@@ -196,10 +207,10 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-/// Moves a database of version 2 or older to version 3's `messages`, whose `id` is unique only
-/// among the messages that crossed a federation link. SQLite cannot drop a table's `UNIQUE`
-/// constraint, so the table is copied into a new one, keeping every `seq` and the
-/// AUTOINCREMENT counter, in one transaction.
+/// Moves a database of version 2 or older to a `messages` table without a `UNIQUE` constraint on
+/// `id` (federated messages' ids are kept unique in `federated_ids` instead). SQLite cannot drop
+/// a table's `UNIQUE` constraint, so the table is copied into a new one, keeping every `seq` and
+/// the AUTOINCREMENT counter, in one transaction.
 fn drop_unique_id(conn: &Connection) -> StoreResult<()> {
     let old: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_autoindex_messages_1'",
@@ -1280,6 +1291,8 @@ mod tests {
     #[tokio::test]
     async fn a_version_2_database_loses_the_unique_index_on_every_message_id() {
         let dir = tempfile::tempdir().unwrap();
+        // Came over a federation link before the upgrade; its retry must still be a duplicate.
+        let from_afar = message("zed@far", "cat", "hello from afar");
         {
             let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
             // Version 2's messages table, with a counter ahead of the newest row, as AUTOINCREMENT
@@ -1305,6 +1318,7 @@ mod tests {
                 let m = message("amy", "bob", &format!("m{i}"));
                 insert_message(&conn, &mut insert, &m, &conversation_key("amy", "bob")).unwrap();
             }
+            insert_message(&conn, &mut insert, &from_afar, "x").unwrap();
             conn.execute("UPDATE sqlite_sequence SET seq = 10", [])
                 .unwrap();
         }
@@ -1320,8 +1334,15 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["messages_federated_id", "messages_pending"]);
+        assert_eq!(indexes, ["messages_pending"]);
         assert_eq!(inbox(&store, dir.path(), "bob").await, ["m0", "m1", "m2"]);
+        let retry = crate::federation::store::receive(&store, vec![from_afar]);
+        assert_eq!(
+            retry.await.unwrap(),
+            0,
+            "a retry from before the upgrade is a duplicate"
+        );
+        assert_eq!(inbox(&store, dir.path(), "cat").await, ["hello from afar"]);
         let seqs: Vec<i64> = store
             .pending("bob", 10)
             .await
@@ -1330,6 +1351,11 @@ mod tests {
             .map(|m| m.seq)
             .collect();
         assert_eq!(seqs, [1, 2, 3], "every seq kept");
+        assert_eq!(
+            conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            4
+        );
         let next = store
             .insert_message(message("amy", "bob", "m3"))
             .await
