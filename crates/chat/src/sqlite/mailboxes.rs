@@ -390,6 +390,16 @@ mod tests {
         })
     }
 
+    /// The load a lookup that must miss starts.
+    fn start_load(boxes: &mut Mailboxes, to: &str, limit: usize) -> Load {
+        match boxes.lookup(to, limit) {
+            Lookup::Miss {
+                load: Some(load), ..
+            } => load,
+            other => panic!("expected a load for {to}, got {other:?}"),
+        }
+    }
+
     fn seqs(messages: &[Arc<StoredMessage>]) -> Vec<i64> {
         messages.iter().map(|m| m.seq).collect()
     }
@@ -423,12 +433,7 @@ mod tests {
     #[test]
     fn messages_are_kept_in_seq_order_whatever_order_they_are_told_in() {
         let mut boxes = Mailboxes::new(DEFAULT_BUDGET, 16);
-        let Lookup::Miss {
-            load: Some(load), ..
-        } = boxes.lookup("a", 10)
-        else {
-            panic!("a first lookup reads the database");
-        };
+        let load = start_load(&mut boxes, "a", 10);
         // Loading: a batch's messages told out of order.
         boxes.committed(&stored(3, "a"));
         boxes.committed(&stored(2, "a"));
@@ -446,12 +451,7 @@ mod tests {
     #[test]
     fn a_recipient_with_more_waiting_than_a_mailbox_holds_is_read_until_they_are_delivered() {
         let mut boxes = Mailboxes::new(DEFAULT_BUDGET, 2);
-        let Lookup::Miss {
-            load: Some(load), ..
-        } = boxes.lookup("a", 1)
-        else {
-            panic!("a first lookup reads the database");
-        };
+        let load = start_load(&mut boxes, "a", 1);
         boxes.finish_load(load, &[stored(1, "a"), stored(2, "a"), stored(3, "a")]);
         assert_eq!(
             boxes.lookup("a", 1),
@@ -473,12 +473,7 @@ mod tests {
         let budget = 2 * (BOX_OVERHEAD + 1) + 3 * message + 50;
         let mut boxes = Mailboxes::new(budget, 100);
         for to in ["a", "b"] {
-            let Lookup::Miss {
-                load: Some(load), ..
-            } = boxes.lookup(to, 10)
-            else {
-                panic!("room for an empty mailbox");
-            };
+            let load = start_load(&mut boxes, to, 10);
             boxes.finish_load(load, &[]);
         }
         boxes.committed(&stored(1, "a"));
@@ -501,12 +496,7 @@ mod tests {
         let budget = 3 * (BOX_OVERHEAD + 1);
         let mut boxes = Mailboxes::new(budget, 100);
         for to in ["a", "b", "c"] {
-            let Lookup::Miss {
-                load: Some(load), ..
-            } = boxes.lookup(to, 10)
-            else {
-                panic!("room for an empty mailbox");
-            };
+            let load = start_load(&mut boxes, to, 10);
             boxes.finish_load(load, &[]);
         }
         assert!(
@@ -520,25 +510,10 @@ mod tests {
     #[test]
     fn an_abandoned_or_superseded_load_installs_nothing() {
         let mut boxes = Mailboxes::new(DEFAULT_BUDGET, 16);
-        let Lookup::Miss {
-            load: Some(first), ..
-        } = boxes.lookup("a", 10)
-        else {
-            panic!()
-        };
-        let Lookup::Miss {
-            load: Some(second), ..
-        } = boxes.lookup("a", 10)
-        else {
-            panic!()
-        };
+        let first = start_load(&mut boxes, "a", 10);
+        let second = start_load(&mut boxes, "a", 10);
         boxes.finish_load(first, &[stored(1, "a")]);
-        let Lookup::Miss {
-            load: Some(third), ..
-        } = boxes.lookup("a", 10)
-        else {
-            panic!("the superseded load installed its read");
-        };
+        let third = start_load(&mut boxes, "a", 10);
         boxes.abandon(second);
         boxes.abandon(third);
         assert_eq!(boxes.bytes(), 0);
