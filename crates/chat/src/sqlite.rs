@@ -13,28 +13,37 @@
 //! bundled SQLite with `HAVE_FDATASYNC`): it flushes the WAL's data, and its size when it grew,
 //! without writing its timestamps back every commit.
 //!
-//! # Schema (`PRAGMA user_version` = 4)
+//! # Schema (`PRAGMA user_version` = 5)
 //! - `users(name, display_name, password_hash, created_at)`
 //! - `tokens(hash, user, created_at)`: SHA-256 of each live token, never the token.
 //! - `messages(seq, id, sender, sender_display, recipient, recipient_display, conversation, body,
 //!   sent_at, delivered_at)`: `seq` is the commit order; `id` is a UUID v7. A database of
-//!   version 2 or older, whose `id` was `UNIQUE`, is copied into this table when opened. `conversation` keys history (a sorted pair
-//!   of addresses for private messages, the group name for group messages in issue 5);
-//!   `delivered_at` is set only after the inbox reply carrying the message was written to the
-//!   socket.
-//! - `history_index(conversation, last_seq, seqs)` and `history_indexed(upto)`: what `history`
-//!   finds a conversation's messages by, brought up to date in bulk rather than with every
-//!   message. Version 1 kept an index on `messages(conversation, seq)`, which cost every message
-//!   a B-tree insert on a page of its own conversation; in a pinned A/B (4 interleaved rounds)
-//!   the bulk index took the bench's realm from 24.2k to 28.2k durable messages a second, on
-//!   10% less CPU each. The writer notes the
-//!   `seq` of each message it commits under its conversation and, at most
-//!   [`HISTORY_INDEX_EVERY`] messages or [`HISTORY_INDEX_AFTER`] behind, adds one row per
-//!   conversation holding those `seq`s (8-byte little-endian, ascending), moving `upto` in the
-//!   same transaction; messages it did not note (a federation job's, an older version's) are
-//!   read back instead. `history` reads those rows up to `upto` and scans the few newer
-//!   messages by `seq`. A version 1 database is moved over when it is opened: the old index is
-//!   dropped and every message indexed anew.
+//!   version 2 or older, whose `id` was `UNIQUE`, is copied into this table when opened.
+//!   `conversation` keys history (a sorted pair of addresses for private messages, the group name
+//!   for group messages in issue 5). `delivered_at` is set only on a message stored for no inbox
+//!   here (one on its way to another realm), and on messages an older version delivered.
+//! - `inbox_delivered(recipient, upto)`: each recipient's messages up to `seq` `upto` are
+//!   delivered. The cursor moves only after the `inbox` reply carrying them was written to the
+//!   socket; a recipient's undelivered messages are always its newest, because every `inbox`
+//!   returns the oldest first. Before version 5 each delivered message had its `delivered_at`
+//!   set, behind an index of the undelivered ones: every message cost a row rewrite and two index
+//!   changes. Pinned A/B of the two (4 interleaved rounds, every round faster): 36.4-38.8k to
+//!   39.4-42.1k durable messages a second, 22.4-24.0 to 20.3-21.9 µs of CPU each.
+//! - `history_index(conversation, last_seq, seqs)`, `inbox_index(recipient, last_seq, seqs)` and
+//!   `history_indexed(upto)`: what `history` finds a conversation's messages by, and a first
+//!   `inbox` (before the recipient's mailbox is in memory) its recipient's, brought up to date in
+//!   bulk rather than with every message. Version 1 kept an index on `messages(conversation,
+//!   seq)`, which cost every message a B-tree insert on a page of its own conversation; in a
+//!   pinned A/B (4 interleaved rounds) the bulk index took the bench's realm from 24.2k to 28.2k
+//!   durable messages a second, on 10% less CPU each. The writer notes the `seq` of each message
+//!   it commits under its conversation and its recipient and, at most [`HISTORY_INDEX_EVERY`]
+//!   messages or [`HISTORY_INDEX_AFTER`] behind, adds one row per conversation and one per
+//!   recipient holding those `seq`s (8-byte little-endian, ascending), moving `upto` in the same
+//!   transaction; messages it did not note (a federation job's, an older version's) are read
+//!   back instead. A reader takes the rows (past its cursor, for `inbox`) and scans the few
+//!   messages newer than `upto` by `seq`. A delivery drops the recipient's `inbox_index` rows
+//!   that lie wholly behind its cursor. A database older than version 5 is moved over when it is
+//!   opened: its delivered messages become cursors, and every message is indexed anew.
 //! - `groups(name, home, created_at, last_seq)`, `group_members(grp, user, read_seq, joined_at)`,
 //!   `group_messages(grp, seq, id, sender, sender_display, body, sent_at)`: see `sqlite/groups.rs`
 //!   for how `seq` and the read cursors work.
@@ -81,9 +90,10 @@ pub const MAX_READERS: usize = 8;
 /// queueing without bound.
 pub const DEFAULT_WRITE_QUEUE: usize = 16 * 1024;
 
-/// Most messages `history` may have to find without the history index: once this many are
-/// unindexed, the next commit indexes them. A scan of this many rows by `seq` takes a few
-/// milliseconds; indexing them together costs a row per conversation, not an entry per message.
+/// Most messages `history` (or a first `inbox`) may have to find without the indexes: once this
+/// many are unindexed, the next commit indexes them. A scan of this many rows by `seq` takes a
+/// few milliseconds; indexing them together costs a row per conversation and per recipient, not
+/// an entry per message.
 pub const HISTORY_INDEX_EVERY: i64 = 1024;
 
 /// Longest a message waits to be indexed for `history` when fewer than
@@ -130,7 +140,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS messages ",
     messages_columns!(),
     ";
-CREATE INDEX IF NOT EXISTS messages_pending ON messages(recipient, seq) WHERE delivered_at IS NULL;
+DROP INDEX IF EXISTS messages_pending;
 DROP INDEX IF EXISTS messages_federated_id;
 CREATE TABLE IF NOT EXISTS federated_ids (id BLOB PRIMARY KEY NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history_index (
@@ -144,13 +154,23 @@ CREATE TABLE IF NOT EXISTS history_indexed (
     upto INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO history_indexed (id, upto) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS inbox_index (
+    recipient TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    seqs BLOB NOT NULL,
+    PRIMARY KEY (recipient, last_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox_delivered (
+    recipient TEXT PRIMARY KEY NOT NULL,
+    upto INTEGER NOT NULL
+) WITHOUT ROWID;
 DROP INDEX IF EXISTS messages_conversation;
 CREATE TABLE IF NOT EXISTS outbox (
     peer TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (peer, seq)
 ) WITHOUT ROWID;
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 "
 );
 
@@ -189,22 +209,49 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
     )?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     drop_unique_id(&conn)?;
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(groups::SCHEMA)?;
+    // The schema, the version it sets and every step of moving an older database over commit
+    // together: a crash half-way leaves the old version, which the next start moves over again.
+    // Immediate: a deferred transaction that reads first cannot take the write lock once a
+    // running server has committed since (SQLITE_BUSY at once, no waiting).
+    let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(groups::SCHEMA)?;
     if version < 4 {
         // Before version 4 the ids of federated messages were kept unique by the messages table
         // itself: claim them, so that a retry of one of them is still a duplicate.
-        conn.execute_batch(
+        tx.execute_batch(
             "INSERT OR IGNORE INTO federated_ids (id) SELECT id FROM messages \
              WHERE instr(sender, '@') > 0 OR instr(recipient, '@') > 0",
         )?;
     }
+    if version < 5 {
+        deliveries_to_cursors(&tx)?;
+    }
     // A database written by an older version (or a crash before the writer's last catch-up)
-    // may hold unindexed messages: index them now, so `history` never scans more than a few.
-    let tx = conn.unchecked_transaction()?;
-    index_history(&tx, &mut Postings::default())?;
+    // may hold unindexed messages: index them now, so neither `history` nor a first `inbox`
+    // scans more than a few.
+    index_messages(&tx, &mut Postings::default())?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Moves a database older than version 5, which marked every delivered message
+/// (`delivered_at`), to one cursor per recipient (`inbox_delivered`), and has its messages
+/// indexed anew, now by recipient as well as by conversation.
+///
+/// A recipient's delivered messages were always the oldest ones (each `inbox` marks everything
+/// up to the newest message it returned), so the cursor sits just before the oldest undelivered
+/// one, or at the newest message when all were delivered. Were a delivered message ever newer
+/// than an undelivered one, it would be delivered again: never lost.
+fn deliveries_to_cursors(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "INSERT OR REPLACE INTO inbox_delivered (recipient, upto) \
+         SELECT recipient, coalesce(min(CASE WHEN delivered_at IS NULL THEN seq END) - 1, max(seq)) \
+         FROM messages WHERE instr(recipient, '@') = 0 GROUP BY recipient; \
+         DELETE FROM history_index; \
+         DELETE FROM inbox_index; \
+         UPDATE history_indexed SET upto = 0;",
+    )
 }
 
 /// Moves a database of version 2 or older to a `messages` table without a `UNIQUE` constraint on
@@ -497,11 +544,12 @@ struct HistoryIndexing {
     postings: Postings,
 }
 
-/// Indexes for `history` every message past `history_indexed.upto`: one `history_index` row per
-/// conversation with their `seq`s, and `upto` moved to the newest message. Runs inside the
-/// caller's transaction: the entries and `upto` commit together, so a reader sees either both or
-/// neither. Returns how many messages it indexed.
-fn index_history(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i64> {
+/// Indexes every message past `history_indexed.upto`, for `history` and for `inbox`: one
+/// `history_index` row per conversation and one `inbox_index` row per recipient with their
+/// `seq`s, and `upto` moved to the newest message. Runs inside the caller's transaction: the
+/// entries and `upto` commit together, so a reader sees either both or neither. Returns how many
+/// messages it indexed.
+fn index_messages(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i64> {
     let (upto, newest) = history_position(conn)?;
     let mut postings = std::mem::take(known);
     if newest <= upto {
@@ -514,14 +562,19 @@ fn index_history(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i6
         // batch whose commit failed), or were indexed another way: read them all back.
         postings = Postings::default();
         let mut s = conn.prepare_cached(
-            "SELECT conversation, seq FROM messages WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            "SELECT conversation, recipient, seq, delivered_at IS NULL FROM messages \
+             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
         )?;
         let mut rows = s.query(params![upto, newest])?;
         while let Some(row) = rows.next()? {
-            postings.add(
-                row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
-                row.get(1)?,
-            );
+            let text = |i| {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+            };
+            // A message marked delivered as it was stored (one on its way to another realm, or
+            // one an older version delivered) is for no inbox here.
+            let for_inbox = row.get::<_, bool>(3)?.then(|| text(1)).transpose()?;
+            postings.add(text(0)?, for_inbox, row.get(2)?);
         }
     }
     let mut insert = conn.prepare_cached(
@@ -530,37 +583,51 @@ fn index_history(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i6
     for (conversation, (last, seqs)) in &postings.by_conversation {
         insert.execute(params![conversation, last, seqs])?;
     }
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO inbox_index (recipient, last_seq, seqs) VALUES (?1, ?2, ?3)",
+    )?;
+    for (recipient, (last, seqs)) in &postings.by_recipient {
+        insert.execute(params![recipient, last, seqs])?;
+    }
     conn.prepare_cached("UPDATE history_indexed SET upto = ?1 WHERE id = 0")?
         .execute(params![newest])?;
     Ok(newest - upto)
 }
 
-/// Messages not in the history index yet, by conversation: the newest `seq` and every `seq`
-/// (8-byte little-endian, ascending), as one `history_index` row will hold them.
+/// Messages not indexed yet, by conversation and by recipient: the newest `seq` and every `seq`
+/// (8-byte little-endian, ascending), as one `history_index` or `inbox_index` row will hold them.
 #[derive(Default)]
 struct Postings {
     by_conversation: std::collections::HashMap<String, (i64, Vec<u8>)>,
+    by_recipient: std::collections::HashMap<String, (i64, Vec<u8>)>,
     /// The first `seq` noted (0 if none).
     first: i64,
     count: i64,
 }
 
 impl Postings {
-    fn add(&mut self, conversation: &str, seq: i64) {
-        let entry = match self.by_conversation.get_mut(conversation) {
-            Some(entry) => entry,
-            None => self
-                .by_conversation
-                .entry(conversation.to_owned())
-                .or_default(),
-        };
-        entry.0 = seq;
-        entry.1.extend_from_slice(&seq.to_le_bytes());
+    /// Notes message `seq` under its conversation and, if it is for an inbox here, under its
+    /// recipient.
+    fn add(&mut self, conversation: &str, recipient: Option<&str>, seq: i64) {
+        post(&mut self.by_conversation, conversation, seq);
+        if let Some(recipient) = recipient {
+            post(&mut self.by_recipient, recipient, seq);
+        }
         if self.count == 0 {
             self.first = seq;
         }
         self.count += 1;
     }
+}
+
+/// Appends `seq` to `key`'s postings, allocating the key only the first time it is seen.
+fn post(map: &mut std::collections::HashMap<String, (i64, Vec<u8>)>, key: &str, seq: i64) {
+    let entry = match map.get_mut(key) {
+        Some(entry) => entry,
+        None => map.entry(key.to_owned()).or_default(),
+    };
+    entry.0 = seq;
+    entry.1.extend_from_slice(&seq.to_le_bytes());
 }
 
 /// How far the history index goes (`upto`) and the newest message's `seq`.
@@ -633,21 +700,14 @@ fn commit_batch(
                             None => insert.insert(tx.prepare_cached(INSERT_MESSAGE)?),
                         };
                         let seq = insert_message(&tx, insert, &m, &conversation)?;
-                        history.postings.add(&conversation, seq);
+                        history.postings.add(&conversation, Some(&m.recipient), seq);
                         Ok(Arc::new(StoredMessage { seq, message: m }))
                     })
                     .collect();
                 done.push(Done::Messages(r, reply));
             }
             Write::Delivered(recipient, upto, reply) => {
-                let r = tx
-                    .prepare_cached(
-                        "UPDATE messages SET delivered_at = ?1 \
-                         WHERE recipient = ?2 AND seq <= ?3 AND delivered_at IS NULL",
-                    )
-                    .and_then(|mut s| s.execute(params![now, recipient, upto]))
-                    .map(drop)
-                    .map_err(StoreError::from);
+                let r = deliver(&tx, &recipient, upto).map_err(StoreError::from);
                 done.push(Done::Delivered(recipient, upto, r, reply));
             }
             Write::Token(t, reply) => {
@@ -695,7 +755,7 @@ fn commit_batch(
         Ok(true) => {
             let r = tx
                 .execute_batch("SAVEPOINT history")
-                .and_then(|()| index_history(&tx, &mut history.postings));
+                .and_then(|()| index_messages(&tx, &mut history.postings));
             let end = match r {
                 Ok(n) => {
                     debug!(messages = n, "history index caught up");
@@ -772,6 +832,77 @@ fn fail(w: Write) {
         Write::Group(g) => g.fail(),
         Write::Run(job) => drop(job),
     }
+}
+
+/// Moves `recipient`'s delivery cursor up to `upto` (never back), and drops the inbox index rows
+/// that lie wholly behind it. One row a delivery, however many messages it carried, where
+/// marking each message (`delivered_at`, before version 5) rewrote its row and changed the index
+/// of undelivered messages twice.
+fn deliver(conn: &Connection, recipient: &str, upto: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO inbox_delivered (recipient, upto) VALUES (?1, ?2) \
+         ON CONFLICT (recipient) DO UPDATE SET upto = max(upto, excluded.upto)",
+    )?
+    .execute(params![recipient, upto])?;
+    conn.prepare_cached("DELETE FROM inbox_index WHERE recipient = ?1 AND last_seq <= ?2")?
+        .execute(params![recipient, upto])?;
+    Ok(())
+}
+
+/// Up to `limit` of `recipient`'s undelivered messages, oldest first, read in `conn`'s snapshot
+/// (which must be one transaction: the writer moves the index and `upto` together): from the
+/// inbox index, then from the few messages past it.
+fn undelivered(
+    conn: &Connection,
+    recipient: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<StoredMessage>> {
+    let indexed: i64 = conn
+        .prepare_cached("SELECT upto FROM history_indexed WHERE id = 0")?
+        .query_row([], |r| r.get(0))?;
+    let delivered: i64 = conn
+        .prepare_cached("SELECT upto FROM inbox_delivered WHERE recipient = ?1")?
+        .query_row([recipient], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    let mut by_seq = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1 AND delivered_at IS NULL"
+    ))?;
+    let mut postings = conn.prepare_cached(
+        "SELECT seqs FROM inbox_index WHERE recipient = ?1 AND last_seq > ?2 ORDER BY last_seq",
+    )?;
+    let mut rows = postings.query(params![recipient, delivered])?;
+    while out.len() < limit
+        && let Some(row) = rows.next()?
+    {
+        let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        for seq in blob.chunks_exact(8) {
+            let seq = i64::from_le_bytes(seq.try_into().unwrap_or_default());
+            if seq > delivered {
+                out.extend(by_seq.query_row([seq], message_row).optional()?);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    let rest = limit - out.len();
+    if rest > 0 {
+        // Not indexed yet: at most HISTORY_INDEX_EVERY messages (plus one batch), by `seq`.
+        let mut tail = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE seq > ?1 AND recipient = ?2 AND delivered_at IS NULL ORDER BY seq LIMIT ?3"
+        ))?;
+        let rows = tail.query_map(
+            params![indexed.max(delivered), recipient, rest as i64],
+            message_row,
+        )?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO messages (id, sender, sender_display, recipient, \
@@ -910,14 +1041,9 @@ impl Store for SqliteStore {
         // The mailbox was marked as loading before this read's snapshot: see `mailboxes`.
         let read = self
             .read(move |c| {
-                let mut s = c.prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE recipient = ?1 AND delivered_at IS NULL ORDER BY seq LIMIT ?2"
-                ))?;
-                let rows = s.query_map(params![owned, read_limit as i64], message_row)?;
-                Ok(rows
-                    .map(|row| row.map(Arc::new))
-                    .collect::<Result<Vec<_>, _>>()?)
+                let tx = c.unchecked_transaction()?;
+                let messages = undelivered(&tx, &owned, read_limit)?;
+                Ok(messages.into_iter().map(Arc::new).collect::<Vec<_>>())
             })
             .await;
         let mut mailboxes = self
@@ -1153,6 +1279,7 @@ mod tests {
         let mut s = db
             .prepare(
                 "SELECT body FROM messages WHERE recipient = ?1 AND delivered_at IS NULL \
+                 AND seq > coalesce((SELECT upto FROM inbox_delivered WHERE recipient = ?1), 0) \
                  ORDER BY seq",
             )
             .unwrap();
@@ -1226,7 +1353,9 @@ mod tests {
         }
         // The writer indexes in bulk; make it do so now, as it would after a while.
         let indexed = store
-            .run_in_commit(|c| index_history(c, &mut Postings::default()).map_err(StoreError::from))
+            .run_in_commit(|c| {
+                index_messages(c, &mut Postings::default()).map_err(StoreError::from)
+            })
             .await
             .unwrap();
         assert_eq!(indexed, 10);
@@ -1274,6 +1403,155 @@ mod tests {
         let expected: Vec<String> = (0..n).step_by(2).map(|i| i.to_string()).collect();
         assert_eq!(history(&store, n).await, expected);
         assert_eq!(history(&store, 3).await, expected[expected.len() - 3..]);
+    }
+
+    /// Bodies of `to`'s undelivered messages as the database gives them to a first `inbox` (no
+    /// mailbox in memory), `limit` at a time, each step delivered through `store` before the next.
+    async fn read_inbox_in_steps(
+        store: &SqliteStore,
+        dir: &Path,
+        to: &str,
+        limit: usize,
+    ) -> Vec<String> {
+        let db = open_reader(dir).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let step = undelivered(&db.unchecked_transaction().unwrap(), to, limit).unwrap();
+            let Some(last) = step.last() else {
+                return got;
+            };
+            assert!(step.len() <= limit);
+            store.mark_delivered(to, last.seq).await.unwrap();
+            got.extend(step.iter().map(|m| m.message.body.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_inbox_reads_the_inbox_index_and_the_messages_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = HISTORY_INDEX_EVERY as usize + 40;
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        // Interleaved with another recipient's, so bob's index rows hold every other seq. One
+        // batch, indexed in its own commit.
+        let burst = (0..n)
+            .map(|i| {
+                let to = if i % 2 == 0 { "bob" } else { "cat" };
+                message("amy", to, &format!("{i}"))
+            })
+            .collect();
+        assert!(store.insert_messages(burst).await.iter().all(Result::is_ok));
+        // Past the index (unless a second goes by first): found by scanning.
+        for i in n..n + 6 {
+            send(&store, "amy", "bob", &i.to_string()).await;
+        }
+        let bob: Vec<String> = (0..n + 6)
+            .filter(|i| *i >= n || i % 2 == 0)
+            .map(|i| i.to_string())
+            .collect();
+        // Steps that end inside an index row, at its end, and inside the unindexed tail.
+        let mut got = read_inbox_in_steps(&store, dir.path(), "bob", 7).await;
+        assert_eq!(got, bob);
+        store.mark_delivered("bob", 0).await.unwrap();
+        assert!(
+            read_inbox_in_steps(&store, dir.path(), "bob", 7)
+                .await
+                .is_empty(),
+            "a cursor never moves back"
+        );
+        got = read_inbox_in_steps(&store, dir.path(), "cat", 7).await;
+        assert_eq!(
+            got,
+            (1..n).step_by(2).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+        // Everything delivered: the index rows behind the cursors are gone, and a restarted
+        // store has nothing to deliver.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM inbox_index", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+        drop(store);
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        assert!(store.pending("bob", 10).await.unwrap().is_empty());
+        assert!(store.pending("cat", 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_partly_read_inbox_is_read_on_from_the_database_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = HISTORY_INDEX_EVERY as usize + 40;
+        {
+            let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+            let burst = (0..n)
+                .map(|i| message("amy", "bob", &i.to_string()))
+                .collect();
+            assert!(store.insert_messages(burst).await.iter().all(Result::is_ok));
+            let first = store.pending("bob", 100).await.unwrap();
+            store
+                .mark_delivered("bob", first.last().unwrap().seq)
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        let rest: Vec<String> = (100..n).map(|i| i.to_string()).collect();
+        assert_eq!(
+            read_inbox_in_steps(&store, dir.path(), "bob", 333).await,
+            rest
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_4_database_keeps_what_each_inbox_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Version 4: messages marked delivered one by one, an index of the undelivered ones,
+            // no inbox tables.
+            let conn = open(dir.path(), Synchronous::Full).unwrap();
+            conn.execute_batch(
+                "DROP TABLE inbox_index; DROP TABLE inbox_delivered; \
+                 CREATE INDEX messages_pending ON messages(recipient, seq) \
+                     WHERE delivered_at IS NULL; \
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+            let mut insert = conn.prepare(INSERT_MESSAGE).unwrap();
+            for (from, to, body) in [
+                ("amy", "bob", "b0"),
+                ("amy", "cat", "c0"),
+                ("amy", "bob", "b1"),
+                ("amy", "bob", "b2"),
+                ("amy", "cat", "c1"),
+            ] {
+                let m = message(from, to, body);
+                insert_message(&conn, &mut insert, &m, &conversation_key(from, to)).unwrap();
+            }
+            // bob read b0 and b1, cat read everything; dan never had mail.
+            conn.execute_batch(
+                "UPDATE messages SET delivered_at = 1 WHERE body IN ('b0', 'b1', 'c0', 'c1')",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["b2"]);
+        assert!(inbox(&store, dir.path(), "cat").await.is_empty());
+        assert!(inbox(&store, dir.path(), "dan").await.is_empty());
+        send(&store, "amy", "cat", "c2").await;
+        assert_eq!(inbox(&store, dir.path(), "cat").await, ["c2"]);
+        // History was indexed anew and still holds every message, delivered or not.
+        assert_eq!(
+            store.conversation("amy", "bob", 10).await.unwrap().len(),
+            3,
+            "history of amy and bob"
+        );
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let pending_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'messages_pending'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pending_index, 0);
     }
 
     #[tokio::test]
@@ -1335,7 +1613,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["messages_pending"]);
+        assert!(indexes.is_empty(), "{indexes:?}");
         assert_eq!(inbox(&store, dir.path(), "bob").await, ["m0", "m1", "m2"]);
         let retry = crate::federation::store::receive(&store, vec![from_afar]);
         assert_eq!(
@@ -1355,7 +1633,7 @@ mod tests {
         assert_eq!(
             conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
                 .unwrap(),
-            4
+            5
         );
         let next = store
             .insert_message(message("amy", "bob", "m3"))
