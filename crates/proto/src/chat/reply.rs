@@ -198,15 +198,27 @@ impl ReplyFramer {
 
     /// The next complete reply, parsed as a JSON value; `Ok(None)` means more bytes are needed.
     pub fn poll_reply(&mut self) -> Result<Option<serde_json::Value>, ReplyError> {
+        self.poll_reply_with(|bytes| serde_json::from_slice(bytes))?
+            .transpose()
+            .map_err(ReplyError::from)
+    }
+
+    /// The next complete reply's bytes (its JSON, without the `\r\n\r\n`), handed to `read`
+    /// before they are dropped: for a caller that reads a few fields in place rather than
+    /// building a [`serde_json::Value`]. `Ok(None)` means more bytes are needed.
+    pub fn poll_reply_with<T>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, ReplyError> {
         let Some(end) = memchr::memmem::find(&self.buf, REPLY_END) else {
             if self.buf.len() > self.max {
                 return Err(ReplyError::TooLong(self.max));
             }
             return Ok(None);
         };
-        let value = serde_json::from_slice(&self.buf[..end]);
+        let value = read(&self.buf[..end]);
         self.buf.drain(..end + REPLY_END.len());
-        Ok(Some(value?))
+        Ok(Some(value))
     }
 }
 
