@@ -1540,20 +1540,26 @@ mod tests {
         );
     }
 
+    /// A database in `dir` with today's schema taken back to an older version by `downgrade`.
+    fn older_version(dir: &Path, downgrade: &str) -> Connection {
+        let conn = open(dir, Synchronous::Full).unwrap();
+        conn.execute_batch(downgrade).unwrap();
+        conn
+    }
+
     #[tokio::test]
     async fn a_version_4_database_keeps_what_each_inbox_delivered() {
         let dir = tempfile::tempdir().unwrap();
         {
             // Version 4: messages marked delivered one by one, an index of the undelivered ones,
             // no inbox tables.
-            let conn = open(dir.path(), Synchronous::Full).unwrap();
-            conn.execute_batch(
+            let conn = older_version(
+                dir.path(),
                 "DROP TABLE inbox_index; DROP TABLE inbox_delivered; \
                  CREATE INDEX messages_pending ON messages(recipient, seq) \
                      WHERE delivered_at IS NULL; \
                  PRAGMA user_version = 4;",
-            )
-            .unwrap();
+            );
             let mut insert = conn.prepare(INSERT_MESSAGE).unwrap();
             for (from, to, body) in [
                 ("amy", "bob", "b0"),
@@ -1690,13 +1696,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             // Version 1: an index on messages(conversation, seq), no history_index.
-            let conn = open(dir.path(), Synchronous::Full).unwrap();
-            conn.execute_batch(
+            let conn = older_version(
+                dir.path(),
                 "DROP TABLE history_index; DROP TABLE history_indexed; \
                  CREATE INDEX messages_conversation ON messages(conversation, seq); \
                  PRAGMA user_version = 1;",
-            )
-            .unwrap();
+            );
             for i in 0..4 {
                 let m = message("amy", "bob", &format!("m{i}"));
                 let mut insert = conn.prepare(INSERT_MESSAGE).unwrap();
