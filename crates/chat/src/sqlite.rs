@@ -1229,6 +1229,39 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn the_writer_thread_runs_under_sched_batch() {
+        if rustix::process::getpriority_process(None).ok() != Some(0) {
+            // The writer keeps the default policy when the tests run under `nice`.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        // The thread has set its policy once it has committed something.
+        send(&store, "amy", "bob", "hi").await;
+        // Field 41 of /proc/<pid>/task/<tid>/stat is the scheduling policy; 3 is SCHED_BATCH.
+        // Other tests' stores run writers of their own in this process, one perhaps just started
+        // and not yet switched: ours, which has committed, is among those that say 3.
+        let mut batch = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim() != "chat-db-writer" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+            // The command name, in parentheses, may hold spaces: count fields after it.
+            let Some((_, fields)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            if fields.split(' ').nth(41 - 3) == Some("3") {
+                batch += 1;
+            }
+        }
+        assert!(batch >= 1, "no storage writer runs under SCHED_BATCH");
+        drop(store);
+    }
+
+    #[tokio::test]
     async fn a_new_reader_does_not_queue_for_the_write_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
