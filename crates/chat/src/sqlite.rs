@@ -553,7 +553,8 @@ fn write_loop(
 /// faster this way (by 2-25%, over four A/B runs); with both sharing the cores, 4 of 7 (no
 /// difference either way). The opposite, a writer at nice -3, was slower in every round. Skipped
 /// (and logged) if the thread is not at the default niceness, which the call would reset.
-fn wake_without_preempting() {
+/// Returns whether the thread now runs under `SCHED_BATCH`.
+fn wake_without_preempting() -> bool {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
     };
@@ -561,20 +562,20 @@ fn wake_without_preempting() {
         Ok(0) => {}
         Ok(nice) => {
             debug!(nice, "storage writer keeps the default scheduling policy");
-            return;
+            return false;
         }
         Err(e) => {
             debug!(error = %e, "cannot read the storage writer's niceness");
-            return;
+            return false;
         }
     }
-    if let Err(e) = thread_priority::set_thread_priority_and_policy(
+    thread_priority::set_thread_priority_and_policy(
         thread_priority::thread_native_id(),
         ThreadPriority::Os(ThreadPriorityOsValue::default()),
         ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
-    ) {
-        debug!(error = %e, "storage writer keeps the default scheduling policy");
-    }
+    )
+    .inspect_err(|e| debug!(error = %e, "storage writer keeps the default scheduling policy"))
+    .is_ok()
 }
 
 /// When the writer last brought the history index up to date.
@@ -1230,26 +1231,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_thread_runs_under_sched_batch() {
-        if rustix::process::getpriority_process(None).ok() != Some(0) {
-            // The writer keeps the default policy when the tests run under `nice`.
-            return;
-        }
-        // Nor can it where the sandbox refuses the call (seccomp): try on a thread of our own.
-        let allowed = std::thread::spawn(|| {
-            thread_priority::set_thread_priority_and_policy(
-                thread_priority::thread_native_id(),
-                thread_priority::ThreadPriority::Os(
-                    thread_priority::ThreadPriorityOsValue::default(),
-                ),
-                thread_priority::ThreadSchedulePolicy::Normal(
-                    thread_priority::NormalThreadSchedulePolicy::Batch,
-                ),
-            )
-            .is_ok()
-        })
-        .join()
-        .unwrap();
-        if !allowed {
+        // Where it cannot be done (the tests run under `nice`, or a sandbox refuses the call),
+        // the writer keeps the default policy: find out on a thread of our own.
+        if !std::thread::spawn(wake_without_preempting).join().unwrap() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
