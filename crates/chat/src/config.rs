@@ -106,8 +106,12 @@ pub struct LimitsSection {
     pub max_line: Option<usize>,
     /// Concurrent connections (default 10000).
     pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (default: a quarter of max_connections).
+    pub max_connections_per_address: Option<usize>,
     /// Seconds a silent connection stays open (default 300).
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request line may take from its first byte to its end (default 30).
+    pub line_timeout_secs: Option<u64>,
     /// Seconds an unused token stays valid (default 3600).
     pub token_idle_secs: Option<u64>,
     /// Live tokens per user (default 64).
@@ -118,6 +122,8 @@ pub struct LimitsSection {
     pub inbox_max_bytes: Option<usize>,
     /// Messages per history reply (default 1000).
     pub history_max: Option<usize>,
+    /// Bytes per reply, as sent (default 1 MiB).
+    pub max_reply_bytes: Option<usize>,
     /// Events a live group session may fall behind before it is ended (default 4096).
     pub live_queue: Option<usize>,
     /// Largest group whose joins and leaves are pushed as events (default 100).
@@ -249,6 +255,7 @@ impl RealmConfig {
             inbox_max_messages: l.inbox_max_messages.unwrap_or(DEFAULT_INBOX_MAX_MESSAGES),
             inbox_max_bytes: l.inbox_max_bytes.unwrap_or(DEFAULT_INBOX_MAX_BYTES),
             history_max: l.history_max.unwrap_or(DEFAULT_HISTORY_MAX),
+            max_reply_bytes: l.max_reply_bytes.unwrap_or(d.max_reply_bytes).max(1),
             live_queue: l.live_queue.unwrap_or(d.live_queue),
             presence_max_members: l.presence_max_members.unwrap_or(d.presence_max_members),
             live_flush: l.live_flush_ms.map_or(d.live_flush, Duration::from_millis),
@@ -326,8 +333,14 @@ port = 8889
 max_line = 65536
 # Connections past this are told the server is busy and closed.
 max_connections = 10000
+# Connections from one client address (an IPv6 /64) past this are told why and closed
+# (default: a quarter of max_connections).
+# max_connections_per_address = 2500
 # A connection silent this long is told why and closed.
 idle_timeout_secs = 300
+# A request line not finished this long after its first byte is refused and the connection
+# closed (a slowloris sending a byte a second holds no slot for long).
+line_timeout_secs = 30
 # A token unused this long expires; the user must auth again.
 token_idle_secs = 3600
 # Logging in once more than this ends the user's oldest token.
@@ -337,6 +350,9 @@ inbox_max_messages = 1000
 inbox_max_bytes = 1048576
 # history TOKEN PEER N returns at most this many messages.
 history_max = 1000
+# No reply is longer than this many bytes: history, users, groups and members replies that
+# would be say "more": true and give a "next" cursor for the rest; inbox replies say "more".
+max_reply_bytes = 1048576
 # A live group session this many events behind its group is ended with a reason (the member
 # catches up with inboxgroup); this bounds the memory a slow member can cost.
 live_queue = 4096

@@ -120,12 +120,12 @@ pub trait GroupStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = StoreResult<Vec<StoredGroupMessage>>> + Send;
 
-    /// The latest `limit` messages of `group`, oldest first.
+    /// The latest messages of `group` in `window`, oldest first.
     fn group_history(
         &self,
         group: &str,
-        limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<StoredGroupMessage>>> + Send;
+        window: crate::store::Window,
+    ) -> impl Future<Output = StoreResult<crate::store::Page<StoredGroupMessage>>> + Send;
 
     /// Moves members' read cursors forward (never back): `(group, user, seq)` each; returns once
     /// committed.

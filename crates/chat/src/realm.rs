@@ -29,7 +29,7 @@ use crate::federation::{Lookup, Remote};
 use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
-use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, UserRecord};
+use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, UserRecord, Window};
 use crate::token::{Refused, Tokens, new_token, token_hash};
 
 /// Messages one `inbox` reply carries at most; the reply says `"more": true` when others wait.
@@ -40,6 +40,17 @@ pub const DEFAULT_INBOX_MAX_BYTES: usize = 1024 * 1024;
 
 /// Most messages one `history` reply returns, whatever N asks for.
 pub const DEFAULT_HISTORY_MAX: usize = 1000;
+
+/// Most bytes of one reply, as sent (after JSON escaping). A `history`, `users`, `groups` or
+/// `members` reply that would be longer carries what fits, with `"more": true` and a `"next"`
+/// cursor for the rest; an `inbox` or `inboxgroup` reply carries what fits and `"more": true`.
+/// Every reply carries at least one item, whatever its size (a message is at most one request
+/// line, 64 KiB by default).
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// What a reply entry costs besides its strings (keys, quotes, flags), for sizing a page before
+/// it is encoded; the encoding has the last word.
+const ENTRY_OVERHEAD: usize = 64;
 
 /// The ERROR for a wrong user name or a wrong password: the same text for both, so names cannot
 /// be probed.
@@ -72,6 +83,8 @@ pub struct RealmOptions {
     pub inbox_max_bytes: usize,
     /// Messages per history reply.
     pub history_max: usize,
+    /// Bytes per reply (see [`DEFAULT_MAX_REPLY_BYTES`]).
+    pub max_reply_bytes: usize,
     /// Events a live group session may fall behind before it is ended.
     pub live_queue: usize,
     /// Largest group whose joins and leaves are pushed as events.
@@ -92,6 +105,7 @@ impl Default for RealmOptions {
             inbox_max_messages: DEFAULT_INBOX_MAX_MESSAGES,
             inbox_max_bytes: DEFAULT_INBOX_MAX_BYTES,
             history_max: DEFAULT_HISTORY_MAX,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             live_queue: DEFAULT_LIVE_QUEUE,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             live_flush: crate::live::DEFAULT_LIVE_FLUSH,
@@ -333,7 +347,10 @@ impl<S: Store> Realm<S> {
                     .map_or(Outcome::Replied, Outcome::Deliver);
             }
             Command::Logout(c) => self.logout(conn, &c.token, out).await,
-            Command::Users(c) => self.users_cmd(conn, &c.token, out).await,
+            Command::Users(c) => {
+                self.users_cmd(conn, &c.token, c.after.as_deref(), out)
+                    .await
+            }
             Command::History(c) => self.history(conn, c, out).await,
             Command::Group(c) => {
                 return self
@@ -348,8 +365,14 @@ impl<S: Store> Realm<S> {
                     .await
                     .map_or(Outcome::Replied, Outcome::Deliver);
             }
-            Command::Groups(c) => self.groups_cmd(conn, &c.token, out).await,
-            Command::Members(c) => self.members_cmd(conn, &c.token, &c.group, out).await,
+            Command::Groups(c) => {
+                self.groups_cmd(conn, &c.token, c.after.as_deref(), out)
+                    .await;
+            }
+            Command::Members(c) => {
+                self.members_cmd(conn, &c.token, &c.group, c.after.as_deref(), out)
+                    .await;
+            }
             Command::Leave(c) => self.leave_cmd(conn, &c.token, &c.group, out).await,
             Command::Realms(c) => self.realms(conn, &c.token, out).await,
         }
@@ -757,30 +780,42 @@ impl<S: Store> Realm<S> {
                 return None;
             }
         };
-        let mut inbox = InboxOk::default();
         let mut bytes = 0;
-        let mut upto = None;
+        let mut taken = 0;
         for (i, m) in pending.iter().enumerate() {
             if i == limit || (i > 0 && bytes + m.message.body.len() > self.options.inbox_max_bytes)
             {
-                inbox.more = true;
                 break;
             }
             bytes += m.message.body.len();
-            upto = Some(m.seq);
-            let wire = wire_message(m);
-            match inbox
-                .messages
-                .iter_mut()
-                .find(|(s, _)| *s == m.message.sender)
-            {
-                Some((_, list)) => list.push(wire),
-                None => inbox.messages.push((m.message.sender.clone(), vec![wire])),
-            }
+            taken = i + 1;
         }
-        reply::encode(&inbox, out);
+        let more = taken < pending.len();
+        let sent = reply::encode_fitting(
+            taken,
+            self.options.max_reply_bytes,
+            |k| {
+                let mut inbox = InboxOk {
+                    messages: Vec::new(),
+                    more: more || k < taken,
+                };
+                for m in &pending[..k] {
+                    let wire = wire_message(m);
+                    match inbox
+                        .messages
+                        .iter_mut()
+                        .find(|(s, _)| *s == m.message.sender)
+                    {
+                        Some((_, list)) => list.push(wire),
+                        None => inbox.messages.push((m.message.sender.clone(), vec![wire])),
+                    }
+                }
+                inbox
+            },
+            out,
+        );
         let mut delivery = delivery;
-        delivery.upto_seq = upto?;
+        delivery.upto_seq = pending[..sent].last()?.seq;
         Some(delivery)
     }
 
@@ -805,27 +840,44 @@ impl<S: Store> Realm<S> {
         reply::encode_ok("Logged Out", out);
     }
 
-    async fn users_cmd(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {
+    async fn users_cmd(
+        &self,
+        conn: &mut ConnState,
+        token: &str,
+        after: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         if self.resolve(conn, token, out).await.is_none() {
             return;
         }
         let online = lock(&self.online);
-        let users = self
-            .users
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(name, u)| UserEntry {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        let range = match after {
+            Some(after) => users
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => users.range::<str, _>(..),
+        };
+        let (page, left_out) = size_page(
+            range.map(|(name, u)| UserEntry {
                 name: name.clone(),
                 display_name: u.display_name.clone(),
                 online: online.contains_key(name),
-            })
-            .collect();
+            }),
+            self.options.max_reply_bytes,
+            |u| u.name.len() + u.display_name.len(),
+        );
+        drop(users);
         drop(online);
-        reply::encode(
-            &UsersOk {
+        encode_name_page(
+            &page,
+            left_out,
+            self.options.max_reply_bytes,
+            |u| &u.name,
+            |users, more, next| UsersOk {
                 status: Status::Ok,
                 users,
+                more,
+                next,
             },
             out,
         );
@@ -836,13 +888,18 @@ impl<S: Store> Realm<S> {
             return;
         };
         let n = (c.count.unwrap_or(history::DEFAULT_COUNT) as usize).min(self.options.history_max);
+        let window = Window {
+            limit: n,
+            before: c.before,
+            max_bytes: self.options.max_reply_bytes,
+        };
         // A user's name means the conversation with them; otherwise the name may be a group's
         // (a group cannot be created under a user's name).
         if c.peer.is_in(&self.options.name)
             && self.user(&c.peer.name).is_none()
             && self.groups.exists(&c.peer.name)
         {
-            self.group_history(&user, &c.peer.name, n, out).await;
+            self.group_history(&user, &c.peer.name, window, out).await;
             return;
         }
         // `name@peer` is the replica of a group homed on the peer, once someone here joined it; a
@@ -854,28 +911,105 @@ impl<S: Store> Realm<S> {
             Some(c.peer.to_string()).filter(|g| self.groups.exists(g))
         };
         if let Some(group) = replica {
-            self.group_history(&user, &group, n, out).await;
+            self.group_history(&user, &group, window, out).await;
             return;
         }
         let peer = match self.target(&c.peer, out).await {
             Some(Target::Local(name, _) | Target::Remote(name, _, _)) => name,
             None => return,
         };
-        match self.store.conversation(&user, &peer, n).await {
-            Ok(msgs) => reply::encode(
-                &HistoryOk {
-                    status: Status::Ok,
-                    peer,
-                    messages: msgs.iter().map(wire_message).collect(),
-                },
-                out,
-            ),
+        match self.store.conversation(&user, &peer, window).await {
+            Ok(page) => {
+                let wire: Vec<Message> = page.messages.iter().map(wire_message).collect();
+                encode_seq_page(
+                    &wire,
+                    |i| page.messages[i].seq,
+                    page.cut,
+                    self.options.max_reply_bytes,
+                    |messages, more, next| HistoryOk {
+                        status: Status::Ok,
+                        peer: peer.clone(),
+                        messages,
+                        more,
+                        next,
+                    },
+                    out,
+                );
+            }
             Err(e) => {
                 error!(error = %e, "cannot read a conversation");
                 reply::encode_error(STORAGE_FAILED, out);
             }
         }
     }
+}
+
+/// The items of a name-sorted list that fit in a reply of `cap` bytes by their raw `size` (the
+/// first always), and whether any were left out.
+fn size_page<T>(
+    items: impl Iterator<Item = T>,
+    cap: usize,
+    size: impl Fn(&T) -> usize,
+) -> (Vec<T>, bool) {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        bytes += size(&item) + ENTRY_OVERHEAD;
+        if !page.is_empty() && bytes > cap {
+            return (page, true);
+        }
+        page.push(item);
+    }
+    (page, false)
+}
+
+/// Encodes a page of a name-sorted list: as many of `items` as fit in `cap` bytes, with `more`
+/// and the `next` cursor (the last name sent) when any were left out.
+fn encode_name_page<T: Clone, R: serde::Serialize>(
+    items: &[T],
+    left_out: bool,
+    cap: usize,
+    name: impl Fn(&T) -> &str,
+    make: impl Fn(Vec<T>, bool, Option<String>) -> R,
+    out: &mut Vec<u8>,
+) {
+    reply::encode_fitting(
+        items.len(),
+        cap,
+        |k| {
+            let more = left_out || k < items.len();
+            let next = items[..k]
+                .last()
+                .filter(|_| more)
+                .map(|t| name(t).to_owned());
+            make(items[..k].to_vec(), more, next)
+        },
+        out,
+    );
+}
+
+/// Encodes a page of history, oldest first: the newest of `messages` that fit in `cap` bytes,
+/// with `more` and the `next` cursor (the oldest sent message's seq) when older ones were left
+/// out, here or by the store (`cut`).
+pub(crate) fn encode_seq_page<T: Clone, R: serde::Serialize>(
+    messages: &[T],
+    seq: impl Fn(usize) -> i64,
+    cut: bool,
+    cap: usize,
+    make: impl Fn(Vec<T>, bool, Option<String>) -> R,
+    out: &mut Vec<u8>,
+) {
+    let n = messages.len();
+    reply::encode_fitting(
+        n,
+        cap,
+        |k| {
+            let more = cut || k < n;
+            let next = (more && k > 0).then(|| seq(n - k).to_string());
+            make(messages[n - k..].to_vec(), more, next)
+        },
+        out,
+    );
 }
 
 fn wire_message(m: &StoredMessage) -> Message {

@@ -18,15 +18,15 @@ use std::time::Duration;
 
 use jaring_proto::chat::send::Send;
 use jaring_proto::chat::{ChatSession, Command, Request, encode_error};
-use jaring_runtime::driver::{linger_async, read_blocking, write_out};
-use jaring_runtime::{Conn, End, Handler};
+use jaring_runtime::driver::{linger_async, write_out};
+use jaring_runtime::{Conn, End, Handler, LineDeadline};
 use tokio::io::{AsyncRead as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::live::{self, LiveEnd};
-use crate::realm::{ConnState, Outcome, Realm};
+use crate::realm::{ConnState, Delivery, Outcome, Realm};
 use crate::store::Store;
 
 /// How often expired tokens are swept from memory and storage.
@@ -36,6 +36,12 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// be 1 MiB) the buffer is given back, so a connection that once fetched a big inbox does not
 /// hold that memory while it idles.
 pub const KEEP_REPLY_BUFFER: usize = 64 * 1024;
+
+/// Bytes of replies a connection may have waiting to be written: past this, the replies are
+/// written (waiting for the peer to read them, up to the idle timeout) before the next request
+/// is taken. With every reply capped in bytes (see [`crate::realm::DEFAULT_MAX_REPLY_BYTES`]), a
+/// client that pipelines requests and never reads holds at most this plus one reply in memory.
+pub const DEFAULT_REPLY_BUDGET: usize = 64 * 1024;
 
 /// Most consecutive `send`s of one connection committed together. A client that pipelines its
 /// sends (writes several before reading the replies) then pays one commit wait for all of them,
@@ -126,6 +132,16 @@ impl<S: Store> ChatServer<S> {
 }
 
 impl<S: Store> ChatServer<S> {
+    /// The client sent another request after an `inbox` or `inboxgroup` reply: it has that reply
+    /// (a classic client reads a whole reply before its next command), so its messages are
+    /// delivered now. Until then they were only written to a socket, which a reset can still
+    /// discard; a connection that ends first drops the delivery, and they are handed out again.
+    async fn acknowledge(&self, unconfirmed: &mut Option<Delivery>) {
+        if let Some(delivery) = unconfirmed.take() {
+            self.realm.confirm(delivery).await;
+        }
+    }
+
     /// Runs a live group session on a connection thread: the session needs to wait on the socket
     /// and the group at once, so it runs as the async loop, on a non-blocking duplicate of the
     /// socket, driven from this thread; the socket is blocking again afterwards.
@@ -171,12 +187,9 @@ impl<S: Store> Handler for ChatServer<S> {
         "chat"
     }
 
-    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>> {
+    fn busy_reply(&self, why: jaring_runtime::Busy) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        encode_error(
-            format_args!("server busy: {limit} connections open; try again later"),
-            &mut out,
-        );
+        encode_error(why, &mut out);
         Some(out)
     }
 
@@ -197,6 +210,10 @@ impl<S: Store> Handler for ChatServer<S> {
         tokio::pin!(idle_timer);
         let cancelled = conn.shutdown.cancelled();
         tokio::pin!(cancelled);
+        // The last inbox reply's messages, delivered once the client sends its next request.
+        let mut unconfirmed = None;
+        // While a request line is unfinished: when it must be finished by.
+        let mut line_deadline: Option<Instant> = None;
 
         let end = 'conn: loop {
             let ready = tokio::select! {
@@ -204,11 +221,17 @@ impl<S: Store> Handler for ChatServer<S> {
                 () = &mut cancelled => break End::Shutdown,
                 ready = stream.readable() => ready,
                 () = &mut idle_timer => {
+                    let now = Instant::now();
+                    if line_deadline.is_some_and(|d| now >= d) {
+                        break End::SlowRequest;
+                    }
                     let deadline = last_active + idle;
-                    if Instant::now() >= deadline {
+                    if now >= deadline {
                         break End::Idle;
                     }
-                    idle_timer.as_mut().reset(deadline);
+                    idle_timer
+                        .as_mut()
+                        .reset(line_deadline.map_or(deadline, |d| d.min(deadline)));
                     continue;
                 }
             };
@@ -227,6 +250,19 @@ impl<S: Store> Handler for ChatServer<S> {
             };
             last_active = Instant::now();
             session.handle_input(&buf[..n]);
+            // A line started and not finished must be finished by its deadline, however slowly
+            // its bytes trickle in (each of which keeps the idle timer happy).
+            match (session.partial(), line_deadline) {
+                (true, None) => {
+                    let deadline = last_active + conn.line_timeout;
+                    line_deadline = Some(deadline);
+                    if deadline < idle_timer.deadline() {
+                        idle_timer.as_mut().reset(deadline);
+                    }
+                }
+                (false, Some(_)) => line_deadline = None,
+                _ => {}
+            }
             if n < buf.len() {
                 // The read drained the socket (see `read_now`): until it is readable again the
                 // connection is idle, and an idle connection holds no read buffer.
@@ -234,6 +270,7 @@ impl<S: Store> Handler for ChatServer<S> {
             }
             let mut held = None;
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
+                self.acknowledge(&mut unconfirmed).await;
                 match request {
                     Request::Command(Command::Send(first)) => {
                         let sends = gather_sends(first, &mut session, &mut held);
@@ -242,15 +279,7 @@ impl<S: Store> Handler for ChatServer<S> {
                     Request::Command(cmd) => {
                         match self.realm.execute(&mut state, cmd, &mut out).await {
                             Outcome::Replied => {}
-                            Outcome::Deliver(delivery) => {
-                                // The reply carrying the messages must reach the socket before
-                                // they count as delivered.
-                                if let Err(e) = write_out(&mut stream, &mut out, idle).await {
-                                    drop(delivery);
-                                    break 'conn End::Error(e);
-                                }
-                                self.realm.confirm(delivery).await;
-                            }
+                            Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
                             Outcome::Live(l) => {
                                 let end = live::run(
                                     &self.realm,
@@ -289,6 +318,11 @@ impl<S: Store> Handler for ChatServer<S> {
                     // Live lines are taken by the live session's own loop.
                     Request::Live(_) => {}
                 }
+                if out.len() >= DEFAULT_REPLY_BUDGET
+                    && let Err(e) = write_out(&mut stream, &mut out, idle).await
+                {
+                    break 'conn End::Error(e);
+                }
             }
             if let Err(e) = write_out(&mut stream, &mut out, idle).await {
                 break End::Error(e);
@@ -300,10 +334,11 @@ impl<S: Store> Handler for ChatServer<S> {
         self.realm.disconnect(&mut state);
         match &end {
             End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
+            End::SlowRequest => session.handle_slow_request(conn.line_timeout.as_secs(), &mut out),
             End::Shutdown => session.handle_shutdown(&mut out),
             _ => {}
         }
-        if matches!(end, End::Idle | End::Shutdown) {
+        if matches!(end, End::Idle | End::SlowRequest | End::Shutdown) {
             let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
             linger_async(&mut stream, read_buffer(&mut buf, conn.read_buffer)).await;
         }
@@ -322,14 +357,20 @@ impl<S: Store> Handler for ChatServer<S> {
         let mut state = ConnState::new(conn.info.peer.ip());
         let mut buf = vec![0u8; conn.read_buffer];
         let mut out = Vec::new();
+        let mut unconfirmed = None;
+        let mut line = LineDeadline::default();
         let end = 'conn: loop {
-            let n = match read_blocking(&mut stream, &mut buf, &conn) {
+            let n = match line.read(&mut stream, &mut buf, &conn) {
                 Ok(n) => n,
                 Err(end) => break end,
             };
             session.handle_input(&buf[..n]);
+            if let Err(end) = line.partial(session.partial(), &stream, &conn) {
+                break end;
+            }
             let mut held = None;
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
+                self.handle.block_on(self.acknowledge(&mut unconfirmed));
                 match request {
                     Request::Command(Command::Send(first)) => {
                         let sends = gather_sends(first, &mut session, &mut held);
@@ -342,14 +383,7 @@ impl<S: Store> Handler for ChatServer<S> {
                             .block_on(self.realm.execute(&mut state, cmd, &mut out));
                         match outcome {
                             Outcome::Replied => {}
-                            Outcome::Deliver(delivery) => {
-                                if let Err(e) = stream.write_all(&out) {
-                                    drop(delivery);
-                                    break 'conn End::Error(e);
-                                }
-                                out.clear();
-                                self.handle.block_on(self.realm.confirm(delivery));
-                            }
+                            Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
                             Outcome::Live(l) => {
                                 match self.live_blocking(
                                     l,
@@ -373,6 +407,12 @@ impl<S: Store> Handler for ChatServer<S> {
                     }
                     Request::Live(_) => {}
                 }
+                if out.len() >= DEFAULT_REPLY_BUDGET {
+                    if let Err(e) = stream.write_all(&out) {
+                        break 'conn End::Error(e);
+                    }
+                    out.clear();
+                }
             }
             if let Err(e) = stream.write_all(&out) {
                 break End::Error(e);
@@ -382,10 +422,14 @@ impl<S: Store> Handler for ChatServer<S> {
         self.realm.disconnect(&mut state);
         match &end {
             End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
+            End::SlowRequest => session.handle_slow_request(conn.line_timeout.as_secs(), &mut out),
             End::Shutdown => session.handle_shutdown(&mut out),
             _ => {}
         }
-        if matches!(end, End::Idle | End::Shutdown | End::Closed) {
+        if matches!(
+            end,
+            End::Idle | End::SlowRequest | End::Shutdown | End::Closed
+        ) {
             let _ = stream.set_write_timeout(Some(conn.grace.min(idle)));
             let _ = stream.write_all(&out);
             if stream.shutdown(Shutdown::Write).is_ok() {

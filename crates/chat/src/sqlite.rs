@@ -72,8 +72,8 @@ mod mailboxes;
 use mailboxes::{Lookup, Mailboxes};
 
 use crate::store::{
-    NewMessage, Store, StoreError, StoreResult, StoredMessage, TokenRecord, UserRecord,
-    conversation_key,
+    NewMessage, Page, Store, StoreError, StoreResult, StoredMessage, TokenRecord, UserRecord,
+    Window, WindowTaker, conversation_key,
 };
 
 /// Most write operations committed in one transaction. A larger batch amortises the fsync over more
@@ -1117,8 +1117,8 @@ impl Store for SqliteStore {
         &self,
         a: &str,
         b: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<StoredMessage>> {
+        window: Window,
+    ) -> StoreResult<Page<StoredMessage>> {
         let key = conversation_key(a, b);
         self.read(move |c| {
             // One snapshot for all three reads: the writer moves `upto` and the index together.
@@ -1127,18 +1127,30 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT upto FROM history_indexed WHERE id = 0", [], |r| {
                     r.get(0)
                 })?;
+            let before = window.before_seq();
+            let mut taker = WindowTaker::new(window);
+            let mut taken = 0;
             // The newest messages, not indexed yet: at most HISTORY_INDEX_EVERY rows (plus
             // one batch), walked backwards by `seq`.
-            let mut out = tx
-                .prepare_cached(&format!(
+            {
+                let mut tail = tx.prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE seq > ?1 AND conversation = ?2 ORDER BY seq DESC LIMIT ?3"
-                ))?
-                .query_map(params![upto, key, limit as i64], message_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let rest = limit.saturating_sub(out.len());
+                     WHERE seq > ?1 AND seq < ?2 AND conversation = ?3 ORDER BY seq DESC LIMIT ?4"
+                ))?;
+                for row in
+                    tail.query_map(params![upto, before, key, window.limit as i64], message_row)?
+                {
+                    let m = row?;
+                    let len = m.message.body.len();
+                    if !taker.take(m, len) {
+                        return Ok(taker.finish());
+                    }
+                    taken += 1;
+                }
+            }
+            let rest = window.limit.saturating_sub(taken);
             if rest > 0 {
-                let mut seqs = Vec::with_capacity(rest);
+                let mut seqs = Vec::with_capacity(rest.min(4096));
                 let mut postings = tx.prepare_cached(
                     "SELECT seqs FROM history_index WHERE conversation = ?1 AND last_seq <= ?2 \
                      ORDER BY last_seq DESC",
@@ -1150,18 +1162,24 @@ impl Store for SqliteStore {
                         if seqs.len() == rest {
                             break 'postings;
                         }
-                        seqs.push(i64::from_le_bytes(seq.try_into().unwrap_or_default()));
+                        let seq = i64::from_le_bytes(seq.try_into().unwrap_or_default());
+                        if seq < before {
+                            seqs.push(seq);
+                        }
                     }
                 }
                 let mut by_seq = tx.prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1"
                 ))?;
                 for seq in seqs {
-                    out.push(by_seq.query_row([seq], message_row)?);
+                    let m = by_seq.query_row([seq], message_row)?;
+                    let len = m.message.body.len();
+                    if !taker.take(m, len) {
+                        break;
+                    }
                 }
             }
-            out.reverse();
-            Ok(out)
+            Ok(taker.finish())
         })
         .await
     }
@@ -1300,9 +1318,70 @@ mod tests {
         store.insert_message(message(from, to, body)).await.unwrap();
     }
 
+    fn window(limit: usize) -> Window {
+        Window {
+            limit,
+            before: None,
+            max_bytes: usize::MAX,
+        }
+    }
+
     async fn history(store: &SqliteStore, limit: usize) -> Vec<String> {
-        let found = store.conversation("bob", "amy", limit).await.unwrap();
-        found.into_iter().map(|m| m.message.body).collect()
+        let found = store
+            .conversation("bob", "amy", window(limit))
+            .await
+            .unwrap();
+        assert!(!found.cut);
+        found.messages.into_iter().map(|m| m.message.body).collect()
+    }
+
+    /// A history window walks back from its cursor, through the unindexed tail and the index,
+    /// and stops at its byte limit with the page marked cut.
+    #[tokio::test]
+    async fn history_pages_back_by_cursor_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal, 16).unwrap();
+        for i in 0..10 {
+            if i == 6 {
+                // The commit after this pause indexes what came before: the pages below cross
+                // from the unindexed tail into the index.
+                tokio::time::sleep(HISTORY_INDEX_AFTER + std::time::Duration::from_millis(100))
+                    .await;
+            }
+            send(&store, "amy", "bob", &format!("m{i}")).await;
+        }
+        let page = |before, max_bytes| {
+            store.conversation(
+                "bob",
+                "amy",
+                Window {
+                    limit: 4,
+                    before,
+                    max_bytes,
+                },
+            )
+        };
+        let newest = page(None, usize::MAX).await.unwrap();
+        let bodies = |p: &Page<StoredMessage>| -> Vec<String> {
+            p.messages.iter().map(|m| m.message.body.clone()).collect()
+        };
+        assert_eq!(bodies(&newest), ["m6", "m7", "m8", "m9"]);
+        assert!(!newest.cut);
+        let older = page(Some(newest.messages[0].seq), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(bodies(&older), ["m2", "m3", "m4", "m5"]);
+        // Each body is 2 bytes: 5 bytes hold two of the three left, and the page says it was cut.
+        let cut = page(Some(older.messages[1].seq), 5).await.unwrap();
+        assert_eq!(bodies(&cut), ["m1", "m2"]);
+        assert!(cut.cut);
+        let last = page(Some(cut.messages[0].seq), 5).await.unwrap();
+        assert_eq!(bodies(&last), ["m0"]);
+        assert!(!last.cut);
+        // The first message always comes, whatever its size.
+        let one = page(None, 0).await.unwrap();
+        assert_eq!(bodies(&one), ["m9"]);
+        assert!(one.cut);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1620,7 +1699,12 @@ mod tests {
         assert_eq!(inbox(&store, dir.path(), "cat").await, ["c2"]);
         // History was indexed anew and still holds every message, delivered or not.
         assert_eq!(
-            store.conversation("amy", "bob", 10).await.unwrap().len(),
+            store
+                .conversation("amy", "bob", window(10))
+                .await
+                .unwrap()
+                .messages
+                .len(),
             3,
             "history of amy and bob"
         );

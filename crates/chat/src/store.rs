@@ -47,6 +47,78 @@ pub struct StoredMessage {
     pub message: NewMessage,
 }
 
+/// Which part of a history to read: the newest `limit` messages older than `before`, stopping
+/// early once their text passes `max_bytes`, so one request never loads more than about that
+/// much whatever the messages' sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Most messages.
+    pub limit: usize,
+    /// Only messages with a smaller `seq` (the cursor of the page before); `None`: the newest.
+    pub before: Option<i64>,
+    /// Most bytes of message text; the first message is read whatever its size.
+    pub max_bytes: usize,
+}
+
+impl Window {
+    /// The `seq` bound for SQL: `before`, or past every seq.
+    pub fn before_seq(&self) -> i64 {
+        self.before.unwrap_or(i64::MAX)
+    }
+}
+
+/// Messages read through a [`Window`], oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The messages.
+    pub messages: Vec<T>,
+    /// True when the window's byte limit stopped the read with older messages left: the rest
+    /// is read with `before` set to the first message's seq.
+    pub cut: bool,
+}
+
+/// Gathers a [`Window`]'s messages as a backend reads them, newest first, into a [`Page`].
+#[derive(Debug)]
+pub struct WindowTaker<T> {
+    messages: Vec<T>,
+    bytes: usize,
+    max_bytes: usize,
+    cut: bool,
+}
+
+impl<T> WindowTaker<T> {
+    /// Starts reading `window`.
+    pub fn new(window: Window) -> Self {
+        Self {
+            messages: Vec::new(),
+            bytes: 0,
+            max_bytes: window.max_bytes,
+            cut: false,
+        }
+    }
+
+    /// Takes the next older message, of `len` bytes of text; `false` (the message left out):
+    /// the window is full, stop reading.
+    pub fn take(&mut self, message: T, len: usize) -> bool {
+        if !self.messages.is_empty() && self.bytes + len > self.max_bytes {
+            self.cut = true;
+            return false;
+        }
+        self.bytes += len;
+        self.messages.push(message);
+        true
+    }
+
+    /// The page, oldest first.
+    pub fn finish(mut self) -> Page<T> {
+        self.messages.reverse();
+        Page {
+            messages: self.messages,
+            cut: self.cut,
+        }
+    }
+}
+
 /// A session token as stored: only the SHA-256 of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -132,13 +204,13 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
         upto_seq: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// The latest `limit` messages between `a` and `b`, both directions, oldest first.
+    /// The latest messages between `a` and `b`, both directions, in `window`, oldest first.
     fn conversation(
         &self,
         a: &str,
         b: &str,
-        limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<StoredMessage>>> + Send;
+        window: Window,
+    ) -> impl Future<Output = StoreResult<Page<StoredMessage>>> + Send;
 }
 
 /// The key of the conversation between two addresses, the same whichever side asks.

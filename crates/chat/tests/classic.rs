@@ -213,6 +213,8 @@ async fn messages_and_tokens_survive_a_clean_restart() {
         got,
         (0..5).map(|i| format!("before-{i}")).collect::<Vec<_>>()
     );
+    // The next request shows the client has that reply: its messages are delivered.
+    assert!(ok(&b.call(&format!("users {tb}")).await));
     drop(b);
     r.stop().await;
 

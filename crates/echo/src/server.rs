@@ -138,7 +138,7 @@ impl Handler for EchoServer {
         "echo"
     }
 
-    fn busy_reply(&self, _limit: usize) -> Option<Vec<u8>> {
+    fn busy_reply(&self, _why: jaring_runtime::Busy) -> Option<Vec<u8>> {
         // Any bytes we sent would be taken for the echo of what the client sends.
         None
     }
@@ -165,7 +165,7 @@ impl Handler for EchoServer {
                 // Half-close honoured: everything came back, now our FIN.
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             }
-            End::Idle | End::Shutdown | End::Closed => {
+            End::Idle | End::SlowRequest | End::Shutdown | End::Closed => {
                 let mut scratch = [0u8; 4096];
                 linger_async(&mut stream, &mut scratch).await;
             }
@@ -261,6 +261,8 @@ impl ConnLoop<'_> {
                 None => match watch.run(ready).await {
                     Wait::Ready(ready) => ready,
                     Wait::Idle => return End::Idle,
+                    // Echo has no requests to finish: it never marks a line partial.
+                    Wait::Slow => return End::SlowRequest,
                     Wait::Shutdown => {
                         stopping = Some(Instant::now() + conn.grace.min(conn.idle_timeout));
                         continue;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jaring_runtime::config::{
-    DEFAULT_BACKLOG, DEFAULT_BIND, DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_BACKLOG, DEFAULT_BIND, DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_LINE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
 };
 use jaring_runtime::{Limits, ListenConfig, Model, ServerConfig};
 
@@ -123,9 +124,16 @@ pub struct ServerArgs {
     /// Concurrent connections; the excess is told the server is busy and closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Concurrent connections from one client address (an IPv6 /64); the excess is told why
+    /// and closed [default: a quarter of --max-connections].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
     /// Seconds a connection may stay idle before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
     pub idle_timeout: u64,
+    /// Seconds a request line may take from its first byte to its end (slow senders are closed).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_LINE_TIMEOUT.as_secs())]
+    pub line_timeout: u64,
     /// Seconds to let open connections finish at shutdown (SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
     pub grace: f64,
@@ -161,6 +169,8 @@ impl ServerArgs {
                 max_connections: self.max_connections,
                 idle_timeout: Duration::from_secs(self.idle_timeout),
                 max_line,
+                max_per_address: self.max_connections_per_address,
+                line_timeout: Duration::from_secs(self.line_timeout),
             },
             grace: crate::cmd::seconds("grace", self.grace)?,
         })

@@ -76,7 +76,7 @@ fn run_async(command: Command) -> CmdResult {
         .map_err(|e| {
             Failure::Runtime(anyhow::Error::new(e).context("cannot start the async runtime"))
         })?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match command {
             Command::Time(args) => cmd::time::run(args).await,
             Command::Echo(args) => cmd::echo::run(args).await,
@@ -86,5 +86,10 @@ fn run_async(command: Command) -> CmdResult {
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Completions { .. } => Ok(()),
         }
-    })
+    });
+    // Whatever still runs once the command is done (a connection kept past the grace period, a
+    // blocking storage call) is abandoned, not waited for: the grace period was the wait, and
+    // dropping the runtime would block on blocking tasks without limit.
+    runtime.shutdown_background();
+    result
 }

@@ -191,6 +191,21 @@ impl TimeSession {
         self.done = true;
     }
 
+    /// Whether part of a request line has arrived and not its end.
+    pub fn partial(&self) -> bool {
+        !self.done && self.framer.pending() > 0
+    }
+
+    /// A request line was not finished within `limit_secs` of its first byte; tells the peer why
+    /// it is being closed.
+    pub fn handle_slow_request(&mut self, limit_secs: u64, out: &mut Vec<u8>) {
+        self.done = true;
+        encode_error(
+            format_args!("request line not finished within {limit_secs} s; closing"),
+            out,
+        );
+    }
+
     /// The connection was idle for `idle_secs`; tells the peer why it is being closed.
     pub fn handle_idle_timeout(&mut self, idle_secs: u64, out: &mut Vec<u8>) {
         self.done = true;

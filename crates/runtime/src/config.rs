@@ -21,6 +21,19 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// this long is told why and closed, so a forgotten `telnet` cannot hold a slot for ever.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Default deadline for finishing a request line, counted from its first byte: a peer that
+/// starts a line and does not end it within this long (a slowloris sending a byte a second, or a
+/// forgotten half-typed `telnet` line) is told why and closed, whatever its idle timeout. Long
+/// enough for a person typing a command by hand in `telnet`'s character mode.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default cap on connections from one client address, as a fraction of
+/// `max_connections`: `max_connections / DEFAULT_PER_ADDRESS_DIVISOR` (at least 1). The
+/// connection past it is told why and closed, so one host cannot hold every slot; a quarter
+/// still lets one machine run a large load test (2,500 connections at the default limit).
+/// IPv6 addresses count by their /64, the block one host is usually given.
+pub const DEFAULT_PER_ADDRESS_DIVISOR: usize = 4;
+
 /// Default grace period at shutdown: how long connections get to finish replies in flight after the
 /// listener closes, before the server stops waiting for them and exits anyway.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -109,6 +122,19 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest request line a line protocol accepts, in bytes; passed to the session.
     pub max_line: usize,
+    /// Concurrent connections from one client address (an IPv6 /64); `None`: a quarter of
+    /// `max_connections` (see [`DEFAULT_PER_ADDRESS_DIVISOR`]).
+    pub max_per_address: Option<usize>,
+    /// How long a request line may take from its first byte to its end.
+    pub line_timeout: Duration,
+}
+
+impl Limits {
+    /// The connection cap per client address in force.
+    pub fn per_address(&self) -> usize {
+        self.max_per_address
+            .unwrap_or((self.max_connections / DEFAULT_PER_ADDRESS_DIVISOR).max(1))
+    }
 }
 
 impl Default for Limits {
@@ -117,6 +143,8 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_line: jaring_proto::time::DEFAULT_MAX_LINE,
+            max_per_address: None,
+            line_timeout: DEFAULT_LINE_TIMEOUT,
         }
     }
 }
@@ -152,6 +180,14 @@ impl ServerConfig {
         }
         if self.limits.idle_timeout.is_zero() {
             return Err(ConfigError("idle timeout must be longer than 0 seconds"));
+        }
+        if self.limits.max_per_address == Some(0) {
+            return Err(ConfigError(
+                "max connections per address must be at least 1",
+            ));
+        }
+        if self.limits.line_timeout.is_zero() {
+            return Err(ConfigError("line timeout must be longer than 0 seconds"));
         }
         if self.limits.max_line == 0 {
             return Err(ConfigError("max line length must be at least 1 byte"));

@@ -44,6 +44,8 @@ pub enum End {
     Idle,
     /// The server is shutting down.
     Shutdown,
+    /// The peer started a request line and did not finish it within the line timeout.
+    SlowRequest,
     /// The socket failed (reset, broken pipe, a write that timed out).
     Error(io::Error),
 }
@@ -57,6 +59,8 @@ pub struct Conn {
     pub read_buffer: usize,
     /// Close the connection after this long without input (or without the peer taking our output).
     pub idle_timeout: Duration,
+    /// Close the connection when a request line is not finished this long after its first byte.
+    pub line_timeout: Duration,
     /// At shutdown, how long final writes may take.
     pub grace: Duration,
     /// Cancelled when the server shuts down; a connection loop must watch it.
@@ -70,6 +74,9 @@ pub enum Wait<T> {
     Ready(T),
     /// The connection was idle for its whole idle timeout.
     Idle,
+    /// A request line was started and not finished within the line timeout (see
+    /// [`Watch::partial`]).
+    Slow,
     /// The server is shutting down.
     Shutdown,
 }
@@ -87,6 +94,9 @@ pub enum Wait<T> {
 pub struct Watch {
     idle: Duration,
     last_active: Instant,
+    line_timeout: Duration,
+    /// When the unfinished request line must be done by, while there is one.
+    line_deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
 }
@@ -97,6 +107,8 @@ impl Watch {
         Self {
             idle: conn.idle_timeout,
             last_active: Instant::now(),
+            line_timeout: conn.line_timeout,
+            line_deadline: None,
             timer: Box::pin(tokio::time::sleep(conn.idle_timeout)),
             cancelled: Box::pin(conn.shutdown.clone().cancelled_owned()),
         }
@@ -105,6 +117,23 @@ impl Watch {
     /// Marks progress: the idle timeout counts from now.
     pub fn touch(&mut self) {
         self.last_active = Instant::now();
+    }
+
+    /// Says whether the peer has sent part of a request line and not its end. The line timeout
+    /// counts from the first call that says so, however slowly the rest trickles in, until a
+    /// call says the line is done.
+    pub fn partial(&mut self, partial: bool) {
+        match (partial, self.line_deadline) {
+            (true, None) => {
+                let deadline = Instant::now() + self.line_timeout;
+                self.line_deadline = Some(deadline);
+                if deadline < self.timer.deadline() {
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
+            (false, Some(_)) => self.line_deadline = None,
+            _ => {}
+        }
     }
 
     /// Awaits `operation`, unless the server shuts down or the connection stays idle first.
@@ -117,11 +146,16 @@ impl Watch {
                 () = &mut self.cancelled => return Wait::Shutdown,
                 output = &mut operation => return Wait::Ready(output),
                 () = &mut self.timer => {
+                    let now = Instant::now();
+                    if self.line_deadline.is_some_and(|d| now >= d) {
+                        return Wait::Slow;
+                    }
                     let deadline = self.last_active + self.idle;
-                    if Instant::now() >= deadline {
+                    if now >= deadline {
                         return Wait::Idle;
                     }
-                    self.timer.as_mut().reset(deadline);
+                    let next = self.line_deadline.map_or(deadline, |d| d.min(deadline));
+                    self.timer.as_mut().reset(next);
                 }
             }
         }
@@ -139,12 +173,14 @@ pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx:
         let n = match watch.run(stream.read(&mut buf)).await {
             Wait::Shutdown => break End::Shutdown,
             Wait::Idle => break End::Idle,
+            Wait::Slow => break End::SlowRequest,
             Wait::Ready(Ok(0)) => break End::Eof,
             Wait::Ready(Ok(n)) => n,
             Wait::Ready(Err(e)) => break End::Error(e),
         };
         watch.touch();
         let flow = session.handle_input(&buf[..n], &mut out);
+        watch.partial(session.partial());
         if let Err(e) = write_out(&mut stream, &mut out, idle).await {
             break End::Error(e);
         }
@@ -156,6 +192,7 @@ pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx:
     match &end {
         End::Eof => session.handle_eof(&mut out),
         End::Idle => session.handle_idle_timeout(idle, &mut out),
+        End::SlowRequest => session.handle_slow_request(ctx.line_timeout, &mut out),
         End::Shutdown => {
             // Requests that already arrived get their replies: that is what "finish what is in
             // flight" means to a client that pipelined a few before we stopped.
@@ -250,12 +287,16 @@ pub fn drive_blocking<S: Session>(
     }
     let mut buf = vec![0u8; ctx.read_buffer];
     let mut out = Vec::new();
+    let mut line = LineDeadline::default();
     let end = loop {
-        let n = match read_blocking(&mut stream, &mut buf, ctx) {
+        let n = match line.read(&mut stream, &mut buf, ctx) {
             Ok(n) => n,
             Err(end) => break end,
         };
         let flow = session.handle_input(&buf[..n], &mut out);
+        if let Err(end) = line.partial(session.partial(), &stream, ctx) {
+            break end;
+        }
         if let Err(e) = stream.write_all(&out) {
             break End::Error(e);
         }
@@ -267,6 +308,7 @@ pub fn drive_blocking<S: Session>(
     match &end {
         End::Eof => session.handle_eof(&mut out),
         End::Idle => session.handle_idle_timeout(idle, &mut out),
+        End::SlowRequest => session.handle_slow_request(ctx.line_timeout, &mut out),
         End::Shutdown => session.handle_shutdown(&mut out),
         End::Closed | End::Error(_) => {}
     }
@@ -280,6 +322,57 @@ pub fn drive_blocking<S: Session>(
         }
     }
     end
+}
+
+/// The line timeout of a blocking connection loop, as [`Watch::partial`] keeps it for an async
+/// one: while a request line is unfinished, reads wait no longer than its deadline.
+#[derive(Debug, Default)]
+pub struct LineDeadline(Option<std::time::Instant>);
+
+impl LineDeadline {
+    /// [`read_blocking`], ending with [`End::SlowRequest`] once an unfinished line's deadline
+    /// passes.
+    pub fn read(
+        &self,
+        stream: &mut std::net::TcpStream,
+        buf: &mut [u8],
+        conn: &Conn,
+    ) -> Result<usize, End> {
+        let Some(deadline) = self.0 else {
+            return read_blocking(stream, buf, conn);
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(End::SlowRequest);
+        }
+        stream
+            .set_read_timeout(Some(left.min(conn.idle_timeout)))
+            .map_err(End::Error)?;
+        match read_blocking(stream, buf, conn) {
+            Err(End::Idle) if std::time::Instant::now() >= deadline => Err(End::SlowRequest),
+            other => other,
+        }
+    }
+
+    /// After input: whether the session holds an unfinished request line now.
+    pub fn partial(
+        &mut self,
+        partial: bool,
+        stream: &std::net::TcpStream,
+        conn: &Conn,
+    ) -> Result<(), End> {
+        match (partial, self.0) {
+            (true, None) => self.0 = Some(std::time::Instant::now() + conn.line_timeout),
+            (false, Some(_)) => {
+                self.0 = None;
+                stream
+                    .set_read_timeout(Some(conn.idle_timeout))
+                    .map_err(End::Error)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// One blocking read for a connection thread, with the runtime's rules: `Ok(n)` is input; a read

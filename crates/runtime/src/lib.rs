@@ -25,8 +25,8 @@ pub mod service;
 
 pub use config::{Limits, ListenConfig, Model, ServerConfig};
 pub use dial::{DialError, dial};
-pub use driver::{Conn, End, Wait, Watch};
+pub use driver::{Conn, End, LineDeadline, Wait, Watch};
 pub use jaring_proto::Flow;
 pub use server::{BindError, Server, Stats};
-pub use service::{ConnInfo, Handler, Service, Session};
+pub use service::{Busy, ConnInfo, Handler, Service, Session};
 pub use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Model, ServerConfig};
 use crate::driver::{Conn, End};
-use crate::service::{ConnInfo, Handler};
+use crate::service::{Busy, ConnInfo, Handler};
 
 /// Stack for a connection thread under [`Model::Threads`]: the blocking driver needs little, and
 /// hundreds of threads at the default 2 MiB each would be wasteful address space.
@@ -156,11 +156,14 @@ impl Server {
             addr = %local_addr,
             model = %config.model,
             max_connections = config.limits.max_connections,
+            max_per_address = config.limits.per_address(),
             idle_timeout_s = config.limits.idle_timeout.as_secs(),
+            line_timeout_s = config.limits.line_timeout.as_secs(),
             "listening"
         );
         let mut acceptor = Acceptor {
             permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            per_address: Arc::default(),
             tracker: TaskTracker::new(),
             threads: Arc::default(),
             next_id: 0,
@@ -190,9 +193,63 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The key connections are counted under per client: the IPv4 address (an IPv4-mapped IPv6
+/// address counts as its IPv4 address), or an IPv6 address's /64, the block one host, home or
+/// phone is usually given (counting /128s would let it take 2^64 shares).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Connections open per client address (see [`address_key`]).
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts a connection from `ip` if it has fewer than `limit`; the slot is given back when
+    /// the returned guard is dropped.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut map = lock(&self.0);
+        let n = map.entry(key).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// One connection's place in its address's count.
+struct AddressSlot {
+    map: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.map.0);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The accept loop and everything it owns.
 struct Acceptor<S> {
     permits: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
     tracker: TaskTracker,
     /// Connection threads' sockets, so shutdown can wake their blocked reads.
     threads: Arc<Mutex<HashMap<u64, std::net::TcpStream>>>,
@@ -244,6 +301,7 @@ impl<S: Handler> Acceptor<S> {
             info,
             read_buffer: self.service.read_buffer_size(),
             idle_timeout: self.config.limits.idle_timeout,
+            line_timeout: self.config.limits.line_timeout,
             grace: self.config.grace,
             shutdown: self.shutdown.clone(),
         };
@@ -257,10 +315,17 @@ impl<S: Handler> Acceptor<S> {
             self.finish(&info, &end);
             return;
         }
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            self.refuse(stream, info);
+        let per_address = self.config.limits.per_address();
+        let Some(slot) = self.per_address.admit(info.peer.ip(), per_address) else {
+            self.refuse(stream, info, Busy::Address { limit: per_address });
             return;
         };
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            let limit = self.config.limits.max_connections;
+            self.refuse(stream, info, Busy::Full { limit });
+            return;
+        };
+        let permit = (permit, slot);
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         debug!(conn = info.id, peer = %info.peer, "connection opened");
         let service = Arc::clone(&self.service);
@@ -312,17 +377,16 @@ impl<S: Handler> Acceptor<S> {
     }
 
     /// Tells an over-limit client why, without spending a task or a buffer on it.
-    fn refuse(&mut self, stream: TcpStream, info: ConnInfo) {
+    fn refuse(&mut self, stream: TcpStream, info: ConnInfo, why: Busy) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let limit = self.config.limits.max_connections;
-        if let Some(reply) = self.service.busy_reply(limit) {
+        if let Some(reply) = self.service.busy_reply(why) {
             // A fresh socket's send buffer is empty, so one short line always fits without waiting.
             let _ = stream.try_write(&reply);
         }
         if let Ok(std_stream) = stream.into_std() {
             let _ = std_stream.shutdown(Shutdown::Write);
         }
-        self.refusals.note(&info, limit);
+        self.refusals.note(&info, why);
     }
 
     fn finish(&self, info: &ConnInfo, end: &End) {
@@ -378,7 +442,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn note(&mut self, info: &ConnInfo, limit: usize) {
+    fn note(&mut self, info: &ConnInfo, why: Busy) {
         self.unlogged += 1;
         let now = tokio::time::Instant::now();
         if self
@@ -390,7 +454,7 @@ impl RefusalLog {
         warn!(
             conn = info.id,
             peer = %info.peer,
-            limit,
+            reason = %why,
             refused = self.unlogged,
             "connection limit reached; refusing connections"
         );

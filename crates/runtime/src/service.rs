@@ -19,6 +19,35 @@ use crate::driver::{Conn, End, drive_async, drive_blocking};
 /// pipelined requests in one read, small enough that ten thousand idle connections stay cheap.
 pub const DEFAULT_READ_BUFFER: usize = 4096;
 
+/// Why a connection is refused at admission; its `Display` is the sentence to tell the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The server holds its `max_connections` already.
+    Full {
+        /// The limit.
+        limit: usize,
+    },
+    /// The peer's address (its /64, for IPv6) holds its share of connections already.
+    Address {
+        /// The limit per address.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full { limit } => {
+                write!(f, "server busy: {limit} connections open; try again later")
+            }
+            Self::Address { limit } => write!(
+                f,
+                "too many connections from your address ({limit} open); close some and try again"
+            ),
+        }
+    }
+}
+
 /// Facts about a connection that a session may want (for its replies or its logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -45,6 +74,15 @@ pub trait Session: Send + 'static {
     /// The peer was silent for `idle`; the connection closes after this.
     fn handle_idle_timeout(&mut self, _idle: Duration, _out: &mut Vec<u8>) {}
 
+    /// Whether part of a request has arrived and not its end: the runtime then closes the
+    /// connection if the request is not complete within the line timeout.
+    fn partial(&self) -> bool {
+        false
+    }
+
+    /// A request was started and not finished within `limit`; the connection closes after this.
+    fn handle_slow_request(&mut self, _limit: Duration, _out: &mut Vec<u8>) {}
+
     /// The server is shutting down; the connection closes after this.
     fn handle_shutdown(&mut self, _out: &mut Vec<u8>) {}
 }
@@ -61,9 +99,9 @@ pub trait Service: Send + Sync + 'static {
     /// Starts a session for a newly admitted connection.
     fn session(&self, conn: &ConnInfo) -> Self::Session;
 
-    /// What to send a connection refused because `limit` connections are open, before closing it.
-    /// `None` closes without a word (right for protocols where any bytes would be taken as data).
-    fn busy_reply(&self, _limit: usize) -> Option<Vec<u8>> {
+    /// What to send a connection refused at admission (`why`), before closing it. `None` closes
+    /// without a word (right for protocols where any bytes would be taken as data).
+    fn busy_reply(&self, _why: Busy) -> Option<Vec<u8>> {
         None
     }
 
@@ -83,7 +121,7 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// What to send a connection refused at the connection limit, before closing it.
-    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>>;
+    fn busy_reply(&self, why: Busy) -> Option<Vec<u8>>;
 
     /// Bytes a connection reads at a time.
     fn read_buffer_size(&self) -> usize;
@@ -106,8 +144,8 @@ impl<S: Service> Handler for S {
         Service::name(self)
     }
 
-    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>> {
-        Service::busy_reply(self, limit)
+    fn busy_reply(&self, why: Busy) -> Option<Vec<u8>> {
+        Service::busy_reply(self, why)
     }
 
     fn read_buffer_size(&self) -> usize {

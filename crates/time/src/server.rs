@@ -91,6 +91,14 @@ impl Session for TimeConnection {
     fn handle_shutdown(&mut self, out: &mut Vec<u8>) {
         self.proto.handle_shutdown(out);
     }
+
+    fn partial(&self) -> bool {
+        self.proto.partial()
+    }
+
+    fn handle_slow_request(&mut self, limit: Duration, out: &mut Vec<u8>) {
+        self.proto.handle_slow_request(limit.as_secs(), out);
+    }
 }
 
 impl Service for TimeService {
@@ -107,12 +115,9 @@ impl Service for TimeService {
         }
     }
 
-    fn busy_reply(&self, limit: usize) -> Option<Vec<u8>> {
+    fn busy_reply(&self, why: jaring_runtime::Busy) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        encode_error(
-            format_args!("server busy: {limit} connections open; try again later"),
-            &mut out,
-        );
+        encode_error(why, &mut out);
         Some(out)
     }
 }

@@ -13,10 +13,14 @@ use jaring_proto::chat::reply::{self, Status};
 use jaring_proto::chat::sendgroup::SendGroup;
 use tracing::error;
 
-use super::{ConnState, Delivery, Realm, STORAGE_FAILED, lock, unix_ms};
+use super::{
+    ConnState, Delivery, Realm, STORAGE_FAILED, encode_name_page, encode_seq_page, lock, size_page,
+    unix_ms,
+};
 use crate::federation::Lookup;
 use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, Subscription};
+use crate::store::Window;
 use crate::store::{NewMessage, Store, StoreError};
 
 /// Where a group address leads.
@@ -613,45 +617,66 @@ impl<S: Store> Realm<S> {
                 return None;
             }
         };
-        let mut reply = InboxGroupOk {
-            status: Status::Ok,
-            group,
-            messages: Vec::new(),
-            more: false,
-        };
         let mut bytes = 0;
+        let mut wire = Vec::new();
         for (i, m) in pending.iter().enumerate() {
             if i == limit || (i > 0 && bytes + m.message.body.len() > self.options.inbox_max_bytes)
             {
-                reply.more = true;
                 break;
             }
             bytes += m.message.body.len();
-            delivery.upto_seq = m.seq;
-            reply.messages.push(wire_group_message(m));
+            wire.push(wire_group_message(m));
         }
-        reply::encode(&reply, out);
-        (delivery.upto_seq > 0).then_some(delivery)
+        let more = wire.len() < pending.len();
+        let sent = reply::encode_fitting(
+            wire.len(),
+            self.options.max_reply_bytes,
+            |k| InboxGroupOk {
+                status: Status::Ok,
+                group: group.clone(),
+                messages: wire[..k].to_vec(),
+                more: more || k < wire.len(),
+            },
+            out,
+        );
+        delivery.upto_seq = pending[..sent].last()?.seq;
+        Some(delivery)
     }
 
-    pub(super) async fn groups_cmd(&self, conn: &mut ConnState, token: &str, out: &mut Vec<u8>) {
+    pub(super) async fn groups_cmd(
+        &self,
+        conn: &mut ConnState,
+        token: &str,
+        after: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         let Some(user) = self.resolve(conn, token, out).await else {
             return;
         };
-        let groups = self
-            .groups
-            .list(&user)
-            .into_iter()
-            .map(|(name, members, member)| GroupEntry {
-                name,
-                members,
-                member,
-            })
-            .collect();
-        reply::encode(
-            &GroupsOk {
+        let mut groups = self.groups.list(&user);
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (page, left_out) = size_page(
+            groups
+                .into_iter()
+                .filter(|(name, _, _)| after.is_none_or(|a| name.as_str() > a))
+                .map(|(name, members, member)| GroupEntry {
+                    name,
+                    members,
+                    member,
+                }),
+            self.options.max_reply_bytes,
+            |g| g.name.len(),
+        );
+        encode_name_page(
+            &page,
+            left_out,
+            self.options.max_reply_bytes,
+            |g| &g.name,
+            |groups, more, next| GroupsOk {
                 status: Status::Ok,
                 groups,
+                more,
+                next,
             },
             out,
         );
@@ -662,6 +687,7 @@ impl<S: Store> Realm<S> {
         conn: &mut ConnState,
         token: &str,
         group: &Address,
+        after: Option<&str>,
         out: &mut Vec<u8>,
     ) {
         if self.resolve(conn, token, out).await.is_none() {
@@ -719,12 +745,27 @@ impl<S: Store> Realm<S> {
             );
             return;
         };
-        reply::encode(
-            &MembersOk {
+        // A peer's list is its first answer already (`more` says whether it was cut); this
+        // realm's own list pages by name.
+        let remote_cut = more;
+        let (page, left_out) = size_page(
+            members
+                .into_iter()
+                .filter(|m| remote_cut || after.is_none_or(|a| m.name.as_str() > a)),
+            self.options.max_reply_bytes,
+            |m| m.name.len() + m.display_name.len(),
+        );
+        encode_name_page(
+            &page,
+            left_out || remote_cut,
+            self.options.max_reply_bytes,
+            |m| &m.name,
+            |members, more, next| MembersOk {
                 status: Status::Ok,
-                group,
+                group: group.clone(),
                 members,
                 more,
+                next: next.filter(|_| !remote_cut),
             },
             out,
         );
@@ -765,20 +806,35 @@ impl<S: Store> Realm<S> {
         reply::encode_ok(&format!("Left group {group}"), out);
     }
 
-    /// `history TOKEN GROUP [N]` for a group the user is a member of.
-    pub(super) async fn group_history(&self, user: &str, group: &str, n: usize, out: &mut Vec<u8>) {
+    /// `history TOKEN GROUP [N [BEFORE]]` for a group the user is a member of.
+    pub(super) async fn group_history(
+        &self,
+        user: &str,
+        group: &str,
+        window: Window,
+        out: &mut Vec<u8>,
+    ) {
         if self.require_member(group, user, out).is_none() {
             return;
         }
-        match self.store.group_history(group, n).await {
-            Ok(msgs) => reply::encode(
-                &GroupHistoryOk {
-                    status: Status::Ok,
-                    group: group.to_owned(),
-                    messages: msgs.iter().map(wire_group_message).collect(),
-                },
-                out,
-            ),
+        match self.store.group_history(group, window).await {
+            Ok(page) => {
+                let wire: Vec<_> = page.messages.iter().map(wire_group_message).collect();
+                encode_seq_page(
+                    &wire,
+                    |i| page.messages[i].seq,
+                    page.cut,
+                    self.options.max_reply_bytes,
+                    |messages, more, next| GroupHistoryOk {
+                        status: Status::Ok,
+                        group: group.to_owned(),
+                        messages,
+                        more,
+                        next,
+                    },
+                    out,
+                );
+            }
             Err(e) => {
                 error!(error = %e, "cannot read a group's history");
                 reply::encode_error(STORAGE_FAILED, out);

@@ -13,7 +13,7 @@ use crate::group_store::{
     GroupRecord, GroupStore, JoinOutcome, MemberRecord, NewGroupMessage, Published,
     StoredGroupMessage,
 };
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Page, StoreError, StoreResult, Window, WindowTaker};
 
 /// The group tables (added to schema version 1 without touching its tables).
 pub(super) const SCHEMA: &str = "
@@ -430,17 +430,27 @@ impl GroupStore for SqliteStore {
     async fn group_history(
         &self,
         group: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<StoredGroupMessage>> {
+        window: Window,
+    ) -> StoreResult<Page<StoredGroupMessage>> {
         let group = group.to_owned();
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM group_messages WHERE grp = ?1 ORDER BY seq DESC LIMIT ?2"
+                "SELECT {COLUMNS} FROM group_messages WHERE grp = ?1 AND seq < ?2 \
+                 ORDER BY seq DESC LIMIT ?3"
             ))?;
-            let rows = s.query_map(params![group, limit as i64], message_row)?;
-            let mut out = rows.collect::<Result<Vec<_>, _>>()?;
-            out.reverse();
-            Ok(out)
+            let rows = s.query_map(
+                params![group, window.before_seq(), window.limit as i64],
+                message_row,
+            )?;
+            let mut taker = WindowTaker::new(window);
+            for row in rows {
+                let m = row?;
+                let len = m.message.body.len();
+                if !taker.take(m, len) {
+                    break;
+                }
+            }
+            Ok(taker.finish())
         })
         .await
     }

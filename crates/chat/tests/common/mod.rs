@@ -65,13 +65,23 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     model: Model,
 ) -> Running {
+    start_with(dir, options, clock, |c| c.model = model).await
+}
+
+/// [`start`], with the server configuration changed by `tune` (limits, model).
+pub async fn start_with(
+    dir: &Path,
+    options: RealmOptions,
+    clock: Arc<dyn Clock>,
+    tune: impl FnOnce(&mut ServerConfig),
+) -> Running {
     let store = SqliteStore::open(dir, sqlite::Synchronous::Full, 4096).unwrap();
     let realm = Arc::new(Realm::open(options, store, clock).await.unwrap());
     let mut config = ServerConfig::on_port(0);
     config.listen.bind = "127.0.0.1".parse().unwrap();
-    config.model = model;
     config.limits.max_line = jaring_proto::chat::DEFAULT_MAX_LINE;
     config.grace = Duration::from_secs(2);
+    tune(&mut config);
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr();
     let handler = Arc::new(ChatServer::new(
@@ -124,6 +134,25 @@ impl Client {
         loop {
             if let Some(v) = self.framer.poll_reply().unwrap() {
                 return Some(v);
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.framer.handle_input(&buf[..n]);
+        }
+    }
+
+    /// The next reply's bytes as sent (its JSON, without the `\r\n\r\n`), or None if the
+    /// server closed first.
+    pub async fn reply_bytes(&mut self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(raw) = self.framer.poll_reply_with(<[u8]>::to_vec).unwrap() {
+                return Some(raw);
             }
             let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
                 .await

@@ -85,9 +85,17 @@ pub struct ServeArgs {
     /// Concurrent connections [default: 10000, or the config's].
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (an IPv6 /64) [default: a quarter of
+    /// --max-connections, or the config's].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
     /// Seconds a silent connection stays open [default: 300, or the config's].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Seconds a request line may take from its first byte to its end [default: 30, or the
+    /// config's].
+    #[arg(long, value_name = "SECS")]
+    pub line_timeout: Option<u64>,
     /// Longest request line in bytes [default: 65536, or the config's].
     #[arg(long, value_name = "BYTES")]
     pub max_line: Option<usize>,
@@ -290,6 +298,13 @@ pub async fn start_realm(
                 .or(config.limits.idle_timeout_secs)
                 .map_or(defaults.idle_timeout, Duration::from_secs),
             max_line,
+            max_per_address: args
+                .max_connections_per_address
+                .or(config.limits.max_connections_per_address),
+            line_timeout: args
+                .line_timeout
+                .or(config.limits.line_timeout_secs)
+                .map_or(defaults.line_timeout, Duration::from_secs),
         },
         grace: Duration::try_from_secs_f64(args.grace).unwrap_or(DEFAULT_GRACE),
     };

@@ -149,6 +149,27 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 /// Parses exactly `N` space-separated parameters.
+/// `N` parameters and at most one more, optional (a page cursor).
+pub(crate) fn exact_then_optional<const N: usize>(
+    params: &str,
+    usage: &'static str,
+) -> Result<([String; N], Option<String>), ParseError> {
+    let mut rest = params;
+    let mut got: [String; N] = std::array::from_fn(|_| String::new());
+    for slot in &mut got {
+        let (p, r) = next_param(rest).ok_or(ParseError::Missing(usage))?;
+        *slot = p.to_owned();
+        rest = r;
+    }
+    let Some((optional, rest)) = next_param(rest) else {
+        return Ok((got, None));
+    };
+    if next_param(rest).is_some() {
+        return Err(ParseError::TooMany(usage));
+    }
+    Ok((got, Some(optional.to_owned())))
+}
+
 pub(crate) fn exact<const N: usize>(
     params: &str,
     usage: &'static str,

@@ -58,6 +58,12 @@ pub struct GroupHistoryOk {
     pub group: String,
     /// The latest messages, oldest first.
     pub messages: Vec<GroupMessage>,
+    /// True when the reply was cut short by its size cap: more wait (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// With `more`: the cursor to send as the command's last word for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One group in the reply to `groups`.
@@ -78,6 +84,12 @@ pub struct GroupsOk {
     pub status: Status,
     /// Every group of the realm, by name.
     pub groups: Vec<GroupEntry>,
+    /// True when the reply was cut short by its size cap: more wait (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// With `more`: the cursor to send as the command's last word for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One member in the reply to `members`.
@@ -100,8 +112,12 @@ pub struct MembersOk {
     pub group: String,
     /// Its members, by name.
     pub members: Vec<MemberEntry>,
-    /// A group of another realm with more members than that realm sends in one answer: these
-    /// are the first, by name (absent when `false`).
+    /// More members than one reply carries: these are the first, by name (absent when
+    /// `false`). For a group of another realm, that realm's first answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
+    /// With `more`, for a group of this realm: the cursor for the next page (`members TOKEN
+    /// GROUP NEXT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

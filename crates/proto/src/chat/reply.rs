@@ -97,6 +97,12 @@ pub struct UsersOk {
     pub status: Status,
     /// Every user of the realm, by name.
     pub users: Vec<UserEntry>,
+    /// True when the reply was cut short by its size cap: more wait (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// With `more`: the cursor to send as the command's last word for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The OK of `history`.
@@ -108,6 +114,12 @@ pub struct HistoryOk {
     pub peer: String,
     /// Messages both ways, oldest first.
     pub messages: Vec<Message>,
+    /// True when the reply was cut short by its size cap: more wait (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// With `more`: the cursor to send as the command's last word for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl Serialize for InboxOk {
@@ -133,6 +145,37 @@ impl Serialize for InboxOk {
         }
         map.end()
     }
+}
+
+/// Appends the largest reply `make(k)` with `k` of `n` items (at least one) whose encoding fits
+/// in `cap` bytes; returns `k`. The caller keeps `n` near the cap (by the items' raw sizes), so
+/// this encodes once, and searches only when escaping made the reply larger than the cap.
+pub fn encode_fitting<T: Serialize>(
+    n: usize,
+    cap: usize,
+    mut make: impl FnMut(usize) -> T,
+    out: &mut Vec<u8>,
+) -> usize {
+    let start = out.len();
+    encode(&make(n), out);
+    if n <= 1 || out.len() - start <= cap {
+        return n;
+    }
+    // The largest k that fits: `lo` fits (or is the one item every reply carries), `hi` not.
+    let (mut lo, mut hi) = (1, n);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        out.truncate(start);
+        encode(&make(mid), out);
+        if out.len() - start <= cap {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    out.truncate(start);
+    encode(&make(lo), out);
+    lo
 }
 
 /// Appends `value` as one JSON object and the reply end.

@@ -130,6 +130,21 @@ impl ChatSession {
         );
     }
 
+    /// Whether part of a request line has arrived and not its end.
+    pub fn partial(&self) -> bool {
+        !self.closed && self.framer.pending() > 0
+    }
+
+    /// A request line was not finished within `limit_secs` of its first byte: tell the peer
+    /// why it is being closed.
+    pub fn handle_slow_request(&mut self, limit_secs: u64, out: &mut Vec<u8>) {
+        self.closed = true;
+        encode_error(
+            format_args!("request line not finished within {limit_secs} s; closing the connection"),
+            out,
+        );
+    }
+
     /// The connection was idle for `idle_secs`: tell the peer why it is being closed.
     pub fn handle_idle_timeout(&mut self, idle_secs: u64, out: &mut Vec<u8>) {
         self.closed = true;

@@ -1,28 +1,34 @@
 //! `users TOKEN`.
 
-use crate::chat::command::{ParseError, exact};
+use crate::chat::command::{ParseError, exact_then_optional};
 
 /// The command word.
 pub const WORD: &str = "users";
 /// How to use it, for error messages.
-pub const USAGE: &str = "users TOKEN";
+pub const USAGE: &str = "users TOKEN [AFTER]";
 
 /// List the realm's users and who is online.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Users {
     /// The session token.
     pub token: String,
+    /// The page cursor: only names after this one (the `next` of the page before).
+    pub after: Option<String>,
 }
 
 impl Users {
     /// Parses the parameters after the command word.
     pub fn parse(params: &str) -> Result<Self, ParseError> {
-        let [token] = exact(params, USAGE)?;
-        Ok(Self { token })
+        let ([token], after) = exact_then_optional(params, USAGE)?;
+        Ok(Self { token, after })
     }
 
     /// Appends the request line.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(format!("{WORD} {}\r\n", self.token).as_bytes());
+        let line = match &self.after {
+            Some(after) => format!("{WORD} {} {after}\r\n", self.token),
+            None => format!("{WORD} {}\r\n", self.token),
+        };
+        out.extend_from_slice(line.as_bytes());
     }
 }
