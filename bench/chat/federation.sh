@@ -42,6 +42,7 @@ bind = "127.0.0.1"
 port = $(( 18879 + 10 * r ))
 [limits]
 max_connections = 20000
+max_connections_per_address = 20000
 [federation]
 port = $(( 19879 + 10 * r ))
 [[peer]]

@@ -77,7 +77,7 @@ trap cleanup EXIT
 make_users "$OUT" "$JARING" "$USERS"
 cat > "$OUT/realm.toml" <<EOF
 # The bench realm: defaults (synchronous = full, default password cost for new hashes), except room
-# for the idle case's connections.
+# for the idle case's connections, all from one address.
 [realm]
 name = "bench"
 data_dir = "data"
@@ -86,6 +86,8 @@ bind = "127.0.0.1"
 port = $PORT_JARING
 [limits]
 max_connections = $(( IDLE + 1000 ))
+# Every bench connection comes from 127.0.0.1: let one address have them all.
+max_connections_per_address = $(( IDLE + 1000 ))
 EOF
 # The same realm with synchronous = normal: a commit survives a crash of the server (kill -9) but
 # not of the machine. Measured beside the default to show what the fsync per commit costs.

@@ -106,7 +106,7 @@ pub struct LimitsSection {
     pub max_line: Option<usize>,
     /// Concurrent connections (default 10000).
     pub max_connections: Option<usize>,
-    /// Concurrent connections from one client address (default: a quarter of max_connections).
+    /// Concurrent connections from one client address (default: a quarter of max_connections, at least 256).
     pub max_connections_per_address: Option<usize>,
     /// Seconds a silent connection stays open (default 300).
     pub idle_timeout_secs: Option<u64>,
@@ -334,7 +334,7 @@ max_line = 65536
 # Connections past this are told the server is busy and closed.
 max_connections = 10000
 # Connections from one client address (an IPv6 /64) past this are told why and closed
-# (default: a quarter of max_connections).
+# (default: a quarter of max_connections, at least 256).
 # max_connections_per_address = 2500
 # A connection silent this long is told why and closed.
 idle_timeout_secs = 300

@@ -359,6 +359,8 @@ async fn concurrent_senders_one_order() {
             break;
         }
     }
+    // The next request shows the client has the last reply: its messages are delivered.
+    assert!(ok(&half.call(&format!("groups {th}")).await));
     let seqs: Vec<i64> = (1..=TOTAL as i64).collect();
     for o in &orders {
         assert_eq!(

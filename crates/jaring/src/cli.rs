@@ -125,7 +125,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Concurrent connections from one client address (an IPv6 /64); the excess is told why
-    /// and closed [default: a quarter of --max-connections].
+    /// and closed [default: a quarter of --max-connections, at least 256].
     #[arg(long, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
     /// Seconds a connection may stay idle before it is closed.

@@ -27,12 +27,17 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// enough for a person typing a command by hand in `telnet`'s character mode.
 pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The default cap on connections from one client address, as a fraction of
-/// `max_connections`: `max_connections / DEFAULT_PER_ADDRESS_DIVISOR` (at least 1). The
-/// connection past it is told why and closed, so one host cannot hold every slot; a quarter
-/// still lets one machine run a large load test (2,500 connections at the default limit).
-/// IPv6 addresses count by their /64, the block one host is usually given.
+/// The default cap on connections from one client address is `max_connections /
+/// DEFAULT_PER_ADDRESS_DIVISOR`, but never below [`DEFAULT_PER_ADDRESS_FLOOR`]. The connection
+/// past it is told why and closed, so one host cannot hold every slot; a quarter still lets one
+/// machine run a large load test (2,500 connections at the default limit). IPv6 addresses count
+/// by their /64, the block one host is usually given.
 pub const DEFAULT_PER_ADDRESS_DIVISOR: usize = 4;
+
+/// The least default cap per client address (or `max_connections`, if smaller): a small server
+/// (a lab demo with `--max-connections 5`, its clients all on one machine) is limited by its
+/// connection limit alone.
+pub const DEFAULT_PER_ADDRESS_FLOOR: usize = 256;
 
 /// Default grace period at shutdown: how long connections get to finish replies in flight after the
 /// listener closes, before the server stops waiting for them and exits anyway.
@@ -123,7 +128,7 @@ pub struct Limits {
     /// Longest request line a line protocol accepts, in bytes; passed to the session.
     pub max_line: usize,
     /// Concurrent connections from one client address (an IPv6 /64); `None`: a quarter of
-    /// `max_connections` (see [`DEFAULT_PER_ADDRESS_DIVISOR`]).
+    /// `max_connections`, at least 256 (see [`DEFAULT_PER_ADDRESS_DIVISOR`]).
     pub max_per_address: Option<usize>,
     /// How long a request line may take from its first byte to its end.
     pub line_timeout: Duration,
@@ -132,8 +137,10 @@ pub struct Limits {
 impl Limits {
     /// The connection cap per client address in force.
     pub fn per_address(&self) -> usize {
-        self.max_per_address
-            .unwrap_or((self.max_connections / DEFAULT_PER_ADDRESS_DIVISOR).max(1))
+        self.max_per_address.unwrap_or_else(|| {
+            (self.max_connections / DEFAULT_PER_ADDRESS_DIVISOR)
+                .max(DEFAULT_PER_ADDRESS_FLOOR.min(self.max_connections))
+        })
     }
 }
 
@@ -214,6 +221,25 @@ mod tests {
             assert_eq!(m.as_str().parse::<Model>().ok(), Some(m));
         }
         assert!("forking".parse::<Model>().is_err());
+    }
+
+    #[test]
+    fn the_default_share_per_address_is_a_quarter_but_never_starves_a_small_server() {
+        let share = |max_connections| {
+            Limits {
+                max_connections,
+                ..Limits::default()
+            }
+            .per_address()
+        };
+        assert_eq!(share(10_000), 2_500);
+        assert_eq!(share(500), 256);
+        assert_eq!(share(5), 5);
+        let set = Limits {
+            max_per_address: Some(3),
+            ..Limits::default()
+        };
+        assert_eq!(set.per_address(), 3);
     }
 
     #[test]

@@ -315,14 +315,15 @@ impl<S: Handler> Acceptor<S> {
             self.finish(&info, &end);
             return;
         }
-        let per_address = self.config.limits.per_address();
-        let Some(slot) = self.per_address.admit(info.peer.ip(), per_address) else {
-            self.refuse(stream, info, Busy::Address { limit: per_address });
-            return;
-        };
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             let limit = self.config.limits.max_connections;
             self.refuse(stream, info, Busy::Full { limit });
+            return;
+        };
+        let per_address = self.config.limits.per_address();
+        let Some(slot) = self.per_address.admit(info.peer.ip(), per_address) else {
+            drop(permit);
+            self.refuse(stream, info, Busy::Address { limit: per_address });
             return;
         };
         let permit = (permit, slot);

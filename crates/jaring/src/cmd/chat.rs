@@ -86,7 +86,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Concurrent connections from one client address (an IPv6 /64) [default: a quarter of
-    /// --max-connections, or the config's].
+    /// --max-connections, at least 256, or the config's].
     #[arg(long, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
     /// Seconds a silent connection stays open [default: 300, or the config's].

@@ -100,3 +100,65 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A blocking chat client speaking the realm's protocol: one request line, one framed reply.
+pub struct ChatClient {
+    /// The connection.
+    pub stream: std::net::TcpStream,
+    framer: jaring_proto::chat::ReplyFramer,
+}
+
+impl ChatClient {
+    /// Connects to 127.0.0.1:`port`; every read waits at most [`PATIENCE`].
+    pub fn connect(port: u16) -> Self {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        Self {
+            stream,
+            framer: jaring_proto::chat::ReplyFramer::new(64 << 20),
+        }
+    }
+
+    /// Sends `line` and returns the reply, or `None` if the connection ended first.
+    pub fn call(&mut self, line: &str) -> Option<serde_json::Value> {
+        use std::io::Write as _;
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .ok()?;
+        self.reply()
+    }
+
+    /// The next reply or event, or `None` if the connection ended first.
+    pub fn reply(&mut self) -> Option<serde_json::Value> {
+        use std::io::Read as _;
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(v) = self.framer.poll_reply().ok()? {
+                return Some(v);
+            }
+            let n = self.stream.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.framer.handle_input(&buf[..n]);
+        }
+    }
+
+    /// Logs in as `user` with `password`; returns the token.
+    pub fn auth(&mut self, user: &str, password: &str) -> String {
+        let r = self
+            .call(&format!("auth {user} {password}"))
+            .expect("a reply");
+        assert_eq!(r["status"], "OK", "{r}");
+        r["tokenid"].as_str().expect("a token").to_owned()
+    }
+}
+
+/// A process's resident memory in KiB (VmRSS), or `None` once it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

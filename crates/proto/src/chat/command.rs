@@ -263,8 +263,28 @@ mod tests {
         ));
         assert!(matches!(parse("leave tok"), Err(ParseError::Missing(_))));
         assert!(matches!(
-            parse("members tok a b"),
+            parse("members tok a b c"),
             Err(ParseError::TooMany(_))
+        ));
+        assert!(matches!(
+            parse("members tok a b"),
+            Ok(Command::Members(m)) if m.after.as_deref() == Some("b")
+        ));
+        assert!(matches!(
+            parse("users tok next"),
+            Ok(Command::Users(u)) if u.after.as_deref() == Some("next")
+        ));
+        assert!(matches!(
+            parse("users tok a b"),
+            Err(ParseError::TooMany(_))
+        ));
+        assert!(matches!(
+            parse("history tok messi 5 42"),
+            Ok(Command::History(h)) if h.count == Some(5) && h.before == Some(42)
+        ));
+        assert!(matches!(
+            parse("history tok messi 5 soon"),
+            Err(ParseError::Count(_))
         ));
         assert!(matches!(
             parse("inboxgroup tok bad!name"),
