@@ -11,8 +11,10 @@ use jaring_chat::SystemClock;
 use jaring_runtime::Model;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// What the classic client does: sendall the line, then recv(64) until the text ends in \r\n\r\n.
-async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_json::Value {
+/// What the classic client does: sendall the line, then recv(64) until the text ends in \r\n\r\n;
+/// the reply's bytes. Like the classic client, it decodes each 64-byte piece on its own, so a
+/// multi-byte character cut by a read boundary fails here as it fails there.
+async fn classic_call_raw(stream: &mut tokio::net::TcpStream, line: &str) -> Vec<u8> {
     stream.write_all(line.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
@@ -22,8 +24,18 @@ async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_j
             .unwrap()
             .unwrap();
         assert!(n > 0, "server closed mid-reply");
+        assert!(
+            std::str::from_utf8(&buf[..n]).is_ok(),
+            "a 64-byte read is not text on its own: {:?}",
+            &buf[..n]
+        );
         got.extend_from_slice(&buf[..n]);
     }
+    got
+}
+
+async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_json::Value {
+    let got = classic_call_raw(stream, line).await;
     // Exactly one reply per request: nothing after the end.
     serde_json::from_slice(&got[..got.len() - 4]).unwrap()
 }
@@ -236,5 +248,56 @@ async fn messages_and_tokens_survive_a_clean_restart() {
         "history keeps what was read"
     );
     drop(b);
+    r.stop().await;
+}
+
+/// Non-ASCII text is stored and read back unchanged, but every reply carrying it is pure ASCII
+/// (escaped as Python's json.dumps does), so the classic client's 64-byte reads never cut a
+/// character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_text_comes_back_as_ascii_json() {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &["messi", "henderson"]);
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    // Enough multi-byte characters that a raw reply would cut one at some 64-byte boundary.
+    let text = "caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f600} ".repeat(8);
+    let text = text.trim_end();
+    let mut a = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let ta = classic_call(&mut a, "auth messi messipw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sent = classic_call(&mut a, &format!("send {ta} henderson {text}\r\n")).await;
+    assert_eq!(sent["status"], "OK", "{sent}");
+    let mut b = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let tb = classic_call(&mut b, "auth henderson hendersonpw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for line in [
+        format!("inbox {tb} \r\n"),
+        format!("history {tb} messi\r\n"),
+    ] {
+        let raw = classic_call_raw(&mut b, &line).await;
+        assert!(raw.is_ascii(), "{}", String::from_utf8_lossy(&raw));
+        assert!(
+            raw.windows(12).any(|w| w == br"\ud83d\ude00"),
+            "escaped as a surrogate pair"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&raw[..raw.len() - 4]).unwrap();
+        let msg = if line.starts_with("inbox") {
+            &v["messages"]["messi"][0]["msg"]
+        } else {
+            &v["messages"][0]["msg"]
+        };
+        assert_eq!(msg.as_str(), Some(text), "the text itself is unchanged");
+    }
+    drop((a, b));
     r.stop().await;
 }

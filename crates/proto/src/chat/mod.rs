@@ -17,10 +17,12 @@
 //! - Groups: [`group`] (join, and turn the connection into a live session), [`sendgroup`],
 //!   [`inboxgroup`], [`groups`], [`members`], [`leave`]; their replies in [`group_reply`]; the
 //!   events a live session pushes, and their framing, in [`event`].
-//! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients.
+//! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients; every reply
+//!   and event is pure ASCII JSON, written through [`ascii::AsciiFormatter`].
 //! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
 
 pub mod address;
+pub mod ascii;
 pub mod auth;
 pub mod command;
 pub mod event;
