@@ -337,10 +337,20 @@ async fn drive<S: Store>(
                 }
             }
             live.close();
-            reply::encode_ok(&format!("Left the live session of group {group}"), out);
             match write_out(stream, out, idle).await {
                 Ok(()) => cursor = upto,
                 Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
+            }
+            // Over before the final OK, so the member may go live again (on any connection) as
+            // soon as they read it; the next session starts after what this one handed out.
+            if cursor > stored_cursor {
+                realm.advance_cursor(&group, &user, cursor, true).await;
+                stored_cursor = cursor;
+            }
+            live.end();
+            reply::encode_ok(&format!("Left the live session of group {group}"), out);
+            if let Err(e) = write_out(stream, out, idle).await {
+                break 'live LiveEnd::Closed(End::Error(e));
             }
             break 'live LiveEnd::Exit;
         }

@@ -16,7 +16,7 @@ use tracing::error;
 use super::{ConnState, Delivery, Realm, STORAGE_FAILED, lock, unix_ms};
 use crate::federation::Lookup;
 use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
-use crate::groups::{Hub, Subscription};
+use crate::groups::{Hub, NotSubscribed, Subscription};
 use crate::store::{NewMessage, Store, StoreError};
 
 /// Where a group address leads.
@@ -54,6 +54,7 @@ pub struct LiveSession {
     pub subscription: Subscription,
     hub: Arc<Hub>,
     closed: bool,
+    ended: bool,
 }
 
 impl LiveSession {
@@ -68,12 +69,20 @@ impl LiveSession {
         drop(std::mem::replace(&mut self.subscription.events, events));
         self.hub.unlisten(&self.group);
     }
+
+    /// Ends the session in the hub now (as dropping it does): the member may start another live
+    /// session, which starts from the member's cursor, so advance it first.
+    pub fn end(&mut self) {
+        self.close();
+        if !std::mem::replace(&mut self.ended, true) {
+            self.hub.unsubscribe(&self.group, &self.user);
+        }
+    }
 }
 
 impl Drop for LiveSession {
     fn drop(&mut self) {
-        self.close();
-        self.hub.unsubscribe(&self.group, &self.user);
+        self.end();
     }
 }
 
@@ -365,13 +374,27 @@ impl<S: Store> Realm<S> {
             }
             self.groups.subscribe(&group, &user)
         };
-        let Some(subscription) = subscription else {
-            // Left on another connection in between.
-            reply::encode_error(
-                format_args!("you are not a member of {group:?}; join it again"),
-                out,
-            );
-            return None;
+        let subscription = match subscription {
+            Ok(s) => s,
+            Err(NotSubscribed::NotMember) => {
+                // Left on another connection in between.
+                reply::encode_error(
+                    format_args!("you are not a member of {group:?}; join it again"),
+                    out,
+                );
+                return None;
+            }
+            Err(NotSubscribed::AlreadyLive) => {
+                // Both sessions would be handed every message: the member would get each twice.
+                reply::encode_error(
+                    format_args!(
+                        "you have a live session open on {group:?} on another connection; \
+                         send exit there first (one live session per member and group)"
+                    ),
+                    out,
+                );
+                return None;
+            }
         };
         reply::encode(
             &Joined {
@@ -389,6 +412,7 @@ impl<S: Store> Realm<S> {
             subscription,
             hub: Arc::clone(&self.groups),
             closed: false,
+            ended: false,
         })
     }
 
