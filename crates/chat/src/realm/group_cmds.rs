@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use jaring_proto::chat::Address;
-use jaring_proto::chat::event::{GroupMessage, MemberChange};
+use jaring_proto::chat::classic;
+use jaring_proto::chat::event::{Event, GroupMessage, MemberChange};
 use jaring_proto::chat::group::Group;
 use jaring_proto::chat::group_reply::{
     GroupEntry, GroupHistoryOk, GroupSent, GroupsOk, InboxGroupOk, Joined, MemberEntry, MembersOk,
@@ -52,6 +53,9 @@ pub struct LiveSession {
     pub user: String,
     /// The group's events from the moment of joining, and the member's cursor then.
     pub subscription: Subscription,
+    /// Whether the session speaks the classic client's raw-text group mode
+    /// ([`jaring_proto::chat::classic`]) rather than JSON events.
+    pub classic: bool,
     hub: Arc<Hub>,
     closed: bool,
     ended: bool,
@@ -345,7 +349,7 @@ impl<S: Store> Realm<S> {
         }
     }
 
-    /// `group TOKEN NAME`: join and start a live session.
+    /// `group TOKEN NAME [ORIGIN]`: join and start a live session (with ORIGIN, a classic one).
     pub(super) async fn group_join(
         &self,
         conn: &mut ConnState,
@@ -396,20 +400,35 @@ impl<S: Store> Realm<S> {
                 return None;
             }
         };
-        reply::encode(
-            &Joined {
-                status: Status::Ok,
-                message: format!("Joined group {group}"),
-                group: group.clone(),
-                created,
-                new_member,
-            },
-            out,
-        );
+        let classic = c.is_classic();
+        if classic {
+            // The classic client's group mode has no JSON OK: its server's first words were the
+            // joiner's own `<user> telah bergabung`.
+            classic::render_event(
+                &Event::Join(MemberChange {
+                    group: group.clone(),
+                    user: user.clone(),
+                    display_name: user.clone(),
+                }),
+                out,
+            );
+        } else {
+            reply::encode(
+                &Joined {
+                    status: Status::Ok,
+                    message: format!("Joined group {group}"),
+                    group: group.clone(),
+                    created,
+                    new_member,
+                },
+                out,
+            );
+        }
         Some(LiveSession {
             group,
             user,
             subscription,
+            classic,
             hub: Arc::clone(&self.groups),
             closed: false,
             ended: false,

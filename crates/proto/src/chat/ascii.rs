@@ -62,6 +62,59 @@ impl Formatter for AsciiFormatter {
     }
 }
 
+/// [`AsciiFormatter`] with the separators of Python's `json.dumps` defaults: `", "` between
+/// items and `": "` after a key, all on one line (`{"status": "OK", "message": "…"}`), for the
+/// replies the classic client's group mode expects byte for byte.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        AsciiFormatter.write_string_fragment(writer, fragment)
+    }
+}
+
+/// Appends `value` as Python's `json.dumps(value)` would write it (see [`PythonFormatter`]).
+pub fn to_python_writer<T: serde::Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(out, PythonFormatter);
+    value.serialize(&mut ser)
+}
+
 /// Appends `value` as compact, pure-ASCII JSON (see [`AsciiFormatter`]).
 pub fn to_ascii_writer<T: serde::Serialize + ?Sized>(
     value: &T,
@@ -104,6 +157,28 @@ mod tests {
         let mut out = Vec::new();
         to_ascii_writer(&serde_json::json!({"msg": "café"}), &mut out).expect("serialises");
         assert_eq!(out, br#"{"msg":"caf\u00e9"}"#);
+    }
+
+    #[test]
+    fn python_layout_matches_json_dumps() {
+        #[derive(serde::Serialize)]
+        struct Reply {
+            status: &'static str,
+            message: &'static str,
+            list: [u8; 2],
+        }
+        // What `json.dumps({"status": "OK", "message": "déjà", "list": [1, 2]})` prints.
+        let mut out = Vec::new();
+        let reply = Reply {
+            status: "OK",
+            message: "d\u{e9}j\u{e0}",
+            list: [1, 2],
+        };
+        to_python_writer(&reply, &mut out).expect("serialises");
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            r#"{"status": "OK", "message": "d\u00e9j\u00e0", "list": [1, 2]}"#
+        );
     }
 
     proptest! {
