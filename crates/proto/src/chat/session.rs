@@ -241,6 +241,23 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn bytes_behind_a_classic_group_line_can_be_taken_raw() {
+        let mut s = ChatSession::new(1024);
+        s.handle_input(b"group t football origin \r\nhello\r\nhalf a mess");
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Group(g))) if g.is_classic()
+        ));
+        assert_eq!(s.take_buffered(), b"hello\nhalf a mess");
+        assert!(s.take_buffered().is_empty());
+        s.handle_input(b"users t\r\n");
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Users(_)))
+        ));
+    }
+
     proptest! {
         /// However the stream is cut into reads, the same requests come out.
         #[test]
