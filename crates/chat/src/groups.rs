@@ -142,6 +142,15 @@ pub struct Subscription {
     pub read_seq: i64,
 }
 
+/// Why [`Hub::subscribe`] started no live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSubscribed {
+    /// The user is not a member of the group (or there is no such group).
+    NotMember,
+    /// The member has a live session open on the group already.
+    AlreadyLive,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a few map operations that leave the maps consistent.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -311,16 +320,21 @@ impl Hub {
         }));
     }
 
-    /// Starts a live session of a member: from now on the group's events reach it.
-    pub fn subscribe(&self, group: &str, user: &str) -> Option<Subscription> {
+    /// Starts a live session of a member: from now on the group's events reach it. A member has
+    /// at most one live session per group: a second would be handed every message too, and the
+    /// member would get each one twice.
+    pub fn subscribe(&self, group: &str, user: &str) -> Result<Subscription, NotSubscribed> {
         let mut map = lock(&self.groups);
-        let g = map.get_mut(group)?;
-        let member = g.members.get_mut(user)?;
+        let g = map.get_mut(group).ok_or(NotSubscribed::NotMember)?;
+        let member = g.members.get_mut(user).ok_or(NotSubscribed::NotMember)?;
+        if member.live > 0 {
+            return Err(NotSubscribed::AlreadyLive);
+        }
         member.live += 1;
         let read_seq = member.read_seq;
         let capacity = self.live_queue;
         let ring = g.ring.get_or_insert_with(|| broadcast::channel(capacity).0);
-        Some(Subscription {
+        Ok(Subscription {
             events: ring.subscribe(),
             read_seq,
         })
@@ -406,9 +420,18 @@ mod tests {
     #[test]
     fn a_ring_exists_only_while_someone_listens() {
         let hub = Hub::new(4, 100);
-        assert!(hub.subscribe("g", "a").is_none(), "no such group");
+        assert_eq!(
+            hub.subscribe("g", "a").err(),
+            Some(NotSubscribed::NotMember),
+            "no such group"
+        );
         hub.joined("g", "a", 0);
         let mut sub = hub.subscribe("g", "a").expect("member");
+        assert_eq!(
+            hub.subscribe("g", "a").err(),
+            Some(NotSubscribed::AlreadyLive),
+            "one live session per member"
+        );
         hub.publish_message(&stored(1));
         let got = sub.events.try_recv().expect("pushed");
         assert_eq!(got.seq, 1);

@@ -8,13 +8,19 @@
 //! not drain falls behind the ring; when it is [`crate::groups::DEFAULT_LIVE_QUEUE`] events behind,
 //! its live session ends with an `end` event saying why, queued after what it was already given (the
 //! connection is closed if even that cannot be written within the idle timeout).
+//!
+//! The classic two-realm client's group mode (`group TOKEN NAME origin`) runs the same loop with
+//! the same guarantees, speaking raw text instead ([`jaring_proto::chat::classic`]): its posts are
+//! chunks ended by a quiet pause, events are written as `<user>: <text>` and the like, and the
+//! session ends with a raw `exit` and the lab's final reply.
 
 use std::io;
 use std::time::Duration;
 
+use jaring_proto::chat::classic::{self, ClassicChunker};
 use jaring_proto::chat::event::{Ended, Event, encode_event};
-use jaring_proto::chat::reply;
-use jaring_proto::chat::{ChatSession, LiveLine, Request};
+use jaring_proto::chat::reply::{self, Status};
+use jaring_proto::chat::{ChatSession, LiveLine, REPLY_END, Request};
 use jaring_runtime::driver::write_out;
 use jaring_runtime::{Conn, End};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -23,6 +29,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
+use crate::group_store::StoredGroupMessage;
+use crate::groups::Pushed;
 use crate::realm::{LiveSession, Realm, wire_group_message};
 use crate::store::Store;
 
@@ -42,6 +50,17 @@ pub const DEFAULT_LIVE_FLUSH: Duration = Duration::from_millis(10);
 
 /// Most lines of a live session stored in one commit; more that arrived together go in the next.
 pub const DEFAULT_LIVE_LINES: usize = 1024;
+
+/// How long a classic client must send nothing before what it sent counts as one post. That client
+/// sends each typed message with no line end, so a pause is the only end a message has; one that
+/// arrives in pieces further apart than this is posted in pieces (a piece is at most `max_line`
+/// bytes however the client sends).
+pub const DEFAULT_CLASSIC_QUIET: Duration = Duration::from_millis(50);
+
+/// Pause before and after the raw `exit` that ends a classic client's group mode: that client stops
+/// printing only on a read that is exactly `exit`, so `exit` must not share a read with the text
+/// before it or the reply after it.
+pub const DEFAULT_CLASSIC_PAUSE: Duration = Duration::from_millis(100);
 
 /// Most reads of what a closed live session's socket still holds (its lines are posted); a
 /// socket's receive buffer is a few MiB at most, so this only bounds a peer that keeps sending.
@@ -125,29 +144,111 @@ async fn write_watching(
     Ok(())
 }
 
+/// Where a live session's lines come from.
+enum Input<'a> {
+    /// Lines, framed by the connection's session.
+    Lines(&'a mut ChatSession),
+    /// The classic client's chunks, each one post.
+    Chunks(ClassicChunker),
+}
+
+impl Input<'_> {
+    fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Lines(s) => s.handle_input(bytes),
+            Self::Chunks(c) => c.feed(bytes),
+        }
+    }
+
+    fn poll(&mut self) -> Option<Request> {
+        match self {
+            Self::Lines(s) => s.poll_request(),
+            Self::Chunks(c) => c.poll().map(Request::Live),
+        }
+    }
+
+    /// Whether a classic chunk waits for its quiet pause.
+    fn chunk_open(&self) -> bool {
+        matches!(self, Self::Chunks(c) if c.has_partial())
+    }
+
+    /// The classic client paused, or will send no more: its chunk is complete. (A line without
+    /// its end is not a line: it stays, to be dropped or read as a command.)
+    fn end_chunk(&mut self) {
+        if let Self::Chunks(c) = self {
+            c.end_chunk();
+        }
+    }
+
+    /// Takes into `lines` the complete messages still held (a bad one, or `exit`, ends what
+    /// counts).
+    fn take_messages(&mut self, lines: &mut Vec<String>) {
+        loop {
+            match self.poll() {
+                Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
+                Some(Request::Live(LiveLine::Empty) | Request::Command(_)) => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Appends a pushed event as the session speaks: the framed JSON as pushed, or the classic text.
+fn push_event(classic: bool, p: &Pushed, out: &mut Vec<u8>) {
+    if !classic {
+        out.extend_from_slice(&p.bytes);
+        return;
+    }
+    let json = p.bytes.strip_suffix(REPLY_END).unwrap_or(&p.bytes);
+    // The hub encoded it from an Event, so it parses back; a classic session is rare enough that
+    // parsing it again costs nothing that matters, and keeps the shared ring at one encoding.
+    if let Ok(event) = serde_json::from_slice::<Event>(json) {
+        classic::render_event(&event, out);
+    }
+}
+
+/// Appends a stored message as the session speaks.
+fn push_stored(classic: bool, m: &StoredGroupMessage, out: &mut Vec<u8>) {
+    let event = Event::Message(wire_group_message(m));
+    if classic {
+        classic::render_event(&event, out);
+    } else {
+        encode_event(&event, out);
+    }
+}
+
+/// Ends a classic client's group mode: `out` (what is due) if anything, a pause, `exit` alone, a
+/// pause, then the lab's final reply.
+async fn classic_goodbye(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: Status,
+    message: String,
+    idle: Duration,
+) -> io::Result<()> {
+    if !out.is_empty() {
+        write_out(stream, out, idle).await?;
+    }
+    tokio::time::sleep(DEFAULT_CLASSIC_PAUSE).await;
+    out.extend_from_slice(classic::EXIT_ACK);
+    write_out(stream, out, idle).await?;
+    tokio::time::sleep(DEFAULT_CLASSIC_PAUSE).await;
+    classic::encode_final(status, message, out);
+    write_out(stream, out, idle).await
+}
+
 /// Takes into `lines` the complete live lines of a closed session: those its session has parsed
 /// and those still in the socket. A write can fail (the member hung up) while lines sent before
 /// that wait unread: the kernel acknowledged them, so they count as received.
-fn take_unread(
-    stream: &TcpStream,
-    session: &mut ChatSession,
-    buf: &mut [u8],
-    lines: &mut Vec<String>,
-) {
+fn take_unread(stream: &TcpStream, input: &mut Input<'_>, buf: &mut [u8], lines: &mut Vec<String>) {
     for _ in 0..DRAIN_READS {
         match stream.try_read(buf) {
-            Ok(n) if n > 0 => session.handle_input(&buf[..n]),
+            Ok(n) if n > 0 => input.feed(&buf[..n]),
             _ => break,
         }
     }
-    // A bad line (or `exit`) ends what counts.
-    loop {
-        match session.poll_request() {
-            Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
-            Some(Request::Live(LiveLine::Empty) | Request::Command(_)) => {}
-            _ => break,
-        }
-    }
+    input.end_chunk();
+    input.take_messages(lines);
 }
 
 /// Posts the lines a live session still held when it ended, in order.
@@ -167,7 +268,8 @@ async fn post_last_lines<S: Store>(
     }
 }
 
-/// Runs the live session until it ends. `out` holds the `group` OK, written first.
+/// Runs the live session until it ends. `out` holds the `group` OK (for a classic session, the
+/// joiner's `<user> telah bergabung`), written first.
 pub async fn run<S: Store>(
     realm: &Realm<S>,
     mut live: LiveSession,
@@ -178,7 +280,24 @@ pub async fn run<S: Store>(
     conn: &Conn,
 ) -> LiveEnd {
     session.enter_live();
-    let end = drive(realm, &mut live, stream, session, buf, out, conn).await;
+    let end = if live.classic {
+        // Whatever arrived behind the `group` line is the start of the classic client's chunks.
+        let mut chunker = ClassicChunker::new(session.max_line());
+        chunker.feed(&session.take_buffered());
+        let mut input = Input::Chunks(chunker);
+        drive(realm, &mut live, stream, &mut input, buf, out, conn).await
+    } else {
+        drive(
+            realm,
+            &mut live,
+            stream,
+            &mut Input::Lines(session),
+            buf,
+            out,
+            conn,
+        )
+        .await
+    };
     session.leave_live();
     end
 }
@@ -186,6 +305,7 @@ pub async fn run<S: Store>(
 /// Leaves the group's ring, appends the `end` event and writes what `out` holds. A member that
 /// fell behind may not be reading at all: having left the ring it costs only `out`, so the write
 /// may take until the idle timeout before the connection is given up.
+/// A classic session ends the lab's way instead: `exit`, then an ERROR saying why.
 async fn end_with(
     stream: &mut TcpStream,
     live: &mut LiveSession,
@@ -194,9 +314,14 @@ async fn end_with(
     conn: &Conn,
 ) -> LiveEnd {
     live.close();
-    let group = live.group.clone();
-    encode_event(&Event::End(Ended { group, reason }), out);
-    match write_out(stream, out, conn.idle_timeout).await {
+    let written = if live.classic {
+        classic_goodbye(stream, out, Status::Error, reason, conn.idle_timeout).await
+    } else {
+        let group = live.group.clone();
+        encode_event(&Event::End(Ended { group, reason }), out);
+        write_out(stream, out, conn.idle_timeout).await
+    };
+    match written {
         Ok(()) => LiveEnd::Ended,
         Err(e) => LiveEnd::Closed(End::Error(e)),
     }
@@ -207,12 +332,13 @@ async fn drive<S: Store>(
     realm: &Realm<S>,
     live: &mut LiveSession,
     stream: &mut TcpStream,
-    session: &mut ChatSession,
+    input: &mut Input<'_>,
     buf: &mut [u8],
     out: &mut Vec<u8>,
     conn: &Conn,
 ) -> LiveEnd {
     let group = live.group.clone();
+    let classic = live.classic;
     let user = live.user.clone();
     let cap = realm.hub().live_queue();
     let idle = conn.idle_timeout;
@@ -220,7 +346,9 @@ async fn drive<S: Store>(
         "you fell {cap} events behind the group, so your live session has ended; \
          catch up with: inboxgroup TOKEN {group}"
     );
-    if let Err(e) = write_out(stream, out, idle).await {
+    // A classic client prints each read as it comes: its join line goes out with what it missed,
+    // in one write, rather than run into it.
+    if !classic && let Err(e) = write_out(stream, out, idle).await {
         return LiveEnd::Closed(End::Error(e));
     }
 
@@ -244,7 +372,7 @@ async fn drive<S: Store>(
         };
         let mut upto = cursor;
         for m in &msgs {
-            encode_event(&Event::Message(wire_group_message(m)), out);
+            push_stored(classic, m, out);
             upto = m.seq;
         }
         match write_watching(stream, out, live, cap, idle).await {
@@ -261,7 +389,7 @@ async fn drive<S: Store>(
                 // The member hung up while being given what they missed; lines they sent before
                 // that are still theirs to post.
                 let mut lines = Vec::new();
-                take_unread(stream, session, buf, &mut lines);
+                take_unread(stream, input, buf, &mut lines);
                 post_last_lines(realm, &group, &user, lines).await;
                 realm.advance_cursor(&group, &user, cursor, true).await;
                 return LiveEnd::Closed(End::Error(e));
@@ -277,6 +405,7 @@ async fn drive<S: Store>(
     let mut idle_deadline = Instant::now() + idle;
     let flush = realm.options().live_flush;
     let mut last_write = Instant::now() - flush;
+    let mut quiet_at = Instant::now() + DEFAULT_CLASSIC_QUIET;
     let cancelled = conn.shutdown.cancelled();
     tokio::pin!(cancelled);
 
@@ -291,7 +420,7 @@ async fn drive<S: Store>(
     let mut keep_lines = true;
     let end = 'live: loop {
         while lines.len() < DEFAULT_LIVE_LINES && !exiting {
-            match session.poll_request() {
+            match input.poll() {
                 None => break,
                 Some(Request::Live(LiveLine::Message(text))) => lines.push(text),
                 Some(Request::Live(LiveLine::Exit)) => exiting = true,
@@ -301,16 +430,11 @@ async fn drive<S: Store>(
                     Request::Live(LiveLine::Empty) | Request::Command(_) | Request::Invalid(_),
                 ) => {}
                 Some(Request::Live(LiveLine::NotUtf8)) => {
-                    encode_event(
-                        &Event::End(Ended {
-                            group: group.clone(),
-                            reason: "a line was not valid UTF-8 and was not sent; your live \
-                                     session has ended"
-                                .into(),
-                        }),
-                        out,
+                    let what = if classic { "a message" } else { "a line" };
+                    let reason = format!(
+                        "{what} was not valid UTF-8 and was not sent; your live session has ended"
                     );
-                    break 'live LiveEnd::Ended;
+                    break 'live end_with(stream, live, out, reason, conn).await;
                 }
                 Some(Request::TooLong(t)) => {
                     ChatSession::encode_too_long(t, out);
@@ -329,7 +453,7 @@ async fn drive<S: Store>(
             while out.len() < DEFAULT_LIVE_BATCH {
                 match live.subscription.events.try_recv() {
                     Ok(p) if p.seq == 0 || p.seq > upto => {
-                        out.extend_from_slice(&p.bytes);
+                        push_event(classic, &p, out);
                         upto = upto.max(p.seq);
                     }
                     Ok(_) => {}
@@ -337,10 +461,27 @@ async fn drive<S: Store>(
                 }
             }
             live.close();
-            reply::encode_ok(&format!("Left the live session of group {group}"), out);
-            match write_out(stream, out, idle).await {
-                Ok(()) => cursor = upto,
-                Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
+            if !out.is_empty() {
+                match write_out(stream, out, idle).await {
+                    Ok(()) => cursor = upto,
+                    Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
+                }
+            }
+            // Over before the final OK, so the member may go live again (on any connection) as
+            // soon as they read it; the next session starts after what this one handed out.
+            if cursor > stored_cursor {
+                realm.advance_cursor(&group, &user, cursor, true).await;
+                stored_cursor = cursor;
+            }
+            live.end();
+            let written = if classic {
+                classic_goodbye(stream, out, Status::Ok, classic::left_message(&group), idle).await
+            } else {
+                reply::encode_ok(&format!("Left the live session of group {group}"), out);
+                write_out(stream, out, idle).await
+            };
+            if let Err(e) = written {
+                break 'live LiveEnd::Closed(End::Error(e));
             }
             break 'live LiveEnd::Exit;
         }
@@ -358,23 +499,17 @@ async fn drive<S: Store>(
                 commit = None;
                 if done.is_none() {
                     keep_lines = false;
-                    encode_event(
-                        &Event::End(Ended {
-                            group: group.clone(),
-                            reason: "the server could not store your messages, so they were \
-                                     not sent; your live session has ended, try again later"
-                                .into(),
-                        }),
-                        out,
-                    );
-                    break LiveEnd::Ended;
+                    let reason = "the server could not store your messages, so they were not \
+                                  sent; your live session has ended, try again later";
+                    break end_with(stream, live, out, reason.into(), conn).await;
                 }
             }
             read = stream.read(buf), if reading => match read {
                 Ok(0) => break LiveEnd::Closed(End::Eof),
                 Ok(n) => {
-                    session.handle_input(&buf[..n]);
+                    input.feed(&buf[..n]);
                     idle_deadline = Instant::now() + idle;
+                    quiet_at = Instant::now() + DEFAULT_CLASSIC_QUIET;
                 }
                 Err(e) => break LiveEnd::Closed(End::Error(e)),
             },
@@ -394,13 +529,13 @@ async fn drive<S: Store>(
                 };
                 while let Some(p) = next.take() {
                     if p.seq == 0 {
-                        out.extend_from_slice(&p.bytes);
+                        push_event(classic, &p, out);
                         if p.left.as_deref() == Some(user.as_str()) {
                             left = true;
                             break;
                         }
                     } else if p.seq > upto {
-                        out.extend_from_slice(&p.bytes);
+                        push_event(classic, &p, out);
                         upto = p.seq;
                     }
                     if out.len() >= DEFAULT_LIVE_BATCH {
@@ -443,6 +578,8 @@ async fn drive<S: Store>(
                     .await;
                 }
             }
+            // The classic client paused: what it sent is one post.
+            () = tokio::time::sleep_until(quiet_at), if input.chunk_open() => input.end_chunk(),
             () = tokio::time::sleep_until(idle_deadline) => break LiveEnd::Closed(End::Idle),
         }
     };
@@ -454,7 +591,11 @@ async fn drive<S: Store>(
         }
         // Lines after an `exit` were commands.
         if matches!(end, LiveEnd::Closed(_)) && !exiting {
-            take_unread(stream, session, buf, &mut lines);
+            take_unread(stream, input, buf, &mut lines);
+        } else if classic && !exiting {
+            // The server ended a classic session: the chunks it received are posts all the same.
+            input.end_chunk();
+            input.take_messages(&mut lines);
         }
         if keep_lines {
             post_last_lines(realm, &group, &user, lines).await;

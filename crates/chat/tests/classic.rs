@@ -11,8 +11,10 @@ use jaring_chat::SystemClock;
 use jaring_runtime::Model;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// What the classic client does: sendall the line, then recv(64) until the text ends in \r\n\r\n.
-async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_json::Value {
+/// What the classic client does: sendall the line, then recv(64) until the text ends in \r\n\r\n;
+/// the reply's bytes. Like the classic client, it decodes each 64-byte piece on its own, so a
+/// multi-byte character cut by a read boundary fails here as it fails there.
+async fn classic_call_raw(stream: &mut tokio::net::TcpStream, line: &str) -> Vec<u8> {
     stream.write_all(line.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
@@ -22,8 +24,18 @@ async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_j
             .unwrap()
             .unwrap();
         assert!(n > 0, "server closed mid-reply");
+        assert!(
+            std::str::from_utf8(&buf[..n]).is_ok(),
+            "a 64-byte read is not text on its own: {:?}",
+            &buf[..n]
+        );
         got.extend_from_slice(&buf[..n]);
     }
+    got
+}
+
+async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_json::Value {
+    let got = classic_call_raw(stream, line).await;
     // Exactly one reply per request: nothing after the end.
     serde_json::from_slice(&got[..got.len() - 4]).unwrap()
 }
@@ -239,4 +251,236 @@ async fn messages_and_tokens_survive_a_clean_restart() {
     );
     drop(b);
     r.stop().await;
+}
+
+/// Non-ASCII text is stored and read back unchanged, but every reply carrying it is pure ASCII
+/// (escaped as Python's json.dumps does), so the classic client's 64-byte reads never cut a
+/// character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_text_comes_back_as_ascii_json() {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &["messi", "henderson"]);
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        Model::Async,
+    )
+    .await;
+    // Enough multi-byte characters that a raw reply would cut one at some 64-byte boundary.
+    let text = "caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f600} ".repeat(8);
+    let text = text.trim_end();
+    let mut a = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let ta = classic_call(&mut a, "auth messi messipw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sent = classic_call(&mut a, &format!("send {ta} henderson {text}\r\n")).await;
+    assert_eq!(sent["status"], "OK", "{sent}");
+    let mut b = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let tb = classic_call(&mut b, "auth henderson hendersonpw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for line in [
+        format!("inbox {tb} \r\n"),
+        format!("history {tb} messi\r\n"),
+    ] {
+        let raw = classic_call_raw(&mut b, &line).await;
+        assert!(raw.is_ascii(), "{}", String::from_utf8_lossy(&raw));
+        assert!(
+            raw.windows(12).any(|w| w == br"\ud83d\ude00"),
+            "escaped as a surrogate pair"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&raw[..raw.len() - 4]).unwrap();
+        let msg = if line.starts_with("inbox") {
+            &v["messages"]["messi"][0]["msg"]
+        } else {
+            &v["messages"][0]["msg"]
+        };
+        assert_eq!(msg.as_str(), Some(text), "the text itself is unchanged");
+    }
+    drop((a, b));
+    r.stop().await;
+}
+
+/// The classic two-realm client's group mode, read as that client reads: `recv(1024)` until one
+/// read is exactly `exit`. Returns every read before it, and checks `exit` came alone.
+struct ClassicGroupReader {
+    reads: Vec<Vec<u8>>,
+}
+
+impl ClassicGroupReader {
+    /// Reads until the text read so far contains `needle` (bounded: at most 10,000 reads).
+    async fn until(&mut self, stream: &mut tokio::net::TcpStream, needle: &str) {
+        for _ in 0..10_000 {
+            if self.text().contains(needle) {
+                return;
+            }
+            let got = recv_raw(stream, 1024).await;
+            assert!(!got.is_empty(), "server closed; so far: {}", self.text());
+            assert_ne!(got, b"exit", "exit before {needle:?}");
+            self.reads.push(got);
+        }
+        panic!("no {needle:?} in {}", self.text());
+    }
+
+    /// Reads until a read is exactly `exit`, as the client's receive thread does.
+    async fn until_exit(&mut self, stream: &mut tokio::net::TcpStream) {
+        for _ in 0..10_000 {
+            let got = recv_raw(stream, 1024).await;
+            assert!(!got.is_empty(), "server closed before exit");
+            if got == b"exit" {
+                return;
+            }
+            assert!(
+                !got.ends_with(b"exit") && !got.starts_with(b"exit"),
+                "exit shared a read: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            self.reads.push(got);
+        }
+        panic!("no exit");
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.reads.concat()).unwrap()
+    }
+}
+
+/// The seed's two-realm client in group mode, byte for byte: `group TOKEN NAME origin \r\n`, then
+/// what the user types with no line end, then a bare `exit`. Its posts reach jaring's members in
+/// the group's one order and its history; theirs reach it as raw `<user>: <text>`; `exit` comes
+/// back alone, then the lab's final reply.
+async fn classic_group_mode(model: Model) {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), &["messi", "henderson"]);
+    let r = start(
+        dir.path(),
+        options(),
+        Arc::new(SystemClock::default()),
+        model,
+    )
+    .await;
+    let mut h = Client::connect(r.addr).await;
+    let th = h.auth("henderson", "hendersonpw").await;
+    assert_eq!(
+        h.call(&format!("group {th} football")).await["status"],
+        "OK"
+    );
+
+    let mut m = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let tm = classic_call(&mut m, "auth messi messipw \r\n").await["tokenid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    m.write_all(format!("group {tm} football origin \r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reader = ClassicGroupReader { reads: Vec::new() };
+    reader.until(&mut m, "messi telah bergabung").await;
+    let join = h.reply().await.unwrap();
+    assert_eq!(
+        (join["event"].as_str(), join["user"].as_str()),
+        (Some("join"), Some("messi"))
+    );
+
+    // What the user types: each sendall is one post, the client sends no line end.
+    let quiet = std::time::Duration::from_millis(300);
+    for text in ["hello from the lab", "second  one "] {
+        m.write_all(text.as_bytes()).await.unwrap();
+        tokio::time::sleep(quiet).await;
+    }
+    // A stream that never pauses is cut into posts of at most max_line bytes.
+    let max = jaring_proto::chat::DEFAULT_MAX_LINE;
+    let flood = vec![b'x'; 2 * max + 100];
+    m.write_all(&flood).await.unwrap();
+    let mut events = Vec::new();
+    while events.len() < 5 {
+        let v = h.reply().await.unwrap();
+        if v["event"] == "message" {
+            events.push((
+                v["seq"].as_i64().unwrap(),
+                v["from"].as_str().unwrap().to_owned(),
+                v["msg"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let x = |n: usize| "x".repeat(n);
+    assert_eq!(
+        events,
+        [
+            (1, "messi".into(), "hello from the lab".into()),
+            (2, "messi".into(), "second  one".into()),
+            (3, "messi".into(), x(max)),
+            (4, "messi".into(), x(max)),
+            (5, "messi".into(), x(100)),
+        ]
+    );
+    reader.until(&mut m, "messi: hello from the lab").await;
+    reader.until(&mut m, "messi: second  one").await;
+
+    // The other direction: a jaring member's post, raw.
+    h.send_raw(b"hi messi\r\n").await;
+    reader.until(&mut m, "henderson: hi messi").await;
+
+    // Someone leaving the group.
+    h.send_raw(b"exit\r\n").await;
+    loop {
+        let v = h.reply().await.unwrap();
+        if v.get("status").is_some() {
+            assert_eq!(v["status"], "OK", "{v}");
+            break;
+        }
+    }
+    assert_eq!(
+        h.call(&format!("leave {th} football")).await["status"],
+        "OK"
+    );
+    reader.until(&mut m, "henderson meninggalkan group").await;
+
+    // exit: `exit` alone in its own read, then the lab's reply as json.dumps wrote it.
+    m.write_all(b"exit").await.unwrap();
+    reader.until_exit(&mut m).await;
+    let mut last = Vec::new();
+    while !last.ends_with(b"\r\n\r\n") {
+        let got = recv_raw(&mut m, 64).await;
+        assert!(!got.is_empty(), "server closed before the final reply");
+        last.extend_from_slice(&got);
+    }
+    assert_eq!(
+        String::from_utf8(last).unwrap(),
+        "{\"status\": \"OK\", \"message\": \"Telah keluar dari grup football\"}\r\n\r\n"
+    );
+    let text = reader.text();
+    assert_eq!(
+        text.matches("messi: ").count(),
+        5,
+        "each post once: {}",
+        &text[..200]
+    );
+
+    // The connection is in command mode again, and the group's history keeps the posts.
+    let hist = classic_call(&mut m, &format!("history {tm} football 3\r\n")).await;
+    let bodies: Vec<&str> = hist["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["msg"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies[2], "hi messi");
+    let hist = classic_call(&mut m, &format!("history {tm} football 6\r\n")).await;
+    assert_eq!(hist["messages"][0]["msg"], "hello from the lab");
+    drop((h, m));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_group_mode_async() {
+    classic_group_mode(Model::Async).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_group_mode_threads() {
+    classic_group_mode(Model::Threads).await;
 }

@@ -29,6 +29,20 @@ async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
     (c, t)
 }
 
+/// `group TOKEN NAME`, retried (bounded) while the member's previous live session, on a
+/// connection just dropped, has not ended on the server yet: one live session per member.
+async fn go_live(c: &mut Client, token: &str, group: &str) -> Value {
+    for _ in 0..200 {
+        let v = c.call(&format!("group {token} {group}")).await;
+        if v["status"] == "ERROR" && error(&v).contains("live session open") {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            continue;
+        }
+        return v;
+    }
+    panic!("the previous live session never ended");
+}
+
 /// The next frame that is not a join or leave event.
 async fn next_non_presence(c: &mut Client) -> Value {
     loop {
@@ -81,8 +95,9 @@ async fn live_flow(model: Model) {
     let (mut a, ta) = login(r.addr, "messi").await;
     let (mut b, tb) = login(r.addr, "henderson").await;
 
-    // The classic client's trailing origin word is accepted; the first join creates the group.
-    let j = a.call(&format!("group {ta} football realm1")).await;
+    // The first join creates the group. (With a fourth word, the classic client's `origin`, the
+    // session would speak that client's raw-text mode: tests/classic.rs.)
+    let j = a.call(&format!("group {ta} football")).await;
     assert!(ok(&j), "{j}");
     assert_eq!(
         (j["created"].as_bool(), j["new_member"].as_bool()),
@@ -431,7 +446,7 @@ async fn lines_sent_before_hanging_up_reach_the_group() {
     assert!(ok(&b.call(&format!("sendgroup {tb} g hello")).await));
     for round in 0..5 {
         let (mut a, ta) = login(r.addr, "a").await;
-        assert!(ok(&a.call(&format!("group {ta} g")).await));
+        assert!(ok(&go_live(&mut a, &ta, "g").await));
         let mut batch = Vec::new();
         for i in 0..LINES {
             batch.extend_from_slice(format!("{round}:{i}\r\n").as_bytes());
@@ -451,6 +466,52 @@ async fn lines_sent_before_hanging_up_reach_the_group() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(got, want, "every line the server received is in the group");
+    r.stop().await;
+}
+
+/// A member has one live session per group: a second, on another connection, is refused while
+/// the first is open (both would be handed every message), and works once the first has exited.
+/// Every message, the backlog included, reaches the member exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_session_of_a_member_is_refused() {
+    const BACKLOG: usize = 5;
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), Model::Async).await;
+    let (mut a1, ta) = login(r.addr, "messi").await;
+    let (mut a2, ta2) = login(r.addr, "messi").await;
+    let (mut b, tb) = login(r.addr, "henderson").await;
+    assert!(ok(&a1.call(&format!("sendgroup {ta} g joined")).await));
+    for i in 0..BACKLOG {
+        assert!(ok(&b.call(&format!("sendgroup {tb} g backlog-{i}")).await));
+    }
+    assert!(ok(&a1.call(&format!("group {ta} g")).await));
+    // The member's own sendgroup is in its backlog too: it was not delivered to them.
+    let backlog: Vec<i64> = (1..=1 + BACKLOG as i64).collect();
+    let got: Vec<i64> = messages(&mut a1, BACKLOG + 1)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(got, backlog);
+
+    let refused = a2.call(&format!("group {ta2} g")).await;
+    assert!(error(&refused).contains("live session open"), "{refused}");
+    assert!(ok(&b.call(&format!("sendgroup {tb} g while-live")).await));
+    assert_eq!(
+        messages(&mut a1, 1).await,
+        [(2 + BACKLOG as i64, "while-live".to_owned())]
+    );
+    let (bye, _) = exit_collect(&mut a1).await;
+    assert!(ok(&bye), "{bye}");
+
+    // Once the first has exited, the second connection goes live, and is handed only what came
+    // after: nothing twice.
+    assert!(ok(&a2.call(&format!("group {ta2} g")).await));
+    assert!(ok(&b.call(&format!("sendgroup {tb} g after")).await));
+    assert_eq!(
+        messages(&mut a2, 1).await,
+        [(3 + BACKLOG as i64, "after".to_owned())]
+    );
+    assert!(ok(&exit_live(&mut a2).await));
     r.stop().await;
 }
 

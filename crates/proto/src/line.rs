@@ -48,6 +48,12 @@ impl LineFramer {
         self.partial.len()
     }
 
+    /// Takes the bytes of the unfinished line held (for a caller that stops framing lines, such as
+    /// a mode that reads raw chunks).
+    pub fn take_partial(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial)
+    }
+
     /// Feeds `input` and calls `on_line` with each complete line, in order, without its line ending.
     ///
     /// Once the callback returns `Break`, the rest of `input` is dropped: the caller is closing the

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use jaring_proto::chat::Address;
-use jaring_proto::chat::event::{GroupMessage, MemberChange};
+use jaring_proto::chat::classic;
+use jaring_proto::chat::event::{Event, GroupMessage, MemberChange};
 use jaring_proto::chat::group::Group;
 use jaring_proto::chat::group_reply::{
     GroupEntry, GroupHistoryOk, GroupSent, GroupsOk, InboxGroupOk, Joined, MemberEntry, MembersOk,
@@ -19,9 +20,8 @@ use super::{
 };
 use crate::federation::Lookup;
 use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
-use crate::groups::{Hub, Subscription};
-use crate::store::Window;
-use crate::store::{NewMessage, Store, StoreError};
+use crate::groups::{Hub, NotSubscribed, Subscription};
+use crate::store::{NewMessage, Store, StoreError, Window};
 
 /// Where a group address leads.
 enum GroupRef {
@@ -56,8 +56,12 @@ pub struct LiveSession {
     pub user: String,
     /// The group's events from the moment of joining, and the member's cursor then.
     pub subscription: Subscription,
+    /// Whether the session speaks the classic client's raw-text group mode
+    /// ([`jaring_proto::chat::classic`]) rather than JSON events.
+    pub classic: bool,
     hub: Arc<Hub>,
     closed: bool,
+    ended: bool,
 }
 
 impl LiveSession {
@@ -72,12 +76,20 @@ impl LiveSession {
         drop(std::mem::replace(&mut self.subscription.events, events));
         self.hub.unlisten(&self.group);
     }
+
+    /// Ends the session in the hub now (as dropping it does): the member may start another live
+    /// session, which starts from the member's cursor, so advance it first.
+    pub fn end(&mut self) {
+        self.close();
+        if !std::mem::replace(&mut self.ended, true) {
+            self.hub.unsubscribe(&self.group, &self.user);
+        }
+    }
 }
 
 impl Drop for LiveSession {
     fn drop(&mut self) {
-        self.close();
-        self.hub.unsubscribe(&self.group, &self.user);
+        self.end();
     }
 }
 
@@ -340,7 +352,7 @@ impl<S: Store> Realm<S> {
         }
     }
 
-    /// `group TOKEN NAME`: join and start a live session.
+    /// `group TOKEN NAME [ORIGIN]`: join and start a live session (with ORIGIN, a classic one).
     pub(super) async fn group_join(
         &self,
         conn: &mut ConnState,
@@ -369,30 +381,60 @@ impl<S: Store> Realm<S> {
             }
             self.groups.subscribe(&group, &user)
         };
-        let Some(subscription) = subscription else {
-            // Left on another connection in between.
-            reply::encode_error(
-                format_args!("you are not a member of {group:?}; join it again"),
+        let subscription = match subscription {
+            Ok(s) => s,
+            Err(NotSubscribed::NotMember) => {
+                // Left on another connection in between.
+                reply::encode_error(
+                    format_args!("you are not a member of {group:?}; join it again"),
+                    out,
+                );
+                return None;
+            }
+            Err(NotSubscribed::AlreadyLive) => {
+                // Both sessions would be handed every message: the member would get each twice.
+                reply::encode_error(
+                    format_args!(
+                        "you have a live session open on {group:?} on another connection; \
+                         send exit there first (one live session per member and group)"
+                    ),
+                    out,
+                );
+                return None;
+            }
+        };
+        let classic = c.is_classic();
+        if classic {
+            // The classic client's group mode has no JSON OK: its server's first words were the
+            // joiner's own `<user> telah bergabung`.
+            classic::render_event(
+                &Event::Join(MemberChange {
+                    group: group.clone(),
+                    user: user.clone(),
+                    display_name: user.clone(),
+                }),
                 out,
             );
-            return None;
-        };
-        reply::encode(
-            &Joined {
-                status: Status::Ok,
-                message: format!("Joined group {group}"),
-                group: group.clone(),
-                created,
-                new_member,
-            },
-            out,
-        );
+        } else {
+            reply::encode(
+                &Joined {
+                    status: Status::Ok,
+                    message: format!("Joined group {group}"),
+                    group: group.clone(),
+                    created,
+                    new_member,
+                },
+                out,
+            );
+        }
         Some(LiveSession {
             group,
             user,
             subscription,
+            classic,
             hub: Arc::clone(&self.groups),
             closed: false,
+            ended: false,
         })
     }
 

@@ -196,3 +196,15 @@ pub fn bodies(v: &Value) -> Vec<(String, String)> {
     }
     out
 }
+
+/// One read of at most `max` bytes, as a client calling `recv(max)` gets it; empty when the
+/// server closed.
+pub async fn recv_raw(stream: &mut TcpStream, max: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; max];
+    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
+        .await
+        .expect("data in time")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}

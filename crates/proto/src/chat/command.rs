@@ -244,11 +244,15 @@ mod tests {
 
     #[test]
     fn group_commands_parse_like_the_lab() {
-        // The classic client appends its origin realm to `group`; it is ignored.
-        assert_eq!(
-            parse("group tok football realm1 "),
-            parse("group tok football")
-        );
+        // The classic two-realm client appends `origin` to `group`: its group mode.
+        assert!(matches!(
+            parse("group tok football origin "),
+            Ok(Command::Group(g)) if g.is_classic() && g.origin.as_deref() == Some("origin")
+        ));
+        assert!(matches!(
+            parse("group tok football"),
+            Ok(Command::Group(g)) if !g.is_classic()
+        ));
         assert!(matches!(
             parse("group tok football realm1 extra"),
             Err(ParseError::TooMany(_))
@@ -303,6 +307,7 @@ mod tests {
             "history tok henderson",
             "history tok henderson 20",
             "group tok football",
+            "group tok football origin",
             "sendgroup tok football hello  all",
             "inboxgroup tok football",
             "groups tok",

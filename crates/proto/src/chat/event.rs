@@ -65,10 +65,10 @@ pub enum Event {
     End(Ended),
 }
 
-/// Appends `event` and the frame end.
+/// Appends `event` and the frame end; pure ASCII, like replies (see [`crate::chat::ascii`]).
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     // Serialising plain structs of strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, event);
+    let _ = crate::chat::ascii::to_ascii_writer(event, out);
     out.extend_from_slice(REPLY_END);
 }
 

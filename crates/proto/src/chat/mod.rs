@@ -14,14 +14,18 @@
 //! - [`command`]: [`Command`], the parsed request, with one module per command:
 //!   [`auth`], [`send`], [`inbox`], [`logout`], [`users`], [`history`], [`realms`]. Each parses its parameters
 //!   and encodes itself, so the client and the server cannot disagree on the syntax.
-//! - Groups: [`group`] (join, and turn the connection into a live session), [`sendgroup`],
+//! - Groups: [`group`] (join, and turn the connection into a live session; [`classic`] is the
+//!   classic two-realm client's raw-text group mode), [`sendgroup`],
 //!   [`inboxgroup`], [`groups`], [`members`], [`leave`]; their replies in [`group_reply`]; the
 //!   events a live session pushes, and their framing, in [`event`].
-//! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients.
+//! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients; every reply
+//!   and event is pure ASCII JSON, written through [`ascii::AsciiFormatter`].
 //! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
 
 pub mod address;
+pub mod ascii;
 pub mod auth;
+pub mod classic;
 pub mod command;
 pub mod event;
 pub mod group;

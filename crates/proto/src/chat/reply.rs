@@ -179,9 +179,11 @@ pub fn encode_fitting<T: Serialize>(
 }
 
 /// Appends `value` as one JSON object and the reply end.
+///
+/// Pure ASCII, non-ASCII escaped as Python's `json.dumps` does (see [`crate::chat::ascii`]).
 pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     // Serialising plain structs of strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    let _ = crate::chat::ascii::to_ascii_writer(value, out);
     out.extend_from_slice(REPLY_END);
 }
 

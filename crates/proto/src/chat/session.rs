@@ -112,6 +112,27 @@ impl ChatSession {
         self.live = false;
     }
 
+    /// Takes every byte received and not yet taken as a request (the complete lines queued, each
+    /// with its LF, then the unfinished line), for a mode that reads raw chunks rather than lines.
+    /// A queued over-long line stays queued, with what follows it: the connection is closing.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while let Some(Ok(line)) = self.pending.front() {
+            bytes.extend_from_slice(line);
+            bytes.push(b'\n');
+            self.pending.pop_front();
+        }
+        if self.pending.is_empty() {
+            bytes.extend_from_slice(&self.framer.take_partial());
+        }
+        bytes
+    }
+
+    /// The longest line accepted, in bytes.
+    pub fn max_line(&self) -> usize {
+        self.framer.max_len()
+    }
+
     /// Whether lines are live group messages now.
     pub fn is_live(&self) -> bool {
         self.live
@@ -161,8 +182,8 @@ impl ChatSession {
     }
 }
 
-/// Parses one line of a live session.
-fn parse_live(line: &[u8]) -> LiveLine {
+/// Parses one line (or, in the classic group mode, one chunk) of a live session.
+pub fn parse_live(line: &[u8]) -> LiveLine {
     let Ok(text) = std::str::from_utf8(line) else {
         return LiveLine::NotUtf8;
     };
@@ -229,6 +250,23 @@ mod tests {
         assert_eq!(s.poll_request(), Some(Request::Live(LiveLine::Empty)));
         assert_eq!(s.poll_request(), Some(Request::Live(LiveLine::Exit)));
         s.leave_live();
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Users(_)))
+        ));
+    }
+
+    #[test]
+    fn bytes_behind_a_classic_group_line_can_be_taken_raw() {
+        let mut s = ChatSession::new(1024);
+        s.handle_input(b"group t football origin \r\nhello\r\nhalf a mess");
+        assert!(matches!(
+            s.poll_request(),
+            Some(Request::Command(Command::Group(g))) if g.is_classic()
+        ));
+        assert_eq!(s.take_buffered(), b"hello\nhalf a mess");
+        assert!(s.take_buffered().is_empty());
+        s.handle_input(b"users t\r\n");
         assert!(matches!(
             s.poll_request(),
             Some(Request::Command(Command::Users(_)))
