@@ -130,7 +130,7 @@ pub struct LimitsSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
-    /// Failures per client address per window (default 20).
+    /// Failures per client address (an IPv6 client: its /64) per window (default 20).
     pub failures_per_address: Option<u32>,
     /// Failures per user per window (default 5).
     pub failures_per_user: Option<u32>,
@@ -347,6 +347,7 @@ live_flush_ms = 10
 
 [auth]
 # Failed logins allowed per window, per client address and per user name; then a wait.
+# An IPv6 client counts as its /64 network; an IPv4-mapped address as its IPv4 address.
 failures_per_address = 20
 failures_per_user = 5
 window_secs = 60
