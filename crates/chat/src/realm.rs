@@ -78,6 +78,8 @@ pub struct RealmOptions {
     pub presence_max_members: usize,
     /// Least time between two writes of a live session (batching).
     pub live_flush: Duration,
+    /// Groups one user may create.
+    pub groups_per_user: usize,
 }
 
 impl Default for RealmOptions {
@@ -95,6 +97,7 @@ impl Default for RealmOptions {
             live_queue: DEFAULT_LIVE_QUEUE,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             live_flush: crate::live::DEFAULT_LIVE_FLUSH,
+            groups_per_user: crate::groups::DEFAULT_GROUPS_PER_USER,
         }
     }
 }

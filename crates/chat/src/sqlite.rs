@@ -44,9 +44,11 @@
 //!   messages newer than `upto` by `seq`. A delivery drops the recipient's `inbox_index` rows
 //!   that lie wholly behind its cursor. A database older than version 5 is moved over when it is
 //!   opened: its delivered messages become cursors, and every message is indexed anew.
-//! - `groups(name, home, created_at, last_seq)`, `group_members(grp, user, read_seq, joined_at)`,
+//! - `groups(name, home, created_at, last_seq, creator)`,
+//!   `group_members(grp, user, read_seq, joined_at)`,
 //!   `group_messages(grp, seq, id, sender, sender_display, body, sent_at)`: see `sqlite/groups.rs`
-//!   for how `seq` and the read cursors work.
+//!   for how `seq` and the read cursors work. `creator` (who created a local group, for the
+//!   per-user creation quota) is added to an older database when it is opened.
 //! - `outbox(peer, seq)`: messages waiting for another realm's acknowledgement (issue 6), empty
 //!   until federation is configured.
 //! - `federated_ids(id)`: the id of every message a federation link stored, so that a retried
@@ -220,6 +222,7 @@ pub fn open(dir: &Path, sync: Synchronous) -> StoreResult<Connection> {
     let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(groups::SCHEMA)?;
+    groups::add_creator(&tx)?;
     if version < 4 {
         // Before version 4 the ids of federated messages were kept unique by the messages table
         // itself: claim them, so that a retry of one of them is still a duplicate.
