@@ -359,7 +359,8 @@ failures_per_user = 5
 window_secs = 60
 
 [passwords]
-# Argon2id cost of new password hashes (OWASP minimum: 19 MiB, 2 passes).
+# Argon2id cost of new password hashes (OWASP minimum: 19 MiB, 2 passes). A hash made at another
+# cost is made again at this one when its user next logs in.
 memory_kib = 19456
 iterations = 2
 parallelism = 1

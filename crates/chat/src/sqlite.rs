@@ -1035,6 +1035,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rehash_password(&self, name: &str, old: &str, new: &str) -> StoreResult<()> {
+        let (name, old, new) = (name.to_owned(), old.to_owned(), new.to_owned());
+        self.run_in_commit(move |c| {
+            c.execute(
+                "UPDATE users SET password_hash = ?1 WHERE name = ?2 AND password_hash = ?3",
+                params![new, name, old],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_token(&self, token: TokenRecord) -> StoreResult<()> {
         self.write(|tx| Write::Token(token, tx)).await
     }

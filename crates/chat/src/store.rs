@@ -97,6 +97,16 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
     /// Every live token (loaded at start so a restart does not log everyone out).
     fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
 
+    /// Replaces user `name`'s password hash `old` with `new` (a login moving it to the configured
+    /// cost), leaving their sessions alone; does nothing if the hash is no longer `old`. Returns
+    /// once committed.
+    fn rehash_password(
+        &self,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Stores a token; returns once committed.
     fn insert_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;
 
