@@ -130,13 +130,15 @@ pub struct LimitsSection {
     pub presence_max_members: Option<usize>,
     /// Least milliseconds between two writes of a live group session (default 10).
     pub live_flush_ms: Option<u64>,
+    /// Groups one user may create (default 100).
+    pub groups_per_user: Option<usize>,
 }
 
 /// `[auth]`: failed-login limits.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
-    /// Failures per client address per window (default 20).
+    /// Failures per client address (an IPv6 client: its /64) per window (default 20).
     pub failures_per_address: Option<u32>,
     /// Failures per user per window (default 5).
     pub failures_per_user: Option<u32>,
@@ -259,6 +261,7 @@ impl RealmConfig {
             live_queue: l.live_queue.unwrap_or(d.live_queue),
             presence_max_members: l.presence_max_members.unwrap_or(d.presence_max_members),
             live_flush: l.live_flush_ms.map_or(d.live_flush, Duration::from_millis),
+            groups_per_user: l.groups_per_user.unwrap_or(d.groups_per_user),
         })
     }
 
@@ -360,15 +363,20 @@ live_queue = 4096
 presence_max_members = 100
 # A live group session writes at most once per this many ms; events in between share the write.
 live_flush_ms = 10
+# One user may create at most this many groups (groups are never deleted); past it, `group` or
+# `sendgroup` to a new name is refused with an ERROR, and joining existing groups still works.
+groups_per_user = 100
 
 [auth]
 # Failed logins allowed per window, per client address and per user name; then a wait.
+# An IPv6 client counts as its /64 network; an IPv4-mapped address as its IPv4 address.
 failures_per_address = 20
 failures_per_user = 5
 window_secs = 60
 
 [passwords]
-# Argon2id cost of new password hashes (OWASP minimum: 19 MiB, 2 passes).
+# Argon2id cost of new password hashes (OWASP minimum: 19 MiB, 2 passes). A hash made at another
+# cost is made again at this one when its user next logs in.
 memory_kib = 19456
 iterations = 2
 parallelism = 1
@@ -406,6 +414,7 @@ mod tests {
         assert_eq!(o.token_idle, d.token_idle);
         assert_eq!(o.password_cost, d.password_cost);
         assert_eq!(o.auth_limits, d.auth_limits);
+        assert_eq!(o.groups_per_user, d.groups_per_user);
         assert_eq!(c.listen.port, Some(crate::DEFAULT_PORT));
         assert_eq!(
             c.limits.max_line,

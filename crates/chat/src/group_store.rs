@@ -21,6 +21,9 @@ pub struct GroupRecord {
     pub home: String,
     /// The `seq` of its latest message (0 before the first).
     pub last_seq: i64,
+    /// Who created it, for the per-user creation quota: `None` for a replica of a peer's group
+    /// and for groups created before the quota existed (they count against no one).
+    pub creator: Option<String>,
 }
 
 /// A membership as stored.

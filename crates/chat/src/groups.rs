@@ -31,6 +31,12 @@ pub const DEFAULT_LIVE_QUEUE: usize = 4096;
 /// every member a line per join: n² work when n members join); `members` shows who is in.
 pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 100;
 
+/// Groups one user may create over the realm's life (groups are never deleted, so this bounds
+/// what one account can add to every member's `groups` reply and to the realm's memory). Past it,
+/// `group` or `sendgroup` to a group that does not exist answers an ERROR saying so; joining
+/// existing groups still works. `[limits] groups_per_user` in the realm config changes it.
+pub const DEFAULT_GROUPS_PER_USER: usize = 100;
+
 /// One event as pushed: encoded once, shared by every live session of the group.
 #[derive(Debug)]
 pub struct Pushed {
@@ -108,6 +114,8 @@ pub type FeedHook = Box<dyn Fn(&str, &FeedEvent<'_>) + Send + Sync>;
 /// The realm's groups in memory.
 pub struct Hub {
     groups: Mutex<BTreeMap<String, GroupState>>,
+    /// Groups each user created (or is creating right now: see [`CreationSlot`]).
+    created: Arc<Mutex<HashMap<String, usize>>>,
     live_queue: usize,
     presence_max: usize,
     feed: OnceLock<FeedHook>,
@@ -118,6 +126,40 @@ impl std::fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("live_queue", &self.live_queue)
             .finish_non_exhaustive()
+    }
+}
+
+/// A group creation counted against a user's quota before it is stored: dropped without
+/// [`CreationSlot::keep`] (the store failed, or someone else created the group first), it gives
+/// the slot back. Counting before storing keeps one user's concurrent creations from all passing
+/// the check.
+#[derive(Debug)]
+#[must_use = "keep the slot once the group was created, or drop it to give it back"]
+pub struct CreationSlot {
+    created: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+    kept: bool,
+}
+
+impl CreationSlot {
+    /// The group was created: the slot stays counted.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for CreationSlot {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut created = lock(&self.created);
+        if let Some(n) = created.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                created.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -161,6 +203,7 @@ impl Hub {
     pub fn new(live_queue: usize, presence_max: usize) -> Self {
         Self {
             groups: Mutex::default(),
+            created: Arc::default(),
             live_queue: live_queue.max(1),
             presence_max,
             feed: OnceLock::new(),
@@ -203,14 +246,44 @@ impl Hub {
     /// Loads what storage holds (at start).
     pub fn load(&self, groups: Vec<GroupRecord>, members: Vec<MemberRecord>) {
         let mut map = lock(&self.groups);
+        let mut created = lock(&self.created);
         for g in groups {
+            if let Some(creator) = g.creator {
+                *created.entry(creator).or_default() += 1;
+            }
             map.insert(g.name, GroupState::new(g.last_seq));
         }
+        drop(created);
         for m in members {
             if let Some(g) = map.get_mut(&m.group) {
                 g.add_member(&m.user, m.read_seq);
             }
         }
+    }
+
+    /// Counts a group `user` is about to create, if they have created fewer than `max`;
+    /// otherwise returns how many they have created.
+    pub fn reserve_creation(&self, user: &str, max: usize) -> Result<CreationSlot, usize> {
+        let mut created = lock(&self.created);
+        let n = created.entry(user.to_owned()).or_default();
+        if *n >= max {
+            let n = *n;
+            if n == 0 {
+                created.remove(user);
+            }
+            return Err(n);
+        }
+        *n += 1;
+        Ok(CreationSlot {
+            created: Arc::clone(&self.created),
+            user: user.to_owned(),
+            kept: false,
+        })
+    }
+
+    /// Groups `user` has created (counting creations under way).
+    pub fn created_by(&self, user: &str) -> usize {
+        lock(&self.created).get(user).copied().unwrap_or(0)
     }
 
     /// Whether the group exists.
@@ -489,6 +562,28 @@ mod tests {
         assert_eq!(hub.fed_to("realm2").len(), 1, "jordan is still in");
         hub.left("g", "jordan@realm2");
         assert!(hub.fed_to("realm2").is_empty());
+    }
+
+    #[test]
+    fn creation_slots_count_until_given_back() {
+        let hub = Hub::new(4, 100);
+        hub.load(
+            vec![GroupRecord {
+                name: "old".into(),
+                home: "realm1".into(),
+                last_seq: 0,
+                creator: Some("a".into()),
+            }],
+            Vec::new(),
+        );
+        assert_eq!(hub.created_by("a"), 1);
+        let slot = hub.reserve_creation("a", 2).expect("second of two");
+        assert_eq!(hub.reserve_creation("a", 2).map(|_| ()), Err(2));
+        drop(slot);
+        hub.reserve_creation("a", 2).expect("given back").keep();
+        assert_eq!(hub.created_by("a"), 2);
+        assert_eq!(hub.reserve_creation("b", 0).map(|_| ()), Err(0));
+        assert_eq!(hub.created_by("b"), 0);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Fixed windows: after `max` failures within `window`, further attempts from that address (or for
 //! that user) are refused until the window ends, before any password is checked, so guessing costs
-//! the attacker time and the server nothing. Unknown user names are counted exactly like real ones,
-//! so the limiter does not reveal which names exist. The tables are bounded: when one is full,
+//! the attacker time and the server nothing. An IPv6 client is counted by its /64
+//! ([`IPV6_PREFIX_BITS`]): one subscriber usually holds a whole /64, and counting each /128 alone
+//! let one host try 20 passwords from every address it has. An IPv4-mapped IPv6 address
+//! (`::ffff:a.b.c.d`, what a dual-stack listener reports) counts as its IPv4 address. Unknown user
+//! names are counted exactly like real ones, so the limiter does not reveal which names exist. The tables are bounded: when one is full,
 //! expired entries are dropped, and if none expired the oldest window goes.
 
 use std::collections::HashMap;
@@ -17,6 +20,10 @@ pub const DEFAULT_FAILURES_PER_ADDRESS: u32 = 20;
 pub const DEFAULT_FAILURES_PER_USER: u32 = 5;
 /// The window the counts above apply to.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses are counted by the runtime's rule (an IPv6 /64, an IPv4-mapped address as its IPv4
+/// address), the same as its connection cap per address.
+pub use jaring_runtime::{IPV6_PREFIX_BITS, address_key};
+
 /// Entries each table holds at most (about 100 bytes each).
 pub const DEFAULT_TABLE_ENTRIES: usize = 100_000;
 
@@ -125,7 +132,8 @@ impl AuthLimiter {
     /// Whether an attempt from `addr` for `user` may go ahead at `now`.
     pub fn check(&self, addr: IpAddr, user: &str, now: Duration) -> Result<(), Limited> {
         let c = &self.config;
-        if let Some(wait) = self.by_address.wait(&addr, c.per_address, c.window, now) {
+        let key = address_key(addr);
+        if let Some(wait) = self.by_address.wait(&key, c.per_address, c.window, now) {
             return Err(Limited::Address(wait));
         }
         if let Some(wait) = self
@@ -140,7 +148,8 @@ impl AuthLimiter {
     /// Records a failed attempt.
     pub fn fail(&mut self, addr: IpAddr, user: &str, now: Duration) {
         let c = self.config;
-        self.by_address.fail(addr, c.window, now, c.max_entries);
+        self.by_address
+            .fail(address_key(addr), c.window, now, c.max_entries);
         self.by_user
             .fail(user.to_owned(), c.window, now, c.max_entries);
     }
@@ -179,6 +188,46 @@ mod tests {
         }
         assert!(matches!(l.check(A, "zzz", t), Err(Limited::Address(_))));
         assert!(l.check(B, "zzz", t).is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_one_count() {
+        let mut l = AuthLimiter::new(LimitConfig::default());
+        let t = Duration::ZERO;
+        let in_64 = |host: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, host));
+        // 45 addresses of one /64, as in the report: only the first 20 are let through.
+        let checked = (1..=45u16)
+            .filter(|&h| {
+                let ok = l.check(in_64(h), &format!("u{h}"), t).is_ok();
+                if ok {
+                    l.fail(in_64(h), &format!("u{h}"), t);
+                }
+                ok
+            })
+            .count();
+        assert_eq!(checked, DEFAULT_FAILURES_PER_ADDRESS as usize);
+        assert!(matches!(
+            l.check(in_64(999), "zzz", t),
+            Err(Limited::Address(_))
+        ));
+        let next_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(l.check(next_64, "zzz", t).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_counts_as_its_ipv4_address() {
+        let mut l = AuthLimiter::new(LimitConfig {
+            per_address: 2,
+            ..LimitConfig::default()
+        });
+        let t = Duration::ZERO;
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped());
+        l.fail(mapped, "a", t);
+        l.fail(B, "b", t);
+        assert!(matches!(l.check(B, "c", t), Err(Limited::Address(_))));
+        assert!(matches!(l.check(mapped, "c", t), Err(Limited::Address(_))));
+        assert!(l.check(A, "c", t).is_ok());
+        assert_eq!(address_key(mapped), B);
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! crack), so every hash and verification runs on a blocking thread, and at most
 //! [`DEFAULT_HASH_CONCURRENCY`] run at once: a login storm costs `concurrency × memory`, not
 //! `connections × memory`.
+//!
+//! A login is checked by [`Passwords::check`]: a failure always costs at least one Argon2 run at
+//! the configured cost, so a user whose stored hash is cheaper (made before the cost was raised)
+//! answers a wrong password no faster than anyone else, or than a name that does not exist; a
+//! success moves a hash that is not at the configured cost to it.
 
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -16,7 +21,7 @@ use tokio::sync::Semaphore;
 pub const DEFAULT_HASH_CONCURRENCY: usize = 2;
 
 /// Argon2id cost of new hashes. Existing hashes keep the cost they were made with (it is written
-/// in the hash), so raising it applies to new and changed passwords.
+/// in the hash) until their user next logs in, when they are made again at this cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordCost {
@@ -50,6 +55,28 @@ impl PasswordCost {
     fn params(self) -> Result<Params, PasswordError> {
         Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|e| PasswordError::Cost(e.to_string()))
+    }
+
+    /// Roughly what one Argon2 run at this cost takes: the memory filled times the passes over it.
+    fn work(self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// The cost written in an Argon2 PHC hash string, and whether it is an Argon2id hash of the
+    /// current version (0x13); `None` for a string that is not an Argon2 hash.
+    pub fn of_hash(hash: &str) -> Option<(Self, bool)> {
+        let h = PasswordHash::new(hash).ok()?;
+        let p = Params::try_from(&h).ok()?;
+        let current =
+            h.algorithm.as_str() == "argon2id" && h.version == Some(u32::from(Version::V0x13));
+        Some((
+            Self {
+                memory_kib: p.m_cost(),
+                iterations: p.t_cost(),
+                parallelism: p.p_cost(),
+            },
+            current,
+        ))
     }
 }
 
@@ -85,6 +112,67 @@ pub fn verify_blocking(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// What checking a login's password found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The password matches the user's stored hash.
+    pub matched: bool,
+    /// On a match with a hash not at the configured cost: a new hash of the password at that cost,
+    /// to store in place of the old one.
+    pub rehashed: Option<String>,
+    /// The cost of each Argon2 verification the check ran, in order (what makes the failure
+    /// paths cost the same; tests read it).
+    pub verified_at: Vec<PasswordCost>,
+}
+
+/// Checks `password` against `stored`, a user's hash (`None`: no such user), blocking. `equaliser`
+/// is a hash (of anything) at `cost`, the configured cost.
+///
+/// An unknown user is verified against `equaliser`; a user whose hash is cheaper than `cost`
+/// (or unreadable) and whose password is wrong is verified against it too, after their own hash.
+/// So every failure runs Argon2 at `cost` at least once, and a wrong password for a user with an
+/// old cheap hash costs what it costs for anyone else. (A hash dearer than `cost` still costs
+/// more, until its user's next login moves it to `cost`.)
+pub fn check_blocking(
+    password: &str,
+    stored: Option<&str>,
+    equaliser: &str,
+    cost: PasswordCost,
+) -> Checked {
+    let mut verified_at = Vec::with_capacity(2);
+    let Some(stored) = stored else {
+        verify_blocking(password, equaliser);
+        verified_at.push(cost);
+        return Checked {
+            matched: false,
+            rehashed: None,
+            verified_at,
+        };
+    };
+    let found = PasswordCost::of_hash(stored);
+    let matched = verify_blocking(password, stored);
+    if let Some((c, _)) = found {
+        verified_at.push(c);
+    }
+    let up_to_cost = found.is_some_and(|(c, _)| c.work() >= cost.work());
+    if !matched && !up_to_cost {
+        verify_blocking(password, equaliser);
+        verified_at.push(cost);
+    }
+    let current = found.is_some_and(|(c, id)| id && c == cost);
+    let rehashed = if matched && !current {
+        // A failure here only keeps the old hash, which still verifies: try again next login.
+        hash_blocking(password, cost).ok()
+    } else {
+        None
+    };
+    Checked {
+        matched,
+        rehashed,
+        verified_at,
+    }
+}
+
 /// Hashing and verification for a running server: on blocking threads, behind a semaphore.
 #[derive(Debug, Clone)]
 pub struct Passwords {
@@ -107,16 +195,25 @@ impl Passwords {
         self.cost
     }
 
-    /// Verifies off the async workers.
-    pub async fn verify(&self, password: String, hash: String) -> Result<bool, PasswordError> {
+    /// Checks a login off the async workers (see [`check_blocking`]; `equaliser` is a hash at
+    /// [`Self::cost`]).
+    pub async fn check(
+        &self,
+        password: String,
+        stored: Option<String>,
+        equaliser: String,
+    ) -> Result<Checked, PasswordError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| PasswordError::Stopped)?;
-        tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
-            .await
-            .map_err(|_| PasswordError::Stopped)
+        let cost = self.cost;
+        tokio::task::spawn_blocking(move || {
+            check_blocking(&password, stored.as_deref(), &equaliser, cost)
+        })
+        .await
+        .map_err(|_| PasswordError::Stopped)
     }
 
     /// Hashes off the async workers.
@@ -144,6 +241,50 @@ mod tests {
         assert!(verify_blocking("surabaya", &h));
         assert!(!verify_blocking("surabaya ", &h));
         assert!(!verify_blocking("surabaya", "not a hash"));
+    }
+
+    /// Configured: dearer than the stored hashes made at `INSECURE_TEST`.
+    const CONFIGURED: PasswordCost = PasswordCost {
+        memory_kib: 64,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    #[test]
+    fn a_wrong_password_for_a_cheap_hash_also_runs_argon2_at_the_configured_cost() {
+        let cheap = hash_blocking("surabaya", PasswordCost::INSECURE_TEST).expect("hash");
+        let equaliser = hash_blocking("dummy", CONFIGURED).expect("hash");
+        let wrong = check_blocking("wrong", Some(&cheap), &equaliser, CONFIGURED);
+        assert!(!wrong.matched);
+        assert_eq!(wrong.rehashed, None);
+        assert_eq!(wrong.verified_at, [PasswordCost::INSECURE_TEST, CONFIGURED]);
+        // The same work as for a name that does not exist…
+        let unknown = check_blocking("wrong", None, &equaliser, CONFIGURED);
+        assert!(!unknown.matched);
+        assert_eq!(unknown.verified_at, [CONFIGURED]);
+        // …and as for a user whose hash is at the configured cost already.
+        let current = hash_blocking("surabaya", CONFIGURED).expect("hash");
+        let wrong = check_blocking("wrong", Some(&current), &equaliser, CONFIGURED);
+        assert_eq!(wrong.verified_at, [CONFIGURED]);
+        // A malformed stored hash fails without Argon2, so the configured run stands in.
+        let bad = check_blocking("x", Some("not a hash"), &equaliser, CONFIGURED);
+        assert_eq!(bad.verified_at, [CONFIGURED]);
+    }
+
+    #[test]
+    fn a_match_on_a_hash_not_at_the_configured_cost_is_rehashed_to_it() {
+        let equaliser = hash_blocking("dummy", CONFIGURED).expect("hash");
+        let cheap = hash_blocking("surabaya", PasswordCost::INSECURE_TEST).expect("hash");
+        let ok = check_blocking("surabaya", Some(&cheap), &equaliser, CONFIGURED);
+        assert!(ok.matched);
+        assert_eq!(ok.verified_at, [PasswordCost::INSECURE_TEST]);
+        let new = ok.rehashed.expect("rehashed");
+        assert_eq!(PasswordCost::of_hash(&new), Some((CONFIGURED, true)));
+        assert!(verify_blocking("surabaya", &new));
+        // Already at the configured cost: kept as it is.
+        let again = check_blocking("surabaya", Some(&new), &equaliser, CONFIGURED);
+        assert!(again.matched);
+        assert_eq!(again.rehashed, None);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct RealmOptions {
     pub presence_max_members: usize,
     /// Least time between two writes of a live session (batching).
     pub live_flush: Duration,
+    /// Groups one user may create.
+    pub groups_per_user: usize,
 }
 
 impl Default for RealmOptions {
@@ -109,6 +111,7 @@ impl Default for RealmOptions {
             live_queue: DEFAULT_LIVE_QUEUE,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
             live_flush: crate::live::DEFAULT_LIVE_FLUSH,
+            groups_per_user: crate::groups::DEFAULT_GROUPS_PER_USER,
         }
     }
 }
@@ -461,19 +464,23 @@ impl<S: Store> Realm<S> {
             reply::encode_error(limited, out);
             return;
         }
-        let user = self.user(&c.user);
-        let hash = user
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let ok = match self.passwords.verify(c.password, hash).await {
-            Ok(ok) => ok && user.is_some(),
+        let stored = self.user(&c.user).map(|u| u.password_hash);
+        let checked = self
+            .passwords
+            .check(c.password, stored.clone(), self.dummy_hash.clone())
+            .await;
+        let checked = match checked {
+            Ok(checked) => checked,
             Err(e) => {
                 error!(error = %e, "password verification failed");
                 reply::encode_error(STORAGE_FAILED, out);
                 return;
             }
         };
-        if !ok {
+        if let (Some(old), Some(new)) = (&stored, &checked.rehashed) {
+            self.store_rehash(&c.user, old, new).await;
+        }
+        if !checked.matched {
             lock(&self.limiter).fail(conn.peer, &c.user, self.clock.now());
             info!(peer = %conn.peer, user = %c.user, "failed login");
             reply::encode_error(BAD_LOGIN, out);
@@ -505,6 +512,20 @@ impl<S: Store> Realm<S> {
             },
             out,
         );
+    }
+
+    /// Keeps a login's new hash of its user's password, now at the configured cost, in storage
+    /// and then in memory. On failure the old hash stays, which still verifies: the next login
+    /// tries again.
+    async fn store_rehash(&self, name: &str, old: &str, new: &str) {
+        if let Err(e) = self.store.rehash_password(name, old, new).await {
+            warn!(error = %e, user = %name, "cannot store a password hash at the configured cost");
+            return;
+        }
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(u) = users.get_mut(name).filter(|u| u.password_hash == old) {
+            u.password_hash = new.to_owned();
+        }
     }
 
     /// Whether `addr` names another realm, which is refused (the ERROR appended) until

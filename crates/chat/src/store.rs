@@ -150,6 +150,51 @@ pub enum StoreError {
         "the data directory {0} is in use by a running realm server; stop it first (users are managed offline)"
     )]
     Locked(std::path::PathBuf),
+    /// The database file is damaged (SQLite's integrity check failed, or SQLite says so).
+    #[error(
+        "{path} is damaged ({detail}); stop here and restore it from a backup (or, to start an \
+         empty realm, move it and its -wal and -shm files away)"
+    )]
+    Corrupt {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What SQLite found (the first problems `PRAGMA quick_check` reported).
+        detail: String,
+    },
+    /// The database file exists but is empty: SQLite would take it for a new database.
+    #[error(
+        "{0} is empty (0 bytes), so the realm's users and messages are not in it; restore it from \
+         a backup (if this realm's first start was cut short, delete the file and start again)"
+    )]
+    Empty(std::path::PathBuf),
+    /// The disk (or the file size limit) has no room for what the database must write.
+    #[error("no space left on device ({path}); free some space on its disk and start again")]
+    NoSpace {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What the system said when the space was tried.
+        source: std::io::Error,
+    },
+    /// Reading the database file failed (a failing disk, or a file changed under SQLite).
+    #[error(
+        "cannot read {path}: the disk or the file is failing; check the disk (dmesg) and restore the file from a backup"
+    )]
+    Read {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// Writing the database (or its -wal or -shm file) failed for a reason other than space.
+    #[error(
+        "cannot write {path} (or its -wal and -shm files); check the disk (dmesg) and the directory's permissions"
+    )]
+    Write {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
     /// A user to add exists already.
     #[error("user {0:?} exists already; use `jaring chat user passwd` to change the password")]
     UserExists(String),
@@ -168,6 +213,16 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
 
     /// Every live token (loaded at start so a restart does not log everyone out).
     fn tokens(&self) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    /// Replaces user `name`'s password hash `old` with `new` (a login moving it to the configured
+    /// cost), leaving their sessions alone; does nothing if the hash is no longer `old`. Returns
+    /// once committed.
+    fn rehash_password(
+        &self,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Stores a token; returns once committed.
     fn insert_token(&self, token: TokenRecord) -> impl Future<Output = StoreResult<()>> + Send;

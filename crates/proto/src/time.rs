@@ -3,9 +3,9 @@
 //! The full specification, with example exchanges, is `docs/time-protocol.md`; this module is its
 //! executable form. In short: a request is one line; a line that begins with `TIME` asks for the time
 //! and is answered `JAM hh:mm:ss\r\n` (24-hour clock); `QUIT` (trailing spaces allowed) ends the
-//! session; anything else is answered with a line starting `ERR ` and the session goes on, except a
-//! line past the length cap, which is answered and then closed because the stream cannot be
-//! resynchronised.
+//! session; an empty line (or one of only spaces) is ignored without a reply; anything else is
+//! answered with a line starting `ERR ` and the session goes on, except a line past the length
+//! cap, which is answered and then closed because the stream cannot be resynchronised.
 //!
 //! [`TimeSession`] is the per-connection state machine; the clock is passed in through [`Clock`] so the
 //! core stays free of system time and is testable with a fixed one.
@@ -82,14 +82,14 @@ pub enum Request {
     Time,
     /// `QUIT`: end the session.
     Quit,
+    /// An empty line, or one of only spaces: ignored, with no reply. Student clients send
+    /// `TIME\r\n\r\n`; an `ERR` for the blank line would be read as part of the time.
+    Blank,
 }
 
 /// Why a request line was refused; the `Display` text is what follows `ERR ` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// The line was empty (or only spaces).
-    #[error("empty request; send TIME or QUIT")]
-    Empty,
     /// The line was not valid UTF-8.
     #[error("request is not valid UTF-8; send TIME or QUIT")]
     NotUtf8,
@@ -110,7 +110,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     let text = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)?;
     let trimmed = text.trim_end_matches(' ');
     match trimmed {
-        "" => Err(RequestError::Empty),
+        "" => Ok(Request::Blank),
         "QUIT" => Ok(Request::Quit),
         other => {
             let mut excerpt = String::new();
@@ -165,6 +165,7 @@ impl TimeSession {
         self.framer.feed(input, |line| {
             match line.map(parse_request) {
                 Ok(Ok(Request::Time)) => clock.now().encode_reply(out),
+                Ok(Ok(Request::Blank)) => {}
                 Ok(Ok(Request::Quit)) => {
                     *done = true;
                     return ControlFlow::Break(());
@@ -313,19 +314,26 @@ mod tests {
     #[test]
     fn bad_lines_get_err_and_the_session_goes_on() {
         let mut s = TimeSession::new(DEFAULT_MAX_LINE);
-        let (out, flow) = run(
-            &mut s,
-            &[b"time\r\n\r\n\xff\xfe\r\nHELLO\x1b[31m\r\nTIME\r\n"],
-        );
+        let (out, flow) = run(&mut s, &[b"time\r\n\xff\xfe\r\nHELLO\x1b[31m\r\nTIME\r\n"]);
         assert_eq!(
             text(&out),
             "ERR unknown request \"time\"; send TIME or QUIT (upper case)\r\n\
-             ERR empty request; send TIME or QUIT\r\n\
              ERR request is not valid UTF-8; send TIME or QUIT\r\n\
              ERR unknown request \"HELLO\\u{1b}[31m\"; send TIME or QUIT (upper case)\r\n\
              JAM 12:34:05\r\n"
         );
         assert_eq!(flow, Flow::Continue);
+    }
+
+    #[test]
+    fn blank_lines_are_ignored_without_a_reply() {
+        let mut s = TimeSession::new(DEFAULT_MAX_LINE);
+        // What a student client sends: the blank line must not add a line to the reply.
+        let (out, flow) = run(&mut s, &[b"TIME\r\n\r\n", b"\n   \r\nTIME\n"]);
+        assert_eq!(text(&out), "JAM 12:34:05\r\n".repeat(2));
+        assert_eq!(flow, Flow::Continue);
+        assert_eq!(parse_request(b""), Ok(Request::Blank));
+        assert_eq!(parse_request(b"  "), Ok(Request::Blank));
     }
 
     #[test]

@@ -27,6 +27,6 @@ pub use config::{Limits, ListenConfig, Model, ServerConfig};
 pub use dial::{DialError, dial};
 pub use driver::{Conn, End, LineDeadline, Wait, Watch};
 pub use jaring_proto::Flow;
-pub use server::{BindError, Server, Stats};
+pub use server::{BindError, IPV6_PREFIX_BITS, Server, Stats, address_key};
 pub use service::{Busy, ConnInfo, Handler, Service, Session};
 pub use tokio_util::sync::CancellationToken;

@@ -193,16 +193,21 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// The key connections are counted under per client: the IPv4 address (an IPv4-mapped IPv6
-/// address counts as its IPv4 address), or an IPv6 address's /64, the block one host, home or
-/// phone is usually given (counting /128s would let it take 2^64 shares).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
+/// How much of an IPv6 address names one client: its /64, the block one host, home or phone is
+/// usually given (counting /128s would let one client take 2^64 shares of any per-address limit).
+pub const IPV6_PREFIX_BITS: u32 = 64;
+
+/// The key a per-client limit counts `addr` under: an IPv4 address as it is, an IPv4-mapped IPv6
+/// address (what a dual-stack listener reports) as its IPv4 address, any other IPv6 address as
+/// its /[`IPV6_PREFIX_BITS`] network. The runtime's connection cap per address and the chat
+/// realm's login limiter both count by it.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
-        },
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - IPV6_PREFIX_BITS);
+            IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & mask))
+        }
     }
 }
 

@@ -219,11 +219,23 @@ impl<S: Store> Realm<S> {
     /// Makes `user` (a user of this realm, or `user@peer`) a member of the group homed here
     /// (creating it on first join); pushes the join. The error says why not.
     async fn join_member(&self, group: &str, user: &str) -> Result<JoinOutcome, String> {
-        if !self.groups.exists(group) && self.user(group).is_some() {
-            return Err(format!(
-                "{group:?} is a user of realm {}; pick another group name",
-                self.options.name
-            ));
+        let mut slot = None;
+        if !self.groups.exists(group) {
+            if self.user(group).is_some() {
+                return Err(format!(
+                    "{group:?} is a user of realm {}; pick another group name",
+                    self.options.name
+                ));
+            }
+            let max = self.options.groups_per_user;
+            slot = Some(self.groups.reserve_creation(user, max).map_err(|n| {
+                format!(
+                    "no group {group:?} on realm {}, and you cannot create it: you created {n} \
+                     groups, the most one user may (groups_per_user = {max}); join an existing \
+                     group instead",
+                    self.options.name
+                )
+            })?);
         }
         let outcome = self
             .store
@@ -233,6 +245,10 @@ impl<S: Store> Realm<S> {
                 error!(error = %e, "cannot store a group membership");
                 STORAGE_FAILED.to_owned()
             })?;
+        // Kept only if this join made the group; else (another join made it first) given back.
+        if let Some(slot) = slot.filter(|_| outcome.created) {
+            slot.keep();
+        }
         if self.groups.joined(group, user, outcome.read_seq) && outcome.new_member {
             self.groups
                 .publish_presence(self.member_change(group, user), false);

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS groups (
     name TEXT PRIMARY KEY NOT NULL,
     home TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    creator TEXT
 );
 CREATE TABLE IF NOT EXISTS group_members (
     grp TEXT NOT NULL,
@@ -47,6 +48,21 @@ CREATE TABLE IF NOT EXISTS group_feeds (
     PRIMARY KEY (peer, grp)
 ) WITHOUT ROWID;
 ";
+
+/// Adds `groups.creator` (who created each group, for the per-user creation quota) to a database
+/// made before it existed; its groups keep no creator and count against no one. A column, not a
+/// schema version: an older binary reading this database just ignores it.
+pub(super) fn add_creator(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('groups') WHERE name = 'creator'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE groups ADD COLUMN creator TEXT")?;
+    }
+    Ok(())
+}
 
 /// A queued group write and where its answer goes.
 pub(super) enum GroupWrite {
@@ -207,10 +223,10 @@ fn join(
 ) -> StoreResult<JoinOutcome> {
     let created = tx
         .prepare_cached(
-            "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO groups (name, home, created_at, last_seq, creator) \
+             VALUES (?1, ?2, ?3, 0, ?4) ON CONFLICT (name) DO NOTHING",
         )?
-        .execute(params![group, home, now])?
+        .execute(params![group, home, now, user])?
         > 0;
     let last_seq: i64 = tx
         .prepare_cached("SELECT last_seq FROM groups WHERE name = ?1")?
@@ -347,12 +363,14 @@ const COLUMNS: &str = "grp, seq, id, sender, sender_display, body, sent_at";
 impl GroupStore for SqliteStore {
     async fn groups(&self) -> StoreResult<Vec<GroupRecord>> {
         self.read(|c| {
-            let mut s = c.prepare("SELECT name, home, last_seq FROM groups ORDER BY name")?;
+            let mut s =
+                c.prepare("SELECT name, home, last_seq, creator FROM groups ORDER BY name")?;
             let rows = s.query_map([], |r| {
                 Ok(GroupRecord {
                     name: r.get(0)?,
                     home: r.get(1)?,
                     last_seq: r.get(2)?,
+                    creator: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

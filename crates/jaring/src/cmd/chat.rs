@@ -238,10 +238,14 @@ pub async fn start_realm(
     let store = {
         let dir = dir.clone();
         let cost = options.password_cost;
+        // The storage errors name the file and what to do; this says which realm (the lab runs two).
+        let realm = options.name.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<SqliteStore> {
-            let store = SqliteStore::open(&dir, sync, max_batch)?;
+            let store = SqliteStore::open(&dir, sync, max_batch)
+                .with_context(|| format!("cannot start realm {realm}"))?;
             if let Some(users) = seed {
-                let conn = sqlite::open(&dir, sync)?;
+                let conn = sqlite::open(&dir, sync)
+                    .with_context(|| format!("cannot start realm {realm}"))?;
                 if sqlite::list_users(&conn)?.is_empty() {
                     for (name, display, password) in users {
                         sqlite::add_user(
