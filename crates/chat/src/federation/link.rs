@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jaring_proto::chat::address::is_valid_name;
 use jaring_proto::federation::auth::{NONCE_LEN, Role, Transcript, hex, is_nonce};
@@ -175,7 +175,7 @@ impl Drop for Slot {
 /// At most one log line per interval, counting what it left out.
 struct LogLimit {
     interval: Duration,
-    last: Option<tokio::time::Instant>,
+    last: Option<Instant>,
     suppressed: u64,
 }
 
@@ -190,8 +190,14 @@ impl LogLimit {
 
     /// Whether to log now: `Some(n)` with the `n` events left out since the last line.
     fn allow(&mut self) -> Option<u64> {
-        let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < self.interval) {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
             self.suppressed += 1;
             return None;
         }
@@ -212,6 +218,9 @@ fn log_refusal(limit: &Mutex<LogLimit>, addr: SocketAddr, reason: &str) {
 async fn resolve_peers(fed: Arc<Federation>, admission: Arc<Mutex<Admission>>) {
     for p in fed.peers.values() {
         let address = p.config.address.as_str();
+        if address.parse::<SocketAddr>().is_ok() {
+            continue; // Taken before the first accept.
+        }
         match tokio::time::timeout(fed.config.lookup_timeout, tokio::net::lookup_host(address))
             .await
         {
@@ -242,6 +251,13 @@ pub(crate) async fn accept_loop(
     let refusals = Arc::new(Mutex::new(LogLimit::new(
         super::DEFAULT_REFUSAL_LOG_INTERVAL,
     )));
+    // Addresses given as IP:port count at once; names are resolved meanwhile.
+    lock(&admission).peers.extend(
+        fed.peers
+            .values()
+            .filter_map(|p| p.config.address.parse::<SocketAddr>().ok())
+            .map(|a| a.ip().to_canonical()),
+    );
     tokio::spawn(resolve_peers(Arc::clone(&fed), Arc::clone(&admission)));
     loop {
         let (stream, addr) = tokio::select! {
@@ -422,7 +438,11 @@ pub(crate) async fn dial_loop(fed: Arc<Federation>, peer: Arc<Peer>, shutdown: C
                 // A link the peer broke (a protocol error, a refused frame) counts as a failure:
                 // a peer that breaks every link is redialled ever more slowly, not in a loop.
                 let broken = run_link(&fed, &peer, conn, &shutdown).await;
-                failures = if broken { failures.saturating_add(1) } else { 0 };
+                failures = if broken {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
             }
             Err(reason) => {
                 failures = failures.saturating_add(1);
@@ -1336,6 +1356,45 @@ async fn handle_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_slots_per_address_and_strangers_leave_room_for_peers() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut a = Admission::new(3, 2);
+        a.peers.insert(peer);
+        let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
+        assert_eq!(a.admit(ip(1)), Ok(true));
+        assert_eq!(a.admit(ip(1)), Ok(true));
+        assert!(a.admit(ip(1)).is_err(), "two per address");
+        assert_eq!(a.admit(ip(2)), Ok(true));
+        assert!(a.admit(ip(3)).is_err(), "three strangers in all");
+        assert_eq!(
+            a.admit(peer),
+            Ok(false),
+            "a peer's address has room of its own"
+        );
+        assert_eq!(a.admit(peer), Ok(false));
+        assert!(a.admit(peer).is_err(), "but not more than any address");
+        a.release(ip(1), true);
+        assert_eq!(a.admit(ip(3)), Ok(true), "a slot given back is free again");
+        a.release(peer, false);
+        a.release(peer, false);
+        assert!(
+            !a.per_address.contains_key(&peer),
+            "no entry for an address with none"
+        );
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_a_count() {
+        let mut l = LogLimit::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(l.allow_at(t), Some(0));
+        assert_eq!(l.allow_at(t + Duration::from_secs(1)), None);
+        assert_eq!(l.allow_at(t + Duration::from_secs(9)), None);
+        assert_eq!(l.allow_at(t + Duration::from_secs(10)), Some(2));
+        assert_eq!(l.allow_at(t + Duration::from_secs(11)), None);
+    }
 
     #[test]
     fn feed_window_counts_what_was_sent_and_not_acknowledged() {

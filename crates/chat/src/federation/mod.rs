@@ -181,7 +181,9 @@ pub enum FederationError {
     )]
     Bind(SocketAddr, #[source] std::io::Error),
     /// The federation's tables could not be prepared.
-    #[error("cannot prepare the federation's tables in the realm's database; check the data directory")]
+    #[error(
+        "cannot prepare the federation's tables in the realm's database; check the data directory"
+    )]
     Store(#[source] crate::store::StoreError),
 }
 

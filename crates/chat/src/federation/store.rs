@@ -362,7 +362,8 @@ pub(crate) async fn store_replica(
                     let i = match index.entry(group.clone()) {
                         Entry::Occupied(e) => *e.get(),
                         Entry::Vacant(e) => {
-                            let last = replica_start(c, &home, group, m.seq, joining.contains(group))?;
+                            let last =
+                                replica_start(c, &home, group, m.seq, joining.contains(group))?;
                             replicas.push((group.clone(), last, false));
                             *e.insert(replicas.len() - 1)
                         }
@@ -440,8 +441,10 @@ fn replica_start(
         return Ok(last);
     }
     let start = first_seq - 1;
-    c.prepare_cached("INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![group, home, super::link::unix_ms(), start])?;
+    c.prepare_cached(
+        "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![group, home, super::link::unix_ms(), start])?;
     Ok(Some(start))
 }
 
