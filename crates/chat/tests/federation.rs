@@ -1390,7 +1390,10 @@ async fn post_through(
     }
     let id = match link.next().await {
         Some(Frame::Gpost {
-            id, group: g, body: b, ..
+            id,
+            group: g,
+            body: b,
+            ..
         }) if g == group && b == body => id,
         other => panic!("expected the post: {other:?}"),
     };
@@ -1465,7 +1468,8 @@ async fn a_home_realm_cannot_forge_our_users_posts_skip_seqs_or_plant_replicas()
     let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
     link.send(gmsg("football", 2, &second, "messi@realm1", "second"))
         .await;
-    link.send(gmsg("chess", 1, &id(0xc1), "pele", "planted")).await;
+    link.send(gmsg("chess", 1, &id(0xc1), "pele", "planted"))
+        .await;
     link.send(gmsg("football", 3, &id(0xb2), "pele", "from pele"))
         .await;
     let mut frames = Vec::new();
@@ -1484,7 +1488,9 @@ async fn a_home_realm_cannot_forge_our_users_posts_skip_seqs_or_plant_replicas()
         ]
     );
     let (mut ronaldo, tr) = login(r1.addr(), "ronaldo").await;
-    let r = ronaldo.call(&format!("history {tr} football@realm2 10")).await;
+    let r = ronaldo
+        .call(&format!("history {tr} football@realm2 10"))
+        .await;
     assert!(
         !r.to_string().contains("forged"),
         "nothing in ronaldo's name: {r}"
@@ -1494,5 +1500,159 @@ async fn a_home_realm_cannot_forge_our_users_posts_skip_seqs_or_plant_replicas()
         .unwrap();
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["football@realm2"], "no replica of chess");
+    r1.running.stop().await;
+}
+
+/// Connections from `from` to `addr` that start a handshake and never finish it.
+async fn stalled_handshakes(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = connect_from(from, addr).await.unwrap();
+        // Refused connections may be closed before this write: that is fine.
+        let _ = s.write_all(br#"{"t":"hel"#).await;
+        out.push(s);
+    }
+    out
+}
+
+/// Waits until at least `n` of `conns` were closed by the realm; returns how many were.
+async fn closed_at_least(conns: &[TcpStream], n: usize) -> usize {
+    let count = || {
+        conns
+            .iter()
+            .filter(|s| {
+                let mut b = [0u8; 64];
+                // Ok(0): closed; an error other than WouldBlock: reset; data or WouldBlock: open.
+                match s.try_read(&mut b) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            })
+            .count()
+    };
+    let mut closed = count();
+    for _ in 0..(TIMEOUT.as_millis() / 50) {
+        if closed >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed = count();
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_leaves_room_for_the_configured_peer() {
+    // realm0 sorts first: it dials realm1, from 127.0.0.2, where its configuration says it is.
+    let peer_ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let r1 = node_config(
+        "realm1",
+        &["messi"],
+        vec![peer("realm0", SocketAddr::new(peer_ip, 9), SECRET)],
+        // Long enough that no flood connection is let go while the test runs.
+        |c| c.handshake_timeout = Duration::from_secs(120),
+    )
+    .await;
+    let addr = r1.fed.local_addr();
+    let per_address = jaring_chat::federation::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
+    let pool = jaring_chat::federation::DEFAULT_MAX_HANDSHAKES;
+
+    // 200 connections from one address: all but the per-address cap are closed at once.
+    let one = stalled_handshakes("127.0.0.1".parse().unwrap(), addr, 200).await;
+    let closed = closed_at_least(&one, 200 - per_address).await;
+    assert!(closed >= 200 - per_address, "only {closed} of 200 closed");
+    // Then from many addresses, more than the strangers' pool holds.
+    let mut many = Vec::new();
+    for n in 10..10 + 2 * pool / per_address {
+        let from = IpAddr::from([127, 0, 0, n as u8]);
+        many.extend(stalled_handshakes(from, addr, per_address).await);
+    }
+    let want = many.len() - (pool - per_address);
+    let closed = closed_at_least(&many, want).await;
+    assert!(closed >= want, "only {closed} of {} closed", many.len());
+
+    // Every stranger's slot is taken, and none is freed before the timeout; the peer still links.
+    let mut link = RawLink::open_from(peer_ip, addr, "realm0", "realm1", SECRET).await;
+    wait_up(&r1.fed, "realm0").await;
+    link.send(Frame::Lookup {
+        q: 1,
+        user: "messi".into(),
+    })
+    .await;
+    assert_eq!(
+        link.next().await,
+        Some(Frame::Found {
+            q: 1,
+            display: Some("MESSI".into())
+        })
+    );
+    drop((one, many));
+    r1.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_peer_cannot_stretch_the_handshake_nor_hold_a_link() {
+    let r1 = node_config(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", nowhere(), SECRET)],
+        |c| {
+            c.handshake_timeout = Duration::from_secs(1);
+            c.link_idle = Duration::from_secs(1);
+        },
+    )
+    .await;
+    let addr = r1.fed.local_addr();
+    let trickle = Duration::from_millis(100);
+
+    // 1. A hello sent a byte at a time, 100 ms apart (14 s in all): cut at the 1 s deadline.
+    let mut hello = Vec::new();
+    Frame::Hello {
+        v: VERSION,
+        realm: "realm2".into(),
+        to: "realm1".into(),
+        nonce: hex(&[3; 32]),
+    }
+    .encode(&mut hello);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut sent = 0;
+    for b in &hello {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(trickle).await;
+        let mut buf = [0u8; 256];
+        if !matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            break; // The realm said something (its refusal) or closed.
+        }
+    }
+    assert!(sent < hello.len(), "the whole hello went out: not cut");
+
+    // 2. An authenticated link on which bytes keep coming, a frame never: cut as silent.
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    let partial = format!(r#"{{"t":"msg","id":"x","body":"{}"#, "a".repeat(200));
+    let mut cut = false;
+    for b in partial.as_bytes() {
+        if link.s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(trickle).await;
+        let mut buf = [0u8; 4096];
+        match link.s.try_read(&mut buf) {
+            Ok(0) => {
+                cut = true;
+                break;
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                cut = true;
+                break;
+            }
+            _ => {} // Pings, or nothing yet.
+        }
+    }
+    assert!(cut, "a link that never finished a frame in 20 s was kept");
     r1.running.stop().await;
 }
