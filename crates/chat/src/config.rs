@@ -62,6 +62,14 @@ pub struct FederationSection {
     pub bind: Option<IpAddr>,
     /// Port (default 9889).
     pub port: Option<u16>,
+    /// Seconds a connecting peer has to finish the handshake (default 10).
+    pub handshake_timeout_secs: Option<u64>,
+    /// Handshakes at once from addresses that are not a peer's (default 64).
+    pub max_handshakes: Option<usize>,
+    /// Handshakes at once from one address (default 8).
+    pub max_handshakes_per_address: Option<usize>,
+    /// Seconds without a whole frame before a link is dropped (default 45).
+    pub link_idle_secs: Option<u64>,
 }
 
 /// `[[peer]]`: one peer realm.
@@ -302,9 +310,19 @@ impl RealmConfig {
                 .port
                 .unwrap_or(crate::federation::DEFAULT_FEDERATION_PORT),
         );
-        Ok(Some(crate::federation::FederationConfig::new(
-            listen, peers,
-        )))
+        let f = &self.federation;
+        let mut config = crate::federation::FederationConfig::new(listen, peers);
+        if let Some(secs) = f.handshake_timeout_secs {
+            config.handshake_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = f.link_idle_secs {
+            config.link_idle = Duration::from_secs(secs.max(1));
+        }
+        config.max_handshakes = f.max_handshakes.unwrap_or(config.max_handshakes);
+        config.max_handshakes_per_address = f
+            .max_handshakes_per_address
+            .unwrap_or(config.max_handshakes_per_address);
+        Ok(Some(config))
     }
 
     /// Storage settings.
@@ -394,6 +412,15 @@ max_batch = 4096
 # with the same secret (generate one with `openssl rand -hex 32`).
 [federation]
 port = 9889
+# A connecting peer must finish the handshake within this many seconds of connecting.
+handshake_timeout_secs = 10
+# Connections still in their handshake: at most this many from addresses that are not a
+# configured peer's (peers' addresses have room of their own), and at most this many from any one
+# address; more are closed at once (refusals are logged at most once per 10 s).
+max_handshakes = 64
+max_handshakes_per_address = 8
+# A link on which no whole frame arrived for this long is dropped (and redialled).
+link_idle_secs = 45
 
 # [[peer]]
 # name = "realm2"
@@ -421,6 +448,24 @@ mod tests {
             Some(jaring_proto::chat::DEFAULT_MAX_LINE)
         );
         assert_eq!(c.storage(), (Synchronous::Full, DEFAULT_MAX_BATCH));
+    }
+
+    #[test]
+    fn the_printed_federation_settings_are_the_defaults() {
+        let mut c: RealmConfig = toml::from_str(DEFAULT_CONFIG).expect("valid");
+        c.peer.push(PeerSection {
+            name: "realm2".into(),
+            address: "127.0.0.1:9899".into(),
+            secret: Some("a secret of sixteen bytes".into()),
+            secret_file: None,
+        });
+        let any = IpAddr::from([127, 0, 0, 1]);
+        let f = c.federation(any).expect("valid").expect("a peer");
+        let d = crate::federation::FederationConfig::new(f.listen, Vec::new());
+        assert_eq!(f.handshake_timeout, d.handshake_timeout);
+        assert_eq!(f.max_handshakes, d.max_handshakes);
+        assert_eq!(f.max_handshakes_per_address, d.max_handshakes_per_address);
+        assert_eq!(f.link_idle, d.link_idle);
     }
 
     #[test]

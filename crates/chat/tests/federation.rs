@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +103,16 @@ async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
 
 /// [`node`] with at most `window` messages unacknowledged on each link.
 async fn node_with(name: &str, users: &[&str], peers: Vec<PeerConfig>, window: usize) -> Node {
+    node_config(name, users, peers, |c| c.window = window).await
+}
+
+/// [`node`] with the federation settings `tweak` makes.
+async fn node_config(
+    name: &str,
+    users: &[&str],
+    peers: Vec<PeerConfig>,
+    tweak: impl FnOnce(&mut FederationConfig),
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     add_users(dir.path(), users);
     let options = RealmOptions {
@@ -119,7 +129,7 @@ async fn node_with(name: &str, users: &[&str], peers: Vec<PeerConfig>, window: u
     let mut config = FederationConfig::new("127.0.0.1:0".parse().unwrap(), peers);
     config.backoff_max = Duration::from_millis(500);
     config.lookup_timeout = Duration::from_secs(10);
-    config.window = window;
+    tweak(&mut config);
     let fed = Federation::start(&running.realm, config, running.shutdown.clone())
         .await
         .unwrap();
@@ -934,10 +944,35 @@ struct RawLink {
     pending: std::collections::VecDeque<Frame>,
 }
 
+/// Connects to `addr` from the loopback address `from` (any 127.0.0.0/8 address binds on Linux).
+async fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    tokio::time::timeout(TIMEOUT, socket.connect(addr))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
 impl RawLink {
     /// Connects to `addr` (realm `realm`) and authenticates as `claim` with `secret`.
     async fn open(addr: SocketAddr, claim: &str, realm: &str, secret: &[u8]) -> Self {
         let s = TcpStream::connect(addr).await.unwrap();
+        Self::handshake(s, claim, realm, secret).await
+    }
+
+    /// [`RawLink::open`] from the loopback address `from`.
+    async fn open_from(
+        from: IpAddr,
+        addr: SocketAddr,
+        claim: &str,
+        realm: &str,
+        secret: &[u8],
+    ) -> Self {
+        let s = connect_from(from, addr).await.unwrap();
+        Self::handshake(s, claim, realm, secret).await
+    }
+
+    async fn handshake(s: TcpStream, claim: &str, realm: &str, secret: &[u8]) -> Self {
         let mut link = Self {
             s,
             framer: LinkFramer::new(DEFAULT_MAX_FRAME),
@@ -972,6 +1007,18 @@ impl RawLink {
         let mut out = Vec::new();
         f.encode(&mut out);
         self.s.write_all(&out).await.unwrap();
+    }
+
+    /// Every frame (keep-alives left out) until the realm closes the link.
+    async fn until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        for _ in 0..10_000 {
+            match self.next().await {
+                Some(f) => frames.push(f),
+                None => return frames,
+            }
+        }
+        panic!("the link was not closed: {frames:?}");
     }
 
     /// The next frame that is not a keep-alive, or None once the realm closed the link.
@@ -1298,4 +1345,314 @@ async fn a_member_realm_keeps_its_replica_while_the_home_is_unreachable() {
     relay.accepts.abort();
     r1.running.stop().await;
     r2.running.stop().await;
+}
+
+/// A group message of `group` homed on the test's realm, as its feed would carry it.
+fn gmsg(group: &str, seq: i64, id: &str, from: &str, body: &str) -> Frame {
+    Frame::Gmsg {
+        group: group.into(),
+        seq,
+        id: id.into(),
+        from: from.into(),
+        display: from.into(),
+        body: body.into(),
+        sent_at: 0,
+    }
+}
+
+/// `sendgroup` of `body` by a member of the replica `group@realm2` on realm1, the test speaking
+/// for realm2 on `link`: answers realm1's `gjoin` (if `join`), acknowledges the `gpost`; returns
+/// the post's id.
+async fn post_through(
+    link: &mut RawLink,
+    c: &mut Client,
+    token: &str,
+    group: &str,
+    body: &str,
+    join: bool,
+) -> String {
+    c.send_raw(format!("sendgroup {token} {group}@realm2 {body}\r\n").as_bytes())
+        .await;
+    if join {
+        match link.next().await {
+            Some(Frame::Gjoin { q, group: g, .. }) if g == group => {
+                link.send(Frame::Greply {
+                    q,
+                    error: None,
+                    read_seq: 0,
+                    created: true,
+                    new_member: true,
+                })
+                .await;
+            }
+            other => panic!("expected a gjoin: {other:?}"),
+        }
+    }
+    let id = match link.next().await {
+        Some(Frame::Gpost {
+            id,
+            group: g,
+            body: b,
+            ..
+        }) if g == group && b == body => id,
+        other => panic!("expected the post: {other:?}"),
+    };
+    link.send(Frame::Ack { id: id.clone() }).await;
+    let r = c.reply().await.expect("sendgroup answered");
+    assert!(ok(&r), "{r}");
+    id
+}
+
+/// The highest `seq` the realm acknowledged for `group` in `frames`.
+fn acked(frames: &[Frame], group: &str) -> Option<i64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Gack { group: g, seq } if g == group => Some(*seq),
+            _ => None,
+        })
+        .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_realm_cannot_forge_our_users_posts_skip_seqs_or_plant_replicas() {
+    // realm1 keeps a replica of football@realm2; the test speaks as realm2, its home.
+    let r1 = node(
+        "realm1",
+        &["messi", "ronaldo"],
+        vec![peer("realm2", nowhere(), SECRET)],
+    )
+    .await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let addr = r1.fed.local_addr();
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    let first = post_through(&mut link, &mut messi, &tm, "football", "hello", true).await;
+    let second = post_through(&mut link, &mut messi, &tm, "football", "second", false).await;
+
+    // messi's own post, relayed back by the home: stored as his.
+    link.send(gmsg("football", 1, &first, "messi@realm1", "hello"))
+        .await;
+    assert_eq!(
+        link.next().await,
+        Some(Frame::Gack {
+            group: "football".into(),
+            seq: 1
+        })
+    );
+
+    // 1. A post in the name of ronaldo, one of realm1's users, who never posted: refused, the
+    //    link ends, nothing past seq 1 is acknowledged.
+    let forged = "01a20000-0000-7000-8000-0000000000a1";
+    link.send(gmsg("football", 2, forged, "ronaldo@realm1", "forged"))
+        .await;
+    let frames = link.until_closed().await;
+    assert!(acked(&frames, "football") <= Some(1), "{frames:?}");
+
+    // 2. messi's real second post with other words: refused as well.
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    link.send(gmsg("football", 2, &second, "messi@realm1", "altered"))
+        .await;
+    let frames = link.until_closed().await;
+    assert!(acked(&frames, "football") <= Some(1), "{frames:?}");
+
+    // 3. A gap (seq 999 after 1): refused, the link ends so the home resends from its cursor.
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    let id = |n: u8| format!("01a20000-0000-7000-8000-0000000000{n:02x}");
+    link.send(gmsg("football", 999, &id(0xb1), "pele", "far ahead"))
+        .await;
+    let frames = link.until_closed().await;
+    assert!(acked(&frames, "football") <= Some(1), "{frames:?}");
+
+    // 4. The resend, in order, goes on from there; a message for a group nobody here joined
+    //    (chess) is ignored: no replica, no acknowledgement.
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    link.send(gmsg("football", 2, &second, "messi@realm1", "second"))
+        .await;
+    link.send(gmsg("chess", 1, &id(0xc1), "pele", "planted"))
+        .await;
+    link.send(gmsg("football", 3, &id(0xb2), "pele", "from pele"))
+        .await;
+    let mut frames = Vec::new();
+    while acked(&frames, "football") != Some(3) {
+        frames.push(link.next().await.expect("acknowledged"));
+    }
+    assert_eq!(acked(&frames, "chess"), None, "{frames:?}");
+
+    let h = group_history(&mut messi, &tm, "football@realm2", 3).await;
+    assert_eq!(
+        seq_from_msg(&h),
+        [
+            (1, "messi".to_owned(), "hello".to_owned()),
+            (2, "messi".to_owned(), "second".to_owned()),
+            (3, "pele@realm2".to_owned(), "from pele".to_owned()),
+        ]
+    );
+    let (mut ronaldo, tr) = login(r1.addr(), "ronaldo").await;
+    let r = ronaldo
+        .call(&format!("history {tr} football@realm2 10"))
+        .await;
+    assert!(
+        !r.to_string().contains("forged"),
+        "nothing in ronaldo's name: {r}"
+    );
+    let groups = jaring_chat::group_store::GroupStore::groups(r1.running.realm.store())
+        .await
+        .unwrap();
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["football@realm2"], "no replica of chess");
+    r1.running.stop().await;
+}
+
+/// Connections from `from` to `addr` that start a handshake and never finish it.
+async fn stalled_handshakes(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = connect_from(from, addr).await.unwrap();
+        // Refused connections may be closed before this write: that is fine.
+        let _ = s.write_all(br#"{"t":"hel"#).await;
+        out.push(s);
+    }
+    out
+}
+
+/// Waits until at least `n` of `conns` were closed by the realm; returns how many were.
+async fn closed_at_least(conns: &[TcpStream], n: usize) -> usize {
+    let count = || {
+        conns
+            .iter()
+            .filter(|s| {
+                let mut b = [0u8; 64];
+                // Ok(0): closed; an error other than WouldBlock: reset; data or WouldBlock: open.
+                match s.try_read(&mut b) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            })
+            .count()
+    };
+    let mut closed = count();
+    for _ in 0..(TIMEOUT.as_millis() / 50) {
+        if closed >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed = count();
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_leaves_room_for_the_configured_peer() {
+    // realm0 sorts first: it dials realm1, from 127.0.0.2, where its configuration says it is.
+    let peer_ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let r1 = node_config(
+        "realm1",
+        &["messi"],
+        vec![peer("realm0", SocketAddr::new(peer_ip, 9), SECRET)],
+        // Long enough that no flood connection is let go while the test runs.
+        |c| c.handshake_timeout = Duration::from_secs(120),
+    )
+    .await;
+    let addr = r1.fed.local_addr();
+    let per_address = jaring_chat::federation::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
+    let pool = jaring_chat::federation::DEFAULT_MAX_HANDSHAKES;
+
+    // 200 connections from one address: all but the per-address cap are closed at once.
+    let one = stalled_handshakes("127.0.0.1".parse().unwrap(), addr, 200).await;
+    let closed = closed_at_least(&one, 200 - per_address).await;
+    assert!(closed >= 200 - per_address, "only {closed} of 200 closed");
+    // Then from many addresses, more than the strangers' pool holds.
+    let mut many = Vec::new();
+    for n in 10..10 + 2 * pool / per_address {
+        let from = IpAddr::from([127, 0, 0, n as u8]);
+        many.extend(stalled_handshakes(from, addr, per_address).await);
+    }
+    let want = many.len() - (pool - per_address);
+    let closed = closed_at_least(&many, want).await;
+    assert!(closed >= want, "only {closed} of {} closed", many.len());
+
+    // Every stranger's slot is taken, and none is freed before the timeout; the peer still links.
+    let mut link = RawLink::open_from(peer_ip, addr, "realm0", "realm1", SECRET).await;
+    wait_up(&r1.fed, "realm0").await;
+    link.send(Frame::Lookup {
+        q: 1,
+        user: "messi".into(),
+    })
+    .await;
+    assert_eq!(
+        link.next().await,
+        Some(Frame::Found {
+            q: 1,
+            display: Some("MESSI".into())
+        })
+    );
+    drop((one, many));
+    r1.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_peer_cannot_stretch_the_handshake_nor_hold_a_link() {
+    let r1 = node_config(
+        "realm1",
+        &["messi"],
+        vec![peer("realm2", nowhere(), SECRET)],
+        |c| {
+            c.handshake_timeout = Duration::from_secs(1);
+            c.link_idle = Duration::from_secs(1);
+        },
+    )
+    .await;
+    let addr = r1.fed.local_addr();
+    let trickle = Duration::from_millis(100);
+
+    // 1. A hello sent a byte at a time, 100 ms apart (14 s in all): cut at the 1 s deadline.
+    let mut hello = Vec::new();
+    Frame::Hello {
+        v: VERSION,
+        realm: "realm2".into(),
+        to: "realm1".into(),
+        nonce: hex(&[3; 32]),
+    }
+    .encode(&mut hello);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut sent = 0;
+    for b in &hello {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(trickle).await;
+        let mut buf = [0u8; 256];
+        if !matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            break; // The realm said something (its refusal) or closed.
+        }
+    }
+    assert!(sent < hello.len(), "the whole hello went out: not cut");
+
+    // 2. An authenticated link on which bytes keep coming, a frame never: cut as silent.
+    let mut link = RawLink::open(addr, "realm2", "realm1", SECRET).await;
+    let partial = format!(r#"{{"t":"msg","id":"x","body":"{}"#, "a".repeat(200));
+    let mut cut = false;
+    for b in partial.as_bytes() {
+        if link.s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(trickle).await;
+        let mut buf = [0u8; 4096];
+        match link.s.try_read(&mut buf) {
+            Ok(0) => {
+                cut = true;
+                break;
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                cut = true;
+                break;
+            }
+            _ => {} // Pings, or nothing yet.
+        }
+    }
+    assert!(cut, "a link that never finished a frame in 20 s was kept");
+    r1.running.stop().await;
 }

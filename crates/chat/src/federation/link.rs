@@ -1,9 +1,10 @@
 //! The link driver: the handshake on both ends, the dialer's redial loop, the acceptor, and the
 //! tasks of one established link (writer, outbox pump, group feed, reader).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jaring_proto::chat::address::is_valid_name;
 use jaring_proto::federation::auth::{NONCE_LEN, Role, Transcript, hex, is_nonce};
@@ -14,7 +15,7 @@ use jaring_runtime::CancellationToken;
 use rand::{Rng as _, RngExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::{Federation, GroupReply, LinkHandle, LinkState, POSTMASTER, Peer, lock, store};
@@ -29,6 +30,10 @@ const WRITE_QUEUE: usize = 16 * 1024;
 
 /// Outbox messages read from storage at once.
 const OUTBOX_BATCH: usize = 1024;
+
+/// The shortest ping interval, whatever the configured idle limit (a tiny one would only burn
+/// writes).
+const MIN_PING_EVERY: Duration = Duration::from_millis(50);
 
 /// A TCP connection speaking frames: bounded decoding, frames queued in order.
 struct FrameConn {
@@ -97,13 +102,163 @@ fn nonce() -> String {
     hex(&bytes)
 }
 
+/// How long a refusal may take to write before the connection is dropped anyway (a peer that
+/// does not read cannot hold its slot with it).
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Who is in a handshake on the server-to-server port: per source address, and from addresses
+/// that are not a configured peer's ("strangers"), which share one pool so that they can never
+/// take the room of a configured peer.
+struct Admission {
+    max_strangers: usize,
+    max_per_address: usize,
+    /// The configured peers' addresses, as resolved from their `address` settings.
+    peers: HashSet<IpAddr>,
+    per_address: HashMap<IpAddr, usize>,
+    strangers: usize,
+}
+
+impl Admission {
+    fn new(max_strangers: usize, max_per_address: usize) -> Self {
+        Self {
+            max_strangers,
+            max_per_address: max_per_address.max(1),
+            peers: HashSet::new(),
+            per_address: HashMap::new(),
+            strangers: 0,
+        }
+    }
+
+    /// Takes a handshake slot for a connection from `ip`: whether it is a stranger's, or why not.
+    fn admit(&mut self, ip: IpAddr) -> Result<bool, &'static str> {
+        let n = self.per_address.get(&ip).copied().unwrap_or(0);
+        if n >= self.max_per_address {
+            return Err("too many handshakes from this address at once");
+        }
+        let stranger = !self.peers.contains(&ip);
+        if stranger {
+            if self.strangers >= self.max_strangers {
+                return Err("too many handshakes at once");
+            }
+            self.strangers += 1;
+        }
+        self.per_address.insert(ip, n + 1);
+        Ok(stranger)
+    }
+
+    fn release(&mut self, ip: IpAddr, stranger: bool) {
+        if stranger {
+            self.strangers = self.strangers.saturating_sub(1);
+        }
+        if let Some(n) = self.per_address.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection's handshake slot, given back when dropped.
+struct Slot {
+    admission: Arc<Mutex<Admission>>,
+    ip: IpAddr,
+    stranger: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.admission).release(self.ip, self.stranger);
+    }
+}
+
+/// At most one log line per interval, counting what it left out.
+struct LogLimit {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now: `Some(n)` with the `n` events left out since the last line.
+    fn allow(&mut self) -> Option<u64> {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Logs a refused connection, at most once per [`super::DEFAULT_REFUSAL_LOG_INTERVAL`].
+fn log_refusal(limit: &Mutex<LogLimit>, addr: SocketAddr, reason: &str) {
+    if let Some(left_out) = lock(limit).allow() {
+        warn!(%addr, %reason, refused_since_last_report = left_out, "refused a peer connection");
+    }
+}
+
+/// Resolves the configured peers' addresses (where they listen, which is where they dial from
+/// on any ordinary network), so that their connections keep room of their own.
+async fn resolve_peers(fed: Arc<Federation>, admission: Arc<Mutex<Admission>>) {
+    for p in fed.peers.values() {
+        let address = p.config.address.as_str();
+        if address.parse::<SocketAddr>().is_ok() {
+            continue; // Taken before the first accept.
+        }
+        match tokio::time::timeout(fed.config.lookup_timeout, tokio::net::lookup_host(address))
+            .await
+        {
+            Ok(Ok(addrs)) => {
+                let mut a = lock(&admission);
+                a.peers.extend(addrs.map(|s| s.ip().to_canonical()));
+            }
+            Ok(Err(e)) => {
+                warn!(peer = %p.config.name, %address, error = %e, "cannot resolve a peer's address; its connections share the strangers' handshake slots");
+            }
+            Err(_) => {
+                warn!(peer = %p.config.name, %address, "resolving a peer's address timed out; its connections share the strangers' handshake slots");
+            }
+        }
+    }
+}
+
 /// Accepts peers on the server-to-server port until `shutdown`.
 pub(crate) async fn accept_loop(
     fed: Arc<Federation>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
-    let handshakes = Arc::new(Semaphore::new(super::DEFAULT_MAX_HANDSHAKES));
+    let admission = Arc::new(Mutex::new(Admission::new(
+        fed.config.max_handshakes,
+        fed.config.max_handshakes_per_address,
+    )));
+    let refusals = Arc::new(Mutex::new(LogLimit::new(
+        super::DEFAULT_REFUSAL_LOG_INTERVAL,
+    )));
+    // Addresses given as IP:port count at once; names are resolved meanwhile.
+    lock(&admission).peers.extend(
+        fed.peers
+            .values()
+            .filter_map(|p| p.config.address.parse::<SocketAddr>().ok())
+            .map(|a| a.ip().to_canonical()),
+    );
+    tokio::spawn(resolve_peers(Arc::clone(&fed), Arc::clone(&admission)));
     loop {
         let (stream, addr) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -116,15 +271,29 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-            warn!(%addr, "too many peer handshakes at once; connection closed");
-            continue;
+        let ip = addr.ip().to_canonical();
+        let admitted = lock(&admission).admit(ip);
+        let slot = match admitted {
+            Ok(stranger) => Slot {
+                admission: Arc::clone(&admission),
+                ip,
+                stranger,
+            },
+            Err(reason) => {
+                // Closed at once, without a word: answering would cost the flood's sender nothing
+                // and us a write each.
+                log_refusal(&refusals, addr, reason);
+                continue;
+            }
         };
         let fed = Arc::clone(&fed);
         let shutdown = shutdown.clone();
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
             let mut conn = FrameConn::new(stream);
             let timeout = fed.config.handshake_timeout;
+            // The deadline covers the whole handshake from the accept: however slowly the bytes
+            // come, the slot is free again by then.
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = tokio::time::timeout(timeout, accept(&fed, &mut conn)) => match r {
@@ -132,14 +301,14 @@ pub(crate) async fn accept_loop(
                     Err(_) => Err("handshake timed out".to_owned()),
                 },
             };
-            drop(permit);
+            drop(slot);
             match accepted {
                 Ok(peer) => {
                     run_link(&fed, &peer, conn, &shutdown).await;
                 }
                 Err(reason) => {
-                    warn!(%addr, %reason, "refused a peer connection");
-                    conn.refuse(&reason).await;
+                    log_refusal(&refusals, addr, &reason);
+                    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, conn.refuse(&reason)).await;
                 }
             }
         });
@@ -266,8 +435,14 @@ pub(crate) async fn dial_loop(fed: Arc<Federation>, peer: Arc<Peer>, shutdown: C
         };
         match dialled {
             Ok(conn) => {
-                failures = 0;
-                run_link(&fed, &peer, conn, &shutdown).await;
+                // A link the peer broke (a protocol error, a refused frame) counts as a failure:
+                // a peer that breaks every link is redialled ever more slowly, not in a loop.
+                let broken = run_link(&fed, &peer, conn, &shutdown).await;
+                failures = if broken {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
             }
             Err(reason) => {
                 failures = failures.saturating_add(1);
@@ -306,13 +481,14 @@ impl Inflight {
     }
 }
 
-/// Runs an authenticated link until it fails or `shutdown`; then records why it ended.
+/// Runs an authenticated link until it fails or `shutdown`; then records why it ended. Returns
+/// whether the peer broke it (a malformed or refused frame) rather than it ending or going silent.
 async fn run_link(
     fed: &Arc<Federation>,
     peer: &Arc<Peer>,
     conn: FrameConn,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let FrameConn {
         stream,
         mut framer,
@@ -368,14 +544,18 @@ async fn run_link(
     ));
 
     let mut pending: Vec<Frame> = early.into_iter().collect();
-    let mut ping = tokio::time::interval(super::PING_EVERY);
+    let idle = fed.config.link_idle;
+    let mut ping = tokio::time::interval(super::PING_EVERY.min(idle / 3).max(MIN_PING_EVERY));
     ping.tick().await;
+    // When the last whole frame arrived: bytes of a frame never finished do not count.
     let mut last_heard = tokio::time::Instant::now();
+    let mut broken = false;
     let reason = loop {
         if !pending.is_empty() {
             if let Err(e) =
                 handle_frames(fed, peer, &handle, &ctx, std::mem::take(&mut pending)).await
             {
+                broken = true;
                 break e;
             }
             continue;
@@ -383,8 +563,8 @@ async fn run_link(
         tokio::select! {
             () = cancel.cancelled() => break if shutdown.is_cancelled() { "shutting down".into() } else { "link replaced or writer failed".into() },
             _ = ping.tick() => {
-                if last_heard.elapsed() > super::LINK_IDLE {
-                    break "the peer went silent".into();
+                if last_heard.elapsed() > idle {
+                    break format!("no whole frame from the peer for {}s", idle.as_secs_f32());
                 }
                 if tx.send(Frame::Ping).await.is_err() {
                     break "link writer stopped".into();
@@ -393,9 +573,12 @@ async fn run_link(
             r = rd.read(&mut buf) => match r {
                 Ok(0) => break "the peer closed the link".into(),
                 Ok(n) => {
-                    last_heard = tokio::time::Instant::now();
                     if let Err(e) = framer.feed(&buf[..n], &mut pending) {
+                        broken = true;
                         break format!("protocol error from the peer: {e}");
+                    }
+                    if !pending.is_empty() {
+                        last_heard = tokio::time::Instant::now();
                     }
                 }
                 Err(e) => break format!("read failed: {e}"),
@@ -423,6 +606,7 @@ async fn run_link(
     let _ = feeder.await;
     let _ = writer.await;
     info!(peer = %peer.config.name, %reason, "link down");
+    broken
 }
 
 async fn write_loop(
@@ -812,9 +996,10 @@ async fn handle_frames(
     let mut settled = Vec::new();
     let mut posts: Vec<NewGroupMessage> = Vec::new();
     let mut replica: Vec<StoredGroupMessage> = Vec::new();
-    // Our replicas' acknowledgements to send, and the peer's acknowledgements of our feeds.
-    let mut replica_acks: Vec<(String, i64)> = Vec::new();
+    // The peer's acknowledgements of our feeds.
     let mut feed_acks: Vec<(String, i64)> = Vec::new();
+    // Why the link must end once what came before is committed and answered.
+    let mut refused = None;
     for f in frames {
         match f {
             Frame::Msg {
@@ -857,7 +1042,11 @@ async fn handle_frames(
                 if let Ok(uid) = uuid::Uuid::parse_str(&id)
                     && let Some(m) = lock(inflight).remove(&uid)
                 {
-                    settled.push((m.seq, None));
+                    settled.push(store::Settled {
+                        seq: m.seq,
+                        id: uid,
+                        bounce: None,
+                    });
                 }
             }
             Frame::Bounce { id, reason } => {
@@ -879,7 +1068,11 @@ async fn handle_frames(
                         ),
                         sent_at: unix_ms(),
                     };
-                    settled.push((m.seq, Some(bounce)));
+                    settled.push(store::Settled {
+                        seq: m.seq,
+                        id: uid,
+                        bounce: Some(bounce),
+                    });
                 }
             }
             Frame::Lookup { q, user } => {
@@ -1043,11 +1236,9 @@ async fn handle_frames(
                 if !is_valid_name(&group) || seq < 1 {
                     return Err("group message with an invalid group or seq".into());
                 }
+                // Only into the replica of the link's realm's group; what else the home may say
+                // (gap-free, our users' posts only as they sent them) is checked as it is stored.
                 let (sender, sender_display) = as_named_here(fed, &realm, pname, sender, display);
-                match replica_acks.iter_mut().find(|(g, _)| *g == group) {
-                    Some((_, s)) => *s = (*s).max(seq),
-                    None => replica_acks.push((group.clone(), seq)),
-                }
                 replica.push(StoredGroupMessage {
                     seq,
                     message: NewGroupMessage {
@@ -1116,20 +1307,30 @@ async fn handle_frames(
     }
     if !replica.is_empty() {
         let hub = Arc::clone(realm.hub());
-        fed.store
-            .insert_replica_messages(
-                pname.clone(),
-                replica,
-                Box::new(move |m| hub.publish_message(m)),
-            )
-            .await
-            .map_err(|e| format!("cannot store a group's messages: {e}"))?;
-        // Committed: acknowledge, cumulatively per group.
-        replies.extend(
-            replica_acks
-                .into_iter()
-                .map(|(group, seq)| Frame::Gack { group, seq }),
-        );
+        let outcome = store::store_replica(
+            &fed.store,
+            pname.clone(),
+            replica,
+            peer.joining(),
+            Box::new(move |m| hub.publish_message(m)),
+        )
+        .await
+        .map_err(|e| format!("cannot store a group's messages: {e}"))?;
+        // Committed: acknowledge, cumulatively per group, as the home names it.
+        let suffix = format!("@{pname}");
+        replies.extend(outcome.acks.into_iter().filter_map(|(replica, seq)| {
+            replica.strip_suffix(&suffix).map(|group| Frame::Gack {
+                group: group.to_owned(),
+                seq,
+            })
+        }));
+        if !outcome.ignored.is_empty() {
+            debug!(peer = %pname, groups = ?outcome.ignored, "ignored messages of groups with no replica here");
+        }
+        if let Some(reason) = outcome.refused {
+            warn!(peer = %pname, %reason, "refused a group message; the link ends and the home resends from what was acknowledged");
+            refused = Some(format!("refused a group message: {reason}"));
+        }
     }
     if !feed_acks.is_empty() {
         store::ack_feeds(&fed.store, pname.clone(), feed_acks)
@@ -1149,12 +1350,51 @@ async fn handle_frames(
             .map_err(|e| format!("cannot settle the outbox: {e}"))?;
         room.notify_one();
     }
-    Ok(())
+    refused.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_slots_per_address_and_strangers_leave_room_for_peers() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut a = Admission::new(3, 2);
+        a.peers.insert(peer);
+        let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
+        assert_eq!(a.admit(ip(1)), Ok(true));
+        assert_eq!(a.admit(ip(1)), Ok(true));
+        assert!(a.admit(ip(1)).is_err(), "two per address");
+        assert_eq!(a.admit(ip(2)), Ok(true));
+        assert!(a.admit(ip(3)).is_err(), "three strangers in all");
+        assert_eq!(
+            a.admit(peer),
+            Ok(false),
+            "a peer's address has room of its own"
+        );
+        assert_eq!(a.admit(peer), Ok(false));
+        assert!(a.admit(peer).is_err(), "but not more than any address");
+        a.release(ip(1), true);
+        assert_eq!(a.admit(ip(3)), Ok(true), "a slot given back is free again");
+        a.release(peer, false);
+        a.release(peer, false);
+        assert!(
+            !a.per_address.contains_key(&peer),
+            "no entry for an address with none"
+        );
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_a_count() {
+        let mut l = LogLimit::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(l.allow_at(t), Some(0));
+        assert_eq!(l.allow_at(t + Duration::from_secs(1)), None);
+        assert_eq!(l.allow_at(t + Duration::from_secs(9)), None);
+        assert_eq!(l.allow_at(t + Duration::from_secs(10)), Some(2));
+        assert_eq!(l.allow_at(t + Duration::from_secs(11)), None);
+    }
 
     #[test]
     fn feed_window_counts_what_was_sent_and_not_acknowledged() {

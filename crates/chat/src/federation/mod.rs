@@ -65,12 +65,26 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest redial delay. Short, so a returning peer catches up within seconds.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Time a connecting peer has to complete the handshake; then it is dropped.
+/// Time a connecting peer has to complete the whole handshake, counted from the moment its
+/// connection is accepted (so a peer sending a byte a second cannot stretch it); then it is told
+/// `handshake timed out` and dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections still in their handshake at once; more are closed at once (a flood of
-/// unauthenticated connections costs nothing else).
+/// Connections from addresses that are not a configured peer's, still in their handshake, at
+/// once; more such connections are closed at once (a flood of unauthenticated connections costs
+/// nothing else). Connections from a configured peer's address never count here, so a flood from
+/// elsewhere cannot keep a peer from linking.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+
+/// Connections from one source address still in their handshake at once; more from that address
+/// are closed at once. A realm dials once per link and redials only after the link dropped, so a
+/// peer needs one; this leaves room for several realms on one host. An established link does not
+/// count (there is at most one per peer).
+pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+
+/// Refused connections (limits, failed handshakes) are logged at most once per this interval,
+/// with how many were refused since: a flood of them cannot flood the log.
+pub const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long `send` and name resolution wait for a peer to say whether a user exists; past it the
 /// peer counts as unreachable (the message is queued, and bounces later if the user is unknown).
@@ -79,11 +93,14 @@ pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a peer's "this user exists" answer is reused before asking again.
 pub const LOOKUP_CACHE_TTL: Duration = Duration::from_secs(60);
 
-/// A link with nothing to say sends a ping this often.
+/// A link with nothing to say sends a ping this often (more often when the link's idle limit is
+/// under three of these: a third of it).
 pub const PING_EVERY: Duration = Duration::from_secs(15);
 
-/// A link silent this long (three pings missed) is dropped and redialled.
-pub const LINK_IDLE: Duration = Duration::from_secs(45);
+/// A link on which no whole frame arrived for this long (three pings missed) is dropped and
+/// redialled. Only whole frames count: a peer trickling the bytes of a frame it never finishes
+/// is cut like a silent one.
+pub const DEFAULT_LINK_IDLE: Duration = Duration::from_secs(45);
 
 /// The sender name of bounce notices, `postmaster@<peer>`.
 pub const POSTMASTER: &str = "postmaster";
@@ -124,6 +141,12 @@ pub struct FederationConfig {
     pub backoff_max: Duration,
     /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
+    /// See [`DEFAULT_MAX_HANDSHAKES`].
+    pub max_handshakes: usize,
+    /// See [`DEFAULT_MAX_HANDSHAKES_PER_ADDRESS`].
+    pub max_handshakes_per_address: usize,
+    /// See [`DEFAULT_LINK_IDLE`].
+    pub link_idle: Duration,
     /// See [`DEFAULT_LOOKUP_TIMEOUT`].
     pub lookup_timeout: Duration,
 }
@@ -138,6 +161,9 @@ impl FederationConfig {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_address: DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+            link_idle: DEFAULT_LINK_IDLE,
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
     }
@@ -154,6 +180,11 @@ pub enum FederationError {
         "cannot listen for peers on {0}; is another realm using that port? (set [federation] port)"
     )]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The federation's tables could not be prepared.
+    #[error(
+        "cannot prepare the federation's tables in the realm's database; check the data directory"
+    )]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// What a peer said about a user.
@@ -299,6 +330,35 @@ pub(crate) struct Peer {
     feed_work: Notify,
     known: Mutex<HashMap<String, (String, Instant)>>,
     next_query: AtomicU64,
+    /// Replicas (`group@peer`) with a join under way, and how many: the home may feed a new
+    /// member's replica before its membership is committed here, and only such a replica may be
+    /// created by a message.
+    joining: Mutex<HashMap<String, usize>>,
+}
+
+/// A join under way to a replica, registered with its peer until dropped.
+struct Joining<'a> {
+    peer: &'a Peer,
+    replica: String,
+}
+
+impl<'a> Joining<'a> {
+    fn new(peer: &'a Peer, replica: String) -> Self {
+        *lock(&peer.joining).entry(replica.clone()).or_default() += 1;
+        Self { peer, replica }
+    }
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        let mut joining = lock(&self.peer.joining);
+        if let Some(n) = joining.get_mut(&self.replica) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(&self.replica);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -317,6 +377,11 @@ impl Peer {
 
     fn link(&self) -> Option<LinkHandle> {
         lock(&self.link).clone()
+    }
+
+    /// The replicas with a join under way.
+    fn joining(&self) -> std::collections::HashSet<String> {
+        lock(&self.joining).keys().cloned().collect()
     }
 
     async fn lookup(&self, user: &str, timeout: Duration) -> Lookup {
@@ -492,6 +557,7 @@ impl Federation {
                 feed_work: Notify::new(),
                 known: Mutex::default(),
                 next_query: AtomicU64::new(1),
+                joining: Mutex::default(),
             };
             if peers.insert(p.name.clone(), Arc::new(peer)).is_some() {
                 return Err(FederationError::Config(format!(
@@ -500,6 +566,9 @@ impl Federation {
                 )));
             }
         }
+        store::prepare(realm.store())
+            .await
+            .map_err(FederationError::Store)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| FederationError::Bind(config.listen, e))?;
@@ -621,6 +690,10 @@ impl Remote for Federation {
             let Some(peer) = self.peers.get(realm) else {
                 return Err(format!("no link to realm {realm:?}"));
             };
+            let replica = format!("{group}@{realm}");
+            // Until the membership is committed here, the replica may take the feed's first
+            // messages (the home feeds once its own membership is committed).
+            let _joining = Joining::new(peer, replica.clone());
             let r = peer
                 .ask_group(
                     |q| Frame::Gjoin {
@@ -633,7 +706,7 @@ impl Remote for Federation {
                 .await?;
             let local = store::join_replica(
                 &self.store,
-                format!("{group}@{realm}"),
+                replica,
                 realm.to_owned(),
                 user.to_owned(),
                 r.read_seq,

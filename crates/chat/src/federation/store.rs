@@ -16,13 +16,51 @@
 //!   a private conversation, which is how the link tells it is a group post) and an outbox row.
 //! - `group_feeds(peer, grp, acked_seq)`: for each group homed here with members on `peer`, up to
 //!   which `seq` the peer has committed the group's messages in its replica.
+//! - `relayed_posts(id, seq)`: each post of one of our users to a group homed on a peer, by id,
+//!   pointing at its `messages` row, from its commit until the home's feed brings it back into the
+//!   replica (or the home bounces it). A post the home attributes to one of our users is stored
+//!   only if it is found here with the same sender, group and text: a peer cannot put words in our
+//!   users' mouths. Created when federation starts ([`prepare`]).
+//! - A replica's messages are stored gap-free ([`store_replica`]): each under the home's `seq`,
+//!   which must be exactly the replica's last `seq` + 1 (an older one is a resend and ignored).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
-use rusqlite::params;
+use rusqlite::{Connection, OptionalExtension as _, params};
 
+use crate::group_store::{Published, StoredGroupMessage};
 use crate::sqlite::{MESSAGE_COLUMNS, SqliteStore, message_row};
 use crate::store::{NewMessage, StoreError, StoreResult, StoredMessage, conversation_key};
+
+/// Creates the federation's own table and brings older databases up to what the link expects.
+/// Run once when federation starts, before any link.
+pub(crate) async fn prepare(store: &SqliteStore) -> StoreResult<()> {
+    store
+        .run_in_commit(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS relayed_posts (
+                    id BLOB PRIMARY KEY NOT NULL,
+                    seq INTEGER NOT NULL
+                 ) WITHOUT ROWID;
+                 -- Posts still in the outbox (a database from before this table): their
+                 -- feed has not brought them back yet.
+                 INSERT OR IGNORE INTO relayed_posts (id, seq)
+                    SELECT m.id, m.seq FROM outbox o JOIN messages m ON m.seq = o.seq
+                    WHERE instr(m.conversation, ' ') = 0;
+                 -- A replica joined before its start was recorded, still without a message,
+                 -- starts where its first member's read cursor does (the home's seq at the
+                 -- join), so the gap-free rule holds from its first message.
+                 UPDATE groups SET last_seq = (
+                        SELECT min(read_seq) FROM group_members WHERE grp = groups.name)
+                    WHERE instr(name, '@') > 0 AND last_seq = 0
+                    AND EXISTS (SELECT 1 FROM group_members WHERE grp = groups.name)
+                    AND NOT EXISTS (SELECT 1 FROM group_messages WHERE grp = groups.name);",
+            )?;
+            Ok(())
+        })
+        .await
+}
 
 const INSERT: &str = "INSERT INTO messages (id, sender, sender_display, recipient, \
     recipient_display, conversation, body, sent_at, delivered_at) \
@@ -109,10 +147,16 @@ async fn enqueue_keyed(
             let result = (|| {
                 let mut stored = Vec::with_capacity(messages.len());
                 for message in messages {
-                    insert_in(c, &message, &conversation(&message), Some(message.sent_at))?;
+                    let key = conversation(&message);
+                    insert_in(c, &message, &key, Some(message.sent_at))?;
                     let seq = c.last_insert_rowid();
                     c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
                         .execute(params![peer, seq])?;
+                    // A group post (its key has no space): remembered until the feed brings it back.
+                    if !key.contains(' ') {
+                        c.prepare_cached("INSERT INTO relayed_posts (id, seq) VALUES (?1, ?2)")?
+                            .execute(params![&message.id.as_bytes()[..], seq])?;
+                    }
                     stored.push(StoredMessage { seq, message });
                 }
                 Ok::<_, StoreError>(stored)
@@ -214,7 +258,8 @@ pub(crate) async fn ack_feeds(
 }
 
 /// Makes `user` a member of the replica `group` (homed on `home`) with read cursor `read_seq`,
-/// creating the replica; whether they were not a member yet, once committed.
+/// creating the replica, which then starts at `read_seq` (the home's latest `seq` at the join: its
+/// next message must be the one after); whether they were not a member yet, once committed.
 pub(crate) async fn join_replica(
     store: &SqliteStore,
     group: String,
@@ -225,10 +270,10 @@ pub(crate) async fn join_replica(
     store
         .run_in_commit(move |c| {
             c.prepare_cached(
-                "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
+                "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (name) DO NOTHING",
             )?
-            .execute(params![group, home, super::link::unix_ms()])?;
+            .execute(params![group, home, super::link::unix_ms(), read_seq])?;
             let n = c
                 .prepare_cached(
                     "INSERT INTO group_members (grp, user, read_seq, joined_at) \
@@ -240,26 +285,209 @@ pub(crate) async fn join_replica(
         .await
 }
 
+/// An outbox message the peer answered.
+pub(crate) struct Settled {
+    /// Its `seq` in `messages` and `outbox`.
+    pub(crate) seq: i64,
+    /// Its id.
+    pub(crate) id: uuid::Uuid,
+    /// For a bounced message: the notice for its sender.
+    pub(crate) bounce: Option<NewMessage>,
+}
+
 /// Removes acknowledged messages from `peer`'s outbox; for a bounced one, writes its bounce
 /// notice to the sender's inbox in the same transaction, only if the outbox row was still there
-/// (a bounce repeated after a reconnect is not written twice).
+/// (a bounce repeated after a reconnect is not written twice), and forgets it as a relayed post
+/// (the home will never bring it back).
 pub(crate) async fn settle(
     store: &SqliteStore,
     peer: String,
-    settled: Vec<(i64, Option<NewMessage>)>,
+    settled: Vec<Settled>,
 ) -> StoreResult<()> {
     store
         .run_in_commit(move |c| {
             let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND seq = ?2")?;
-            for (seq, bounce) in &settled {
-                let removed = del.execute(params![peer, seq])? == 1;
-                if removed && let Some(b) = bounce {
+            for s in &settled {
+                let removed = del.execute(params![peer, s.seq])? == 1;
+                if removed && let Some(b) = &s.bounce {
                     insert(c, b, None)?;
+                    c.prepare_cached("DELETE FROM relayed_posts WHERE id = ?1")?
+                        .execute([&s.id.as_bytes()[..]])?;
                 }
             }
             Ok(())
         })
         .await
+}
+
+/// What storing a batch of a replica's messages came to.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaOutcome {
+    /// Each replica kept here that a message was for, with its latest `seq` after the commit:
+    /// every message up to it is committed, so that is what to acknowledge.
+    pub(crate) acks: Vec<(String, i64)>,
+    /// The first refused message's reason (a gap, a post forged in one of our users' names, an
+    /// id reused): the link ends, and the home resends from what was acknowledged.
+    pub(crate) refused: Option<String>,
+    /// Replicas this realm does not keep (no local member, no join under way): their messages
+    /// were ignored and are not acknowledged.
+    pub(crate) ignored: Vec<String>,
+}
+
+/// Stores messages of replicas of groups homed on `home` (each named `group@home`, in the order
+/// the home sent them), in one commit, gap-free: a message is stored only if its `seq` is exactly
+/// its replica's last + 1 (one at or below it is a resend, ignored; one above is a gap, refused
+/// with everything after it in that replica); only into a replica this realm keeps (a row in
+/// `groups`: created by a member's join, or by the first message while a join to it is under way,
+/// `joining`); and one attributed to one of our users (a sender without `@`) only if it is that
+/// user's own post to that group, with the same text (`relayed_posts`). Runs `published` for each
+/// new message after the commit, in order.
+pub(crate) async fn store_replica(
+    store: &SqliteStore,
+    home: String,
+    messages: Vec<StoredGroupMessage>,
+    joining: HashSet<String>,
+    published: Published,
+) -> StoreResult<ReplicaOutcome> {
+    store
+        .run_publishing(
+            move |c| {
+                let mut out = ReplicaOutcome::default();
+                // Each replica's last seq (`None`: not kept here) and whether it refused one.
+                let mut replicas: Vec<(String, Option<i64>, bool)> = Vec::new();
+                let mut index: HashMap<String, usize> = HashMap::new();
+                let mut new = Vec::new();
+                for m in messages {
+                    let group = &m.message.group;
+                    let i = match index.entry(group.clone()) {
+                        Entry::Occupied(e) => *e.get(),
+                        Entry::Vacant(e) => {
+                            let last =
+                                replica_start(c, &home, group, m.seq, joining.contains(group))?;
+                            replicas.push((group.clone(), last, false));
+                            *e.insert(replicas.len() - 1)
+                        }
+                    };
+                    let (_, last, refused) = &mut replicas[i];
+                    let Some(last) = last else {
+                        continue;
+                    };
+                    if *refused || m.seq <= *last {
+                        continue;
+                    }
+                    let why = if m.seq > *last + 1 {
+                        Some(format!(
+                            "a gap in the feed of {group}: seq {} follows {last}",
+                            m.seq
+                        ))
+                    } else if !m.message.sender.contains('@') && !relayed_back(c, &m)? {
+                        Some(format!(
+                            "{home} attributed a message to our user {} in {group} (seq {}, id {}) \
+                             that they never posted there",
+                            m.message.sender, m.seq, m.message.id
+                        ))
+                    } else if !insert_replica(c, &m)? {
+                        Some(format!(
+                            "message {} of {group} (seq {}) reuses the id of a stored message",
+                            m.message.id, m.seq
+                        ))
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(why) => {
+                            *refused = true;
+                            out.refused.get_or_insert(why);
+                        }
+                        None => {
+                            *last = m.seq;
+                            new.push(m);
+                        }
+                    }
+                }
+                let mut set_last =
+                    c.prepare_cached("UPDATE groups SET last_seq = ?2 WHERE name = ?1")?;
+                for (group, last, _) in replicas {
+                    match last {
+                        Some(last) => {
+                            set_last.execute(params![group, last])?;
+                            out.acks.push((group, last));
+                        }
+                        None => out.ignored.push(group),
+                    }
+                }
+                Ok((new, out))
+            },
+            published,
+        )
+        .await
+}
+
+/// Where the replica `group` (homed on `home`) stands: its last `seq`, or `None` if this realm
+/// does not keep it. A replica not stored yet whose join is under way (`joining`) is created by
+/// its first message, `first_seq`: the home's feed starts at the joining member's read cursor.
+fn replica_start(
+    c: &Connection,
+    home: &str,
+    group: &str,
+    first_seq: i64,
+    joining: bool,
+) -> StoreResult<Option<i64>> {
+    let last: Option<i64> = c
+        .prepare_cached("SELECT last_seq FROM groups WHERE name = ?1")?
+        .query_row([group], |r| r.get(0))
+        .optional()?;
+    if last.is_some() || !joining {
+        return Ok(last);
+    }
+    let start = first_seq - 1;
+    c.prepare_cached(
+        "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![group, home, super::link::unix_ms(), start])?;
+    Ok(Some(start))
+}
+
+/// Whether `m`, attributed to one of our users, is that user's own post to its group, with the
+/// same text; if so it is back, and forgotten as a relayed post.
+fn relayed_back(c: &Connection, m: &StoredGroupMessage) -> StoreResult<bool> {
+    let id = &m.message.id.as_bytes()[..];
+    let sent: Option<(String, String, String)> = c
+        .prepare_cached(
+            "SELECT m.sender, m.recipient, m.body FROM relayed_posts r \
+             JOIN messages m ON m.seq = r.seq WHERE r.id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let ours = sent.is_some_and(|(sender, group, body)| {
+        sender == m.message.sender && group == m.message.group && body == m.message.body
+    });
+    if ours {
+        c.prepare_cached("DELETE FROM relayed_posts WHERE id = ?1")?
+            .execute([id])?;
+    }
+    Ok(ours)
+}
+
+/// Stores a replica's message under its home `seq`; false if its id is stored already.
+fn insert_replica(c: &Connection, stored: &StoredGroupMessage) -> StoreResult<bool> {
+    let m = &stored.message;
+    let n = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO group_messages \
+             (grp, seq, id, sender, sender_display, body, sent_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            m.group,
+            stored.seq,
+            &m.id.as_bytes()[..],
+            m.sender,
+            m.sender_display,
+            m.body,
+            m.sent_at
+        ])?;
+    Ok(n == 1)
 }
 
 /// Commits incoming messages to their recipients' inboxes; a message whose id is known is a retry

@@ -86,13 +86,9 @@ pub(super) enum GroupWrite {
         cursors: Vec<(String, String, i64)>,
         reply: oneshot::Sender<StoreResult<()>>,
     },
-    /// Messages of a replica (a group homed on the peer realm `home`), with the home's `seq`.
-    Replica {
-        home: String,
-        messages: Vec<StoredGroupMessage>,
-        published: Published,
-        reply: oneshot::Sender<StoreResult<Vec<StoredGroupMessage>>>,
-    },
+    /// Work of another module (federation: a replica's messages) that stores group messages
+    /// itself: it runs in the transaction and says what to do once its fate is known.
+    Publishing(Box<dyn FnOnce(&Connection) -> Finish + Send>),
 }
 
 /// A group write applied in the open transaction, to be answered once its fate is known.
@@ -183,22 +179,7 @@ impl GroupWrite {
                 })();
                 answer(r, reply)
             }
-            Self::Replica {
-                home,
-                messages,
-                published,
-                reply,
-            } => {
-                let mut new = Vec::with_capacity(messages.len());
-                for m in messages {
-                    match insert_replica(tx, &home, &m, now) {
-                        Ok(true) => new.push(m),
-                        Ok(false) => {}
-                        Err(e) => return answer(Err(e), reply),
-                    }
-                }
-                publish_then_answer(new, published, reply)
-            }
+            Self::Publishing(job) => job(tx),
         }
     }
 
@@ -209,7 +190,8 @@ impl GroupWrite {
             Self::Leave { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Messages { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
             Self::Cursors { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
-            Self::Replica { reply, .. } => drop(reply.send(Err(StoreError::Stopped))),
+            // Dropping the job drops its answer's sender: the caller hears the store stopped.
+            Self::Publishing(job) => drop(job),
         }
     }
 }
@@ -284,62 +266,51 @@ fn insert(tx: &Connection, m: &NewGroupMessage) -> StoreResult<Option<i64>> {
     Ok(Some(seq))
 }
 
-/// Stores a replica's message under the `seq` its home realm gave it, creating the replica's group
-/// row on its first message; whether it was new (a resent message is ignored: exactly once).
-fn insert_replica(
-    tx: &Connection,
-    home: &str,
-    stored: &StoredGroupMessage,
-    now: i64,
-) -> StoreResult<bool> {
-    let m = &stored.message;
-    tx.prepare_cached(
-        "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, 0) \
-         ON CONFLICT (name) DO NOTHING",
-    )?
-    .execute(params![m.group, home, now])?;
-    let n = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO group_messages \
-             (grp, seq, id, sender, sender_display, body, sent_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            m.group,
-            stored.seq,
-            &m.id.as_bytes()[..],
-            m.sender,
-            m.sender_display,
-            m.body,
-            m.sent_at
-        ])?;
-    if n == 0 {
-        return Ok(false);
-    }
-    tx.prepare_cached("UPDATE groups SET last_seq = max(last_seq, ?2) WHERE name = ?1")?
-        .execute(params![m.group, stored.seq])?;
-    Ok(true)
-}
-
 impl SqliteStore {
-    /// Stores messages of the replica of a group homed on realm `home`, each under its home `seq`
-    /// (in `seq` order), ignoring those already stored; runs `published` for each new one after
-    /// the commit, in order; returns the new ones, once committed.
-    pub(crate) async fn insert_replica_messages(
+    /// Runs `job` in the writer's next transaction, under a savepoint of its own (a job that
+    /// fails leaves nothing behind, and the rest of the batch still commits). `job` stores group
+    /// messages and returns the new ones with its own answer; once the transaction is committed,
+    /// each new message is given to `published` in order, on the writer thread (so pushes keep
+    /// commit order), and only then is the answer returned.
+    pub(crate) async fn run_publishing<T: Send + 'static>(
         &self,
-        home: String,
-        messages: Vec<StoredGroupMessage>,
+        job: impl FnOnce(&Connection) -> StoreResult<(Vec<StoredGroupMessage>, T)> + Send + 'static,
         published: Published,
-    ) -> StoreResult<Vec<StoredGroupMessage>> {
-        self.write(|reply| {
-            Write::Group(GroupWrite::Replica {
-                home,
-                messages,
-                published,
-                reply,
-            })
-        })
-        .await
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let run = Box::new(move |tx: &Connection| {
+            let result = tx
+                .execute_batch("SAVEPOINT publishing")
+                .map_err(StoreError::from)
+                .and_then(|()| job(tx));
+            let keep = if result.is_ok() {
+                "RELEASE publishing"
+            } else {
+                "ROLLBACK TO publishing; RELEASE publishing"
+            };
+            let result = match (result, tx.execute_batch(keep)) {
+                (Ok(v), Ok(())) => Ok(v),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e.into()),
+            };
+            Finish(Box::new(move |committed| {
+                let _ = reply.send(match result {
+                    Ok((stored, value)) if committed => {
+                        for m in &stored {
+                            published(m);
+                        }
+                        Ok(value)
+                    }
+                    Ok(_) => Err(StoreError::Stopped),
+                    Err(e) => Err(e),
+                });
+            }))
+        });
+        self.writes
+            .send(Write::Group(GroupWrite::Publishing(run)))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
 

@@ -326,7 +326,7 @@ pub async fn start_realm(
             .await
             .map_err(|e| match e {
                 FederationError::Config(_) => Failure::Usage(e.into()),
-                FederationError::Bind(..) => Failure::Runtime(e.into()),
+                FederationError::Bind(..) | FederationError::Store(_) => Failure::Runtime(e.into()),
             })?;
         federation_addr = Some(fed.local_addr());
     }
