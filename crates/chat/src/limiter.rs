@@ -157,6 +157,8 @@ impl AuthLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
