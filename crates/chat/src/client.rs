@@ -126,6 +126,8 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
         server: opts.server.clone(),
     };
     let mut token = String::new();
+    // Whether the last reply was an inbox with messages that no request has followed yet.
+    let mut unacknowledged = false;
     let interactive = io::stdin().is_terminal();
     let mut editor = if interactive {
         let _ = writeln!(out, "connected to {}; type help for commands", opts.server);
@@ -208,14 +210,20 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
                 format!("send {token} {} {msg}", words[1])
             }
             ("inbox" | "users" | "logout" | "realms", 1) => format!("{cmd} {token}"),
-            ("history", 2 | 3) => format!("history {token} {}", words[1..].join(" ")),
+            ("history", 2..=4) => format!("history {token} {}", words[1..].join(" ")),
             _ => {
                 let _ = writeln!(out, "error: cannot parse that; type help for commands");
                 continue;
             }
         };
-        let reply = conn.call(&request)?;
+        let mut reply = conn.call(&request)?;
+        if !opts.json {
+            reply = follow_pages(&mut conn, cmd, &words, &token, reply)?;
+        }
         print_reply(cmd, &reply, opts.json, out);
+        // The realm counts an inbox reply as delivered when this connection sends its next
+        // request; the user has seen it once it is printed.
+        unacknowledged = matches!(cmd, "inbox" | "inboxgroup") && carries_messages(&reply);
         if reply["status"] == "OK" {
             match cmd {
                 "auth" => token = reply["tokenid"].as_str().unwrap_or_default().to_owned(),
@@ -224,7 +232,85 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
             }
         }
     }
+    if unacknowledged && !token.is_empty() {
+        // Shows the realm we have the last inbox reply, which would otherwise be handed out
+        // again next time; `realms` changes nothing.
+        let _ = conn.call(&format!("realms {token}"));
+    }
     Ok(())
+}
+
+/// Whether an OK `inbox` (messages by sender) or `inboxgroup` (a list) reply carries any.
+fn carries_messages(reply: &Value) -> bool {
+    reply["status"] == "OK"
+        && match &reply["messages"] {
+            Value::Object(by_sender) => by_sender
+                .values()
+                .any(|v| v.as_array().is_some_and(|l| !l.is_empty())),
+            Value::Array(list) => !list.is_empty(),
+            _ => false,
+        }
+}
+
+/// Most pages a listing follows, so a realm that keeps saying "more" cannot keep us forever.
+const MAX_PAGES: usize = 1000;
+
+/// For `users`, `groups`, `members` and `history`: asks for the following pages while the reply
+/// says `"more"` with a `"next"` cursor, and returns one reply holding them all (history oldest
+/// first, as one reply would have been).
+fn follow_pages(
+    conn: &mut Conn,
+    cmd: &str,
+    words: &[&str],
+    token: &str,
+    mut reply: Value,
+) -> Result<Value, ClientError> {
+    let (key, base) = match cmd {
+        "users" => ("users", format!("users {token}")),
+        "groups" => ("groups", format!("groups {token}")),
+        "members" if words.len() == 2 => ("members", format!("members {token} {}", words[1])),
+        "history" if words.len() >= 2 => ("messages", format!("history {token} {}", words[1])),
+        _ => return Ok(reply),
+    };
+    let wanted: usize = words
+        .get(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(jaring_proto::chat::history::DEFAULT_COUNT as usize);
+    for _ in 0..MAX_PAGES {
+        let Some(next) = reply["next"].as_str().filter(|_| reply["more"] == true) else {
+            break;
+        };
+        let got = reply[key].as_array().map_or(0, Vec::len);
+        let request = if cmd == "history" {
+            if got >= wanted {
+                break;
+            }
+            format!("{base} {} {next}", wanted - got)
+        } else {
+            format!("{base} {next}")
+        };
+        let page = conn.call(&request)?;
+        if page["status"] != "OK" {
+            return Ok(page);
+        }
+        let mut items = page[key].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        let had = reply[key].as_array().cloned().unwrap_or_default();
+        if cmd == "history" {
+            // Each page holds older messages than the last.
+            items.extend(had);
+        } else {
+            let mut all = had;
+            all.append(&mut items);
+            items = all;
+        }
+        reply[key] = Value::Array(items);
+        reply["more"] = page["more"].clone();
+        reply["next"] = page["next"].clone();
+    }
+    Ok(reply)
 }
 
 /// Runs a live group session: events print as they arrive while typed lines go to the group.
@@ -419,8 +505,10 @@ fn print_reply(cmd: &str, v: &Value, json: bool, out: &mut impl Write) {
             for m in msgs.into_iter().flatten() {
                 print_msg(out, m);
             }
-            if v["more"] == true {
+            if v["more"] == true && cmd == "inboxgroup" {
                 let _ = writeln!(out, "(more waiting: run inboxgroup again)");
+            } else if let Some(next) = v["next"].as_str() {
+                let _ = writeln!(out, "(older messages: history PEER N {next})");
             }
         }
         // A group homed on another realm numbers the message there; it arrives with its number.

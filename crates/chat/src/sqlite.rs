@@ -758,8 +758,12 @@ fn index_messages(conn: &Connection, known: &mut Postings) -> rusqlite::Result<i
     for (conversation, (last, seqs)) in &postings.by_conversation {
         insert.execute(params![conversation, last, seqs])?;
     }
+    // A row wholly behind its recipient's delivery cursor (an inbox read these messages before
+    // they were indexed) would never be read, nor deleted by a later delivery: not written.
     let mut insert = conn.prepare_cached(
-        "INSERT OR REPLACE INTO inbox_index (recipient, last_seq, seqs) VALUES (?1, ?2, ?3)",
+        "INSERT OR REPLACE INTO inbox_index (recipient, last_seq, seqs) \
+         SELECT ?1, ?2, ?3 WHERE ?2 > coalesce( \
+             (SELECT upto FROM inbox_delivered WHERE recipient = ?1), 0)",
     )?;
     for (recipient, (last, seqs)) in &postings.by_recipient {
         insert.execute(params![recipient, last, seqs])?;
@@ -1798,11 +1802,18 @@ mod tests {
             got,
             (1..n).step_by(2).map(|i| i.to_string()).collect::<Vec<_>>()
         );
-        // Everything delivered: the index rows behind the cursors are gone, and a restarted
-        // store has nothing to deliver.
+        // Everything delivered: the index rows behind the cursors are gone, and stay gone when
+        // the catch-up (a second later, with the next commit) indexes bob's tail, which was read
+        // before it was indexed; a restarted store has nothing to deliver.
+        tokio::time::sleep(HISTORY_INDEX_AFTER + std::time::Duration::from_millis(100)).await;
+        send(&store, "amy", "dan", "after the catch-up").await;
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         let rows: i64 = conn
-            .query_row("SELECT count(*) FROM inbox_index", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM inbox_index WHERE recipient != 'dan'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(rows, 0);
         drop(store);
