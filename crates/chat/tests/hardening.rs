@@ -93,6 +93,7 @@ async fn capped(c: &mut Client, line: &str) -> Value {
         "{line}: a reply of {} bytes, over the cap",
         raw.len()
     );
+    assert!(raw.is_ascii(), "replies are ASCII JSON: {line}");
     serde_json::from_slice(&raw).unwrap()
 }
 

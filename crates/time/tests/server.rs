@@ -217,6 +217,33 @@ async fn an_idle_connection_is_told_and_closed_while_a_busy_one_stays() {
     server.stop().await;
 }
 
+/// A slowloris: a request line trickled a byte at a time keeps the connection from being idle,
+/// but not past the line timeout, under both models that hold connections: the reason, then the
+/// close; a well-behaved client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_line_is_cut_at_the_line_timeout() {
+    for model in [Model::Async, Model::Threads] {
+        let mut c = config(model);
+        c.limits.line_timeout = Duration::from_secs(1);
+        c.limits.idle_timeout = Duration::from_secs(60);
+        let server = start_with(c, TimeZone::UTC).await;
+        let mut slow = connect(server.addr).await;
+        for b in b"TIM" {
+            slow.write_all(&[*b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            read_to_close(&mut slow).await,
+            "ERR request line not finished within 1 s; closing\r\n",
+            "{model}"
+        );
+        let mut good = connect(server.addr).await;
+        good.write_all(b"TIME\r\n").await.unwrap();
+        assert_jam(&read_lines(&mut good, 1).await[0]);
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn the_connection_past_the_limit_is_refused_with_a_reason() {
     for model in [Model::Async, Model::Threads] {
