@@ -43,6 +43,10 @@ port = $(( 18879 + 10 * r ))
 [limits]
 max_connections = 20000
 max_connections_per_address = 20000
+# The bench users' cheap cost: a realm rehashes a password to its configured cost at login.
+[passwords]
+memory_kib = 8
+iterations = 1
 [federation]
 port = $(( 19879 + 10 * r ))
 [[peer]]

@@ -4,8 +4,8 @@
 # bench users u0 … u{COUNT-1}, password surabaya (the Python lab server's EXTRA_USERS). One user is
 # made with `jaring chat user add` under a config whose Argon2id cost is the cheapest Argon2
 # allows (8 KiB, 1 pass); the others get a copy of its hash (sqlite3), so that 10,000 logins take
-# seconds, not minutes. Only the bench users have cheap hashes: the servers run with the default
-# password settings, and logging in happens before any clock starts.
+# seconds, not minutes. A realm rehashes a password to its configured cost at login, so the bench
+# realms are configured with that cost as well; logging in happens before any clock starts.
 make_users() {
   local out=$1 jaring=$2 count=$3
   cat > "$out/users.toml" <<CONF

@@ -2,9 +2,10 @@
 //!
 //! The server hands it one parsed [`Command`] at a time and writes the reply it encodes. Commands
 //! that change state wait for storage: `send` answers OK only once the message is committed. An
-//! `inbox` reply comes with a [`Delivery`], which the server confirms only after the reply was
-//! written to the socket; until then the messages stay undelivered, so a crash or a dropped
-//! connection in between means they are delivered again, never lost.
+//! `inbox` reply comes with a [`Delivery`], which the server confirms only when the client sends
+//! its next request on that connection (it has read the reply); until then the messages stay
+//! undelivered, so a crash or a dropped connection in between means they are delivered again,
+//! never lost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -151,11 +152,12 @@ impl ConnState {
     }
 }
 
-/// Messages handed out by an `inbox` reply, waiting for the reply to reach the socket.
+/// Messages handed out by an `inbox` reply, waiting for the client to show it has the reply.
 ///
-/// Confirm it with [`Realm::confirm`] after the write; dropping it instead (the write failed)
-/// leaves the messages undelivered, to be returned by the next `inbox`.
-#[must_use = "confirm the delivery after writing the reply, or drop it to redeliver"]
+/// Confirm it with [`Realm::confirm`] once the connection sends its next request; dropping it
+/// instead (the connection ended first) leaves the messages undelivered, to be returned by the
+/// next `inbox`. While it is held, other connections of the user are handed none of them.
+#[must_use = "confirm the delivery once the client has the reply, or drop it to redeliver"]
 #[derive(Debug)]
 pub struct Delivery {
     recipient: String,
@@ -382,7 +384,7 @@ impl<S: Store> Realm<S> {
         Outcome::Replied
     }
 
-    /// Confirms that an inbox reply was written: its messages are now delivered.
+    /// Confirms that the client has an inbox reply: its messages are now delivered.
     pub async fn confirm(&self, delivery: Delivery) {
         if let Some((group, user)) = &delivery.group {
             self.advance_cursor(group, user, delivery.upto_seq, true)

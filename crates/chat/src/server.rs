@@ -1,8 +1,8 @@
 //! [`ChatServer`]: the realm on the shared runtime, with its own connection loop.
 //!
 //! The runtime's sans-IO drivers cannot serve chat, because a reply may have to wait for storage
-//! (a `send` is answered only after its commit) and because an `inbox` must learn that its reply
-//! reached the socket before its messages count as delivered. So this [`Handler`] runs its own loop,
+//! (a `send` is answered only after its commit) and because an `inbox` reply's messages count as
+//! delivered only once the client sends its next request. So this [`Handler`] runs its own loop,
 //! keeping the runtime's rules: read at most one buffer, answer every request in it, in order,
 //! write everything before reading again, close on the idle timeout and at shutdown after saying
 //! why. Under `--model threads` each connection's thread drives the same [`Realm`] and blocks on its
