@@ -129,31 +129,40 @@ impl Admission {
         }
     }
 
-    /// Takes a handshake slot for a connection from `ip`: whether it is a stranger's, or why not.
-    fn admit(&mut self, ip: IpAddr) -> Result<bool, &'static str> {
-        let n = self.per_address.get(&ip).copied().unwrap_or(0);
+    /// Takes a handshake slot for a connection from `ip`: the key its address counts under and
+    /// whether it is a stranger's, or why not. A stranger counts by the runtime's
+    /// [`jaring_runtime::address_key`] (an IPv6 /64, as for client ports), so one IPv6 host cannot
+    /// take the strangers' pool with many addresses; a configured peer by its exact address, so
+    /// its neighbours cannot take its room.
+    fn admit(&mut self, ip: IpAddr) -> Result<(IpAddr, bool), &'static str> {
+        let stranger = !self.peers.contains(&ip);
+        let key = if stranger {
+            jaring_runtime::address_key(ip)
+        } else {
+            ip
+        };
+        let n = self.per_address.get(&key).copied().unwrap_or(0);
         if n >= self.max_per_address {
             return Err("too many handshakes from this address at once");
         }
-        let stranger = !self.peers.contains(&ip);
         if stranger {
             if self.strangers >= self.max_strangers {
                 return Err("too many handshakes at once");
             }
             self.strangers += 1;
         }
-        self.per_address.insert(ip, n + 1);
-        Ok(stranger)
+        self.per_address.insert(key, n + 1);
+        Ok((key, stranger))
     }
 
-    fn release(&mut self, ip: IpAddr, stranger: bool) {
+    fn release(&mut self, key: IpAddr, stranger: bool) {
         if stranger {
             self.strangers = self.strangers.saturating_sub(1);
         }
-        if let Some(n) = self.per_address.get_mut(&ip) {
+        if let Some(n) = self.per_address.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.per_address.remove(&ip);
+                self.per_address.remove(&key);
             }
         }
     }
@@ -162,13 +171,14 @@ impl Admission {
 /// A connection's handshake slot, given back when dropped.
 struct Slot {
     admission: Arc<Mutex<Admission>>,
-    ip: IpAddr,
+    /// The key its address counts under.
+    key: IpAddr,
     stranger: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.admission).release(self.ip, self.stranger);
+        lock(&self.admission).release(self.key, self.stranger);
     }
 }
 
@@ -274,9 +284,9 @@ pub(crate) async fn accept_loop(
         let ip = addr.ip().to_canonical();
         let admitted = lock(&admission).admit(ip);
         let slot = match admitted {
-            Ok(stranger) => Slot {
+            Ok((key, stranger)) => Slot {
                 admission: Arc::clone(&admission),
-                ip,
+                key,
                 stranger,
             },
             Err(reason) => {
@@ -1363,25 +1373,47 @@ mod tests {
         let mut a = Admission::new(3, 2);
         a.peers.insert(peer);
         let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
-        assert_eq!(a.admit(ip(1)), Ok(true));
-        assert_eq!(a.admit(ip(1)), Ok(true));
+        let stranger = |n: u8| Ok((ip(n), true));
+        assert_eq!(a.admit(ip(1)), stranger(1));
+        assert_eq!(a.admit(ip(1)), stranger(1));
         assert!(a.admit(ip(1)).is_err(), "two per address");
-        assert_eq!(a.admit(ip(2)), Ok(true));
+        assert_eq!(a.admit(ip(2)), stranger(2));
         assert!(a.admit(ip(3)).is_err(), "three strangers in all");
         assert_eq!(
             a.admit(peer),
-            Ok(false),
+            Ok((peer, false)),
             "a peer's address has room of its own"
         );
-        assert_eq!(a.admit(peer), Ok(false));
+        assert_eq!(a.admit(peer), Ok((peer, false)));
         assert!(a.admit(peer).is_err(), "but not more than any address");
         a.release(ip(1), true);
-        assert_eq!(a.admit(ip(3)), Ok(true), "a slot given back is free again");
+        assert_eq!(
+            a.admit(ip(3)),
+            stranger(3),
+            "a slot given back is free again"
+        );
         a.release(peer, false);
         a.release(peer, false);
         assert!(
             !a.per_address.contains_key(&peer),
             "no entry for an address with none"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_stranger_counts_by_its_64() {
+        let mut a = Admission::new(64, 2);
+        let host = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, n]);
+        let net: IpAddr = "2001:db8:0:7::".parse().unwrap();
+        assert_eq!(a.admit(host(1)), Ok((net, true)));
+        assert_eq!(a.admit(host(2)), Ok((net, true)));
+        assert!(
+            a.admit(host(3)).is_err(),
+            "a third address of the same /64 is the same client"
+        );
+        assert!(
+            a.admit(IpAddr::from([0x2001, 0xdb8, 0, 8, 0, 0, 0, 1]))
+                .is_ok()
         );
     }
 
