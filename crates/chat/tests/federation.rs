@@ -155,12 +155,6 @@ async fn wait_up(fed: &Federation, peer: &str) {
     .expect("link up in time");
 }
 
-async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
-    let mut c = Client::connect(addr).await;
-    let t = c.auth(user, &format!("{user}pw")).await;
-    (c, t)
-}
-
 /// Reads `user`'s inbox until `n` messages arrived (failing on more), returning (sender, body).
 async fn collect(c: &mut Client, token: &str, n: usize) -> Vec<(String, String)> {
     let mut got = Vec::new();

@@ -16,17 +16,7 @@ async fn realm_with(
     options: RealmOptions,
     model: Model,
 ) -> (tempfile::TempDir, Running) {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), users);
-    let r = start(dir.path(), options, Arc::new(SystemClock::default()), model).await;
-    (dir, r)
-}
-
-/// A client logged in as `user`.
-async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
-    let mut c = Client::connect(addr).await;
-    let t = c.auth(user, &format!("{user}pw")).await;
-    (c, t)
+    common::realm_with(users, options, |c| c.model = model).await
 }
 
 /// `group TOKEN NAME`, retried (bounded) while the member's previous live session, on a

@@ -6,31 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, Running, add_users, bodies, error, ok, options, start_with};
-use jaring_chat::{RealmOptions, SystemClock};
-use jaring_runtime::{Model, ServerConfig};
+use common::{Client, bodies, error, login, ok, options, realm_with};
+use jaring_chat::RealmOptions;
+use jaring_runtime::Model;
 use serde_json::Value;
 use tokio::net::TcpSocket;
-
-async fn realm_with(
-    users: &[&str],
-    options: RealmOptions,
-    tune: impl FnOnce(&mut ServerConfig),
-) -> (tempfile::TempDir, Running) {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), users);
-    let r = start_with(dir.path(), options, Arc::new(SystemClock::default()), tune).await;
-    (dir, r)
-}
-
-async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
-    let mut c = Client::connect(addr).await;
-    let t = c.auth(user, &format!("{user}pw")).await;
-    (c, t)
-}
 
 /// An inbox reply written to a socket that is then reset, unread, is handed out again: only the
 /// client's next request shows it has the reply.

@@ -2,15 +2,15 @@
 //! data directory: every message that got OK is in its recipient's inbox exactly once.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jaring_proto::chat::ReplyFramer;
-use serde_json::Value;
+use support::ChatClient;
 
 const USERS: [&str; 3] = ["messi", "henderson", "lineker"];
 
@@ -48,47 +48,6 @@ fn start(dir: &std::path::Path) -> (Child, u16) {
     (child, port)
 }
 
-struct Client {
-    stream: TcpStream,
-    framer: ReplyFramer,
-}
-
-impl Client {
-    fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        Self {
-            stream,
-            framer: ReplyFramer::new(64 << 20),
-        }
-    }
-
-    fn call(&mut self, line: &str) -> Option<Value> {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .ok()?;
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(v) = self.framer.poll_reply().ok()? {
-                return Some(v);
-            }
-            let n = self.stream.read(&mut buf).ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.framer.handle_input(&buf[..n]);
-        }
-    }
-
-    fn auth(&mut self, user: &str) -> String {
-        let r = self.call(&format!("auth {user} surabaya ")).unwrap();
-        assert_eq!(r["status"], "OK", "{r}");
-        r["tokenid"].as_str().unwrap().to_owned()
-    }
-}
-
 #[test]
 fn every_acknowledged_message_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,10 +61,10 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
         let acked = Arc::clone(&acked);
         let authed = Arc::clone(&authed);
         senders.push(std::thread::spawn(move || {
-            let mut c = Client::connect(port);
+            let mut c = ChatClient::connect(port);
             let from = USERS[s % 3];
             let to = USERS[(s + 1) % 3];
-            let t = c.auth(from);
+            let t = c.auth(from, "surabaya");
             authed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             for k in 0.. {
                 let body = format!("s{s}-{k}");
@@ -133,9 +92,9 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
 
     let (mut server, port) = start(dir.path());
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    let mut c = Client::connect(port);
+    let mut c = ChatClient::connect(port);
     for user in USERS {
-        let t = c.auth(user);
+        let t = c.auth(user, "surabaya");
         loop {
             let r = c.call(&format!("inbox {t}")).unwrap();
             let mut n = 0;

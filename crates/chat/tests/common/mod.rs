@@ -99,6 +99,32 @@ pub async fn start_with(
     }
 }
 
+/// A realm with `users` in a fresh directory (kept alive by the returned guard), its server
+/// configuration changed by `tune`.
+pub async fn realm_with(
+    users: &[&str],
+    options: RealmOptions,
+    tune: impl FnOnce(&mut ServerConfig),
+) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    add_users(dir.path(), users);
+    let r = start_with(
+        dir.path(),
+        options,
+        Arc::new(jaring_chat::SystemClock::default()),
+        tune,
+    )
+    .await;
+    (dir, r)
+}
+
+/// A client logged in as `user` (password: the name + "pw", as [`add_users`] makes them).
+pub async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
+    let mut c = Client::connect(addr).await;
+    let t = c.auth(user, &format!("{user}pw")).await;
+    (c, t)
+}
+
 pub struct Client {
     pub stream: TcpStream,
     framer: ReplyFramer,
@@ -130,20 +156,8 @@ impl Client {
 
     /// The next reply, or None if the server closed first.
     pub async fn reply(&mut self) -> Option<Value> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(v) = self.framer.poll_reply().unwrap() {
-                return Some(v);
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
-                .await
-                .expect("reply in time")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.framer.handle_input(&buf[..n]);
-        }
+        let raw = self.reply_bytes().await?;
+        Some(serde_json::from_slice(&raw).unwrap())
     }
 
     /// The next reply's bytes as sent (its JSON, without the `\r\n\r\n`), or None if the
