@@ -16,15 +16,17 @@ use std::future::Future;
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_proto::Flow;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::service::{ConnInfo, Session};
+use crate::service::{Busy, Handler, Service, Session};
+pub use crate::service::{Conn, End};
 
 /// How long a lingering close waits for the peer's FIN, and how much of its input it will discard.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -32,40 +34,6 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// Output past this size is released after it is flushed, so one burst does not pin memory.
 const KEEP_OUT_CAPACITY: usize = 64 * 1024;
-
-/// What ended a connection.
-#[derive(Debug)]
-pub enum End {
-    /// The session asked to close.
-    Closed,
-    /// The peer closed its side.
-    Eof,
-    /// The peer was silent too long.
-    Idle,
-    /// The server is shutting down.
-    Shutdown,
-    /// The peer started a request line and did not finish it within the line timeout.
-    SlowRequest,
-    /// The socket failed (reset, broken pipe, a write that timed out).
-    Error(io::Error),
-}
-
-/// An admitted connection's facts and the rules it runs under.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    /// Who and where.
-    pub info: ConnInfo,
-    /// Bytes to read at a time.
-    pub read_buffer: usize,
-    /// Close the connection after this long without input (or without the peer taking our output).
-    pub idle_timeout: Duration,
-    /// Close the connection when a request line is not finished this long after its first byte.
-    pub line_timeout: Duration,
-    /// At shutdown, how long final writes may take.
-    pub grace: Duration,
-    /// Cancelled when the server shuts down; a connection loop must watch it.
-    pub shutdown: CancellationToken,
-}
 
 /// What became of a wait under a [`Watch`].
 #[derive(Debug)]
@@ -419,5 +387,29 @@ pub fn linger_blocking(stream: &mut std::net::TcpStream, buf: &mut [u8]) {
             Ok(0) | Err(_) => break,
             Ok(n) => discarded += n,
         }
+    }
+}
+
+impl<S: Service> Handler for S {
+    fn name(&self) -> &'static str {
+        Service::name(self)
+    }
+
+    fn busy_reply(&self, why: Busy) -> Option<Vec<u8>> {
+        Service::busy_reply(self, why)
+    }
+
+    fn read_buffer_size(&self) -> usize {
+        Service::read_buffer_size(self)
+    }
+
+    async fn serve_async(self: Arc<Self>, stream: TcpStream, conn: Conn) -> End {
+        let session = self.session(&conn.info);
+        drive_async(stream, session, &conn).await
+    }
+
+    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
+        let session = self.session(&conn.info);
+        drive_blocking(stream, session, &conn)
     }
 }

@@ -2,18 +2,21 @@
 //!
 //! A service supplies a [`Service`]: a factory of sans-IO [`Session`]s that turn the bytes a peer sent
 //! into the bytes to send back. The runtime owns everything around that: binding the listener with the
-//! lab's options, admitting connections under a limit (refusing the excess with a reason), running each
-//! session under the chosen [`Model`], enforcing the idle timeout, and shutting down gracefully. Because
+//! lab's options, admitting connections under a limit and a share per client address (refusing the
+//! excess with a reason), running each session under the chosen [`Model`], enforcing the idle and
+//! line timeouts, and shutting down gracefully. Because
 //! the session never sees a socket, the same protocol code runs unchanged under all three models.
 //!
 //! # Layout
 //! - [`config`]: listener options and limits, each with a documented `DEFAULT_*`.
-//! - [`service`]: the [`Service`] and [`Session`] traits a protocol implements.
+//! - [`service`]: the [`Service`], [`Session`] and [`Handler`] traits a protocol implements, and
+//!   what a connection loop is given ([`Conn`]) and ends with ([`End`]).
 //! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
 //! - [`dial`](mod@dial): how every client connects (resolve, try each address, name host and port
 //!   on failure).
 //! - [`driver`]: the two loops that move bytes between a socket and a session, async and blocking,
-//!   and [`Conn`], what every connection loop is given.
+//!   through which every [`Service`] is a [`Handler`], and the clocks a connection loop watches
+//!   ([`Watch`], [`LineDeadline`]).
 
 #![forbid(unsafe_code)]
 

@@ -6,14 +6,14 @@
 //! keeps the same admission, limits and shutdown.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_proto::Flow;
 use tokio::net::TcpStream;
-
-use crate::driver::{Conn, End, drive_async, drive_blocking};
+use tokio_util::sync::CancellationToken;
 
 /// Read buffer per connection unless a service asks for another size: big enough to take a burst of
 /// pipelined requests in one read, small enough that ten thousand idle connections stay cheap.
@@ -57,6 +57,40 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Our end of the connection.
     pub local: SocketAddr,
+}
+
+/// What ended a connection.
+#[derive(Debug)]
+pub enum End {
+    /// The session asked to close.
+    Closed,
+    /// The peer closed its side.
+    Eof,
+    /// The peer was silent too long.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+    /// The peer started a request line and did not finish it within the line timeout.
+    SlowRequest,
+    /// The socket failed (reset, broken pipe, a write that timed out).
+    Error(io::Error),
+}
+
+/// An admitted connection's facts and the rules it runs under.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Who and where.
+    pub info: ConnInfo,
+    /// Bytes to read at a time.
+    pub read_buffer: usize,
+    /// Close the connection after this long without input (or without the peer taking our output).
+    pub idle_timeout: Duration,
+    /// Close the connection when a request line is not finished this long after its first byte.
+    pub line_timeout: Duration,
+    /// At shutdown, how long final writes may take.
+    pub grace: Duration,
+    /// Cancelled when the server shuts down; a connection loop must watch it.
+    pub shutdown: CancellationToken,
 }
 
 /// The per-connection, sans-IO state of a protocol: bytes in, bytes out.
@@ -137,28 +171,4 @@ pub trait Handler: Send + Sync + 'static {
     /// Serves one connection on its own OS thread with blocking I/O ([`crate::Model::Threads`]).
     /// At shutdown the server shuts down the socket's read side, so a blocked read returns 0.
     fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End;
-}
-
-impl<S: Service> Handler for S {
-    fn name(&self) -> &'static str {
-        Service::name(self)
-    }
-
-    fn busy_reply(&self, why: Busy) -> Option<Vec<u8>> {
-        Service::busy_reply(self, why)
-    }
-
-    fn read_buffer_size(&self) -> usize {
-        Service::read_buffer_size(self)
-    }
-
-    async fn serve_async(self: Arc<Self>, stream: TcpStream, conn: Conn) -> End {
-        let session = self.session(&conn.info);
-        drive_async(stream, session, &conn).await
-    }
-
-    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
-        let session = self.session(&conn.info);
-        drive_blocking(stream, session, &conn)
-    }
 }
