@@ -115,13 +115,15 @@ pub trait GroupStore: Send + Sync + 'static {
         published: Published,
     ) -> impl Future<Output = StoreResult<Vec<StoredGroupMessage>>> + Send;
 
-    /// Up to `limit` messages of `group` with `seq` > `after`, in order.
+    /// Messages of `group` with `seq` > `after`, in order: at most `limit`, and no more than
+    /// `max_bytes` of text (the first one whatever its size; `cut` when that left some out).
     fn group_messages(
         &self,
         group: &str,
         after: i64,
         limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<StoredGroupMessage>>> + Send;
+        max_bytes: usize,
+    ) -> impl Future<Output = StoreResult<crate::store::Page<StoredGroupMessage>>> + Send;
 
     /// The latest messages of `group` in `window`, oldest first.
     fn group_history(

@@ -356,7 +356,11 @@ async fn drive<S: Store>(
     let mut cursor = live.subscription.read_seq;
     let page = realm.options().inbox_max_messages.max(1);
     loop {
-        let msgs = match realm.store().group_messages(&group, cursor, page).await {
+        let msgs = match realm
+            .store()
+            .group_messages(&group, cursor, page, realm.options().inbox_max_bytes)
+            .await
+        {
             Ok(m) => m,
             Err(e) => {
                 error!(error = %e, "cannot read a group's missed messages");
@@ -371,7 +375,7 @@ async fn drive<S: Store>(
             }
         };
         let mut upto = cursor;
-        for m in &msgs {
+        for m in &msgs.messages {
             push_stored(classic, m, out);
             upto = m.seq;
         }
@@ -395,7 +399,8 @@ async fn drive<S: Store>(
                 return LiveEnd::Closed(End::Error(e));
             }
         }
-        if msgs.len() < page {
+        // A page short of its count is the last, unless its bytes cut it short.
+        if msgs.messages.len() < page && !msgs.cut {
             break;
         }
     }

@@ -795,7 +795,12 @@ impl<S: Store> Realm<S> {
             group: None,
         };
         let limit = self.options.inbox_max_messages.max(1);
-        let pending = match self.store.pending(&user, limit + 1).await {
+        // One more than a reply carries, to tell whether more wait.
+        let page = match self
+            .store
+            .pending(&user, limit + 1, self.options.inbox_max_bytes)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 error!(error = %e, "cannot read an inbox");
@@ -803,17 +808,9 @@ impl<S: Store> Realm<S> {
                 return None;
             }
         };
-        let mut bytes = 0;
-        let mut taken = 0;
-        for (i, m) in pending.iter().enumerate() {
-            if i == limit || (i > 0 && bytes + m.message.body.len() > self.options.inbox_max_bytes)
-            {
-                break;
-            }
-            bytes += m.message.body.len();
-            taken = i + 1;
-        }
-        let more = taken < pending.len();
+        let pending = page.messages;
+        let taken = pending.len().min(limit);
+        let more = page.cut || taken < pending.len();
         let sent = reply::encode_fitting(
             taken,
             self.options.max_reply_bytes,

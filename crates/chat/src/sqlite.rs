@@ -1031,11 +1031,23 @@ fn deliver(conn: &Connection, recipient: &str, upto: i64) -> rusqlite::Result<()
 /// Up to `limit` of `recipient`'s undelivered messages, oldest first, read in `conn`'s snapshot
 /// (which must be one transaction: the writer moves the index and `upto` together): from the
 /// inbox index, then from the few messages past it.
+#[cfg(test)]
 fn undelivered(
     conn: &Connection,
     recipient: &str,
     limit: usize,
 ) -> rusqlite::Result<Vec<StoredMessage>> {
+    Ok(undelivered_within(conn, recipient, limit, usize::MAX)?.messages)
+}
+
+/// [`undelivered`], stopping before the text passes `max_bytes` (the first message whatever its
+/// size): `cut` when that left some out.
+fn undelivered_within(
+    conn: &Connection,
+    recipient: &str,
+    limit: usize,
+    max_bytes: usize,
+) -> rusqlite::Result<Page<StoredMessage>> {
     let indexed: i64 = conn
         .prepare_cached("SELECT upto FROM history_indexed WHERE id = 0")?
         .query_row([], |r| r.get(0))?;
@@ -1044,7 +1056,12 @@ fn undelivered(
         .query_row([recipient], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let mut out = Vec::new();
+    let mut taker = WindowTaker::new(Window {
+        limit,
+        before: None,
+        max_bytes,
+    });
+    let mut taken = 0;
     let mut by_seq = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1 AND delivered_at IS NULL"
     ))?;
@@ -1052,21 +1069,27 @@ fn undelivered(
         "SELECT seqs FROM inbox_index WHERE recipient = ?1 AND last_seq > ?2 ORDER BY last_seq",
     )?;
     let mut rows = postings.query(params![recipient, delivered])?;
-    while out.len() < limit
+    while taken < limit
         && let Some(row) = rows.next()?
     {
         let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
         for seq in blob.chunks_exact(8) {
             let seq = i64::from_le_bytes(seq.try_into().unwrap_or_default());
-            if seq > delivered {
-                out.extend(by_seq.query_row([seq], message_row).optional()?);
-                if out.len() == limit {
-                    return Ok(out);
+            if seq > delivered
+                && let Some(m) = by_seq.query_row([seq], message_row).optional()?
+            {
+                let len = m.message.body.len();
+                if !taker.take(m, len) {
+                    return Ok(taker.finish_as_taken());
+                }
+                taken += 1;
+                if taken == limit {
+                    return Ok(taker.finish_as_taken());
                 }
             }
         }
     }
-    let rest = limit - out.len();
+    let rest = limit - taken;
     if rest > 0 {
         // Not indexed yet: at most HISTORY_INDEX_EVERY messages (plus one batch), by `seq`.
         let mut tail = conn.prepare_cached(&format!(
@@ -1078,10 +1101,14 @@ fn undelivered(
             message_row,
         )?;
         for row in rows {
-            out.push(row?);
+            let m = row?;
+            let len = m.message.body.len();
+            if !taker.take(m, len) {
+                break;
+            }
         }
     }
-    Ok(out)
+    Ok(taker.finish_as_taken())
 }
 
 const INSERT_MESSAGE: &str = "INSERT INTO messages (id, sender, sender_display, recipient, \
@@ -1123,6 +1150,29 @@ fn undelivered_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<Stor
     ))?
     .query_map([after], message_row)?
     .collect()
+}
+
+/// `messages` (oldest first) as a page: at most `max_bytes` of text (the first whatever its
+/// size); `cut` when that, or the read before (`read_cut`), left some out.
+fn within_bytes(
+    messages: Vec<Arc<StoredMessage>>,
+    read_cut: bool,
+    max_bytes: usize,
+) -> Page<Arc<StoredMessage>> {
+    let mut taker = WindowTaker::new(Window {
+        limit: messages.len(),
+        before: None,
+        max_bytes,
+    });
+    for m in messages {
+        let len = m.message.body.len();
+        if !taker.take(m, len) {
+            break;
+        }
+    }
+    let mut page = taker.finish_as_taken();
+    page.cut |= read_cut;
+    page
 }
 
 /// Reads a row selected with [`MESSAGE_COLUMNS`].
@@ -1218,23 +1268,33 @@ impl Store for SqliteStore {
             .unwrap_or_else(|_| (0..n).map(|_| Err(StoreError::Stopped)).collect())
     }
 
-    async fn pending(&self, recipient: &str, limit: usize) -> StoreResult<Vec<Arc<StoredMessage>>> {
+    async fn pending(
+        &self,
+        recipient: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> StoreResult<Page<Arc<StoredMessage>>> {
         let lookup = self
             .mailboxes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .lookup(recipient, limit);
         let (load, read_limit) = match lookup {
-            Lookup::Hit(messages) => return Ok(messages),
+            Lookup::Hit(messages) => return Ok(within_bytes(messages, false, max_bytes)),
             Lookup::Miss { load, read_limit } => (load, read_limit),
         };
         let owned = recipient.to_owned();
-        // The mailbox was marked as loading before this read's snapshot: see `mailboxes`.
+        // The mailbox was marked as loading before this read's snapshot: see `mailboxes`. The
+        // read stops at `max_bytes` of text whatever it was to fill: a recipient with large
+        // messages waiting is read from the database a reply's worth at a time.
         let read = self
             .read(move |c| {
                 let tx = c.unchecked_transaction()?;
-                let messages = undelivered(&tx, &owned, read_limit)?;
-                Ok(messages.into_iter().map(Arc::new).collect::<Vec<_>>())
+                let page = undelivered_within(&tx, &owned, read_limit, max_bytes)?;
+                Ok((
+                    page.messages.into_iter().map(Arc::new).collect::<Vec<_>>(),
+                    page.cut,
+                ))
             })
             .await;
         let mut mailboxes = self
@@ -1242,12 +1302,19 @@ impl Store for SqliteStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match (read, load) {
-            (Ok(mut messages), load) => {
+            (Ok((mut messages, cut)), load) => {
                 if let Some(load) = load {
-                    mailboxes.finish_load(load, &messages);
+                    if cut {
+                        // Not all of them: no exact copy to keep.
+                        mailboxes.abandon(load);
+                    } else {
+                        mailboxes.finish_load(load, &messages);
+                    }
                 }
+                // A read that was to fill the mailbox may hold more than asked for.
+                let cut = cut && messages.len() <= limit;
                 messages.truncate(limit);
-                Ok(messages)
+                Ok(within_bytes(messages, cut, max_bytes))
             }
             (Err(e), Some(load)) => {
                 mailboxes.abandon(load);
@@ -1442,11 +1509,11 @@ mod tests {
         // Far below the 10 s busy timeout a reader that wanted the lock would wait.
         let read = tokio::time::timeout(
             std::time::Duration::from_secs(2),
-            store.pending("nobody", 10),
+            store.pending("nobody", 10, usize::MAX),
         )
         .await;
         assert!(
-            matches!(read, Ok(Ok(ref m)) if m.is_empty()),
+            matches!(read, Ok(Ok(ref m)) if m.messages.is_empty()),
             "the read waited for the write lock: {read:?}"
         );
         holder.execute_batch("ROLLBACK").unwrap();
@@ -1518,6 +1585,39 @@ mod tests {
             .unwrap();
         assert!(!found.cut);
         found.messages.into_iter().map(|m| m.message.body).collect()
+    }
+
+    /// An inbox read stops at its byte limit, from the database (no mailbox is kept from a read
+    /// cut short) and from a mailbox alike, and says that it stopped.
+    #[tokio::test]
+    async fn an_inbox_read_stops_at_its_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal, 16).unwrap();
+        for i in 0..10 {
+            send(&store, "amy", "bob", &format!("{i}{}", "x".repeat(599))).await;
+        }
+        let read = |max_bytes| store.pending("bob", 100, max_bytes);
+        let first: Vec<i64> = (1..=10).collect();
+        let seqs =
+            |p: &Page<Arc<StoredMessage>>| p.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+        for _ in 0..2 {
+            // 1,500 bytes hold two of the 600-byte messages; the first always comes.
+            let cut = read(1500).await.unwrap();
+            assert_eq!(seqs(&cut), first[..2]);
+            assert!(cut.cut);
+            let one = read(10).await.unwrap();
+            assert_eq!(seqs(&one), first[..1]);
+            assert!(one.cut);
+        }
+        // A whole read fills the mailbox; reads from it stop at their limit the same way.
+        let all = read(usize::MAX).await.unwrap();
+        assert_eq!(seqs(&all), first);
+        assert!(!all.cut);
+        let cut = read(1500).await.unwrap();
+        assert_eq!(seqs(&cut), first[..2]);
+        assert!(cut.cut);
+        store.mark_delivered("bob", 2).await.unwrap();
+        assert_eq!(seqs(&read(1500).await.unwrap()), first[2..4]);
     }
 
     /// A history window walks back from its cursor, through the unindexed tail and the index,
@@ -1608,9 +1708,10 @@ mod tests {
     /// them; the two must agree.
     async fn inbox(store: &SqliteStore, dir: &Path, to: &str) -> Vec<String> {
         let answered: Vec<String> = store
-            .pending(to, 100)
+            .pending(to, 100, usize::MAX)
             .await
             .unwrap()
+            .messages
             .into_iter()
             .map(|m| m.message.body.clone())
             .collect();
@@ -1641,7 +1742,7 @@ mod tests {
         send(&store, "amy", "bob", "after").await;
         send(&store, "amy", "cat", "not bob's").await;
         assert_eq!(inbox(&store, dir.path(), "bob").await, ["before", "after"]);
-        let first = store.pending("bob", 1).await.unwrap();
+        let first = store.pending("bob", 1, usize::MAX).await.unwrap().messages;
         assert_eq!(first.len(), 1, "the limit holds in memory too");
         store.mark_delivered("bob", first[0].seq).await.unwrap();
         assert_eq!(inbox(&store, dir.path(), "bob").await, ["after"]);
@@ -1818,8 +1919,22 @@ mod tests {
         assert_eq!(rows, 0);
         drop(store);
         let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
-        assert!(store.pending("bob", 10).await.unwrap().is_empty());
-        assert!(store.pending("cat", 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .pending("bob", 10, usize::MAX)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+        assert!(
+            store
+                .pending("cat", 10, usize::MAX)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -1832,7 +1947,11 @@ mod tests {
                 .map(|i| message("amy", "bob", &i.to_string()))
                 .collect();
             assert!(store.insert_messages(burst).await.iter().all(Result::is_ok));
-            let first = store.pending("bob", 100).await.unwrap();
+            let first = store
+                .pending("bob", 100, usize::MAX)
+                .await
+                .unwrap()
+                .messages;
             store
                 .mark_delivered("bob", first.last().unwrap().seq)
                 .await
@@ -1980,9 +2099,10 @@ mod tests {
         );
         assert_eq!(inbox(&store, dir.path(), "cat").await, ["hello from afar"]);
         let seqs: Vec<i64> = store
-            .pending("bob", 10)
+            .pending("bob", 10, usize::MAX)
             .await
             .unwrap()
+            .messages
             .iter()
             .map(|m| m.seq)
             .collect();

@@ -109,9 +109,14 @@ impl<T> WindowTaker<T> {
         true
     }
 
-    /// The page, oldest first.
+    /// The page, oldest first, of messages taken newest first.
     pub fn finish(mut self) -> Page<T> {
         self.messages.reverse();
+        self.finish_as_taken()
+    }
+
+    /// The page in the order the messages were taken (for a read oldest first).
+    pub fn finish_as_taken(self) -> Page<T> {
         Page {
             messages: self.messages,
             cut: self.cut,
@@ -243,13 +248,16 @@ pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
         messages: Vec<NewMessage>,
     ) -> impl Future<Output = Vec<StoreResult<Arc<StoredMessage>>>> + Send;
 
-    /// The oldest `limit` messages to `recipient` not yet delivered, oldest first. Shared, not
-    /// copied: a store may hand out the very messages it keeps in memory for the next `inbox`.
+    /// The oldest messages to `recipient` not yet delivered, oldest first: at most `limit`, and
+    /// no more than `max_bytes` of text (the first one whatever its size; `cut` when that left
+    /// some out), so one read never loads more than about that much. Shared, not copied: a
+    /// store may hand out the very messages it keeps in memory for the next `inbox`.
     fn pending(
         &self,
         recipient: &str,
         limit: usize,
-    ) -> impl Future<Output = StoreResult<Vec<Arc<StoredMessage>>>> + Send;
+        max_bytes: usize,
+    ) -> impl Future<Output = StoreResult<Page<Arc<StoredMessage>>>> + Send;
 
     /// Marks every undelivered message to `recipient` up to and including `upto_seq` as delivered;
     /// returns once committed.

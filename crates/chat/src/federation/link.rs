@@ -31,6 +31,10 @@ const WRITE_QUEUE: usize = 16 * 1024;
 /// Outbox messages read from storage at once.
 const OUTBOX_BATCH: usize = 1024;
 
+/// Most bytes of message text read from storage at once for a group feed (the first message
+/// whatever its size), so a group of large posts is fed in bounded batches.
+const OUTBOX_BATCH_BYTES: usize = 1024 * 1024;
+
 /// The shortest ping interval, whatever the configured idle limit (a tiny one would only burn
 /// writes).
 const MIN_PING_EVERY: Duration = Duration::from_millis(50);
@@ -872,10 +876,10 @@ async fn feed(
             }
             let msgs = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = fed.store.group_messages(&group, from, free.min(OUTBOX_BATCH)) => r,
+                r = fed.store.group_messages(&group, from, free.min(OUTBOX_BATCH), OUTBOX_BATCH_BYTES) => r,
             };
             let msgs = match msgs {
-                Ok(m) => m,
+                Ok(m) => m.messages,
                 Err(e) => {
                     warn!(error = %e, peer = %name, %group, "cannot read a group to feed");
                     break;

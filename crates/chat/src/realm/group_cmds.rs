@@ -667,7 +667,12 @@ impl<S: Store> Realm<S> {
             group: Some((group.clone(), user.clone())),
         };
         let limit = self.options.inbox_max_messages.max(1);
-        let pending = match self.store.group_messages(&group, read_seq, limit + 1).await {
+        // One more than a reply carries, to tell whether more wait.
+        let page = match self
+            .store
+            .group_messages(&group, read_seq, limit + 1, self.options.inbox_max_bytes)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 error!(error = %e, "cannot read a group inbox");
@@ -675,17 +680,9 @@ impl<S: Store> Realm<S> {
                 return None;
             }
         };
-        let mut bytes = 0;
-        let mut wire = Vec::new();
-        for (i, m) in pending.iter().enumerate() {
-            if i == limit || (i > 0 && bytes + m.message.body.len() > self.options.inbox_max_bytes)
-            {
-                break;
-            }
-            bytes += m.message.body.len();
-            wire.push(wire_group_message(m));
-        }
-        let more = wire.len() < pending.len();
+        let pending = page.messages;
+        let wire: Vec<_> = pending.iter().take(limit).map(wire_group_message).collect();
+        let more = page.cut || wire.len() < pending.len();
         let sent = reply::encode_fitting(
             wire.len(),
             self.options.max_reply_bytes,

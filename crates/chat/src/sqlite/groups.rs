@@ -403,15 +403,27 @@ impl GroupStore for SqliteStore {
         group: &str,
         after: i64,
         limit: usize,
-    ) -> StoreResult<Vec<StoredGroupMessage>> {
+        max_bytes: usize,
+    ) -> StoreResult<Page<StoredGroupMessage>> {
         let group = group.to_owned();
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM group_messages WHERE grp = ?1 AND seq > ?2 \
                  ORDER BY seq LIMIT ?3"
             ))?;
-            let rows = s.query_map(params![group, after, limit as i64], message_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut taker = WindowTaker::new(Window {
+                limit,
+                before: None,
+                max_bytes,
+            });
+            for row in s.query_map(params![group, after, limit as i64], message_row)? {
+                let m = row?;
+                let len = m.message.body.len();
+                if !taker.take(m, len) {
+                    break;
+                }
+            }
+            Ok(taker.finish_as_taken())
         })
         .await
     }
