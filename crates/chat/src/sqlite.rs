@@ -1153,26 +1153,24 @@ fn undelivered_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<Stor
 }
 
 /// `messages` (oldest first) as a page: at most `max_bytes` of text (the first whatever its
-/// size); `cut` when that, or the read before (`read_cut`), left some out.
+/// size); `cut` when that, or the read before (`read_cut`), left some out. Cut in place: this is
+/// every `inbox`'s path.
 fn within_bytes(
-    messages: Vec<Arc<StoredMessage>>,
+    mut messages: Vec<Arc<StoredMessage>>,
     read_cut: bool,
     max_bytes: usize,
 ) -> Page<Arc<StoredMessage>> {
-    let mut taker = WindowTaker::new(Window {
-        limit: messages.len(),
-        before: None,
-        max_bytes,
-    });
-    for m in messages {
-        let len = m.message.body.len();
-        if !taker.take(m, len) {
-            break;
-        }
-    }
-    let mut page = taker.finish_as_taken();
-    page.cut |= read_cut;
-    page
+    let mut bytes = 0usize;
+    let keep = messages
+        .iter()
+        .position(|m| {
+            bytes = bytes.saturating_add(m.message.body.len());
+            bytes > max_bytes
+        })
+        .map_or(messages.len(), |over| over.max(1));
+    let cut = read_cut || keep < messages.len();
+    messages.truncate(keep);
+    Page { messages, cut }
 }
 
 /// Reads a row selected with [`MESSAGE_COLUMNS`].
