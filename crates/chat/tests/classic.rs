@@ -42,14 +42,9 @@ async fn classic_call(stream: &mut tokio::net::TcpStream, line: &str) -> serde_j
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_client_byte_sequences() {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), &["messi", "henderson"]);
-    let r = start(
-        dir.path(),
-        options(),
-        Arc::new(SystemClock::default()),
-        Model::Threads,
-    )
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), |c| {
+        c.model = Model::Threads
+    })
     .await;
     let mut a = tokio::net::TcpStream::connect(r.addr).await.unwrap();
     let auth = classic_call(&mut a, "auth messi messipw \r\n").await;
@@ -187,14 +182,9 @@ async fn a_thousand_clients_each_message_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_and_tokens_survive_a_clean_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), &["messi", "henderson"]);
-    let r = start(
-        dir.path(),
-        options(),
-        Arc::new(SystemClock::default()),
-        Model::Async,
-    )
+    let (dir, r) = realm_with(&["messi", "henderson"], options(), |c| {
+        c.model = Model::Async
+    })
     .await;
     let mut a = Client::connect(r.addr).await;
     let ta = a.auth("messi", "messipw").await;
@@ -258,14 +248,9 @@ async fn messages_and_tokens_survive_a_clean_restart() {
 /// character.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_ascii_text_comes_back_as_ascii_json() {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), &["messi", "henderson"]);
-    let r = start(
-        dir.path(),
-        options(),
-        Arc::new(SystemClock::default()),
-        Model::Async,
-    )
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), |c| {
+        c.model = Model::Async
+    })
     .await;
     // Enough multi-byte characters that a raw reply would cut one at some 64-byte boundary.
     let text = "caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f600} ".repeat(8);
@@ -353,15 +338,7 @@ impl ClassicGroupReader {
 /// the group's one order and its history; theirs reach it as raw `<user>: <text>`; `exit` comes
 /// back alone, then the lab's final reply.
 async fn classic_group_mode(model: Model) {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), &["messi", "henderson"]);
-    let r = start(
-        dir.path(),
-        options(),
-        Arc::new(SystemClock::default()),
-        model,
-    )
-    .await;
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), |c| c.model = model).await;
     let mut h = Client::connect(r.addr).await;
     let th = h.auth("henderson", "hendersonpw").await;
     assert_eq!(
