@@ -10,7 +10,8 @@
 
 use std::future::Future;
 
-use crate::store::StoreResult;
+use crate::store_error::StoreResult;
+use crate::window::{Page, Window};
 
 /// A group as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +124,14 @@ pub trait GroupStore: Send + Sync + 'static {
         after: i64,
         limit: usize,
         max_bytes: usize,
-    ) -> impl Future<Output = StoreResult<crate::store::Page<StoredGroupMessage>>> + Send;
+    ) -> impl Future<Output = StoreResult<Page<StoredGroupMessage>>> + Send;
 
     /// The latest messages of `group` in `window`, oldest first.
     fn group_history(
         &self,
         group: &str,
-        window: crate::store::Window,
-    ) -> impl Future<Output = StoreResult<crate::store::Page<StoredGroupMessage>>> + Send;
+        window: Window,
+    ) -> impl Future<Output = StoreResult<Page<StoredGroupMessage>>> + Send;
 
     /// Moves members' read cursors forward (never back): `(group, user, seq)` each; returns once
     /// committed.

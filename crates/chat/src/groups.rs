@@ -27,6 +27,12 @@ use crate::group_store::{GroupRecord, MemberRecord, StoredGroupMessage};
 /// `inboxgroup`; nothing is lost, because every message is committed before it is pushed.
 pub const DEFAULT_LIVE_QUEUE: usize = 4096;
 
+/// Least time between two writes of one live session: events arriving sooner wait and go out in
+/// the next batch. A busy group then costs each member at most 1/this writes a second (a write is
+/// a system call and the peer's wake-up, the main cost of fan-out), and a quiet group costs no
+/// delay at all, because a write long after the last one goes out at once.
+pub const DEFAULT_LIVE_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Above this many members, joins and leaves are not pushed to live sessions (they would cost
 /// every member a line per join: n² work when n members join); `members` shows who is in.
 pub const DEFAULT_PRESENCE_MAX_MEMBERS: usize = 100;

@@ -10,12 +10,14 @@
 //!   history; independent of sockets.
 //! - [`server`]: [`ChatServer`], the runtime [`jaring_runtime::Handler`] that drives a realm per
 //!   connection, async or on a thread.
-//! - [`store`]: the [`Store`] trait a storage backend implements; [`sqlite`] is the embedded default
+//! - [`store`]: the [`Store`] trait a storage backend implements ([`store_error`]: its errors;
+//!   [`window`]: bounded reads); [`sqlite`] is the embedded default
 //!   (WAL, group commit on a writer thread), with the offline user functions.
 //! - [`password`]: Argon2id hashing off the async workers; [`token`]: session tokens;
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
 //! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
 //!   connection loop of a live group session; [`group_store`]: the storage groups need.
+//! - [`remote`]: [`remote::Remote`], what the realm asks of its links to other realms.
 //! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`, and
 //!   groups across realms (`group@realm`, replicas fed by the group's home realm).
 //! - [`config`]: the realm's TOML configuration and its commented default.
@@ -33,10 +35,13 @@ pub mod limiter;
 pub mod live;
 pub mod password;
 pub mod realm;
+pub mod remote;
 pub mod server;
 pub mod sqlite;
 pub mod store;
+pub mod store_error;
 pub mod token;
+pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use realm::{Realm, RealmOptions};

@@ -42,11 +42,7 @@ pub const DEFAULT_CURSOR_FLUSH: Duration = Duration::from_secs(2);
 /// Most bytes of events gathered into one write; more waiting go in the next write.
 pub const DEFAULT_LIVE_BATCH: usize = 256 * 1024;
 
-/// Least time between two writes of one live session: events arriving sooner wait and go out in
-/// the next batch. A busy group then costs each member at most 1/this writes a second (a write is
-/// a system call and the peer's wake-up, the main cost of fan-out), and a quiet group costs no
-/// delay at all, because a write long after the last one goes out at once.
-pub const DEFAULT_LIVE_FLUSH: Duration = Duration::from_millis(10);
+pub use crate::groups::DEFAULT_LIVE_FLUSH;
 
 /// Most lines of a live session stored in one commit; more that arrived together go in the next.
 pub const DEFAULT_LIVE_LINES: usize = 1024;

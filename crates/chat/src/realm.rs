@@ -26,11 +26,11 @@ mod group_cmds;
 pub use group_cmds::{LiveSession, wire_group_message};
 
 use crate::clock::Clock;
-use crate::federation::{Lookup, Remote};
 use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
-use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, UserRecord, Window};
+use crate::remote::{Lookup, Remote};
+use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, Window};
 use crate::token::{Refused, Tokens, new_token, token_hash};
 
 /// Messages one `inbox` reply carries at most; the reply says `"more": true` when others wait.
@@ -111,7 +111,7 @@ impl Default for RealmOptions {
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             live_queue: DEFAULT_LIVE_QUEUE,
             presence_max_members: DEFAULT_PRESENCE_MAX_MEMBERS,
-            live_flush: crate::live::DEFAULT_LIVE_FLUSH,
+            live_flush: crate::groups::DEFAULT_LIVE_FLUSH,
             groups_per_user: crate::groups::DEFAULT_GROUPS_PER_USER,
         }
     }
@@ -1054,24 +1054,3 @@ pub const DEMO_USERS: [(&str, &str); 3] = [
 
 /// The demo realm's password, as in the lab.
 pub const DEMO_PASSWORD: &str = "surabaya";
-
-/// Adds the lab's users to an empty user table (blocking; call before the server starts).
-pub fn seed_demo_users(
-    conn: &rusqlite::Connection,
-    cost: PasswordCost,
-) -> Result<usize, RealmError> {
-    if !crate::sqlite::list_users(conn)?.is_empty() {
-        return Ok(0);
-    }
-    for (name, display) in DEMO_USERS {
-        crate::sqlite::add_user(
-            conn,
-            &UserRecord {
-                name: name.into(),
-                display_name: display.into(),
-                password_hash: hash_blocking(DEMO_PASSWORD, cost)?,
-            },
-        )?;
-    }
-    Ok(DEMO_USERS.len())
-}

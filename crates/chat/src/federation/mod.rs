@@ -29,9 +29,7 @@ pub mod link;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -46,6 +44,8 @@ use crate::groups::FeedEvent;
 use crate::realm::Realm;
 use crate::sqlite::SqliteStore;
 use crate::store::{NewMessage, StoreResult, StoredMessage};
+
+pub use crate::remote::{BoxFuture, Lookup, Remote, RemoteJoin, RemoteMember};
 
 /// The server-to-server port a realm listens on by default (its client port is 8889).
 pub const DEFAULT_FEDERATION_PORT: u16 = 9889;
@@ -187,34 +187,6 @@ pub enum FederationError {
     Store(#[source] crate::store::StoreError),
 }
 
-/// What a peer said about a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The user exists; their display name.
-    Found(String),
-    /// The peer answered: no such user.
-    Missing,
-    /// The peer could not be asked (link down, or no answer in time).
-    Unreachable,
-    /// Not one of our peers.
-    NotPeer,
-}
-
-/// What a group's home realm answered to a join, once the replica membership is committed here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteJoin {
-    /// The join created the group on its home realm.
-    pub created: bool,
-    /// The join made the user a member (false: they were one).
-    pub new_member: bool,
-    /// The member's read cursor (a `seq` of the home realm's order).
-    pub read_seq: i64,
-}
-
-/// A member of a group homed on a peer, as this realm names them: (address, display name, live on
-/// the home realm).
-pub type RemoteMember = (String, String, bool);
-
 /// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
 #[derive(Debug, Clone, Default)]
 struct GroupReply {
@@ -226,60 +198,6 @@ struct GroupReply {
     members: Vec<RemoteMember>,
     /// For [`Frame::Gmembers`]: the home had more members than one frame carries.
     more: bool,
-}
-
-/// A boxed future, so [`Remote`] can be a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What a realm asks of its federation; [`Federation`] implements it.
-pub trait Remote: Send + Sync + 'static {
-    /// The configured peers, by name.
-    fn peer_names(&self) -> Vec<String>;
-    /// Asks `realm` whether `user` exists.
-    fn lookup<'a>(&'a self, realm: &'a str, user: &'a str) -> BoxFuture<'a, Lookup>;
-    /// Commits `messages` (recipients `user@realm`) to `realm`'s outbox, in order, all or none;
-    /// returns once durable.
-    fn enqueue(
-        &self,
-        realm: &str,
-        messages: Vec<NewMessage>,
-    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
-    /// Every peer and its link state.
-    fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>>;
-    /// Asks `realm` whether it is the home of a group `group` ([`Lookup::Found`] with the group's
-    /// name).
-    fn group_lookup<'a>(&'a self, realm: &'a str, group: &'a str) -> BoxFuture<'a, Lookup>;
-    /// Makes `user` (of this realm) a member of `group` homed on `realm`: asks the home realm,
-    /// then commits the membership of the replica `group@realm` here. The error says why not.
-    fn group_join<'a>(
-        &'a self,
-        realm: &'a str,
-        group: &'a str,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<RemoteJoin, String>>;
-    /// Ends `user`'s membership of `group` homed on `realm`, on the home realm (the caller ends the
-    /// replica's membership here).
-    fn group_leave<'a>(
-        &'a self,
-        realm: &'a str,
-        group: &'a str,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>>;
-    /// The members of `group` homed on `realm`, as that realm lists them, named as this realm
-    /// names them: (address, display name, live on the home realm); and whether the home had
-    /// more than one answer carries.
-    fn group_members<'a>(
-        &'a self,
-        realm: &'a str,
-        group: &'a str,
-    ) -> BoxFuture<'a, Result<(Vec<RemoteMember>, bool), String>>;
-    /// Commits posts of this realm's users to a group homed on `realm` to its outbox (each
-    /// recipient is `group@realm`), in order; returns once durable.
-    fn group_post(
-        &self,
-        realm: &str,
-        messages: Vec<NewMessage>,
-    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 }
 
 /// The link state of one peer, for `realms`.

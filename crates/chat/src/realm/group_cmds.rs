@@ -18,9 +18,9 @@ use super::{
     ConnState, Delivery, Realm, STORAGE_FAILED, encode_name_page, encode_seq_page, lock, size_page,
     unix_ms,
 };
-use crate::federation::Lookup;
 use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, NotSubscribed, Subscription};
+use crate::remote::Lookup;
 use crate::store::{NewMessage, Store, StoreError, Window};
 
 /// Where a group address leads.
