@@ -1,6 +1,7 @@
 //! The command line: every subcommand, its flags, and their defaults.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -9,6 +10,8 @@ use jaring_runtime::config::{
     DEFAULT_MAX_CONNECTIONS,
 };
 use jaring_runtime::{Limits, ListenConfig, Model, ServerConfig};
+
+use crate::Failure;
 
 /// jaring: the classic network-programming lab services (time, echo, chat) as real, fast, hardened
 /// servers and clients, with a load generator to measure them.
@@ -75,7 +78,7 @@ pub enum Command {
     Info(InfoArgs),
     /// Chat realm: auth, private messages, a durable inbox (server, config, users, client).
     #[command(subcommand)]
-    Chat(crate::cmd::chat::ChatCommand),
+    Chat(ChatCommand),
     /// Load generator: measure a running jaring server (or any server speaking the protocol).
     Bench(BenchArgs),
     /// The whole lab in one process: time, echo, and two linked chat realms.
@@ -83,7 +86,7 @@ pub enum Command {
         after_help = "Examples:\n  jaring lab\n  jaring lab --dir /tmp/lab --bind 127.0.0.1\n  \
         jaring lab --ephemeral   (every port chosen by the system; the table shows which)"
     )]
-    Lab(crate::cmd::lab::LabArgs),
+    Lab(LabArgs),
     /// Print shell completions.
     #[command(after_help = "Example:\n  jaring completions bash > /etc/bash_completion.d/jaring")]
     Completions {
@@ -153,7 +156,7 @@ pub enum ModelArg {
 impl ServerArgs {
     /// The runtime configuration these flags describe; a `--grace` that is not a duration is a
     /// usage error.
-    pub fn config(&self, port: u16, max_line: usize) -> Result<ServerConfig, crate::Failure> {
+    pub fn config(&self, port: u16, max_line: usize) -> Result<ServerConfig, Failure> {
         Ok(ServerConfig {
             listen: ListenConfig {
                 bind: self.bind,
@@ -172,7 +175,7 @@ impl ServerArgs {
                 max_per_address: self.max_connections_per_address,
                 line_timeout: Duration::from_secs(self.line_timeout),
             },
-            grace: crate::cmd::seconds("grace", self.grace)?,
+            grace: seconds("grace", self.grace)?,
         })
     }
 }
@@ -499,4 +502,185 @@ fn bytes_in(s: &str, max: usize) -> Result<usize, String> {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("expected a number of bytes from 1 to {max}")),
     }
+}
+
+/// A duration in seconds from the command line, refused if negative, infinite or absurd.
+pub fn seconds(flag: &str, secs: f64) -> Result<std::time::Duration, Failure> {
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
+        Failure::Usage(anyhow::anyhow!(
+            "--{flag} must be a number of seconds, 0 or more (got {secs})"
+        ))
+    })
+}
+
+/// `jaring chat …`
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Serve a chat realm (without --config: a demo realm with the lab's users).
+    #[command(after_help = "Examples:\n  jaring chat serve\n  \
+        jaring chat config > realm.toml && jaring chat serve --config realm.toml --port 8889\n  \
+        printf 'auth messi surabaya \\r\\n' | nc 127.0.0.1 8889")]
+    Serve(ServeArgs),
+    /// Print a commented default realm configuration.
+    #[command(after_help = "Example:\n  jaring chat config > realm.toml")]
+    Config,
+    /// Manage users, offline, against the realm's data directory (stop the server first).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Interactive client, like the lab's (scriptable when stdin is piped).
+    #[command(after_help = "Examples:\n  jaring chat client\n  \
+        printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889")]
+    Client(ClientArgs),
+}
+
+/// Where the realm's data is: a config file, or a data directory.
+#[derive(Debug, Clone, Args)]
+pub struct RealmLocation {
+    /// Realm configuration file (see `jaring chat config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides the config file's).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `jaring chat serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub location: RealmLocation,
+    /// Port to listen on [default: 8889, or the config's].
+    #[arg(long, short)]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0, or the config's].
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Listen backlog.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// How connections run.
+    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
+    pub model: ModelArg,
+    /// Concurrent connections [default: 10000, or the config's].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (an IPv6 /64) [default: a quarter of
+    /// --max-connections, at least 256, or the config's].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a silent connection stays open [default: 300, or the config's].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request line may take from its first byte to its end [default: 30, or the
+    /// config's].
+    #[arg(long, value_name = "SECS")]
+    pub line_timeout: Option<u64>,
+    /// Longest request line in bytes [default: 65536, or the config's].
+    #[arg(long, value_name = "BYTES")]
+    pub max_line: Option<usize>,
+    /// Seconds to let connections finish at shutdown.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
+    pub grace: f64,
+    /// Server-to-server port for peer realms [default: 9889, or the config's]; used only when the
+    /// config lists peers.
+    #[arg(long, value_name = "PORT")]
+    pub federation_port: Option<u16>,
+}
+
+/// `jaring chat user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is asked twice without echo at a terminal, or read from stdin
+    /// (one line) when piped.
+    #[command(
+        after_help = "Example:\n  echo 'medan' | jaring chat user add james --display-name 'James' --config realm.toml"
+    )]
+    Add {
+        /// Login name.
+        name: String,
+        /// Display name [default: the login name].
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// Change a user's password (asked as for `add`) and end their sessions.
+    #[command(after_help = "Example:\n  echo 'newpass' | jaring chat user passwd messi")]
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// Delete a user and their sessions (their messages stay in others' history).
+    #[command(after_help = "Example:\n  jaring chat user del lineker")]
+    Del {
+        /// Login name.
+        name: String,
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+    },
+    /// List users.
+    #[command(after_help = "Example:\n  jaring chat user list --json")]
+    List {
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jaring chat client`
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The realm, as host:port.
+    #[arg(long, default_value = "127.0.0.1:8889")]
+    pub server: String,
+    /// Print each reply as raw JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// `jaring lab`
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Where everything is kept: realm configs, databases, the federation secret.
+    #[arg(long, default_value = "./jaring-lab")]
+    pub dir: PathBuf,
+    /// Address every server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Time server port.
+    #[arg(long, default_value_t = jaring_time::DEFAULT_PORT)]
+    pub time_port: u16,
+    /// Echo server port.
+    #[arg(long, default_value_t = jaring_echo::DEFAULT_PORT)]
+    pub echo_port: u16,
+    /// Echo server port for files.
+    #[arg(long, default_value_t = jaring_echo::FILE_ECHO_PORT)]
+    pub file_echo_port: u16,
+    /// realm1's client port.
+    #[arg(long, default_value_t = 8889)]
+    pub realm1_port: u16,
+    /// realm2's client port.
+    #[arg(long, default_value_t = 8899)]
+    pub realm2_port: u16,
+    /// realm1's server-to-server port.
+    #[arg(long, default_value_t = 9889)]
+    pub realm1_federation_port: u16,
+    /// realm2's server-to-server port.
+    #[arg(long, default_value_t = 9899)]
+    pub realm2_federation_port: u16,
+    /// Let the system choose every port (for tests and for machines where the lab's are taken).
+    #[arg(long)]
+    pub ephemeral: bool,
 }

@@ -1,55 +1,22 @@
 //! `jaring chat serve|config|user|client`.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use clap::{Args, Subcommand, ValueEnum};
 use jaring_chat::config::{DEFAULT_CONFIG, RealmConfig};
 use jaring_chat::federation::{Federation, FederationError};
 use jaring_chat::password::{PasswordCost, hash_blocking};
 use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS};
 use jaring_chat::store::UserRecord;
 use jaring_chat::{ChatServer, Realm, SqliteStore, SystemClock, sqlite};
-use jaring_runtime::config::{DEFAULT_BACKLOG, DEFAULT_GRACE};
+use jaring_runtime::config::DEFAULT_GRACE;
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
-use crate::cmd::{bind_failure, seconds};
+use crate::cli::{ChatCommand, ModelArg, RealmLocation, ServeArgs, UserCommand, seconds};
+use crate::cmd::bind_failure;
 use crate::{CmdResult, Failure, signal};
-
-/// `jaring chat …`
-#[derive(Debug, Subcommand)]
-pub enum ChatCommand {
-    /// Serve a chat realm (without --config: a demo realm with the lab's users).
-    #[command(after_help = "Examples:\n  jaring chat serve\n  \
-        jaring chat config > realm.toml && jaring chat serve --config realm.toml --port 8889\n  \
-        printf 'auth messi surabaya \\r\\n' | nc 127.0.0.1 8889")]
-    Serve(ServeArgs),
-    /// Print a commented default realm configuration.
-    #[command(after_help = "Example:\n  jaring chat config > realm.toml")]
-    Config,
-    /// Manage users, offline, against the realm's data directory (stop the server first).
-    #[command(subcommand)]
-    User(UserCommand),
-    /// Interactive client, like the lab's (scriptable when stdin is piped).
-    #[command(after_help = "Examples:\n  jaring chat client\n  \
-        printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889")]
-    Client(ClientArgs),
-}
-
-/// Where the realm's data is: a config file, or a data directory.
-#[derive(Debug, Clone, Args)]
-pub struct RealmLocation {
-    /// Realm configuration file (see `jaring chat config`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Data directory (overrides the config file's).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-}
 
 impl RealmLocation {
     fn load(&self) -> Result<RealmConfig, Failure> {
@@ -62,123 +29,6 @@ impl RealmLocation {
         }
         Ok(config)
     }
-}
-
-/// `jaring chat serve`
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Config file and data directory.
-    #[command(flatten)]
-    pub location: RealmLocation,
-    /// Port to listen on [default: 8889, or the config's].
-    #[arg(long, short)]
-    pub port: Option<u16>,
-    /// Address to listen on [default: 0.0.0.0, or the config's].
-    #[arg(long)]
-    pub bind: Option<IpAddr>,
-    /// Listen backlog.
-    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
-    pub backlog: u32,
-    /// How connections run.
-    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
-    pub model: ModelArg,
-    /// Concurrent connections [default: 10000, or the config's].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Concurrent connections from one client address (an IPv6 /64) [default: a quarter of
-    /// --max-connections, at least 256, or the config's].
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_address: Option<usize>,
-    /// Seconds a silent connection stays open [default: 300, or the config's].
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<u64>,
-    /// Seconds a request line may take from its first byte to its end [default: 30, or the
-    /// config's].
-    #[arg(long, value_name = "SECS")]
-    pub line_timeout: Option<u64>,
-    /// Longest request line in bytes [default: 65536, or the config's].
-    #[arg(long, value_name = "BYTES")]
-    pub max_line: Option<usize>,
-    /// Seconds to let connections finish at shutdown.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
-    pub grace: f64,
-    /// Server-to-server port for peer realms [default: 9889, or the config's]; used only when the
-    /// config lists peers.
-    #[arg(long, value_name = "PORT")]
-    pub federation_port: Option<u16>,
-}
-
-/// Server models.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ModelArg {
-    /// Async tasks (default).
-    Async,
-    /// A thread per connection.
-    Threads,
-    /// One client at a time.
-    Iterative,
-}
-
-/// `jaring chat user …`
-#[derive(Debug, Subcommand)]
-pub enum UserCommand {
-    /// Add a user; the password is asked twice without echo at a terminal, or read from stdin
-    /// (one line) when piped.
-    #[command(
-        after_help = "Example:\n  echo 'medan' | jaring chat user add james --display-name 'James' --config realm.toml"
-    )]
-    Add {
-        /// Login name.
-        name: String,
-        /// Display name [default: the login name].
-        #[arg(long)]
-        display_name: Option<String>,
-        /// Where the realm's data is.
-        #[command(flatten)]
-        location: RealmLocation,
-    },
-    /// Change a user's password (asked as for `add`) and end their sessions.
-    #[command(after_help = "Example:\n  echo 'newpass' | jaring chat user passwd messi")]
-    Passwd {
-        /// Login name.
-        name: String,
-        /// Where the realm's data is.
-        #[command(flatten)]
-        location: RealmLocation,
-    },
-    /// Delete a user and their sessions (their messages stay in others' history).
-    #[command(after_help = "Example:\n  jaring chat user del lineker")]
-    Del {
-        /// Login name.
-        name: String,
-        /// Where the realm's data is.
-        #[command(flatten)]
-        location: RealmLocation,
-    },
-    /// List users.
-    #[command(after_help = "Example:\n  jaring chat user list --json")]
-    List {
-        /// Where the realm's data is.
-        #[command(flatten)]
-        location: RealmLocation,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// `jaring chat client`
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// The realm, as host:port.
-    #[arg(long, default_value = "127.0.0.1:8889")]
-    pub server: String,
-    /// Print each reply as raw JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds to wait for the connection and for each reply.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub timeout: f64,
 }
 
 /// Runs a `jaring chat` subcommand.

@@ -4,19 +4,19 @@
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use clap::Args;
 use jaring_chat::config::RealmConfig;
 use jaring_echo::{EchoConfig, EchoServer};
 use jaring_runtime::{CancellationToken, Server, ServerConfig};
 use jaring_time::TimeService;
 use jiff::tz::TimeZone;
 
+use crate::cli::{LabArgs, ModelArg, RealmLocation, ServeArgs};
 use crate::cmd::bind_failure;
-use crate::cmd::chat::{ModelArg, RealmLocation, Seed, ServeArgs, start_realm};
+use crate::cmd::chat::{Seed, start_realm};
 use crate::{CmdResult, Failure, signal};
 
 /// The file, under `--dir`, holding the secret the two realms share (created on first start).
@@ -35,41 +35,6 @@ const REALM2_USERS: Seed = &[
     ("jantuar", "Jantuar", "moskow"),
     ("taeno", "Taeno", "tokyo"),
 ];
-
-/// `jaring lab`
-#[derive(Debug, Args)]
-pub struct LabArgs {
-    /// Where everything is kept: realm configs, databases, the federation secret.
-    #[arg(long, default_value = "./jaring-lab")]
-    pub dir: PathBuf,
-    /// Address every server listens on.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-    /// Time server port.
-    #[arg(long, default_value_t = jaring_time::DEFAULT_PORT)]
-    pub time_port: u16,
-    /// Echo server port.
-    #[arg(long, default_value_t = jaring_echo::DEFAULT_PORT)]
-    pub echo_port: u16,
-    /// Echo server port for files.
-    #[arg(long, default_value_t = jaring_echo::FILE_ECHO_PORT)]
-    pub file_echo_port: u16,
-    /// realm1's client port.
-    #[arg(long, default_value_t = 8889)]
-    pub realm1_port: u16,
-    /// realm2's client port.
-    #[arg(long, default_value_t = 8899)]
-    pub realm2_port: u16,
-    /// realm1's server-to-server port.
-    #[arg(long, default_value_t = 9889)]
-    pub realm1_federation_port: u16,
-    /// realm2's server-to-server port.
-    #[arg(long, default_value_t = 9899)]
-    pub realm2_federation_port: u16,
-    /// Let the system choose every port (for tests and for machines where the lab's are taken).
-    #[arg(long)]
-    pub ephemeral: bool,
-}
 
 /// Reads the shared secret, creating a random one on first start.
 fn secret(dir: &Path) -> anyhow::Result<()> {

@@ -26,11 +26,4 @@ pub fn bind_failure(e: jaring_runtime::BindError) -> Failure {
     }
 }
 
-/// A duration in seconds from the command line, refused if negative, infinite or absurd.
-pub fn seconds(flag: &str, secs: f64) -> Result<std::time::Duration, Failure> {
-    std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
-        Failure::Usage(anyhow::anyhow!(
-            "--{flag} must be a number of seconds, 0 or more (got {secs})"
-        ))
-    })
-}
+pub use crate::cli::seconds;
