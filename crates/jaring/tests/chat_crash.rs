@@ -5,53 +5,23 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::ChatClient;
+use support::{ChatClient, ServerProcess};
 
 const USERS: [&str; 3] = ["messi", "henderson", "lineker"];
 
-/// Starts the server on port 0 and returns it with the port it logged.
-fn start(dir: &std::path::Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args([
-            "chat",
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines.next().expect("server log").unwrap();
-        if let Some(i) = line.find("--server 127.0.0.1:") {
-            let rest = &line[i + "--server 127.0.0.1:".len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break digits.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+/// `jaring chat serve` on `dir`, on a free loopback port.
+fn start(dir: &std::path::Path) -> ServerProcess {
+    ServerProcess::start(&["chat", "serve"], &["--data-dir", dir.to_str().unwrap()])
 }
 
 #[test]
 fn every_acknowledged_message_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = start(dir.path());
+    let mut server = start(dir.path());
+    let port = server.port;
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     // Every sender logs in before the kill: a login still hashing its password when the server
     // dies would fail the test for a reason that is not the one under test.
@@ -82,15 +52,15 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill9();
     for s in senders {
         s.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);
 
-    let (mut server, port) = start(dir.path());
+    let mut server = start(dir.path());
+    let port = server.port;
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut c = ChatClient::connect(port);
     for user in USERS {
@@ -111,8 +81,7 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
             }
         }
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill9();
     for key in &acked {
         assert_eq!(seen.get(key), Some(&1), "acknowledged message {key:?}");
     }

@@ -76,6 +76,12 @@ impl ServerProcess {
         Self { child, port }
     }
 
+    /// Ends the process with SIGKILL (`kill -9`: no shutdown, no flush) and reaps it.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
