@@ -455,10 +455,16 @@ impl Hub {
         }
     }
 
-    /// Every group: name, member count, whether `user` is a member.
-    pub fn list(&self, user: &str) -> Vec<(String, usize, bool)> {
-        lock(&self.groups)
-            .iter()
+    /// Every group after `after` (all when `None`), by name: name, member count, whether `user`
+    /// is a member.
+    pub fn list(&self, user: &str, after: Option<&str>) -> Vec<(String, usize, bool)> {
+        let groups = lock(&self.groups);
+        let range = match after {
+            Some(after) => groups
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => groups.range::<str, _>(..),
+        };
+        range
             .map(|(name, g)| (name.clone(), g.members.len(), g.members.contains_key(user)))
             .collect()
     }
@@ -600,6 +606,7 @@ mod tests {
         assert!(!hub.joined("g", "c", 0));
         assert!(!hub.left("g", "c"));
         assert!(hub.left("g", "b"));
-        assert_eq!(hub.list("a"), [("g".to_owned(), 1, true)]);
+        assert_eq!(hub.list("a", None), [("g".to_owned(), 1, true)]);
+        assert!(hub.list("a", Some("g")).is_empty(), "after the cursor");
     }
 }

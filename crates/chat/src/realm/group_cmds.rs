@@ -708,12 +708,10 @@ impl<S: Store> Realm<S> {
         let Some(user) = self.resolve(conn, token, out).await else {
             return;
         };
-        let mut groups = self.groups.list(&user);
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (page, left_out) = size_page(
-            groups
+            self.groups
+                .list(&user, after)
                 .into_iter()
-                .filter(|(name, _, _)| after.is_none_or(|a| name.as_str() > a))
                 .map(|(name, members, member)| GroupEntry {
                     name,
                     members,
