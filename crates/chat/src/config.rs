@@ -15,8 +15,22 @@ use crate::password::{DEFAULT_HASH_CONCURRENCY, PasswordCost};
 use crate::realm::{
     DEFAULT_HISTORY_MAX, DEFAULT_INBOX_MAX_BYTES, DEFAULT_INBOX_MAX_MESSAGES, RealmOptions,
 };
-use crate::sqlite::{DEFAULT_MAX_BATCH, Synchronous};
 use crate::token::{DEFAULT_TOKEN_IDLE, DEFAULT_TOKENS_PER_USER};
+
+/// Most write operations the SQLite store commits in one transaction. A larger batch amortises the fsync over more
+/// messages; this one keeps a commit well under a few milliseconds of work.
+pub const DEFAULT_MAX_BATCH: usize = 4096;
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: a commit survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync only at WAL checkpoints: a commit survives a crash of the process, not of the machine.
+    Normal,
+}
 
 /// Default realm name, as in the labs.
 pub const DEFAULT_REALM: &str = "realm1";
@@ -168,11 +182,31 @@ pub struct PasswordsSection {
     pub concurrency: Option<usize>,
 }
 
+/// Which store keeps a realm's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite in the data directory: embedded, nothing to install (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`url` or `url_file`).
+    Postgres,
+    /// Memory only: everything is lost when the server stops (demos and tests).
+    Memory,
+}
+
 /// `[storage]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
-    /// `full` (default) or `normal`.
+    /// `sqlite` (default), `postgres` or `memory`.
+    pub backend: Option<Backend>,
+    /// PostgreSQL: `postgresql://user@host:port/database` (a password in it is better kept in
+    /// `url_file`).
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the URL (one line), relative to the config file.
+    pub url_file: Option<PathBuf>,
+    /// SQLite: `full` (default) or `normal`.
     pub synchronous: Option<Synchronous>,
     /// Writes per transaction at most (default 4096).
     pub max_batch: Option<usize>,
@@ -203,6 +237,12 @@ impl RealmConfig {
             && let Some(parent) = path.parent()
         {
             config.realm.data_dir = Some(parent.join(dir));
+        }
+        if let Some(f) = &config.storage.url_file
+            && f.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            config.storage.url_file = Some(parent.join(f));
         }
         for p in &mut config.peer {
             if let Some(f) = &p.secret_file
@@ -325,7 +365,37 @@ impl RealmConfig {
         Ok(Some(config))
     }
 
-    /// Storage settings.
+    /// The storage backend.
+    pub fn backend(&self) -> Backend {
+        self.storage.backend.unwrap_or_default()
+    }
+
+    /// The PostgreSQL URL: `url`, or the first line of `url_file`.
+    pub fn postgres_url(&self) -> Result<String, ConfigError> {
+        match (&self.storage.url, &self.storage.url_file) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(
+                "[storage] has both url and url_file: keep one".into(),
+            )),
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f).map_err(|e| ConfigError::Read(f.clone(), e))?;
+                let url = text.lines().next().unwrap_or("").trim().to_owned();
+                if url.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{} is empty: put the PostgreSQL URL (postgresql://user@host:port/db) on its first line",
+                        f.display()
+                    )));
+                }
+                Ok(url)
+            }
+            (None, None) => Err(ConfigError::Invalid(
+                "[storage] backend = \"postgres\" needs url = \"postgresql://user@host:port/db\" (or url_file)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// SQLite storage settings.
     pub fn storage(&self) -> (Synchronous, usize) {
         (
             self.storage.synchronous.unwrap_or_default(),
@@ -402,7 +472,14 @@ parallelism = 1
 concurrency = 2
 
 [storage]
-# full: a committed message survives power loss; normal: survives a crash of the server only.
+# Where the realm's users, messages and groups live:
+#   "sqlite"   in data_dir, embedded, nothing to install (the default);
+#   "postgres" a PostgreSQL database: set url (or url_file, a file holding it, relative to this
+#              file), e.g. url = "postgresql://jaring@127.0.0.1:5432/jaring"; one realm server
+#              per database at a time;
+#   "memory"   nothing survives a restart (demos, tests).
+backend = "sqlite"
+# SQLite: full: a committed message survives power loss; normal: survives a crash of the server only.
 synchronous = "full"
 # Most writes committed together in one transaction (group commit).
 max_batch = 4096

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use jaring_proto::chat::event::{Event, GroupMessage, MemberChange, encode_event};
 use tokio::sync::broadcast;
 
-use crate::group_store::{GroupRecord, MemberRecord, StoredGroupMessage};
+use crate::storage::{GroupRecord, MemberRecord, StoredGroupMessage};
 
 /// Events a live session may fall behind its group before its live session is ended (the ring of
 /// pushed events each group with a live session keeps). The member then catches up with
@@ -486,7 +486,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group_store::NewGroupMessage;
+    use crate::storage::NewGroupMessage;
 
     fn stored(seq: i64) -> StoredGroupMessage {
         StoredGroupMessage {

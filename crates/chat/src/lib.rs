@@ -10,13 +10,12 @@
 //!   history; independent of sockets.
 //! - [`server`]: [`ChatServer`], the runtime [`jaring_runtime::Handler`] that drives a realm per
 //!   connection, async or on a thread.
-//! - [`store`]: the [`Store`] trait a storage backend implements ([`store_error`]: its errors;
-//!   [`window`]: bounded reads); [`sqlite`] is the embedded default
-//!   (WAL, group commit on a writer thread), with the offline user functions.
+//! - [`storage`]: the storage port, every trait a backend implements ([`Store`] and the rest);
+//!   the adapters live in their own crates (`jaring-chat-sqlite`, the embedded default).
 //! - [`password`]: Argon2id hashing off the async workers; [`token`]: session tokens;
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
 //! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
-//!   connection loop of a live group session; [`group_store`]: the storage groups need.
+//!   connection loop of a live group session.
 //! - [`remote`]: [`remote::Remote`], what the realm asks of its links to other realms.
 //! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`, and
 //!   groups across realms (`group@realm`, replicas fed by the group's home realm).
@@ -29,7 +28,6 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod federation;
-pub mod group_store;
 pub mod groups;
 pub mod limiter;
 pub mod live;
@@ -37,17 +35,13 @@ pub mod password;
 pub mod realm;
 pub mod remote;
 pub mod server;
-pub mod sqlite;
-pub mod store;
-pub mod store_error;
+pub mod storage;
 pub mod token;
-pub mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use realm::{Realm, RealmOptions};
 pub use server::ChatServer;
-pub use sqlite::SqliteStore;
-pub use store::Store;
+pub use storage::Store;
 
 /// The port the labs' chat server listens on.
 pub const DEFAULT_PORT: u16 = 8889;

@@ -29,10 +29,10 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
-use crate::group_store::StoredGroupMessage;
 use crate::groups::Pushed;
 use crate::realm::{LiveSession, Realm, wire_group_message};
-use crate::store::Store;
+use crate::storage::Store;
+use crate::storage::StoredGroupMessage;
 
 /// How often a live session stores its member's read cursor (it is always stored when the session
 /// ends). After a server crash, `inboxgroup` may return again what was pushed in this window; each
@@ -70,8 +70,8 @@ type Commit<'a> = std::pin::Pin<
     Box<
         dyn std::future::Future<
                 Output = Result<
-                    Vec<crate::group_store::StoredGroupMessage>,
-                    crate::store::StoreError,
+                    Vec<crate::storage::StoredGroupMessage>,
+                    crate::storage::StoreError,
                 >,
             > + Send
             + 'a,

@@ -22,6 +22,8 @@ use jaring_proto::chat::{Address, Command};
 use tracing::{error, info, warn};
 
 mod group_cmds;
+#[cfg(test)]
+mod tests;
 
 pub use group_cmds::{LiveSession, wire_group_message};
 
@@ -30,7 +32,7 @@ use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
 use crate::limiter::{AuthLimiter, LimitConfig};
 use crate::password::{PasswordCost, Passwords, hash_blocking};
 use crate::remote::{Lookup, Remote};
-use crate::store::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, Window};
+use crate::storage::{NewMessage, Store, StoreError, StoredMessage, TokenRecord, Window};
 use crate::token::{Refused, Tokens, new_token, token_hash};
 
 /// Messages one `inbox` reply carries at most; the reply says `"more": true` when others wait.
@@ -122,7 +124,7 @@ impl Default for RealmOptions {
 pub enum RealmError {
     /// Storage failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::StoreError),
     /// The password settings are unusable.
     #[error(transparent)]
     Password(#[from] crate::password::PasswordError),
@@ -1054,3 +1056,48 @@ pub const DEMO_USERS: [(&str, &str); 3] = [
 
 /// The demo realm's password, as in the lab.
 pub const DEMO_PASSWORD: &str = "surabaya";
+
+impl<S: Store> crate::federation::LinkRealm for Realm<S> {
+    fn name(&self) -> &str {
+        Realm::name(self)
+    }
+
+    fn hub(&self) -> &Arc<Hub> {
+        Realm::hub(self)
+    }
+
+    fn display_name(&self, user: &str) -> Option<String> {
+        Realm::display_name(self, user)
+    }
+
+    fn members_for_peer(&self, group: &str) -> Option<Vec<jaring_proto::federation::GroupMember>> {
+        Realm::members_for_peer(self, group)
+    }
+
+    fn join_for_peer<'a>(
+        &'a self,
+        group: &'a str,
+        member: &'a str,
+    ) -> crate::remote::BoxFuture<'a, Result<crate::storage::JoinOutcome, String>> {
+        Box::pin(Realm::join_for_peer(self, group, member))
+    }
+
+    fn leave_for_peer<'a>(
+        &'a self,
+        group: &'a str,
+        member: &'a str,
+    ) -> crate::remote::BoxFuture<'a, Result<(), String>> {
+        Box::pin(Realm::leave_for_peer(self, group, member))
+    }
+
+    fn post_relayed(
+        &self,
+        posts: Vec<crate::storage::NewGroupMessage>,
+    ) -> crate::remote::BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { Realm::post_relayed(self, posts).await.map(drop) })
+    }
+
+    fn set_remote(&self, remote: Arc<dyn Remote>) {
+        Realm::set_remote(self, remote);
+    }
+}

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use jaring_proto::chat::realms::PeerEntry;
 
-use crate::store::{NewMessage, StoreResult, StoredMessage};
+use crate::storage::{NewMessage, StoreResult, StoredMessage};
 
 /// What a peer said about a user.
 #[derive(Debug, Clone, PartialEq, Eq)]

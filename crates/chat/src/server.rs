@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::live::{self, LiveEnd};
 use crate::realm::{ConnState, Delivery, Outcome, Realm};
-use crate::store::Store;
+use crate::storage::Store;
 
 /// How often expired tokens are swept from memory and storage.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use jaring_chat::federation::{Federation, FederationConfig, PeerConfig};
 use jaring_chat::{RealmOptions, SystemClock};
+use jaring_chat_sqlite::SqliteStore;
 use jaring_proto::federation::auth::{Role, Transcript, hex};
 use jaring_proto::federation::{DEFAULT_MAX_FRAME, Frame, LinkFramer, VERSION};
 use jaring_runtime::Model;
@@ -24,7 +25,7 @@ const SECRET: &[u8] = b"a test secret of 32 bytes, ok...";
 struct Node {
     _dir: tempfile::TempDir,
     running: Running,
-    fed: Arc<Federation>,
+    fed: Arc<Federation<SqliteStore>>,
 }
 
 impl Node {
@@ -130,9 +131,14 @@ async fn node_config(
     config.backoff_max = Duration::from_millis(500);
     config.lookup_timeout = Duration::from_secs(10);
     tweak(&mut config);
-    let fed = Federation::start(&running.realm, config, running.shutdown.clone())
-        .await
-        .unwrap();
+    let fed = Federation::start(
+        &running.realm,
+        running.realm.store().clone(),
+        config,
+        running.shutdown.clone(),
+    )
+    .await
+    .unwrap();
     Node {
         _dir: dir,
         running,
@@ -145,7 +151,7 @@ fn nowhere() -> SocketAddr {
     "127.0.0.1:9".parse().unwrap()
 }
 
-async fn wait_up(fed: &Federation, peer: &str) {
+async fn wait_up(fed: &Federation<SqliteStore>, peer: &str) {
     tokio::time::timeout(TIMEOUT, async {
         while !fed.is_up(peer) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1489,7 +1495,7 @@ async fn a_home_realm_cannot_forge_our_users_posts_skip_seqs_or_plant_replicas()
         !r.to_string().contains("forged"),
         "nothing in ronaldo's name: {r}"
     );
-    let groups = jaring_chat::group_store::GroupStore::groups(r1.running.realm.store())
+    let groups = jaring_chat::storage::GroupStore::groups(r1.running.realm.store())
         .await
         .unwrap();
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();

@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Client, Running, error, ok, options, start};
-use jaring_chat::{RealmOptions, SystemClock, sqlite};
+use jaring_chat::{RealmOptions, SystemClock};
+use jaring_chat_sqlite::Synchronous;
 use jaring_runtime::Model;
 
 const QUOTA: usize = 3;
@@ -94,7 +95,7 @@ async fn a_database_from_before_the_quota_opens_and_its_groups_count_against_no_
     common::add_users(dir.path(), &["messi"]);
     {
         // A database as the previous version left it: no `creator` column.
-        let conn = sqlite::open(dir.path(), sqlite::Synchronous::Full).unwrap();
+        let conn = jaring_chat_sqlite::open(dir.path(), Synchronous::Full).unwrap();
         conn.execute_batch(
             "ALTER TABLE groups DROP COLUMN creator; \
              INSERT INTO groups (name, home, created_at, last_seq) VALUES ('old', 'realm1', 0, 0);",

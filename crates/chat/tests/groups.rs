@@ -658,7 +658,7 @@ async fn a_thousand_live_members() {
 /// Whether another connection to the database sees a group message with this id: only committed
 /// rows are visible to it.
 fn committed(dir: &std::path::Path, id: &str) -> bool {
-    let conn = jaring_chat::sqlite::open(dir, jaring_chat::sqlite::Synchronous::Full).unwrap();
+    let conn = jaring_chat_sqlite::open(dir, jaring_chat_sqlite::Synchronous::Full).unwrap();
     let id = uuid::Uuid::parse_str(id).unwrap();
     conn.query_row(
         "SELECT COUNT(*) FROM group_messages WHERE id = ?1",

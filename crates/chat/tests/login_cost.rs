@@ -11,7 +11,8 @@ use std::sync::Arc;
 use common::{Client, Running, error, options, start};
 use jaring_chat::password::PasswordCost;
 use jaring_chat::realm::BAD_LOGIN;
-use jaring_chat::{RealmOptions, SystemClock, sqlite};
+use jaring_chat::storage::UserAdmin as _;
+use jaring_chat::{RealmOptions, SystemClock};
 use jaring_runtime::Model;
 
 /// Dearer than `INSECURE_TEST`, which `common::add_users` hashes with, and still cheap.
@@ -31,18 +32,15 @@ async fn realm(dir: &std::path::Path) -> Running {
 
 /// `user`'s password hash as stored in the database.
 async fn stored_hash(r: &Running, user: &str) -> String {
-    let user = user.to_owned();
     r.realm
         .store()
-        .read_with(move |c| {
-            Ok(sqlite::list_users(c)?
-                .into_iter()
-                .find(|u| u.name == user)
-                .unwrap()
-                .password_hash)
-        })
+        .list_users()
         .await
         .unwrap()
+        .into_iter()
+        .find(|u| u.name == user)
+        .unwrap()
+        .password_hash
 }
 
 #[tokio::test]

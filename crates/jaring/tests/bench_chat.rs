@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::sqlite::{self, Synchronous};
-use jaring_chat::store::UserRecord;
+use jaring_chat::storage::UserRecord;
 use serde_json::Value;
 use support::ServerProcess;
 
@@ -18,19 +17,15 @@ use support::ServerProcess;
 const USERS: usize = 8;
 
 fn make_users(dir: &Path) {
-    let conn = sqlite::open(dir, Synchronous::Full).unwrap();
     let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
-    for i in 0..USERS {
-        sqlite::add_user(
-            &conn,
-            &UserRecord {
-                name: format!("u{i}"),
-                display_name: format!("User {i}"),
-                password_hash: hash.clone(),
-            },
-        )
-        .unwrap();
-    }
+    let users = (0..USERS)
+        .map(|i| UserRecord {
+            name: format!("u{i}"),
+            display_name: format!("User {i}"),
+            password_hash: hash.clone(),
+        })
+        .collect();
+    support::add_users(dir, users);
 }
 
 /// Starts a realm on port 0 over `dir` and returns it with the port it logged.

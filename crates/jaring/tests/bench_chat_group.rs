@@ -7,25 +7,22 @@ mod support;
 use std::process::Command;
 
 use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::sqlite::{self, Synchronous};
-use jaring_chat::store::UserRecord;
+use jaring_chat::storage::UserRecord;
 use serde_json::Value;
 use support::ServerProcess;
 
 #[test]
 fn bench_chat_group_delivers_every_message_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let conn = sqlite::open(&tmp.path().join("data"), Synchronous::Full).unwrap();
     let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
-    for i in 0..20 {
-        let user = UserRecord {
+    let users = (0..20)
+        .map(|i| UserRecord {
             name: format!("u{i}"),
             display_name: format!("User {i}"),
             password_hash: hash.clone(),
-        };
-        sqlite::add_user(&conn, &user).unwrap();
-    }
-    drop(conn);
+        })
+        .collect();
+    support::add_users(&tmp.path().join("data"), users);
     let config = tmp.path().join("realm.toml");
     std::fs::write(
         &config,

@@ -18,9 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
-use super::{Federation, GroupReply, LinkHandle, LinkState, POSTMASTER, Peer, lock, store};
-use crate::group_store::{GroupStore as _, NewGroupMessage, StoredGroupMessage};
-use crate::store::{NewMessage, StoredMessage};
+use super::{Federation, GroupReply, LinkHandle, LinkRealm, LinkState, POSTMASTER, Peer, lock};
+use crate::storage::{
+    GroupCursor, MessageKind, NewGroupMessage, NewMessage, Outgoing, Settled, Storage,
+    StoredGroupMessage, StoredMessage,
+};
 
 /// Bytes read from a link at once: one read's messages are committed together.
 const READ_BUFFER: usize = 256 * 1024;
@@ -229,7 +231,7 @@ fn log_refusal(limit: &Mutex<LogLimit>, addr: SocketAddr, reason: &str) {
 
 /// Resolves the configured peers' addresses (where they listen, which is where they dial from
 /// on any ordinary network), so that their connections keep room of their own.
-async fn resolve_peers(fed: Arc<Federation>, admission: Arc<Mutex<Admission>>) {
+async fn resolve_peers<S: Storage>(fed: Arc<Federation<S>>, admission: Arc<Mutex<Admission>>) {
     for p in fed.peers.values() {
         let address = p.config.address.as_str();
         if address.parse::<SocketAddr>().is_ok() {
@@ -253,8 +255,8 @@ async fn resolve_peers(fed: Arc<Federation>, admission: Arc<Mutex<Admission>>) {
 }
 
 /// Accepts peers on the server-to-server port until `shutdown`.
-pub(crate) async fn accept_loop(
-    fed: Arc<Federation>,
+pub(crate) async fn accept_loop<S: Storage>(
+    fed: Arc<Federation<S>>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
@@ -330,7 +332,10 @@ pub(crate) async fn accept_loop(
 }
 
 /// The listener's half of the handshake; returns the authenticated peer.
-async fn accept(fed: &Federation, conn: &mut FrameConn) -> Result<Arc<Peer>, String> {
+async fn accept<S: Storage>(
+    fed: &Federation<S>,
+    conn: &mut FrameConn,
+) -> Result<Arc<Peer>, String> {
     let Frame::Hello {
         v,
         realm,
@@ -382,7 +387,7 @@ async fn accept(fed: &Federation, conn: &mut FrameConn) -> Result<Arc<Peer>, Str
 }
 
 /// The dialer's half of the handshake.
-async fn dial(fed: &Federation, peer: &Peer) -> Result<FrameConn, String> {
+async fn dial<S: Storage>(fed: &Federation<S>, peer: &Peer) -> Result<FrameConn, String> {
     let address = &peer.config.address;
     let stream = TcpStream::connect(address.as_str())
         .await
@@ -438,7 +443,11 @@ async fn dial(fed: &Federation, peer: &Peer) -> Result<FrameConn, String> {
 }
 
 /// Keeps the link to `peer` up until `shutdown`, redialling with jittered exponential backoff.
-pub(crate) async fn dial_loop(fed: Arc<Federation>, peer: Arc<Peer>, shutdown: CancellationToken) {
+pub(crate) async fn dial_loop<S: Storage>(
+    fed: Arc<Federation<S>>,
+    peer: Arc<Peer>,
+    shutdown: CancellationToken,
+) {
     let mut failures: u32 = 0;
     while !shutdown.is_cancelled() {
         peer.set_state(LinkState::Connecting, None);
@@ -497,8 +506,8 @@ impl Inflight {
 
 /// Runs an authenticated link until it fails or `shutdown`; then records why it ended. Returns
 /// whether the peer broke it (a malformed or refused frame) rather than it ending or going silent.
-async fn run_link(
-    fed: &Arc<Federation>,
+async fn run_link<S: Storage>(
+    fed: &Arc<Federation<S>>,
     peer: &Arc<Peer>,
     conn: FrameConn,
     shutdown: &CancellationToken,
@@ -656,8 +665,8 @@ async fn write_loop(
 }
 
 /// Sends the outbox to the peer in commit order, at most `window` unacknowledged.
-async fn pump(
-    fed: Arc<Federation>,
+async fn pump<S: Storage>(
+    fed: Arc<Federation<S>>,
     peer: Arc<Peer>,
     tx: mpsc::Sender<Frame>,
     inflight: Arc<Mutex<Inflight>>,
@@ -685,7 +694,7 @@ async fn pump(
         }
         let batch = tokio::select! {
             () = cancel.cancelled() => return,
-            r = store::outbox_after(&fed.store, name.clone(), after, free.min(OUTBOX_BATCH)) => r,
+            r = fed.store.outbox_after(&name, after, free.min(OUTBOX_BATCH)) => r,
         };
         let batch = match batch {
             Ok(b) => b,
@@ -703,11 +712,7 @@ async fn pump(
                 () = peer.work.notified() => continue,
             }
         }
-        for store::Outgoing {
-            stored: m,
-            group_post,
-        } in batch
-        {
+        for Outgoing { stored: m, kind } in batch {
             after = m.seq;
             let to = m
                 .message
@@ -715,7 +720,7 @@ async fn pump(
                 .split_once('@')
                 .map_or(m.message.recipient.as_str(), |(n, _)| n)
                 .to_owned();
-            let frame = if group_post {
+            let frame = if kind == MessageKind::GroupPost {
                 Frame::Gpost {
                     id: m.message.id.to_string(),
                     group: to,
@@ -808,8 +813,8 @@ struct LinkCtx {
 
 /// Feeds the peer every message of each group homed here that has members on the peer, in `seq`
 /// order from where the peer acknowledged (its durable cursor), at most `window` unacknowledged.
-async fn feed(
-    fed: Arc<Federation>,
+async fn feed<S: Storage>(
+    fed: Arc<Federation<S>>,
     peer: Arc<Peer>,
     tx: mpsc::Sender<Frame>,
     feeds: Arc<Mutex<Feeds>>,
@@ -831,13 +836,13 @@ async fn feed(
             let before = hub.fed_to(&name);
             let cursors = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = store::feeds(&fed.store, name.clone()) => r,
+                r = fed.store.feeds(&name) => r,
             };
             match cursors {
                 Ok(c) => {
                     let mut f = lock(&feeds);
-                    for (g, acked) in c {
-                        f.start(g, acked);
+                    for c in c {
+                        f.start(c.group, c.seq);
                     }
                     for (g, last) in before {
                         f.start(g, last);
@@ -923,9 +928,9 @@ async fn feed(
 
 /// An address the home realm `home` gave (its own users bare, ours as `user@<this realm>`) and
 /// its display name, as this realm names them.
-fn as_named_here(
-    fed: &Federation,
-    realm: &crate::Realm<crate::SqliteStore>,
+fn as_named_here<S: Storage>(
+    fed: &Federation<S>,
+    realm: &dyn LinkRealm,
     home: &str,
     addr: jaring_proto::chat::Address,
     display: String,
@@ -963,15 +968,15 @@ fn greply(q: u64, answer: Result<super::RemoteJoin, String>) -> Frame {
 
 /// A peer's user joins a group homed here: the feed's cursor is committed first (from the group's
 /// latest `seq`), then the membership, so the feed never misses what the member is owed.
-async fn join_for_peer(
-    fed: &Federation,
-    realm: &crate::Realm<crate::SqliteStore>,
+async fn join_for_peer<S: Storage>(
+    fed: &Federation<S>,
+    realm: &dyn LinkRealm,
     peer: &str,
     group: &str,
     user: &str,
 ) -> Result<super::RemoteJoin, String> {
     let from = realm.hub().last_seq(group).unwrap_or(0);
-    if let Err(e) = store::open_feed(&fed.store, peer.to_owned(), group.to_owned(), from).await {
+    if let Err(e) = fed.store.open_feed(peer, group, from).await {
         warn!(error = %e, "cannot store a group feed");
         return Err("the home realm could not store this; try again later".into());
     }
@@ -993,8 +998,8 @@ pub(crate) fn unix_ms() -> i64 {
 
 /// Handles the frames of one read: lookups are answered at once; incoming messages are committed
 /// together and only then acknowledged; acknowledgements settle the outbox together.
-async fn handle_frames(
-    fed: &Federation,
+async fn handle_frames<S: Storage>(
+    fed: &Federation<S>,
     peer: &Peer,
     link: &LinkHandle,
     ctx: &LinkCtx,
@@ -1011,7 +1016,7 @@ async fn handle_frames(
     let mut posts: Vec<NewGroupMessage> = Vec::new();
     let mut replica: Vec<StoredGroupMessage> = Vec::new();
     // The peer's acknowledgements of our feeds.
-    let mut feed_acks: Vec<(String, i64)> = Vec::new();
+    let mut feed_acks: Vec<GroupCursor> = Vec::new();
     // Why the link must end once what came before is committed and answered.
     let mut refused = None;
     for f in frames {
@@ -1056,7 +1061,7 @@ async fn handle_frames(
                 if let Ok(uid) = uuid::Uuid::parse_str(&id)
                     && let Some(m) = lock(inflight).remove(&uid)
                 {
-                    settled.push(store::Settled {
+                    settled.push(Settled {
                         seq: m.seq,
                         id: uid,
                         bounce: None,
@@ -1082,7 +1087,7 @@ async fn handle_frames(
                         ),
                         sent_at: unix_ms(),
                     };
-                    settled.push(store::Settled {
+                    settled.push(Settled {
                         seq: m.seq,
                         id: uid,
                         bounce: Some(bounce),
@@ -1144,7 +1149,7 @@ async fn handle_frames(
                     let Ok(addr) = jaring_proto::chat::Address::parse(&m.name) else {
                         return Err("member list with an invalid name".into());
                     };
-                    let (name, display) = as_named_here(fed, &realm, pname, addr, m.display);
+                    let (name, display) = as_named_here(fed, &*realm, pname, addr, m.display);
                     named.push((name, display, m.live));
                 }
                 if let Some(waiter) = lock(&link.queries).remove(&q) {
@@ -1158,7 +1163,7 @@ async fn handle_frames(
             }
             Frame::Gjoin { q, group, user } => {
                 let answer = if is_valid_name(&group) && is_valid_name(&user) {
-                    join_for_peer(fed, &realm, pname, &group, &user).await
+                    join_for_peer(fed, &*realm, pname, &group, &user).await
                 } else {
                     return Err("gjoin with an invalid name".into());
                 };
@@ -1252,7 +1257,7 @@ async fn handle_frames(
                 }
                 // Only into the replica of the link's realm's group; what else the home may say
                 // (gap-free, our users' posts only as they sent them) is checked as it is stored.
-                let (sender, sender_display) = as_named_here(fed, &realm, pname, sender, display);
+                let (sender, sender_display) = as_named_here(fed, &*realm, pname, sender, display);
                 replica.push(StoredGroupMessage {
                     seq,
                     message: NewGroupMessage {
@@ -1277,7 +1282,7 @@ async fn handle_frames(
                 if !is_valid_name(&group) {
                     return Err("presence with an invalid group".into());
                 }
-                let (user, display_name) = as_named_here(fed, &realm, pname, addr, display);
+                let (user, display_name) = as_named_here(fed, &*realm, pname, addr, display);
                 // Our own users' joins and leaves were pushed here when they happened.
                 if user.contains('@') {
                     realm.hub().publish_presence(
@@ -1294,7 +1299,7 @@ async fn handle_frames(
                 // Never past what this link sent: the cursor only moves over what the peer had.
                 let acked = lock(&ctx.feeds).ack(&group, seq);
                 if let Some(acked) = acked {
-                    feed_acks.push((group, acked));
+                    feed_acks.push(GroupCursor { group, seq: acked });
                 }
             }
             Frame::Ping => replies.push(Frame::Pong),
@@ -1309,7 +1314,8 @@ async fn handle_frames(
     }
     if !incoming.is_empty() {
         // Acknowledge only what is committed; on failure the peer resends after the reconnect.
-        store::receive(&fed.store, incoming)
+        fed.store
+            .receive(incoming)
             .await
             .map_err(|e| format!("cannot store incoming messages: {e}"))?;
     }
@@ -1321,23 +1327,29 @@ async fn handle_frames(
     }
     if !replica.is_empty() {
         let hub = Arc::clone(realm.hub());
-        let outcome = store::store_replica(
-            &fed.store,
-            pname.clone(),
-            replica,
-            peer.joining(),
-            Box::new(move |m| hub.publish_message(m)),
-        )
-        .await
-        .map_err(|e| format!("cannot store a group's messages: {e}"))?;
+        let outcome = fed
+            .store
+            .store_replica(
+                pname,
+                replica,
+                peer.joining(),
+                Box::new(move |m| hub.publish_message(m)),
+            )
+            .await
+            .map_err(|e| format!("cannot store a group's messages: {e}"))?;
         // Committed: acknowledge, cumulatively per group, as the home names it.
         let suffix = format!("@{pname}");
-        replies.extend(outcome.acks.into_iter().filter_map(|(replica, seq)| {
-            replica.strip_suffix(&suffix).map(|group| Frame::Gack {
-                group: group.to_owned(),
-                seq,
-            })
-        }));
+        replies.extend(outcome.acks.into_iter().filter_map(
+            |GroupCursor {
+                 group: replica,
+                 seq,
+             }| {
+                replica.strip_suffix(&suffix).map(|group| Frame::Gack {
+                    group: group.to_owned(),
+                    seq,
+                })
+            },
+        ));
         if !outcome.ignored.is_empty() {
             debug!(peer = %pname, groups = ?outcome.ignored, "ignored messages of groups with no replica here");
         }
@@ -1347,7 +1359,8 @@ async fn handle_frames(
         }
     }
     if !feed_acks.is_empty() {
-        store::ack_feeds(&fed.store, pname.clone(), feed_acks)
+        fed.store
+            .ack_feeds(pname, feed_acks)
             .await
             .map_err(|e| format!("cannot store a group feed's cursor: {e}"))?;
         ctx.feed_room.notify_one();
@@ -1359,7 +1372,8 @@ async fn handle_frames(
             .map_err(|_| "link writer stopped".to_owned())?;
     }
     if !settled.is_empty() {
-        store::settle(&fed.store, pname.clone(), settled)
+        fed.store
+            .settle(pname, settled)
             .await
             .map_err(|e| format!("cannot settle the outbox: {e}"))?;
         room.notify_one();

@@ -23,10 +23,12 @@
 //!   [`Remote`], what the realm asks of it.
 //! - [`link`]: the connection driver (handshake, dialer, acceptor, one link's tasks: writer,
 //!   outbox pump, group feed, reader).
-//! - `store` (crate-private): outbox, acknowledgements and de-duplicated receipt in SQLite.
+//! - [`LinkRealm`]: what a link asks of its realm; the storage it needs is
+//!   [`crate::storage::FederationStore`], implemented by each backend.
 
 pub mod link;
-pub(crate) mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -40,10 +42,11 @@ use jaring_proto::federation::auth::MIN_SECRET_LEN;
 use jaring_runtime::CancellationToken;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::groups::FeedEvent;
-use crate::realm::Realm;
-use crate::sqlite::SqliteStore;
-use crate::store::{NewMessage, StoreResult, StoredMessage};
+use crate::groups::{FeedEvent, Hub};
+use crate::storage::{
+    JoinOutcome, MessageKind, NewGroupMessage, NewMessage, Storage, StoreError, StoreResult,
+    StoredMessage,
+};
 
 pub use crate::remote::{BoxFuture, Lookup, Remote, RemoteJoin, RemoteMember};
 
@@ -184,7 +187,7 @@ pub enum FederationError {
     #[error(
         "cannot prepare the federation's tables in the realm's database; check the data directory"
     )]
-    Store(#[source] crate::store::StoreError),
+    Store(#[source] crate::storage::StoreError),
 }
 
 /// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
@@ -407,18 +410,49 @@ impl Peer {
     }
 }
 
+/// What a link asks of its realm: its groups, its users' names, and the group operations a peer
+/// may request. [`crate::Realm`] implements it; a test may implement it with a fake.
+pub trait LinkRealm: Send + Sync + 'static {
+    /// The realm's name.
+    fn name(&self) -> &str;
+    /// The realm's groups in memory and their live fan-out.
+    fn hub(&self) -> &Arc<Hub>;
+    /// A local user's display name (`None`: no such user).
+    fn display_name(&self, user: &str) -> Option<String>;
+    /// The members of the local group `group` as a peer is told them (`None`: no such group).
+    fn members_for_peer(&self, group: &str) -> Option<Vec<jaring_proto::federation::GroupMember>>;
+    /// Makes `member` (`user@peer`) a member of the local group `group`, creating it; the error
+    /// says why not.
+    fn join_for_peer<'a>(
+        &'a self,
+        group: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<JoinOutcome, String>>;
+    /// Ends `member`'s (`user@peer`) membership of the local group `group` (done already is
+    /// fine: a retried leave whose answer was lost); the error says why not.
+    fn leave_for_peer<'a>(
+        &'a self,
+        group: &'a str,
+        member: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Commits posts a peer's users made to local groups and publishes them in the groups' order.
+    fn post_relayed(&self, posts: Vec<NewGroupMessage>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Gives the realm the federation to ask about other realms.
+    fn set_remote(&self, remote: Arc<dyn Remote>);
+}
+
 /// The federation of one realm: its peers, their links, its server-to-server listener.
-pub struct Federation {
+pub struct Federation<S> {
     name: String,
-    realm: Weak<Realm<SqliteStore>>,
-    store: SqliteStore,
+    realm: Weak<dyn LinkRealm>,
+    store: S,
     peers: BTreeMap<String, Arc<Peer>>,
     config: FederationConfig,
     local_addr: SocketAddr,
     next_link: AtomicU64,
 }
 
-impl std::fmt::Debug for Federation {
+impl<S> std::fmt::Debug for Federation<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Federation")
             .field("realm", &self.name)
@@ -427,7 +461,7 @@ impl std::fmt::Debug for Federation {
     }
 }
 
-impl Federation {
+impl<S: Storage> Federation<S> {
     /// Tells `realm`'s link that its outbox has new rows to send.
     fn wake_link(&self, realm: &str) {
         if let Some(p) = self.peers.get(realm) {
@@ -435,10 +469,11 @@ impl Federation {
         }
     }
 
-    /// Checks `config`, binds the server-to-server port, connects `realm` to it and starts the links.
-    /// Everything stops when `shutdown` is cancelled.
-    pub async fn start(
-        realm: &Arc<Realm<SqliteStore>>,
+    /// Checks `config`, binds the server-to-server port, connects `realm` (stored in `store`) to
+    /// it and starts the links. Everything stops when `shutdown` is cancelled.
+    pub async fn start<R: LinkRealm>(
+        realm: &Arc<R>,
+        store: S,
         config: FederationConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, FederationError> {
@@ -484,9 +519,6 @@ impl Federation {
                 )));
             }
         }
-        store::prepare(realm.store())
-            .await
-            .map_err(FederationError::Store)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| FederationError::Bind(config.listen, e))?;
@@ -495,8 +527,11 @@ impl Federation {
             .map_err(|e| FederationError::Bind(config.listen, e))?;
         let fed = Arc::new(Self {
             name,
-            realm: Arc::downgrade(realm),
-            store: realm.store().clone(),
+            realm: {
+                let realm: Arc<dyn LinkRealm> = Arc::clone(realm) as Arc<dyn LinkRealm>;
+                Arc::downgrade(&realm)
+            },
+            store,
             peers,
             config,
             local_addr,
@@ -562,7 +597,7 @@ impl Federation {
     }
 }
 
-impl Remote for Federation {
+impl<S: Storage> Remote for Federation<S> {
     fn peer_names(&self) -> Vec<String> {
         self.peers.keys().cloned().collect()
     }
@@ -583,7 +618,10 @@ impl Remote for Federation {
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
         let realm = realm.to_owned();
         Box::pin(async move {
-            let stored = store::enqueue(&self.store, realm.clone(), messages).await?;
+            let stored = self
+                .store
+                .enqueue(&realm, MessageKind::Private, messages)
+                .await?;
             self.wake_link(&realm);
             Ok(stored)
         })
@@ -622,18 +660,14 @@ impl Remote for Federation {
                     self.config.lookup_timeout,
                 )
                 .await?;
-            let local = store::join_replica(
-                &self.store,
-                replica,
-                realm.to_owned(),
-                user.to_owned(),
-                r.read_seq,
-            )
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot store a replica membership");
-                "the server could not store this; try again later".to_owned()
-            })?;
+            let local = self
+                .store
+                .join_replica(&replica, realm, user, r.read_seq)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot store a replica membership");
+                    "the server could not store this; try again later".to_owned()
+                })?;
             Ok(RemoteJoin {
                 created: r.created,
                 new_member: r.new_member || local,
@@ -693,7 +727,10 @@ impl Remote for Federation {
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
         let realm = realm.to_owned();
         Box::pin(async move {
-            let stored = store::enqueue_group_posts(&self.store, realm.clone(), messages).await?;
+            let stored = self
+                .store
+                .enqueue(&realm, MessageKind::GroupPost, messages)
+                .await?;
             self.wake_link(&realm);
             Ok(stored)
         })
@@ -701,7 +738,7 @@ impl Remote for Federation {
 
     fn status(&self) -> BoxFuture<'_, Vec<PeerEntry>> {
         Box::pin(async move {
-            let counts = store::outbox_counts(&self.store).await.unwrap_or_default();
+            let counts = self.store.outbox_counts().await.unwrap_or_default();
             self.peers
                 .values()
                 .map(|p| {

@@ -18,10 +18,10 @@ use super::{
     ConnState, Delivery, Realm, STORAGE_FAILED, encode_name_page, encode_seq_page, lock, size_page,
     unix_ms,
 };
-use crate::group_store::{JoinOutcome, NewGroupMessage, StoredGroupMessage};
 use crate::groups::{Hub, NotSubscribed, Subscription};
 use crate::remote::Lookup;
-use crate::store::{NewMessage, Store, StoreError, Window};
+use crate::storage::{JoinOutcome, NewGroupMessage, ReadCursor, StoredGroupMessage};
+use crate::storage::{NewMessage, Store, StoreError, Window};
 
 /// Where a group address leads.
 enum GroupRef {
@@ -547,7 +547,11 @@ impl<S: Store> Realm<S> {
         if persist
             && let Err(e) = self
                 .store
-                .advance_cursors(vec![(group.to_owned(), user.to_owned(), seq)])
+                .advance_cursors(vec![ReadCursor {
+                    group: group.to_owned(),
+                    user: user.to_owned(),
+                    seq,
+                }])
                 .await
         {
             // Not stored means pushed again by a later inboxgroup: a duplicate, never a loss.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::store::UserRecord;
-use jaring_chat::{ChatServer, Clock, Realm, RealmOptions, SqliteStore, sqlite};
+use jaring_chat::storage::{UserAdmin as _, UserRecord};
+use jaring_chat::{ChatServer, Clock, Realm, RealmOptions};
+use jaring_chat_sqlite::{DEFAULT_MAX_BATCH, SqliteStore, Synchronous};
 use jaring_proto::chat::ReplyFramer;
 use jaring_runtime::{CancellationToken, Model, Server, ServerConfig};
 use serde_json::Value;
@@ -19,20 +20,45 @@ use tokio::task::JoinHandle;
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Adds users `names` (password = name + "pw", display = upper-cased name) with the cheap test cost.
+/// Callable from sync and async tests alike: the store is opened, used and closed on a thread of
+/// its own, before the realm opens the directory.
 pub fn add_users(dir: &Path, names: &[&str]) {
-    let conn = sqlite::open(dir, sqlite::Synchronous::Full).unwrap();
-    for n in names {
-        sqlite::add_user(
-            &conn,
-            &UserRecord {
-                name: (*n).to_owned(),
-                display_name: n.to_uppercase(),
-                password_hash: hash_blocking(&format!("{n}pw"), PasswordCost::INSECURE_TEST)
-                    .unwrap(),
-            },
-        )
-        .unwrap();
-    }
+    let users: Vec<UserRecord> = names
+        .iter()
+        .map(|n| UserRecord {
+            name: (*n).to_owned(),
+            display_name: n.to_uppercase(),
+            password_hash: hash_blocking(&format!("{n}pw"), PasswordCost::INSECURE_TEST).unwrap(),
+        })
+        .collect();
+    with_store(dir, move |store| async move {
+        for u in users {
+            store.add_user(u).await.unwrap();
+        }
+    });
+}
+
+/// Opens the SQLite store in `dir` and runs `f` with it on a runtime of its own (on another
+/// thread, so it also works inside a test's runtime); the store is closed when `f` is done.
+pub fn with_store<T, F, Fut>(dir: &Path, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(SqliteStore) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let dir = dir.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = SqliteStore::open(&dir, Synchronous::Full, DEFAULT_MAX_BATCH).unwrap();
+            f(store).await
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 pub struct Running {
@@ -75,7 +101,7 @@ pub async fn start_with(
     clock: Arc<dyn Clock>,
     tune: impl FnOnce(&mut ServerConfig),
 ) -> Running {
-    let store = SqliteStore::open(dir, sqlite::Synchronous::Full, 4096).unwrap();
+    let store = SqliteStore::open(dir, Synchronous::Full, DEFAULT_MAX_BATCH).unwrap();
     let realm = Arc::new(Realm::open(options, store, clock).await.unwrap());
     let mut config = ServerConfig::on_port(0);
     config.listen.bind = "127.0.0.1".parse().unwrap();

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use jaring_chat::config::{DEFAULT_CONFIG, RealmConfig};
+use jaring_chat::config::{Backend, DEFAULT_CONFIG, RealmConfig};
 use jaring_chat::federation::{Federation, FederationError};
 use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS};
-use jaring_chat::store::UserRecord;
-use jaring_chat::{ChatServer, Realm, SqliteStore, SystemClock, sqlite};
+use jaring_chat::realm::{DEMO_PASSWORD, DEMO_USERS, RealmOptions};
+use jaring_chat::storage::{MemoryStore, Storage, StoreError, UserAdmin, UserRecord};
+use jaring_chat::{ChatServer, Realm, SystemClock};
+use jaring_chat_postgres::{PostgresOptions, PostgresStore};
+use jaring_chat_sqlite::SqliteStore;
 use jaring_runtime::config::DEFAULT_GRACE;
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
@@ -39,9 +41,7 @@ pub async fn run(command: ChatCommand) -> CmdResult {
             std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes())?;
             Ok(())
         }
-        ChatCommand::User(cmd) => tokio::task::spawn_blocking(move || user(cmd))
-            .await
-            .map_err(|e| anyhow!("user command failed: {e}"))?,
+        ChatCommand::User(cmd) => user(cmd).await,
         ChatCommand::Client(args) => {
             let opts = jaring_chat::client::ClientOptions {
                 server: args.server,
@@ -82,38 +82,88 @@ pub async fn start_realm(
     shutdown: CancellationToken,
 ) -> Result<StartedRealm, Failure> {
     let options = config.options().map_err(|e| Failure::Usage(e.into()))?;
-    let dir = config.data_dir();
     seconds("grace", args.grace)?;
+    // The storage errors say what failed and what to do; this says which realm (the lab runs two).
+    let context = format!("cannot start realm {}", options.name);
+    match config.backend() {
+        Backend::Sqlite => {
+            let store = open_sqlite(config).await.context(context)?;
+            run_realm(store, options, config, args, seed, shutdown).await
+        }
+        Backend::Postgres => {
+            let url = postgres_url(config)?;
+            let store = open_postgres(config, &url).await.context(context)?;
+            run_realm(store, options, config, args, seed, shutdown).await
+        }
+        Backend::Memory => {
+            run_realm(MemoryStore::new(), options, config, args, seed, shutdown).await
+        }
+    }
+}
+
+/// Opens the SQLite store in the configured data directory (off the async workers: it checks the
+/// file).
+async fn open_sqlite(config: &RealmConfig) -> anyhow::Result<SqliteStore> {
+    let dir = config.data_dir();
     let (sync, max_batch) = config.storage();
-    let store = {
-        let dir = dir.clone();
-        let cost = options.password_cost;
-        // The storage errors name the file and what to do; this says which realm (the lab runs two).
-        let realm = options.name.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<SqliteStore> {
-            let store = SqliteStore::open(&dir, sync, max_batch)
-                .with_context(|| format!("cannot start realm {realm}"))?;
-            if let Some(users) = seed {
-                let conn = sqlite::open(&dir, sync)
-                    .with_context(|| format!("cannot start realm {realm}"))?;
-                if sqlite::list_users(&conn)?.is_empty() {
-                    for (name, display, password) in users {
-                        sqlite::add_user(
-                            &conn,
-                            &UserRecord {
-                                name: (*name).into(),
-                                display_name: (*display).into(),
-                                password_hash: hash_blocking(password, cost)?,
-                            },
-                        )?;
-                    }
-                }
-            }
-            Ok(store)
-        })
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, sync, max_batch))
         .await
-        .map_err(|e| anyhow!("storage start-up failed: {e}"))??
+        .map_err(|e| anyhow!("storage start-up failed: {e}"))??;
+    Ok(store)
+}
+
+/// The configured PostgreSQL URL; its absence is a usage error.
+fn postgres_url(config: &RealmConfig) -> Result<String, Failure> {
+    config.postgres_url().map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Connects to the configured PostgreSQL database (its schema brought up to date, its lock taken).
+async fn open_postgres(config: &RealmConfig, url: &str) -> anyhow::Result<PostgresStore> {
+    let options = PostgresOptions {
+        max_batch: config.storage().1,
+        ..PostgresOptions::default()
     };
+    Ok(PostgresStore::open_with(url, options).await?)
+}
+
+/// Where a realm's data is, for its log line.
+fn storage_label(config: &RealmConfig) -> String {
+    match config.backend() {
+        Backend::Sqlite => config.data_dir().display().to_string(),
+        Backend::Postgres => "postgresql".to_owned(),
+        Backend::Memory => "memory (nothing survives a restart)".to_owned(),
+    }
+}
+
+/// Seeds `seed` users into an empty realm, opens the realm on `store`, binds its ports and serves
+/// until `shutdown`.
+async fn run_realm<S: Storage>(
+    store: S,
+    options: RealmOptions,
+    config: &RealmConfig,
+    args: &ServeArgs,
+    seed: Option<Seed>,
+    shutdown: CancellationToken,
+) -> Result<StartedRealm, Failure> {
+    if let Some(users) = seed
+        && store.list_users().await.map_err(store_failure)?.is_empty()
+    {
+        for (name, display, password) in users {
+            let cost = options.password_cost;
+            let password_hash = tokio::task::spawn_blocking(move || hash_blocking(password, cost))
+                .await
+                .map_err(|e| anyhow!("password hashing failed: {e}"))??;
+            store
+                .add_user(UserRecord {
+                    name: (*name).into(),
+                    display_name: (*display).into(),
+                    password_hash,
+                })
+                .await
+                .map_err(store_failure)?;
+        }
+    }
+    let fed_store = store.clone();
     let realm = Arc::new(
         Realm::open(options, store, Arc::new(SystemClock::default()))
             .await
@@ -172,7 +222,7 @@ pub async fn start_realm(
         if let Some(port) = args.federation_port {
             fed.listen.set_port(port);
         }
-        let fed = Federation::start(&realm, fed, shutdown.clone())
+        let fed = Federation::start(&realm, fed_store, fed, shutdown.clone())
             .await
             .map_err(|e| match e {
                 FederationError::Config(_) => Failure::Usage(e.into()),
@@ -183,7 +233,7 @@ pub async fn start_realm(
     tracing::info!(
         realm = realm.name(),
         users = realm.user_count(),
-        data_dir = %dir.display(),
+        storage = %storage_label(config),
         federation = %federation_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "chat realm ready: try `jaring chat client --server 127.0.0.1:{}`",
         client_addr.port()
@@ -264,7 +314,22 @@ fn cost(config: &RealmConfig) -> Result<PasswordCost, Failure> {
         .password_cost)
 }
 
-fn user(cmd: UserCommand) -> CmdResult {
+/// A store error as the CLI shows it: with what to do where the error is the user's to fix.
+fn store_failure(e: StoreError) -> Failure {
+    match &e {
+        StoreError::UserExists(_) => {
+            Failure::Usage(anyhow::Error::new(e).context(
+                "use `jaring chat user passwd` to change the password of an existing user",
+            ))
+        }
+        StoreError::NoSuchUser(_) => Failure::Usage(
+            anyhow::Error::new(e).context("`jaring chat user list` shows who exists"),
+        ),
+        _ => Failure::Runtime(e.into()),
+    }
+}
+
+async fn user(cmd: UserCommand) -> CmdResult {
     let location = match &cmd {
         UserCommand::Add { location, .. }
         | UserCommand::Passwd { location, .. }
@@ -272,10 +337,30 @@ fn user(cmd: UserCommand) -> CmdResult {
         | UserCommand::List { location, .. } => location.clone(),
     };
     let config = location.load()?;
-    let dir = config.data_dir();
-    // Holding the lock for the whole command keeps a server from starting under us.
-    let _lock = sqlite::lock_dir(&dir)?;
-    let mut conn = sqlite::open(&dir, config.storage().0)?;
+    // Opening the store locks it (SQLite: the data directory; PostgreSQL: the database), so no
+    // server starts under the command and none runs during it.
+    match config.backend() {
+        Backend::Sqlite => {
+            let store = open_sqlite(&config).await?;
+            let result = user_on(&store, &config, cmd).await;
+            store.close().await;
+            result
+        }
+        Backend::Postgres => {
+            let store = open_postgres(&config, &postgres_url(&config)?).await?;
+            let result = user_on(&store, &config, cmd).await;
+            store.close().await;
+            result
+        }
+        Backend::Memory => Err(Failure::Usage(anyhow!(
+            "this realm's storage is memory: its users are the demo users, made anew at every start; \
+             set [storage] backend to sqlite or postgres to manage users"
+        ))),
+    }
+}
+
+async fn user_on<S: UserAdmin>(store: &S, config: &RealmConfig, cmd: UserCommand) -> CmdResult {
+    let place = storage_label(config);
     match cmd {
         UserCommand::Add {
             name, display_name, ..
@@ -285,30 +370,31 @@ fn user(cmd: UserCommand) -> CmdResult {
                     "invalid user name {name:?}: use 1 to 32 letters, digits, '_', '-' or '.'"
                 )));
             }
-            let password = read_password(&name)?;
-            let hash = hash_blocking(&password, cost(&config)?)?;
-            sqlite::add_user(
-                &conn,
-                &UserRecord {
+            let hash = new_hash(&name, cost(config)?).await?;
+            store
+                .add_user(UserRecord {
                     display_name: display_name.unwrap_or_else(|| name.clone()),
                     name: name.clone(),
                     password_hash: hash,
-                },
-            )?;
-            eprintln!("added {name} to {}", dir.display());
+                })
+                .await
+                .map_err(store_failure)?;
+            eprintln!("added {name} to {place}");
         }
         UserCommand::Passwd { name, .. } => {
-            let password = read_password(&name)?;
-            let hash = hash_blocking(&password, cost(&config)?)?;
-            sqlite::set_password(&mut conn, &name, &hash)?;
+            let hash = new_hash(&name, cost(config)?).await?;
+            store
+                .set_password(&name, &hash)
+                .await
+                .map_err(store_failure)?;
             eprintln!("changed the password of {name}; their sessions ended");
         }
         UserCommand::Del { name, .. } => {
-            sqlite::delete_user(&mut conn, &name)?;
+            store.delete_user(&name).await.map_err(store_failure)?;
             eprintln!("deleted {name}");
         }
         UserCommand::List { json, .. } => {
-            let users = sqlite::list_users(&conn)?;
+            let users = store.list_users().await.map_err(store_failure)?;
             let mut out = std::io::stdout().lock();
             if json {
                 let list: Vec<_> = users
@@ -324,4 +410,15 @@ fn user(cmd: UserCommand) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Reads `name`'s new password (off the async workers: it waits on the terminal) and hashes it.
+async fn new_hash(name: &str, cost: PasswordCost) -> Result<String, Failure> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<String, Failure> {
+        let password = read_password(&name)?;
+        Ok(hash_blocking(&password, cost)?)
+    })
+    .await
+    .map_err(|e| anyhow!("password entry failed: {e}"))?
 }

@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ pub struct ServerProcess {
     child: Child,
     /// The port it logged.
     pub port: u16,
+    /// The federation port, for a realm started with [`ServerProcess::realm`] whose config has
+    /// peers.
+    pub federation_port: Option<u16>,
 }
 
 impl ServerProcess {
@@ -46,6 +50,43 @@ impl ServerProcess {
         I: IntoIterator<Item = A>,
         A: AsRef<OsStr>,
     {
+        Self::spawn(args, |line| {
+            let port = line.split("addr=127.0.0.1:").nth(1)?;
+            let port = port.split_whitespace().next().and_then(|p| p.parse().ok());
+            Some((port.expect("port in log line"), None))
+        })
+    }
+
+    /// Runs `jaring chat serve --config CONFIG <extra…>` (a config from [`realm_config`]) and
+    /// waits for its "chat realm ready" line, which names the client and federation ports.
+    pub fn realm(config: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            OsStr::new("chat"),
+            OsStr::new("serve"),
+            OsStr::new("--config"),
+        ];
+        args.push(config.as_os_str());
+        args.extend(extra.iter().map(OsStr::new));
+        Self::spawn(args, |line| {
+            if !line.contains("chat realm ready") {
+                return None;
+            }
+            let port_after = |key: &str| -> Option<u16> {
+                let rest = &line[line.find(key)? + key.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            let client = port_after("--server 127.0.0.1:").expect("client port in log line");
+            Some((client, port_after("federation=127.0.0.1:")))
+        })
+    }
+
+    /// Spawns `jaring <args…>` and reads its log until `ready` finds the ports in a line.
+    fn spawn<I, A>(args: I, ready: impl Fn(&str) -> Option<(u16, Option<u16>)>) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<OsStr>,
+    {
         let mut child = Command::new(cargo_bin("jaring"))
             .args(args)
             .env("RUST_LOG", "info")
@@ -57,23 +98,28 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let deadline = Instant::now() + PATIENCE;
-        let port = loop {
+        let (port, federation_port) = loop {
             assert!(Instant::now() < deadline, "server did not log its address");
             let line = lines
                 .next()
                 .expect("server still running")
                 .expect("read log");
-            if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("port in log line");
+            if let Some(ports) = ready(&line) {
+                break ports;
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
+        Self {
+            child,
+            port,
+            federation_port,
+        }
+    }
+
+    /// Whether the process is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
     }
 
     /// Ends the process with SIGKILL (`kill -9`: no shutdown, no flush) and reaps it.
@@ -150,6 +196,27 @@ impl ChatClient {
         }
     }
 
+    /// Writes `lines` in one go, each ending in CR LF, without reading a reply (pipelining);
+    /// `false` if the connection ended.
+    pub fn write_lines(&mut self, lines: &[String]) -> bool {
+        use std::io::Write as _;
+        let mut bytes = String::new();
+        for line in lines {
+            bytes.push_str(line);
+            bytes.push_str("\r\n");
+        }
+        self.stream.write_all(bytes.as_bytes()).is_ok()
+    }
+
+    /// Sends `line` and returns the reply, asserting it is OK.
+    pub fn ok(&mut self, line: &str) -> serde_json::Value {
+        let r = self
+            .call(line)
+            .unwrap_or_else(|| panic!("no reply to {line:?}"));
+        assert_eq!(r["status"], "OK", "{line:?}: {r}");
+        r
+    }
+
     /// Logs in as `user` with `password`; returns the token.
     pub fn auth(&mut self, user: &str, password: &str) -> String {
         let r = self
@@ -167,4 +234,104 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Adds `users` to the SQLite realm in `dir` (before its server starts), through the store's
+/// user administration, on a runtime of its own.
+pub fn add_users(dir: &std::path::Path, users: Vec<jaring_chat::storage::UserRecord>) {
+    use jaring_chat::storage::UserAdmin as _;
+    let dir = dir.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let store = jaring_chat_sqlite::SqliteStore::open(
+                &dir,
+                jaring_chat_sqlite::Synchronous::Full,
+                jaring_chat_sqlite::DEFAULT_MAX_BATCH,
+            )
+            .expect("open the realm's store");
+            for u in users {
+                store.add_user(u).await.expect("add a user");
+            }
+            store.close().await;
+        });
+    })
+    .join()
+    .expect("users added");
+}
+
+/// The password [`add_user`] gives `user`.
+pub fn password(user: &str) -> String {
+    format!("{user}-pw")
+}
+
+/// Where a realm from [`realm_config`] keeps its data.
+#[derive(Debug, Clone, Copy)]
+pub enum Storage<'a> {
+    /// SQLite in `NAME-data/` beside the config file.
+    Sqlite,
+    /// The PostgreSQL database at this URL.
+    Postgres(&'a str),
+}
+
+/// The secret every pair of test realms shares.
+pub const FEDERATION_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// Writes `DIR/NAME.toml`: realm NAME on 127.0.0.1 port 0, cheap password hashing, `storage`,
+/// and, when `peers` (name, address) is not empty, federation on port 0 with those peers.
+pub fn realm_config(
+    dir: &Path,
+    name: &str,
+    storage: Storage<'_>,
+    peers: &[(&str, &str)],
+) -> PathBuf {
+    let mut text = format!(
+        "[realm]\nname = \"{name}\"\ndata_dir = \"{name}-data\"\n\
+         [listen]\nbind = \"127.0.0.1\"\nport = 0\n\
+         [passwords]\nmemory_kib = 8\niterations = 1\n"
+    );
+    match storage {
+        Storage::Sqlite => text.push_str("[storage]\nbackend = \"sqlite\"\n"),
+        Storage::Postgres(url) => {
+            text.push_str(&format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+            ));
+        }
+    }
+    if !peers.is_empty() {
+        text.push_str("[federation]\nport = 0\n");
+    }
+    for (peer, address) in peers {
+        text.push_str(&format!(
+            "[[peer]]\nname = \"{peer}\"\naddress = \"{address}\"\nsecret = \"{FEDERATION_SECRET}\"\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write the realm config");
+    path
+}
+
+/// `jaring chat user add USER --config CONFIG`, the password ([`password`]) on stdin.
+pub fn add_user(config: &Path, user: &str) {
+    jaring()
+        .args(["chat", "user", "add", user, "--config"])
+        .arg(config)
+        .write_stdin(format!("{}\n", password(user)))
+        .assert()
+        .success();
+}
+
+/// Polls `done` every 50 ms until it is true; fails the test after `patience`.
+pub fn wait_for(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,4 +1,4 @@
-//! The storage groups need, as a trait every [`crate::Store`] also implements.
+//! [`GroupStore`]: the storage groups need, which every [`super::Store`] also implements.
 //!
 //! A group is stored under its address as this realm names it (`name` for a group whose home is
 //! this realm; `name@realm` once federation relays groups homed elsewhere) together with its home
@@ -10,8 +10,8 @@
 
 use std::future::Future;
 
-use crate::store_error::StoreResult;
-use crate::window::{Page, Window};
+use super::error::StoreResult;
+use super::window::{Page, Window};
 
 /// A group as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,17 @@ pub struct StoredGroupMessage {
     pub message: NewGroupMessage,
 }
 
+/// A member's read cursor to move: `user` has had every message of `group` up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadCursor {
+    /// The group.
+    pub group: String,
+    /// The member's address.
+    pub user: String,
+    /// The highest `seq` delivered to them.
+    pub seq: i64,
+}
+
 /// Called for each group message once it is committed, before the caller hears of it. For each
 /// group, the calls come in `seq` order, one at a time: this is where the realm pushes the message
 /// to live sessions, so pushes follow the group's order without any reordering.
@@ -133,10 +144,9 @@ pub trait GroupStore: Send + Sync + 'static {
         window: Window,
     ) -> impl Future<Output = StoreResult<Page<StoredGroupMessage>>> + Send;
 
-    /// Moves members' read cursors forward (never back): `(group, user, seq)` each; returns once
-    /// committed.
+    /// Moves members' read cursors forward (never back); returns once committed.
     fn advance_cursors(
         &self,
-        cursors: Vec<(String, String, i64)>,
+        cursors: Vec<ReadCursor>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -1,10 +1,8 @@
 //! [`Mailboxes`]: each recipient's undelivered messages, kept in memory beside the database so that
 //! `inbox` is answered without reading SQLite.
 //!
-//! Under load, every `inbox` used to take a blocking thread and a read transaction, and the bench's
-//! receivers ask thousands of times a second: a tenth of the realm's CPU went to those threads and
-//! more to switching to them. The database stays the truth; a mailbox is only ever a copy of it,
-//! and only while it is exactly a copy:
+//! Why: `docs/design/storage.md#mailboxes`. The database stays the truth; a mailbox is only ever
+//! a copy of it, and only while it is exactly a copy:
 //! - The writer thread, after each successful commit and before it answers any caller, adds the
 //!   committed messages to their recipients' mailboxes and removes the delivered ones. So a
 //!   message whose sender heard OK is already in the mailbox, and a failed commit changes nothing.
@@ -23,14 +21,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::store::StoredMessage;
+use jaring_chat::storage::StoredMessage;
 
 /// Bytes all mailboxes may hold together, by default.
 pub(crate) const DEFAULT_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Messages one mailbox may hold, by default: twice what one `inbox` reply carries by default, so
 /// a recipient a reply behind is still served from memory.
-pub(crate) const DEFAULT_BOX_LIMIT: usize = 2 * crate::realm::DEFAULT_INBOX_MAX_MESSAGES;
+pub(crate) const DEFAULT_BOX_LIMIT: usize = 2 * jaring_chat::realm::DEFAULT_INBOX_MAX_MESSAGES;
 
 /// What a mailbox's bookkeeping costs besides its messages and its recipient's name.
 const BOX_OVERHEAD: usize = 96;
@@ -373,7 +371,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::store::NewMessage;
+    use jaring_chat::storage::NewMessage;
 
     fn stored(seq: i64, to: &str) -> Arc<StoredMessage> {
         Arc::new(StoredMessage {

@@ -1,66 +1,22 @@
-//! What the federation keeps in the realm's SQLite database, written through the store's writer
-//! thread so it shares its group commits.
-//!
-//! - An outgoing message is one row in `messages` (recipient `user@realm`, already marked
-//!   delivered so no local inbox ever returns it) and one row in `outbox(peer, seq)`, committed
-//!   together: `send` answers OK only after that commit.
-//! - The row leaves `outbox` only when the peer acknowledged it (or bounced it, in which case the
-//!   bounce is written to the sender's inbox in the same transaction, once).
-//! - Every message a link stores (incoming, outgoing, bounces) first claims its id in
-//!   `federated_ids` with `INSERT OR IGNORE`: a retried message that was committed before finds
-//!   its id taken and is silently a duplicate, and is acknowledged again. Messages between local
-//!   users are not in that table: their ids are fresh, and an index over every message's id
-//!   cost the realm a seventh of its throughput.
-//! - A message from one of our users to a group homed on a peer takes the same way: a `messages`
-//!   row whose `conversation` is the group's address here (`g@realm`: no space, unlike the key of
-//!   a private conversation, which is how the link tells it is a group post) and an outbox row.
-//! - `group_feeds(peer, grp, acked_seq)`: for each group homed here with members on `peer`, up to
-//!   which `seq` the peer has committed the group's messages in its replica.
-//! - `relayed_posts(id, seq)`: each post of one of our users to a group homed on a peer, by id,
-//!   pointing at its `messages` row, from its commit until the home's feed brings it back into the
-//!   replica (or the home bounces it). A post the home attributes to one of our users is stored
-//!   only if it is found here with the same sender, group and text: a peer cannot put words in our
-//!   users' mouths. Created when federation starts ([`prepare`]).
-//! - A replica's messages are stored gap-free ([`store_replica`]): each under the home's `seq`,
-//!   which must be exactly the replica's last `seq` + 1 (an older one is a resend and ignored).
+//! [`FederationStore`] in SQLite: the outbox and its settling, messages received from peers
+//! (each id claimed once in `federated_ids`, so a retry is stored once), group feeds and replicas
+//! (stored gap-free, see [`store_replica`]). Written through the writer thread, so they share its
+//! group commits. The tables, and why they are shaped so:
+//! `docs/design/storage.md#federation-tables`.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
+use jaring_chat::storage::{
+    FederationStore, GroupCursor, MessageKind, NewMessage, Outgoing, ReplicaOutcome, Settled,
+    StoreResult, StoredMessage, conversation_key,
+};
+use jaring_chat::storage::{Published, StoredGroupMessage};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::group_store::{Published, StoredGroupMessage};
-use crate::sqlite::{MESSAGE_COLUMNS, SqliteStore, message_row};
-use crate::store::{NewMessage, StoreError, StoreResult, StoredMessage, conversation_key};
-
-/// Creates the federation's own table and brings older databases up to what the link expects.
-/// Run once when federation starts, before any link.
-pub(crate) async fn prepare(store: &SqliteStore) -> StoreResult<()> {
-    store
-        .run_in_commit(|c| {
-            c.execute_batch(
-                "CREATE TABLE IF NOT EXISTS relayed_posts (
-                    id BLOB PRIMARY KEY NOT NULL,
-                    seq INTEGER NOT NULL
-                 ) WITHOUT ROWID;
-                 -- Posts still in the outbox (a database from before this table): their
-                 -- feed has not brought them back yet.
-                 INSERT OR IGNORE INTO relayed_posts (id, seq)
-                    SELECT m.id, m.seq FROM outbox o JOIN messages m ON m.seq = o.seq
-                    WHERE instr(m.conversation, ' ') = 0;
-                 -- A replica joined before its start was recorded, still without a message,
-                 -- starts where its first member's read cursor does (the home's seq at the
-                 -- join), so the gap-free rule holds from its first message.
-                 UPDATE groups SET last_seq = (
-                        SELECT min(read_seq) FROM group_members WHERE grp = groups.name)
-                    WHERE instr(name, '@') > 0 AND last_seq = 0
-                    AND EXISTS (SELECT 1 FROM group_members WHERE grp = groups.name)
-                    AND NOT EXISTS (SELECT 1 FROM group_messages WHERE grp = groups.name);",
-            )?;
-            Ok(())
-        })
-        .await
-}
+use crate::error::{Error, SqlResult};
+use crate::read::{MESSAGE_COLUMNS, message_row};
+use crate::store::SqliteStore;
 
 const INSERT: &str = "INSERT INTO messages (id, sender, sender_display, recipient, \
     recipient_display, conversation, body, sent_at, delivered_at) \
@@ -69,11 +25,7 @@ const INSERT: &str = "INSERT INTO messages (id, sender, sender_display, recipien
 /// Claims a message's id for this realm; a retry finds it taken.
 const CLAIM_ID: &str = "INSERT OR IGNORE INTO federated_ids (id) VALUES (?1)";
 
-fn insert(
-    c: &rusqlite::Connection,
-    m: &NewMessage,
-    delivered_at: Option<i64>,
-) -> StoreResult<bool> {
+fn insert(c: &rusqlite::Connection, m: &NewMessage, delivered_at: Option<i64>) -> SqlResult<bool> {
     insert_in(
         c,
         m,
@@ -87,7 +39,7 @@ fn insert_in(
     m: &NewMessage,
     conversation: &str,
     delivered_at: Option<i64>,
-) -> StoreResult<bool> {
+) -> SqlResult<bool> {
     if c.prepare_cached(CLAIM_ID)?
         .execute([&m.id.as_bytes()[..]])?
         == 0
@@ -108,58 +60,43 @@ fn insert_in(
     Ok(n == 1)
 }
 
-/// Commits outgoing messages and their outbox rows for `peer`, in order, all or none (a
-/// connection's pipelined sends share the commit); returns them with their sequence numbers.
-pub(crate) async fn enqueue(
+/// Commits `messages` of one `kind` with their outbox rows for `peer`, in order; a failure undoes
+/// only these rows, not the other callers' work in the writer's transaction. A group post's
+/// conversation is its group's address here (its recipient).
+async fn enqueue(
     store: &SqliteStore,
     peer: String,
+    kind: MessageKind,
     messages: Vec<NewMessage>,
-) -> StoreResult<Vec<StoredMessage>> {
-    enqueue_keyed(store, peer, messages, |m| {
-        conversation_key(&m.sender, &m.recipient)
-    })
-    .await
-}
-
-/// Commits posts of our users to a group homed on `peer` (each message's recipient is the group's
-/// address here, `g@peer`, which is also its conversation) with their outbox rows, in order, all
-/// or none.
-pub(crate) async fn enqueue_group_posts(
-    store: &SqliteStore,
-    peer: String,
-    messages: Vec<NewMessage>,
-) -> StoreResult<Vec<StoredMessage>> {
-    enqueue_keyed(store, peer, messages, |m| m.recipient.clone()).await
-}
-
-/// Commits `messages`, each under the conversation `conversation` gives it, with their outbox
-/// rows for `peer`, in order; a failure undoes only these rows, not the other callers' work in
-/// the writer's transaction.
-async fn enqueue_keyed(
-    store: &SqliteStore,
-    peer: String,
-    messages: Vec<NewMessage>,
-    conversation: fn(&NewMessage) -> String,
-) -> StoreResult<Vec<StoredMessage>> {
+) -> SqlResult<Vec<StoredMessage>> {
     store
         .run_in_commit(move |c| {
             c.execute_batch("SAVEPOINT enqueue")?;
             let result = (|| {
                 let mut stored = Vec::with_capacity(messages.len());
                 for message in messages {
-                    let key = conversation(&message);
-                    insert_in(c, &message, &key, Some(message.sent_at))?;
+                    let key = match kind {
+                        MessageKind::Private => {
+                            conversation_key(&message.sender, &message.recipient)
+                        }
+                        MessageKind::GroupPost => message.recipient.clone(),
+                    };
+                    // Not stored (its id is known): `last_insert_rowid` would name another
+                    // message, which the outbox would then send.
+                    if !insert_in(c, &message, &key, Some(message.sent_at))? {
+                        return Err(Error::IdReused(message.id));
+                    }
                     let seq = c.last_insert_rowid();
-                    c.prepare_cached("INSERT INTO outbox (peer, seq) VALUES (?1, ?2)")?
-                        .execute(params![peer, seq])?;
-                    // A group post (its key has no space): remembered until the feed brings it back.
-                    if !key.contains(' ') {
+                    c.prepare_cached("INSERT INTO outbox (peer, seq, kind) VALUES (?1, ?2, ?3)")?
+                        .execute(params![peer, seq, kind_code(kind)])?;
+                    // Remembered until the feed brings it back.
+                    if kind == MessageKind::GroupPost {
                         c.prepare_cached("INSERT INTO relayed_posts (id, seq) VALUES (?1, ?2)")?
                             .execute(params![&message.id.as_bytes()[..], seq])?;
                     }
                     stored.push(StoredMessage { seq, message });
                 }
-                Ok::<_, StoreError>(stored)
+                Ok::<_, Error>(stored)
             })();
             match result {
                 Ok(stored) => {
@@ -175,30 +112,30 @@ async fn enqueue_keyed(
         .await
 }
 
-/// An outbox entry: the message, and whether it is a post to a group (else a private message).
-pub(crate) struct Outgoing {
-    pub(crate) stored: StoredMessage,
-    pub(crate) group_post: bool,
-}
-
 /// The oldest `limit` outbox messages for `peer` after sequence `after`, in commit order.
-pub(crate) async fn outbox_after(
+async fn outbox_after(
     store: &SqliteStore,
     peer: String,
     after: i64,
     limit: usize,
-) -> StoreResult<Vec<Outgoing>> {
+) -> SqlResult<Vec<Outgoing>> {
     store
         .read_with(move |c| {
             let mut s = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS}, instr(conversation, ' ') = 0 FROM messages WHERE seq IN \
+                "SELECT {MESSAGE_COLUMNS}, \
+                 (SELECT kind FROM outbox o WHERE o.peer = ?1 AND o.seq = messages.seq) \
+                 FROM messages WHERE seq IN \
                  (SELECT seq FROM outbox WHERE peer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3) \
                  ORDER BY seq"
             ))?;
             let rows = s.query_map(params![peer, after, limit as i64], |r| {
                 Ok(Outgoing {
                     stored: message_row(r)?,
-                    group_post: r.get(8)?,
+                    kind: if r.get::<_, i64>(8)? == 1 {
+                        MessageKind::GroupPost
+                    } else {
+                        MessageKind::Private
+                    },
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -207,12 +144,7 @@ pub(crate) async fn outbox_after(
 }
 
 /// Starts feeding `grp` to `peer` from `from_seq`, unless it is fed already.
-pub(crate) async fn open_feed(
-    store: &SqliteStore,
-    peer: String,
-    grp: String,
-    from_seq: i64,
-) -> StoreResult<()> {
+async fn open_feed(store: &SqliteStore, peer: String, grp: String, from_seq: i64) -> SqlResult<()> {
     store
         .run_in_commit(move |c| {
             c.prepare_cached(
@@ -226,31 +158,32 @@ pub(crate) async fn open_feed(
 }
 
 /// Where each group's feed to `peer` stands: the highest `seq` it acknowledged.
-pub(crate) async fn feeds(store: &SqliteStore, peer: String) -> StoreResult<HashMap<String, i64>> {
+async fn feeds(store: &SqliteStore, peer: String) -> SqlResult<Vec<GroupCursor>> {
     store
         .read_with(move |c| {
             let mut s =
                 c.prepare_cached("SELECT grp, acked_seq FROM group_feeds WHERE peer = ?1")?;
-            let rows = s.query_map([peer], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+            let rows = s.query_map([peer], |r| {
+                Ok(GroupCursor {
+                    group: r.get(0)?,
+                    seq: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
 }
 
 /// Moves feed cursors of `peer` forward (never back), once committed.
-pub(crate) async fn ack_feeds(
-    store: &SqliteStore,
-    peer: String,
-    acked: Vec<(String, i64)>,
-) -> StoreResult<()> {
+async fn ack_feeds(store: &SqliteStore, peer: String, acked: Vec<GroupCursor>) -> SqlResult<()> {
     store
         .run_in_commit(move |c| {
             let mut s = c.prepare_cached(
                 "INSERT INTO group_feeds (peer, grp, acked_seq) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (peer, grp) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)",
             )?;
-            for (grp, seq) in &acked {
-                s.execute(params![peer, grp, seq])?;
+            for a in &acked {
+                s.execute(params![peer, a.group, a.seq])?;
             }
             Ok(())
         })
@@ -260,50 +193,36 @@ pub(crate) async fn ack_feeds(
 /// Makes `user` a member of the replica `group` (homed on `home`) with read cursor `read_seq`,
 /// creating the replica, which then starts at `read_seq` (the home's latest `seq` at the join: its
 /// next message must be the one after); whether they were not a member yet, once committed.
-pub(crate) async fn join_replica(
+async fn join_replica(
     store: &SqliteStore,
     group: String,
     home: String,
     user: String,
     read_seq: i64,
-) -> StoreResult<bool> {
+) -> SqlResult<bool> {
     store
         .run_in_commit(move |c| {
             c.prepare_cached(
                 "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (name) DO NOTHING",
             )?
-            .execute(params![group, home, super::link::unix_ms(), read_seq])?;
+            .execute(params![group, home, crate::writer::unix_ms(), read_seq])?;
             let n = c
                 .prepare_cached(
                     "INSERT INTO group_members (grp, user, read_seq, joined_at) \
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (grp, user) DO NOTHING",
                 )?
-                .execute(params![group, user, read_seq, super::link::unix_ms()])?;
+                .execute(params![group, user, read_seq, crate::writer::unix_ms()])?;
             Ok(n == 1)
         })
         .await
-}
-
-/// An outbox message the peer answered.
-pub(crate) struct Settled {
-    /// Its `seq` in `messages` and `outbox`.
-    pub(crate) seq: i64,
-    /// Its id.
-    pub(crate) id: uuid::Uuid,
-    /// For a bounced message: the notice for its sender.
-    pub(crate) bounce: Option<NewMessage>,
 }
 
 /// Removes acknowledged messages from `peer`'s outbox; for a bounced one, writes its bounce
 /// notice to the sender's inbox in the same transaction, only if the outbox row was still there
 /// (a bounce repeated after a reconnect is not written twice), and forgets it as a relayed post
 /// (the home will never bring it back).
-pub(crate) async fn settle(
-    store: &SqliteStore,
-    peer: String,
-    settled: Vec<Settled>,
-) -> StoreResult<()> {
+async fn settle(store: &SqliteStore, peer: String, settled: Vec<Settled>) -> SqlResult<()> {
     store
         .run_in_commit(move |c| {
             let mut del = c.prepare_cached("DELETE FROM outbox WHERE peer = ?1 AND seq = ?2")?;
@@ -320,20 +239,6 @@ pub(crate) async fn settle(
         .await
 }
 
-/// What storing a batch of a replica's messages came to.
-#[derive(Debug, Default)]
-pub(crate) struct ReplicaOutcome {
-    /// Each replica kept here that a message was for, with its latest `seq` after the commit:
-    /// every message up to it is committed, so that is what to acknowledge.
-    pub(crate) acks: Vec<(String, i64)>,
-    /// The first refused message's reason (a gap, a post forged in one of our users' names, an
-    /// id reused): the link ends, and the home resends from what was acknowledged.
-    pub(crate) refused: Option<String>,
-    /// Replicas this realm does not keep (no local member, no join under way): their messages
-    /// were ignored and are not acknowledged.
-    pub(crate) ignored: Vec<String>,
-}
-
 /// Stores messages of replicas of groups homed on `home` (each named `group@home`, in the order
 /// the home sent them), in one commit, gap-free: a message is stored only if its `seq` is exactly
 /// its replica's last + 1 (one at or below it is a resend, ignored; one above is a gap, refused
@@ -342,13 +247,13 @@ pub(crate) struct ReplicaOutcome {
 /// `joining`); and one attributed to one of our users (a sender without `@`) only if it is that
 /// user's own post to that group, with the same text (`relayed_posts`). Runs `published` for each
 /// new message after the commit, in order.
-pub(crate) async fn store_replica(
+async fn store_replica(
     store: &SqliteStore,
     home: String,
     messages: Vec<StoredGroupMessage>,
     joining: HashSet<String>,
     published: Published,
-) -> StoreResult<ReplicaOutcome> {
+) -> SqlResult<ReplicaOutcome> {
     store
         .run_publishing(
             move |c| {
@@ -411,7 +316,7 @@ pub(crate) async fn store_replica(
                     match last {
                         Some(last) => {
                             set_last.execute(params![group, last])?;
-                            out.acks.push((group, last));
+                            out.acks.push(GroupCursor { group, seq: last });
                         }
                         None => out.ignored.push(group),
                     }
@@ -432,7 +337,7 @@ fn replica_start(
     group: &str,
     first_seq: i64,
     joining: bool,
-) -> StoreResult<Option<i64>> {
+) -> SqlResult<Option<i64>> {
     let last: Option<i64> = c
         .prepare_cached("SELECT last_seq FROM groups WHERE name = ?1")?
         .query_row([group], |r| r.get(0))
@@ -444,13 +349,13 @@ fn replica_start(
     c.prepare_cached(
         "INSERT INTO groups (name, home, created_at, last_seq) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![group, home, super::link::unix_ms(), start])?;
+    .execute(params![group, home, crate::writer::unix_ms(), start])?;
     Ok(Some(start))
 }
 
 /// Whether `m`, attributed to one of our users, is that user's own post to its group, with the
 /// same text; if so it is back, and forgotten as a relayed post.
-fn relayed_back(c: &Connection, m: &StoredGroupMessage) -> StoreResult<bool> {
+fn relayed_back(c: &Connection, m: &StoredGroupMessage) -> SqlResult<bool> {
     let id = &m.message.id.as_bytes()[..];
     let sent: Option<(String, String, String)> = c
         .prepare_cached(
@@ -470,7 +375,7 @@ fn relayed_back(c: &Connection, m: &StoredGroupMessage) -> StoreResult<bool> {
 }
 
 /// Stores a replica's message under its home `seq`; false if its id is stored already.
-fn insert_replica(c: &Connection, stored: &StoredGroupMessage) -> StoreResult<bool> {
+fn insert_replica(c: &Connection, stored: &StoredGroupMessage) -> SqlResult<bool> {
     let m = &stored.message;
     let n = c
         .prepare_cached(
@@ -492,7 +397,7 @@ fn insert_replica(c: &Connection, stored: &StoredGroupMessage) -> StoreResult<bo
 
 /// Commits incoming messages to their recipients' inboxes; a message whose id is known is a retry
 /// and is ignored. Returns once committed: only then may they be acknowledged.
-pub(crate) async fn receive(store: &SqliteStore, messages: Vec<NewMessage>) -> StoreResult<usize> {
+async fn receive(store: &SqliteStore, messages: Vec<NewMessage>) -> SqlResult<usize> {
     store
         .run_in_commit(move |c| {
             let mut new = 0;
@@ -505,7 +410,7 @@ pub(crate) async fn receive(store: &SqliteStore, messages: Vec<NewMessage>) -> S
 }
 
 /// Messages waiting in each peer's outbox.
-pub(crate) async fn outbox_counts(store: &SqliteStore) -> StoreResult<HashMap<String, u64>> {
+async fn outbox_counts(store: &SqliteStore) -> SqlResult<HashMap<String, u64>> {
     store
         .read_with(|c| {
             let mut s = c.prepare_cached("SELECT peer, count(*) FROM outbox GROUP BY peer")?;
@@ -518,4 +423,103 @@ pub(crate) async fn outbox_counts(store: &SqliteStore) -> StoreResult<HashMap<St
             Ok(out)
         })
         .await
+}
+
+/// How `outbox.kind` stores a [`MessageKind`].
+fn kind_code(kind: MessageKind) -> i64 {
+    match kind {
+        MessageKind::Private => 0,
+        MessageKind::GroupPost => 1,
+    }
+}
+
+impl FederationStore for SqliteStore {
+    async fn enqueue(
+        &self,
+        peer: &str,
+        kind: MessageKind,
+        messages: Vec<NewMessage>,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        Ok(enqueue(self, peer.to_owned(), kind, messages).await?)
+    }
+
+    async fn outbox_after(
+        &self,
+        peer: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Outgoing>> {
+        Ok(outbox_after(self, peer.to_owned(), after, limit).await?)
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<HashMap<String, u64>> {
+        Ok(outbox_counts(self).await?)
+    }
+
+    async fn settle(&self, peer: &str, settled: Vec<Settled>) -> StoreResult<()> {
+        Ok(settle(self, peer.to_owned(), settled).await?)
+    }
+
+    async fn receive(&self, messages: Vec<NewMessage>) -> StoreResult<usize> {
+        Ok(receive(self, messages).await?)
+    }
+
+    async fn open_feed(&self, peer: &str, group: &str, from_seq: i64) -> StoreResult<()> {
+        Ok(open_feed(self, peer.to_owned(), group.to_owned(), from_seq).await?)
+    }
+
+    async fn feeds(&self, peer: &str) -> StoreResult<Vec<GroupCursor>> {
+        Ok(feeds(self, peer.to_owned()).await?)
+    }
+
+    async fn ack_feeds(&self, peer: &str, acked: Vec<GroupCursor>) -> StoreResult<()> {
+        Ok(ack_feeds(self, peer.to_owned(), acked).await?)
+    }
+
+    async fn join_replica(
+        &self,
+        group: &str,
+        home: &str,
+        user: &str,
+        read_seq: i64,
+    ) -> StoreResult<bool> {
+        Ok(join_replica(
+            self,
+            group.to_owned(),
+            home.to_owned(),
+            user.to_owned(),
+            read_seq,
+        )
+        .await?)
+    }
+
+    async fn store_replica(
+        &self,
+        home: &str,
+        messages: Vec<StoredGroupMessage>,
+        joining: HashSet<String>,
+        published: Published,
+    ) -> StoreResult<ReplicaOutcome> {
+        Ok(store_replica(self, home.to_owned(), messages, joining, published).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::SqliteStore;
+    use crate::testing::{inbox, message};
+    use jaring_chat::config::Synchronous;
+
+    #[tokio::test]
+    async fn a_message_from_another_realm_is_stored_once_however_often_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        let incoming = message("zed@far", "bob", "hello from afar");
+        let first = jaring_chat::storage::FederationStore::receive(&store, vec![incoming.clone()]);
+        assert_eq!(first.await.unwrap(), 1);
+        // The link lost the acknowledgement and sent it again.
+        let again = jaring_chat::storage::FederationStore::receive(&store, vec![incoming]);
+        assert_eq!(again.await.unwrap(), 0, "a retry is not stored twice");
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["hello from afar"]);
+    }
 }

@@ -1,5 +1,5 @@
 //! [`Window`] and [`Page`]: how a store reads a history or an inbox in bounded pieces, shared by
-//! every store trait ([`crate::store`], [`crate::group_store`]).
+//! every store trait.
 
 /// Which part of a history to read: the newest `limit` messages older than `before`, stopping
 /// early once their text passes `max_bytes`, so one request never loads more than about that

@@ -1,9 +1,11 @@
-//! [`StoreError`]: why a store call failed, shared by every store trait ([`crate::store`],
-//! [`crate::group_store`]).
+//! [`Error`]: why the SQLite store failed, in SQLite's terms; it becomes the port's
+//! backend-neutral [`StoreError`] where it leaves this crate.
 
-/// Why the store failed. Details go to the server log, never to clients.
+use jaring_chat::storage::StoreError;
+
+/// Why the SQLite store failed. Details go to the server log, never to clients.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum Error {
     /// The database refused or failed.
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
@@ -68,13 +70,42 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// A message to send to another realm has the id of one stored from or for a link already
+    /// (ids are fresh UUID v7s: a bug, never a retry).
+    #[error("message id {0} is stored already")]
+    IdReused(uuid::Uuid),
     /// A user to add exists already.
-    #[error("user {0:?} exists already; use `jaring chat user passwd` to change the password")]
+    #[error("user {0:?} exists already")]
     UserExists(String),
     /// A user to change does not exist.
-    #[error("no user {0:?} in this realm; `jaring chat user list` shows who exists")]
+    #[error("no user {0:?} in this realm")]
     NoSuchUser(String),
 }
 
-/// Result of a store call.
-pub type StoreResult<T> = Result<T, StoreError>;
+/// Result of an SQLite store call.
+pub type SqlResult<T> = Result<T, Error>;
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match e {
+            Error::Stopped => StoreError::Stopped,
+            Error::UserExists(name) => StoreError::UserExists(name),
+            Error::NoSuchUser(name) => StoreError::NoSuchUser(name),
+            // A busy database (another process holds the write lock) passes; nothing was written.
+            Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                StoreError::unavailable(Error::Sqlite(rusqlite::Error::SqliteFailure(f, None)))
+            }
+            Error::Sqlite(_) | Error::IdReused(_) => StoreError::backend(e),
+            Error::DataDir { .. }
+            | Error::Locked(_)
+            | Error::Corrupt { .. }
+            | Error::Empty(_)
+            | Error::NoSpace { .. }
+            | Error::Read { .. }
+            | Error::Write { .. } => StoreError::Open(Box::new(e)),
+        }
+    }
+}

@@ -1,5 +1,4 @@
-//! The storage a realm needs, as a trait, so that SQLite (the embedded default, [`crate::sqlite`])
-//! can be joined later by a PostgreSQL backend without touching the protocol or the server.
+//! [`Store`]: users, tokens and private messages, what a realm's commands need.
 //!
 //! Every write returns only after it is durable: `send` answers OK on that promise. Addresses are
 //! strings (`name`, later `name@realm` and group names), and every message carries a UUID v7 id
@@ -8,8 +7,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-pub use crate::store_error::{StoreError, StoreResult};
-pub use crate::window::{Page, Window, WindowTaker};
+use super::error::StoreResult;
+use super::window::{Page, Window};
 
 /// A user as stored: login name, display name and Argon2id password hash (PHC string).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +59,7 @@ pub struct TokenRecord {
 }
 
 /// Durable storage of a realm. Every method may be called from many tasks at once.
-pub trait Store: crate::group_store::GroupStore + Send + Sync + 'static {
+pub trait Store: super::groups::GroupStore + Send + Sync + 'static {
     /// Every user, by name.
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
 
