@@ -1,6 +1,6 @@
 //! [`Hub`]: the groups a realm knows, in memory, and the live fan-out of their events.
 //!
-//! Storage is the truth (see [`crate::group_store`]); the hub mirrors memberships and read cursors
+//! Storage is the truth (see [`crate::storage::GroupStore`]); the hub mirrors memberships and read cursors
 //! so that commands do not wait for a read, and it owns one ring of pushed events per group with a
 //! live session. A committed message is encoded once and put in its group's ring
 //! ([`tokio::sync::broadcast`]): one O(1) send, whatever the group's size. Each live session reads

@@ -7,9 +7,8 @@
 //! One mutex holds the whole state: a call takes it once, does all its work ("commits"), and lets
 //! it go; so every call is atomic and calls are in one order, the order of their commits, as with
 //! the SQLite writer's transactions. Group messages are published after that commit, outside the
-//! state lock but under a second one taken before the state lock is released (see
-//! [`MemoryStore::publish`]), so each group's publications follow its `seq` order even when
-//! callers race.
+//! state lock but under a second one taken before the state lock is released (see its `publish`),
+//! so each group's publications follow its `seq` order even when callers race.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
