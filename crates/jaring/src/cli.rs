@@ -586,6 +586,31 @@ pub struct ServeArgs {
     /// config lists peers.
     #[arg(long, value_name = "PORT")]
     pub federation_port: Option<u16>,
+    /// Where the realm keeps its data [default: sqlite, or the config's `[storage] backend`];
+    /// `memory` keeps nothing across a restart (demos).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub storage: Option<StorageArg>,
+}
+
+/// Storage backends on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StorageArg {
+    /// SQLite in the data directory (embedded; nothing to install).
+    Sqlite,
+    /// PostgreSQL at the config's `[storage] url` or `url_file`.
+    Postgres,
+    /// Memory only: lost when the server stops.
+    Memory,
+}
+
+impl From<StorageArg> for jaring_chat::config::Backend {
+    fn from(arg: StorageArg) -> Self {
+        match arg {
+            StorageArg::Sqlite => Self::Sqlite,
+            StorageArg::Postgres => Self::Postgres,
+            StorageArg::Memory => Self::Memory,
+        }
+    }
 }
 
 /// `jaring chat user …`

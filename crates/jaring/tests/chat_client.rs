@@ -1,5 +1,5 @@
 //! `jaring chat client`, scripted, against the real server: it follows a history reply's pages,
-//! and a piped inbox is not handed out again on the next run.
+//! and a piped inbox is not handed out again on the next run. Also `chat serve --storage memory`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -64,4 +64,45 @@ fn the_client_follows_history_pages_and_acknowledges_its_last_inbox() {
     // The first run printed the inbox and said so before it left: nothing is handed out twice.
     let again = client(server.port, "auth henderson surabaya\ninbox\n");
     assert!(again.contains("no new messages"), "{again}");
+}
+
+/// Messages in `user`'s inbox, as `sender: text`.
+fn inbox(port: u16, user: &str) -> Vec<String> {
+    let mut c = ChatClient::connect(port);
+    let t = c.auth(user, "surabaya");
+    let r = c.ok(&format!("inbox {t}"));
+    let mut shown = Vec::new();
+    for (sender, list) in r["messages"].as_object().unwrap() {
+        for m in list.as_array().unwrap() {
+            shown.push(format!("{sender}: {}", m["msg"].as_str().unwrap()));
+        }
+    }
+    shown
+}
+
+#[test]
+fn a_memory_realm_from_the_command_line_serves_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let args = ["--data-dir", data.to_str().unwrap(), "--storage", "memory"];
+    let mut server = ServerProcess::start(&["chat", "serve"], &args);
+    let mut messi = ChatClient::connect(server.port);
+    let tm = messi.auth("messi", "surabaya");
+    messi.ok(&format!("send {tm} henderson hello from memory"));
+    assert_eq!(
+        inbox(server.port, "henderson"),
+        ["messi: hello from memory"]
+    );
+    messi.ok(&format!("send {tm} henderson gone at the restart"));
+    server.kill9();
+    assert!(
+        !data.join("chat.db").exists(),
+        "a memory realm writes no database"
+    );
+
+    let server = ServerProcess::start(&["chat", "serve"], &args);
+    assert!(
+        inbox(server.port, "henderson").is_empty(),
+        "nothing survives a memory realm's restart"
+    );
 }

@@ -259,7 +259,10 @@ async fn run_realm<S: Storage>(
 
 async fn serve(args: ServeArgs) -> CmdResult {
     let demo = args.location.config.is_none();
-    let config = args.location.load()?;
+    let mut config = args.location.load()?;
+    if let Some(storage) = args.storage {
+        config.storage.backend = Some(storage.into());
+    }
     if demo {
         tracing::info!(
             data_dir = %config.data_dir().display(),
