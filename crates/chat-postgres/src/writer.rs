@@ -1,10 +1,16 @@
 //! The writer: one task owning one connection (and the lock session), which takes every queued
 //! write, runs them in one transaction, commits once and only then answers each caller.
 //!
-//! Private messages, delivery cursors and local group messages of a batch are each written with
-//! one multi-row statement (`UNNEST` of arrays) under one savepoint; if that statement fails for
-//! a reason other than the connection, the savepoint is rolled back and the operations are
-//! retried one by one, each under its own savepoint, so one bad operation fails alone. Every
+//! A batch of private messages and delivery cursors only (what a send load is) is written in one
+//! round trip: `BEGIN`, one multi-row `INSERT`, one cursor upsert and `COMMIT`, sent together;
+//! if PostgreSQL refuses one of them, the transaction is rolled back and the batch is run again
+//! as any other batch is, step by step, so that only the bad operation fails.
+//!
+//! Step by step, private messages, delivery cursors and local group messages of a batch are
+//! each written with one multi-row statement (`UNNEST` of arrays) under one savepoint; if that
+//! statement fails for a reason other than the connection, the savepoint is rolled back and the
+//! operations are retried one by one, each under its own savepoint, so one bad operation fails
+//! alone. Every
 //! other write is a job ([`Job`]) that runs under a savepoint of its own. After the commit, the
 //! group messages' [`Published`] hooks run in batch order (which is `seq` order in each group),
 //! then every caller is answered. If the connection is lost, every caller of the batch hears
@@ -387,6 +393,23 @@ async fn commit_batch(db: &Db, batch: &mut Vec<Op>) -> bool {
             Op::Job(j) => jobs.push(j),
         }
     }
+    // The common batch, sends and inbox cursors only, takes one round trip; anything else, or a
+    // refusal, takes the step-by-step path.
+    if groups.is_empty() && jobs.is_empty() {
+        match commit_together(db, &messages, &delivered).await {
+            Together::Committed(seqs) => {
+                answer_together(messages, delivered, seqs, Fate::Committed);
+                return db.is_closed();
+            }
+            Together::Failed(e) => {
+                answer_together(messages, delivered, Vec::new(), Fate::Failed(e));
+                return db.is_closed();
+            }
+            Together::Refused(e) => {
+                debug!(error = %e, "a batch was refused whole; storing it step by step");
+            }
+        }
+    }
     let mut done: Vec<Finish> = Vec::new();
     let mut broken: Option<Error> = db.batch("BEGIN").await.err();
     if broken.is_none() {
@@ -450,6 +473,137 @@ async fn commit_batch(db: &Db, batch: &mut Vec<Op>) -> bool {
     db.is_closed()
 }
 
+/// How [`commit_together`] ended.
+enum Together {
+    /// Committed; the messages' `seq`s in their order.
+    Committed(Vec<i64>),
+    /// Not committed, or not known to be: every caller gets this error.
+    Failed(Error),
+    /// A statement was refused (not the connection's fault): nothing is committed, and the
+    /// batch can be run again step by step so that only the bad operation fails.
+    Refused(Error),
+}
+
+/// Writes a batch of private messages and delivery cursors in one round trip: `BEGIN`, one
+/// `INSERT` of every message, one upsert of every cursor and `COMMIT` are sent together, so the
+/// batch costs one wait for the database instead of one per statement. If a statement fails,
+/// PostgreSQL skips the rest of the transaction and its `COMMIT` rolls back, so nothing of it
+/// is kept and the caller may retry step by step.
+async fn commit_together(
+    db: &Db,
+    messages: &[(Vec<NewMessage>, MessagesReply)],
+    delivered: &[(String, i64, UnitReply)],
+) -> Together {
+    let prepare = |sql| async move {
+        match db.statement(sql).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_unavailable() || db.is_closed() => Err(Together::Failed(e)),
+            Err(e) => Err(Together::Refused(e)),
+        }
+    };
+    // Prepared first (once per connection): a prepare inside the pipeline would wait for its
+    // answer and let the statements after it overtake the insert.
+    let (insert, deliver) = match (prepare(INSERT_MESSAGES).await, prepare(DELIVER).await) {
+        (Ok(i), Ok(d)) => (i, d),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let all: Vec<&NewMessage> = messages.iter().flat_map(|(m, _)| m.iter()).collect();
+    let conversations: Vec<String> = all
+        .iter()
+        .map(|m| conversation_key(&m.sender, &m.recipient))
+        .collect();
+    let columns = MessageColumns::new(&all, &conversations);
+    let cursors: Vec<(&str, i64)> = delivered.iter().map(|(r, u, _)| (r.as_str(), *u)).collect();
+    let (recipients, uptos) = highest_cursors(&cursors);
+    let client = &db.client;
+    // `biased`: polled in this order, each sends its request on its first poll, so the server
+    // receives them in this order.
+    let (begin, rows, moved, commit) = tokio::join!(
+        biased;
+        client.batch_execute("BEGIN"),
+        async {
+            if all.is_empty() {
+                return Ok(Vec::new());
+            }
+            client.query(&insert, &columns.params()).await
+        },
+        async {
+            if recipients.is_empty() {
+                return Ok(0);
+            }
+            client.execute(&deliver, &[&recipients, &uptos]).await
+        },
+        client.batch_execute("COMMIT"),
+    );
+    let gone = |e: &tokio_postgres::Error| crate::error::unavailable(e) || db.is_closed();
+    if let Err(e) = begin {
+        // Without its BEGIN the statements after it ran on their own: what they did is unknown.
+        error!(error = %describe(&e), "BEGIN failed: outcome of the batch unknown");
+        return Together::Failed(Error::CommitUnknown(Arc::new(e)));
+    }
+    match commit {
+        Err(e) if gone(&e) => {
+            error!(error = %describe(&e), "connection lost during COMMIT: outcome unknown");
+            return Together::Failed(Error::CommitUnknown(Arc::new(e)));
+        }
+        Err(e) => {
+            error!(error = %e, "storage commit failed");
+            return Together::Failed(Error::Pg(Arc::new(e)));
+        }
+        Ok(()) => {}
+    }
+    // COMMIT answered: it committed if every statement before it succeeded, and rolled back if
+    // one failed.
+    let rows = match (rows, moved) {
+        (Ok(rows), Ok(_)) => rows,
+        (Err(e), _) | (_, Err(e)) => {
+            return if gone(&e) {
+                Together::Failed(Error::Disconnected(describe(&e)))
+            } else {
+                Together::Refused(Error::Pg(Arc::new(e)))
+            };
+        }
+    };
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    seqs.sort_unstable();
+    if seqs.len() != all.len() {
+        // Cannot happen (one row per element of the arrays); stored, but say so, not OK.
+        return Together::Failed(Error::Unexpected(format!(
+            "inserted {} messages but {} came back",
+            all.len(),
+            seqs.len()
+        )));
+    }
+    Together::Committed(seqs)
+}
+
+/// Answers the callers of a batch [`commit_together`] ran: `seqs` in the messages' order.
+fn answer_together(
+    messages: Vec<(Vec<NewMessage>, MessagesReply)>,
+    delivered: Vec<(String, i64, UnitReply)>,
+    seqs: Vec<i64>,
+    fate: Fate,
+) {
+    let mut seqs = seqs.into_iter();
+    for (batch, reply) in messages {
+        let answer = match &fate {
+            Fate::Committed => batch
+                .into_iter()
+                .zip(seqs.by_ref())
+                .map(|(message, seq)| Ok(Arc::new(StoredMessage { seq, message })))
+                .collect(),
+            Fate::Failed(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        };
+        drop(reply.send(answer));
+    }
+    for (_, _, reply) in delivered {
+        drop(reply.send(match &fate {
+            Fate::Committed => Ok(()),
+            Fate::Failed(e) => Err(e.clone()),
+        }));
+    }
+}
+
 /// Runs `stage` under savepoint `hot`; `Ok(true)`: it succeeded; `Ok(false)`: it failed for a
 /// reason other than the connection and is rolled back; `Err`: the transaction is unusable.
 async fn under_savepoint<T>(
@@ -482,33 +636,55 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages (id, sender, sender_display,
         sent_at, ord) \
     ORDER BY ord RETURNING seq";
 
+/// [`INSERT_MESSAGES`]'s arrays, one per column.
+struct MessageColumns<'a> {
+    ids: Vec<uuid::Uuid>,
+    senders: Vec<&'a str>,
+    sender_displays: Vec<&'a str>,
+    recipients: Vec<&'a str>,
+    recipient_displays: Vec<&'a str>,
+    conversations: &'a [String],
+    bodies: Vec<&'a str>,
+    sent: Vec<i64>,
+}
+
+impl<'a> MessageColumns<'a> {
+    fn new(messages: &[&'a NewMessage], conversations: &'a [String]) -> Self {
+        let col = |f: fn(&'a NewMessage) -> &'a str| messages.iter().map(|m| f(m)).collect();
+        Self {
+            ids: messages.iter().map(|m| m.id).collect(),
+            senders: col(|m| &m.sender),
+            sender_displays: col(|m| &m.sender_display),
+            recipients: col(|m| &m.recipient),
+            recipient_displays: col(|m| &m.recipient_display),
+            conversations,
+            bodies: col(|m| &m.body),
+            sent: messages.iter().map(|m| m.sent_at).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.senders,
+            &self.sender_displays,
+            &self.recipients,
+            &self.recipient_displays,
+            &self.conversations,
+            &self.bodies,
+            &self.sent,
+        ]
+    }
+}
+
 /// Stores `messages` (for local inboxes) with one statement; their `seq`s, in their order.
 pub(crate) async fn insert_message_rows(
     db: &Db,
     messages: &[&NewMessage],
     conversations: &[String],
 ) -> PgResult<Vec<i64>> {
-    let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.id).collect();
-    let col = |f: fn(&NewMessage) -> &str| messages.iter().copied().map(f).collect::<Vec<&str>>();
-    let (senders, sender_displays) = (col(|m| &m.sender), col(|m| &m.sender_display));
-    let (recipients, recipient_displays) = (col(|m| &m.recipient), col(|m| &m.recipient_display));
-    let bodies = col(|m| &m.body);
-    let sent: Vec<i64> = messages.iter().map(|m| m.sent_at).collect();
-    let rows = db
-        .query(
-            INSERT_MESSAGES,
-            &[
-                &ids,
-                &senders,
-                &sender_displays,
-                &recipients,
-                &recipient_displays,
-                &conversations,
-                &bodies,
-                &sent,
-            ],
-        )
-        .await?;
+    let columns = MessageColumns::new(messages, conversations);
+    let rows = db.query(INSERT_MESSAGES, &columns.params()).await?;
     let mut seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     // Assigned in `ord` order; the rows may come back in any.
     seqs.sort_unstable();
@@ -604,15 +780,20 @@ const DELIVER: &str = "INSERT INTO inbox_delivered (recipient, upto) \
 
 /// Moves delivery cursors (never back), in one statement.
 async fn deliver_rows(db: &Db, cursors: &[(&str, i64)]) -> PgResult<()> {
-    // One row per recipient: ON CONFLICT DO UPDATE may not touch a row twice in one statement.
+    let (recipients, uptos) = highest_cursors(cursors);
+    db.execute(DELIVER, &[&recipients, &uptos]).await?;
+    Ok(())
+}
+
+/// [`DELIVER`]'s arrays: each recipient once, with its highest cursor (ON CONFLICT DO UPDATE may
+/// not touch a row twice in one statement).
+fn highest_cursors<'a>(cursors: &[(&'a str, i64)]) -> (Vec<&'a str>, Vec<i64>) {
     let mut highest: HashMap<&str, i64> = HashMap::new();
     for (r, upto) in cursors {
         let e = highest.entry(r).or_insert(*upto);
         *e = (*e).max(*upto);
     }
-    let (recipients, uptos): (Vec<&str>, Vec<i64>) = highest.into_iter().unzip();
-    db.execute(DELIVER, &[&recipients, &uptos]).await?;
-    Ok(())
+    highest.into_iter().unzip()
 }
 
 type UnitReply = oneshot::Sender<PgResult<()>>;

@@ -195,6 +195,68 @@ async fn calls_sharing_a_commit_each_succeed_or_fail_whole() {
     store.close().await;
 }
 
+/// Private sends and inbox cursors normally go in one round trip with their commit; a batch one
+/// of whose sends PostgreSQL refuses (text cannot hold NUL) is redone step by step, so only that
+/// send fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_fails_alone_in_a_shared_commit() {
+    let Some(pg) = PgCluster::start() else { return };
+    let store = PostgresStore::open_with(&pg.url(), options())
+        .await
+        .unwrap();
+    let first = store
+        .insert_messages(vec![message("amy", "cat", "c0")])
+        .await;
+    let c0 = first[0].as_ref().unwrap().seq;
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        calls.push(tokio::spawn(async move {
+            if i == 30 {
+                store.mark_delivered("cat", c0).await.unwrap();
+                return (i, Vec::new());
+            }
+            let body = if i % 5 == 0 {
+                format!("{i}\0")
+            } else {
+                format!("{i}")
+            };
+            let sent = store
+                .insert_messages(vec![message("amy", "bob", &body)])
+                .await;
+            (i, sent)
+        }));
+    }
+    let mut stored = Vec::new();
+    for call in calls {
+        let (i, r) = call.await.unwrap();
+        match r.as_slice() {
+            [] if i == 30 => {}
+            [Ok(m)] if i % 5 != 0 => stored.push(m.seq),
+            [Err(StoreError::Backend(_))] if i % 5 == 0 => {}
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert_eq!(stored.len(), 48, "every send without a NUL is stored");
+    stored.sort_unstable();
+    let inbox = store.pending("bob", 1000, usize::MAX).await.unwrap();
+    assert_eq!(
+        inbox.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        stored,
+        "bob's inbox holds exactly the sends that were acknowledged, in seq order"
+    );
+    assert!(
+        store
+            .pending("cat", 10, usize::MAX)
+            .await
+            .unwrap()
+            .messages
+            .is_empty(),
+        "the cursor moved in the same commits stays moved"
+    );
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_with_the_database_down_says_where_and_what_to_do() {
     let Some(pg) = PgCluster::start() else { return };
