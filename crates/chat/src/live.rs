@@ -430,11 +430,15 @@ async fn drive<S: Store>(
                 Some(
                     Request::Live(LiveLine::Empty) | Request::Command(_) | Request::Invalid(_),
                 ) => {}
-                Some(Request::Live(LiveLine::NotUtf8)) => {
+                Some(Request::Live(bad @ (LiveLine::NotUtf8 | LiveLine::Nul))) => {
                     let what = if classic { "a message" } else { "a line" };
-                    let reason = format!(
-                        "{what} was not valid UTF-8 and was not sent; your live session has ended"
-                    );
+                    let why = if bad == LiveLine::Nul {
+                        "held a NUL byte (0x00)"
+                    } else {
+                        "was not valid UTF-8"
+                    };
+                    let reason =
+                        format!("{what} {why} and was not sent; your live session has ended");
                     break 'live end_with(stream, live, out, reason, conn).await;
                 }
                 Some(Request::TooLong(t)) => {

@@ -947,6 +947,17 @@ fn as_named_here<S: Storage>(
     }
 }
 
+/// `text` as every backend can store it: a NUL byte (which PostgreSQL cannot store, and which
+/// this realm's clients cannot send) from a peer becomes U+FFFD, so that one such message can
+/// neither be lost nor stall the link behind it.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
 fn greply(q: u64, answer: Result<super::RemoteJoin, String>) -> Frame {
     match answer {
         Ok(j) => Frame::Greply {
@@ -1043,7 +1054,7 @@ async fn handle_frames<S: Storage>(
                             sender,
                             recipient: to,
                             recipient_display: display,
-                            body,
+                            body: storable(body),
                             sent_at,
                         });
                         replies.push(Frame::Ack { id });
@@ -1231,7 +1242,7 @@ async fn handle_frames<S: Storage>(
                         group,
                         sender_display: sender.clone(),
                         sender,
-                        body,
+                        body: storable(body),
                         sent_at,
                     });
                     replies.push(Frame::Ack { id });
@@ -1257,7 +1268,8 @@ async fn handle_frames<S: Storage>(
                 }
                 // Only into the replica of the link's realm's group; what else the home may say
                 // (gap-free, our users' posts only as they sent them) is checked as it is stored.
-                let (sender, sender_display) = as_named_here(fed, &*realm, pname, sender, display);
+                let (sender, sender_display) =
+                    as_named_here(fed, &*realm, pname, sender, storable(display));
                 replica.push(StoredGroupMessage {
                     seq,
                     message: NewGroupMessage {
@@ -1265,7 +1277,7 @@ async fn handle_frames<S: Storage>(
                         group: format!("{group}@{pname}"),
                         sender,
                         sender_display,
-                        body,
+                        body: storable(body),
                         sent_at,
                     },
                 });

@@ -50,6 +50,10 @@ pub enum ParseError {
     /// The line was not valid UTF-8.
     #[error("request is not valid UTF-8")]
     NotUtf8,
+    /// The line holds a NUL byte, which no name or text may hold (PostgreSQL cannot store it, and
+    /// a realm must store every message alike on every backend).
+    #[error("request holds a NUL byte (0x00); text may hold any other character")]
+    Nul,
     /// The command word is not one we know.
     #[error("unknown command \"{0}\"; commands: {COMMANDS}")]
     Unknown(String),
@@ -110,6 +114,9 @@ impl Command {
 /// Parses one request line (without its line ending).
 pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
     let text = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
+    if text.contains('\0') {
+        return Err(ParseError::Nul);
+    }
     // Trailing spaces are not part of any parameter: the classic client ends every line with one.
     let text = text.trim_end_matches([' ', '\t']);
     let Some((word, params)) = next_param(text) else {
@@ -240,6 +247,7 @@ mod tests {
             Err(ParseError::Count(_))
         ));
         assert_eq!(parse_command(b"auth \xff x"), Err(ParseError::NotUtf8));
+        assert_eq!(parse_command(b"send t bob a\0b"), Err(ParseError::Nul));
     }
 
     #[test]

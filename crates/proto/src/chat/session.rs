@@ -40,6 +40,8 @@ pub enum LiveLine {
     Empty,
     /// The line was not valid UTF-8.
     NotUtf8,
+    /// The line held a NUL byte (see [`ParseError::Nul`]).
+    Nul,
 }
 
 /// The protocol state of one chat connection.
@@ -187,6 +189,9 @@ pub fn parse_live(line: &[u8]) -> LiveLine {
     let Ok(text) = std::str::from_utf8(line) else {
         return LiveLine::NotUtf8;
     };
+    if text.contains('\0') {
+        return LiveLine::Nul;
+    }
     let text = text.trim_end_matches([' ', '\t']);
     if text.trim_start().is_empty() {
         LiveLine::Empty
@@ -254,6 +259,13 @@ mod tests {
             s.poll_request(),
             Some(Request::Command(Command::Users(_)))
         ));
+    }
+
+    #[test]
+    fn a_live_line_with_a_nul_byte_is_refused() {
+        assert_eq!(parse_live(b"half\0half"), LiveLine::Nul);
+        assert_eq!(parse_live(b"\xff"), LiveLine::NotUtf8);
+        assert_eq!(parse_live(b"fine"), LiveLine::Message("fine".into()));
     }
 
     #[test]
