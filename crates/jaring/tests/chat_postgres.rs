@@ -7,7 +7,8 @@
 //!   server process serves again once it is back, and loses nothing it acknowledged;
 //! - an SQLite realm linked to a PostgreSQL realm, private messages and groups both ways, kill -9
 //!   of either side mid-burst: nothing acknowledged lost, nothing twice;
-//! - a pre-split `chat.db` (fixtures/pre-split-realms, made by jaring b219244) keeps working.
+//! - a pre-split `chat.db` (fixtures/pre-split-realms, made by jaring b219244) keeps working;
+//! - `jaring chat user add/passwd/list/del` on either backend, refused while a server runs.
 //!
 //! Where PostgreSQL is not installed, its tests skip with one line (and fail under `CI=true`).
 #![allow(clippy::unwrap_used)]
@@ -767,4 +768,75 @@ fn a_realm_from_before_the_storage_split_keeps_working() {
         let db = dir.path().join(format!("{realm}-data/chat.db"));
         assert_eq!(user_version(&db), 6, "{realm} migrated");
     }
+}
+
+/// Runs `jaring chat user ARGS… --config CONFIG` with `stdin`; (success, stdout, stderr).
+fn user_cmd(config: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let out = support::jaring()
+        .args(["chat", "user"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .write_stdin(stdin)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn listed(config: &Path) -> Vec<String> {
+    let (ok, out, err) = user_cmd(config, &["list", "--json"], "");
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| format!("{} ({})", u["name"].as_str().unwrap(), u["display_name"]))
+        .collect()
+}
+
+/// `jaring chat user add/passwd/list/del` against one backend, as an operator uses them.
+fn user_administration(storage: Storage<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = realm_config(dir.path(), "admin", storage, &[]);
+    let (ok, _, err) = user_cmd(
+        &config,
+        &["add", "amy", "--display-name", "Amy Pond"],
+        "one\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = user_cmd(&config, &["add", "amy"], "two\n");
+    assert!(!ok && err.contains("jaring chat user passwd"), "{err}");
+    add_user(&config, "rory");
+    assert_eq!(listed(&config), ["amy (\"Amy Pond\")", "rory (\"rory\")"]);
+    let (ok, _, err) = user_cmd(&config, &["passwd", "amy"], "three\n");
+    assert!(ok, "{err}");
+
+    let mut server = ServerProcess::realm(&config, &[]);
+    let mut c = ChatClient::connect(server.port);
+    assert_eq!(c.call("auth amy one").unwrap()["status"], "ERROR");
+    c.auth("amy", "three");
+    // The store is locked while a server runs on it: no change behind its back.
+    let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
+    assert!(!ok, "a user was deleted under a running server: {err}");
+    server.kill9();
+    server.wait_exit();
+
+    let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
+    assert!(ok, "{err}");
+    assert_eq!(listed(&config), ["amy (\"Amy Pond\")"]);
+    let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
+    assert!(!ok && err.contains("jaring chat user list"), "{err}");
+}
+
+#[test]
+fn user_administration_works_on_sqlite_and_postgres() {
+    let _one = one_at_a_time();
+    user_administration(Storage::Sqlite);
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_database("admin");
+    user_administration(Storage::Postgres(&url));
 }
