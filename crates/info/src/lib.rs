@@ -162,6 +162,13 @@ fn resolve(host: &str, port: &str) -> Result<Vec<AddrEntry>, InfoError> {
         port: port.to_owned(),
         reason,
     };
+    // getaddrinfo takes a number past 65535 and wraps it (99999 becomes 34463).
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_err()
+    {
+        return Err(failed(
+            "a port number is 0 to 65535 (or give a service name such as http)".into(),
+        ));
+    }
     let hints = AddrInfoHints {
         flags: AI_CANONNAME,
         ..AddrInfoHints::default()

@@ -206,8 +206,8 @@ pub struct TimeClientArgs {
     /// Server port.
     #[arg(long, short, default_value_t = jaring_time::DEFAULT_PORT)]
     pub port: u16,
-    /// How many times to ask.
-    #[arg(long, short = 'n', default_value_t = 1)]
+    /// How many times to ask (at least once).
+    #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
     /// Seconds between requests.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]

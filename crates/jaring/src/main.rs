@@ -48,10 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.global);
     let result = match cli.command {
-        Command::Completions { shell } => {
-            cmd::completions(shell);
-            Ok(())
-        }
+        Command::Completions { shell } => cmd::completions(shell),
         command => run_async(command),
     };
     match result {

@@ -95,3 +95,14 @@ fn a_name_that_does_not_resolve_is_one_line_and_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn a_port_past_65535_is_refused_not_wrapped() {
+    info(&["127.0.0.1", "99999"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("a port number is 0 to 65535"));
+    let ok = json(&["127.0.0.1", "65535"]);
+    assert_eq!(ok["addresses"][0]["port"], 65535);
+}

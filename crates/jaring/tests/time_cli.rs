@@ -46,6 +46,27 @@ fn completions_are_printed() {
 }
 
 #[test]
+fn completions_read_in_part_are_not_an_error() {
+    use std::io::Read as _;
+    // The script is larger than a pipe holds, so the writer is still writing when `head` closes.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jaring"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     jaring()
         .args(["time", "serve", "--model", "forking"])
@@ -70,6 +91,11 @@ fn usage_errors_exit_2() {
         .stderr(predicate::str::contains(
             "--grace must be a number of seconds",
         ));
+    jaring()
+        .args(["time", "client", "--count", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--count"));
 }
 
 #[test]

@@ -12,9 +12,20 @@ use clap::CommandFactory as _;
 use crate::Failure;
 use crate::cli::Cli;
 
-/// `jaring completions SHELL`: prints the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell) {
-    clap_complete::generate(shell, &mut Cli::command(), "jaring", &mut std::io::stdout());
+/// `jaring completions SHELL`: prints the completion script on stdout. A reader that stops
+/// early (`| head`) is not an error: what it wanted was printed.
+pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use std::io::Write as _;
+    // Made in memory first: clap_complete panics when a write fails.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "jaring", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("cannot write the completion script"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Maps a failure to bind to whose fault it is: a bad configuration is the user's (exit 2), a taken
