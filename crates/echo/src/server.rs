@@ -48,7 +48,7 @@ pub struct EchoConfig {
     /// Use `splice(2)` through a pipe for streams where the system has it (Linux). On by
     /// default because measurement says so: over loopback on Linux 6.18 it moved one stream
     /// 1.30x and 50 streams 1.14x faster than the copy loop with server and load generator on
-    /// a core each, on about half the server CPU per byte (BENCHMARKS.md, "Echo", 06:33 run;
+    /// a core each, on about half the server CPU per byte (bench/results/2026-11-22-0633-echo.md;
     /// `bench/echo/run.sh` keeps measuring both). Small round trips never use it: only a
     /// connection that fills its small buffer is moved to the stream path.
     pub zero_copy: bool,
