@@ -67,6 +67,31 @@ fn completions_read_in_part_are_not_an_error() {
 }
 
 #[test]
+fn a_bench_against_a_dead_port_fails_at_once_with_one_line() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port().to_string();
+    drop(dead);
+    for workload in [&["time"][..], &["echo"], &["chat"], &["chat", "--group"]] {
+        // A 600 s run: only failing before it starts ends within the command's 60 s timeout.
+        let out = jaring()
+            .arg("bench")
+            .args(workload)
+            .args(["--port", &port, "--duration", "600"])
+            .assert()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(out).unwrap();
+        assert_eq!(err.lines().count(), 1, "{workload:?}: {err}");
+        assert!(
+            err.contains("cannot connect to 127.0.0.1:") && err.contains("is the server running"),
+            "{workload:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     jaring()
         .args(["time", "serve", "--model", "forking"])

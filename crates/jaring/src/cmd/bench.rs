@@ -64,13 +64,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             let (target, opts) = prepare(&c.load, c.port).await?;
             let mut chat = chat_options(&c)?;
             if c.cross_realm {
-                let peer = tokio::net::lookup_host((c.load.host.as_str(), c.peer_port))
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        Failure::Usage(anyhow!("cannot resolve {}:{}", c.load.host, c.peer_port))
-                    })?;
+                let peer = reachable(&c.load.host, c.peer_port).await?;
                 chat.peer = Some((peer, c.peer_realm.clone()));
             }
             chat.senders_only = c.senders_only;
@@ -101,17 +95,37 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
             "--duration must be more than 0 seconds"
         )));
     }
-    let target = tokio::net::lookup_host((load.host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot resolve {}:{port}", load.host))?
-        .next()
-        .ok_or_else(|| anyhow!("{}:{port} has no address", load.host))?;
+    let target = reachable(&load.host, port).await?;
     let opts = LoadOptions {
         connections: load.connections,
         duration,
         progress: !load.json && std::io::stderr().is_terminal(),
     };
     Ok((target, opts))
+}
+
+/// How long the target has to accept one connection before the run starts.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves `host`:`port` and connects once, so that a server that is down, or a wrong port,
+/// ends the run at once with one line instead of a full run of errors and a table of zeros.
+pub(crate) async fn reachable(host: &str, port: u16) -> Result<SocketAddr, Failure> {
+    let target = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {host}:{port}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host}:{port} has no address"))?;
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+        Ok(Ok(_)) => Ok(target),
+        Ok(Err(e)) => Err(Failure::Runtime(anyhow!(
+            "cannot connect to {target}: {e}; is the server running on that port? \
+             (`jaring lab` starts every service)"
+        ))),
+        Err(_) => Err(Failure::Runtime(anyhow!(
+            "no answer from {target} within {} s: is a firewall dropping the connection?",
+            PROBE_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Failure> {

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::chat_group::{GroupOptions, GroupReport, Protocol};
 
@@ -33,11 +33,7 @@ pub async fn run(c: &BenchChatArgs) -> CmdResult {
             "need --senders between 1 and --members, --rate above 0 and a --duration"
         )));
     }
-    let target = tokio::net::lookup_host((c.load.host.as_str(), c.port))
-        .await
-        .with_context(|| format!("cannot resolve {}:{}", c.load.host, c.port))?
-        .next()
-        .ok_or_else(|| anyhow!("{}:{} has no address", c.load.host, c.port))?;
+    let target = super::reachable(&c.load.host, c.port).await?;
     let report = jaring_bench::chat_group::run(target, &opts)
         .await
         .map_err(|e| Failure::Runtime(e.into()))?;
