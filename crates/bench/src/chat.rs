@@ -385,11 +385,12 @@ pub struct DrainReport {
 
 /// Watches `target`'s federation outboxes (via `realms`, logged in as the first bench user) until
 /// they are empty or `timeout` passes, and says how fast they drained. Start it, then bring the
-/// peer back.
+/// peer back. `stop` ends the watch early, reporting what drained until then.
 pub async fn drain(
     target: SocketAddr,
     opts: &ChatOptions,
     timeout: Duration,
+    stop: &crate::engine::Stop,
 ) -> Result<DrainReport, ChatBenchError> {
     let user = format!("{}0", opts.user_prefix);
     let mut c = Client::login(target, &user, &opts.password)
@@ -403,7 +404,7 @@ pub async fn drain(
     let mut started = None;
     let mut left = backlog;
     let mut polled = Instant::now();
-    while left > 0 && Instant::now() < deadline {
+    while left > 0 && Instant::now() < deadline && !stop.is_set() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let before = polled;
         polled = Instant::now();
@@ -834,11 +835,17 @@ async fn hold(mut c: Client, release: Instant, mut w: Worker) -> Worker {
         }
     };
     let mut byte = [0u8; 1];
-    match tokio::time::timeout_at(release, c.stream.read(&mut byte)).await {
-        Err(_) => w.record(checked),
-        Ok(Ok(0)) => w.error("closed by server while idle"),
-        Ok(Ok(_)) => w.error("unexpected data while idle"),
-        Ok(Err(e)) => w.error(format!("read while idle: {}", e.kind())),
+    let clock = w.clock();
+    // Held until `release`, or until the run is stopped early: either way the connection lasted.
+    let held = tokio::select! {
+        r = tokio::time::timeout_at(release, c.stream.read(&mut byte)) => r.ok(),
+        () = clock.stopped() => None,
+    };
+    match held {
+        None => w.record(checked),
+        Some(Ok(0)) => w.error("closed by server while idle"),
+        Some(Ok(_)) => w.error("unexpected data while idle"),
+        Some(Err(e)) => w.error(format!("read while idle: {}", e.kind())),
     }
     w
 }

@@ -82,7 +82,7 @@ pub async fn run(target: SocketAddr, mode: Mode, size: usize, opts: &LoadOptions
 }
 
 async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
-    let deadline = w.deadline;
+    let clock = w.clock();
     let block = vec![0x5au8; size];
     let mut sink = Sink::new();
     let mut echoed = 0u64;
@@ -103,13 +103,13 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
         let send = async {
             let mut source = Source::new(&block);
             loop {
-                if Instant::now() >= deadline {
+                if clock.over() {
                     return Ok(());
                 }
-                match tokio::time::timeout_at(deadline, stream.writable()).await {
-                    Err(_) => return Ok(()),
-                    Ok(Err(e)) => return Err(io_kind("write", &e)),
-                    Ok(Ok(())) => {}
+                match clock.until(stream.writable()).await {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(io_kind("write", &e)),
+                    Some(Ok(())) => {}
                 }
                 match source.send(&stream) {
                     Ok(_) => {}
@@ -130,14 +130,14 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
             let mut t0 = Instant::now();
             loop {
                 let read = tokio::time::timeout(REQUEST_TIMEOUT, sink.take(&stream));
-                let n = match tokio::time::timeout_at(deadline, read).await {
-                    Err(_) => return Ok(()),
-                    Ok(Err(_)) => return Err("echo timeout".to_owned()),
-                    Ok(Ok(Ok(0))) => return Err("closed by server".to_owned()),
-                    Ok(Ok(Ok(n))) => n,
-                    Ok(Ok(Err(e))) => return Err(io_kind("read", &e)),
+                let n = match clock.until(read).await {
+                    None => return Ok(()),
+                    Some(Err(_)) => return Err("echo timeout".to_owned()),
+                    Some(Ok(Ok(0))) => return Err("closed by server".to_owned()),
+                    Some(Ok(Ok(n))) => n,
+                    Some(Ok(Err(e))) => return Err(io_kind("read", &e)),
                 };
-                if Instant::now() >= deadline {
+                if clock.over() {
                     // Only what came back within the run counts.
                     return Ok(());
                 }

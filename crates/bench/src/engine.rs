@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -29,6 +29,80 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Show a live progress line (only sensible at a terminal).
     pub progress: bool,
+    /// Ends the run before `duration` when triggered (Ctrl-C).
+    pub stop: Stop,
+}
+
+/// Ends a run early: once triggered, every worker's [`Worker::done`] is true and [`Clock::until`]
+/// stops waiting, and the report covers the time until then. Clones share one switch.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    set: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// A switch not yet triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ends the run (idempotent).
+    pub fn trigger(&self) {
+        self.0.set.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether [`Stop::trigger`] was called.
+    pub fn is_set(&self) -> bool {
+        self.0.set.load(Ordering::SeqCst)
+    }
+
+    /// Returns once triggered.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a trigger in between is not missed.
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// When a worker's run ends: its deadline, or an early [`Stop`]. Cheap to clone, so the halves
+/// of a workload can each hold one.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    deadline: Instant,
+    stop: Stop,
+}
+
+impl Clock {
+    /// Whether the run is over.
+    pub fn over(&self) -> bool {
+        self.stop.is_set() || Instant::now() >= self.deadline
+    }
+
+    /// `f`'s output, or `None` if the run ended first.
+    pub async fn until<F: Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            out = f => Some(out),
+            () = tokio::time::sleep_until(self.deadline) => None,
+            () = self.stop.wait() => None,
+        }
+    }
+
+    /// Returns once the run is stopped early (never, if it is not).
+    pub async fn stopped(&self) {
+        self.stop.wait().await;
+    }
 }
 
 /// Shared counters, read by the progress line while the workers run.
@@ -47,12 +121,11 @@ pub struct Worker {
     unpublished: u64,
     error_kinds: Vec<(String, u64)>,
     shared: Arc<Counters>,
-    /// When the run ends; workloads loop until this instant.
-    pub deadline: Instant,
+    clock: Clock,
 }
 
 impl Worker {
-    fn new(shared: Arc<Counters>, deadline: Instant) -> Self {
+    fn new(shared: Arc<Counters>, clock: Clock) -> Self {
         Self {
             // Three significant figures from 1 µs to a minute.
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
@@ -62,13 +135,18 @@ impl Worker {
             unpublished: 0,
             error_kinds: Vec::new(),
             shared,
-            deadline,
+            clock,
         }
     }
 
-    /// Whether the run is over.
+    /// Whether the run is over (its deadline passed, or it was stopped early).
     pub fn done(&self) -> bool {
-        Instant::now() >= self.deadline
+        self.clock.over()
+    }
+
+    /// When the run ends, for waits that must not outlast it.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
     }
 
     /// Records one successful request that took `latency`.
@@ -125,6 +203,9 @@ pub struct Report {
     pub connections: usize,
     /// Seconds of load actually generated.
     pub duration_s: f64,
+    /// Whether the run was stopped before its duration (Ctrl-C): the figures cover
+    /// `duration_s`.
+    pub interrupted: bool,
     /// Successful requests.
     pub requests: u64,
     /// Failed requests.
@@ -360,8 +441,12 @@ where
     let start = Instant::now();
     let deadline = start + opts.duration;
     let mut set = JoinSet::new();
+    let clock = Clock {
+        deadline,
+        stop: opts.stop.clone(),
+    };
     for i in 0..opts.connections {
-        let worker = Worker::new(Arc::clone(&shared), deadline);
+        let worker = Worker::new(Arc::clone(&shared), clock.clone());
         set.spawn(workload(i, worker));
     }
 
@@ -373,6 +458,8 @@ where
     tokio::pin!(hard_stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopped = false;
+    // When the run was stopped early, if it was.
+    let mut interrupted: Option<Instant> = None;
     loop {
         tokio::select! {
             joined = set.join_next() => {
@@ -396,6 +483,11 @@ where
                 set.abort_all();
                 stopped = true;
             }
+            () = opts.stop.wait(), if interrupted.is_none() && !stopped => {
+                let now = Instant::now();
+                interrupted = Some(now.min(deadline));
+                hard_stop.as_mut().reset(now.min(deadline) + FINISH_GRACE);
+            }
             _ = tick.tick(), if progress.is_some() => {
                 if let Some(bar) = &progress {
                     update_progress(bar, &shared, start);
@@ -406,7 +498,9 @@ where
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let duration = opts.duration.as_secs_f64();
+    let duration = interrupted
+        .map_or(opts.duration, |at| at - start)
+        .as_secs_f64();
     kinds.sort_by_key(|k| std::cmp::Reverse(k.count));
     Report {
         workload: workload_name.to_owned(),
@@ -414,9 +508,10 @@ where
         target: target.to_owned(),
         connections: opts.connections,
         duration_s: duration,
+        interrupted: interrupted.is_some(),
         requests,
         errors,
-        requests_per_s: requests as f64 / duration,
+        requests_per_s: requests as f64 / duration.max(1e-6),
         latency: Latency::of(&merged),
         error_kinds: kinds,
         generator_threads: tokio::runtime::Handle::current().metrics().num_workers(),

@@ -212,3 +212,17 @@ fn bench_echo_reports_throughput_and_round_trips() {
         assert_eq!(report["errors"], 0, "{report}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_an_echo_stream_bench_with_its_throughput() {
+    let server = ServerProcess::start(&["echo", "serve"], &[]);
+    let port = server.port.to_string();
+    let (code, report) =
+        support::interrupted_bench(&["echo", "--port", &port, "--connections", "4"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert!(
+        report["throughput"]["bytes"].as_u64().unwrap() > 0,
+        "the streams' bytes count, not lost to an abort: {report}"
+    );
+}

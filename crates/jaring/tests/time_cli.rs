@@ -92,6 +92,18 @@ fn a_bench_against_a_dead_port_fails_at_once_with_one_line() {
 }
 
 #[test]
+fn ctrl_c_stops_a_bench_and_prints_what_it_measured() {
+    let server = serve(&[]);
+    let port = server.port.to_string();
+    let (code, report) = support::interrupted_bench(&["time", "--port", &port]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    let secs = report["duration_s"].as_f64().unwrap();
+    assert!(secs > 0.0 && secs < 600.0, "{report}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     jaring()
         .args(["time", "serve", "--model", "forking"])

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use jaring_bench::engine::Stop;
 use jaring_bench::{LoadOptions, Report};
 
 use crate::cli::{BenchArgs, BenchChatArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
@@ -40,9 +41,10 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
         BenchWorkload::Chat(c) if c.drain => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let r = jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration)
-                .await
-                .map_err(|e| Failure::Runtime(e.into()))?;
+            let r =
+                jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration, &opts.stop)
+                    .await
+                    .map_err(|e| Failure::Runtime(e.into()))?;
             if c.load.json {
                 println!(
                     "{}",
@@ -100,8 +102,31 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
         connections: load.connections,
         duration,
         progress: !load.json && std::io::stderr().is_terminal(),
+        stop: stop_on_ctrl_c(),
     };
+    eprintln!(
+        "jaring bench: {} connections to {target} for {} s; Ctrl-C stops early and prints what was measured",
+        load.connections, load.duration
+    );
     Ok((target, opts))
+}
+
+/// A [`Stop`] triggered by the first Ctrl-C; a second one quits at once (exit 130), for a run
+/// whose end does not come (a server that stopped answering mid-request).
+fn stop_on_ctrl_c() -> Stop {
+    let stop = Stop::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("jaring bench: stopping; the results so far follow (Ctrl-C again quits at once)");
+        trigger.trigger();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    stop
 }
 
 /// How long the target has to accept one connection before the run starts.
@@ -162,7 +187,12 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
     ]);
     table.add_row(["target", &report.target]);
     table.add_row(["connections", &report.connections.to_string()]);
-    table.add_row(["duration", &format!("{:.1} s", report.duration_s)]);
+    let stopped = if report.interrupted {
+        " (stopped early)"
+    } else {
+        ""
+    };
+    table.add_row(["duration", &format!("{:.1} s{stopped}", report.duration_s)]);
     table.add_row(["requests", &report.requests.to_string()]);
     table.add_row(["errors", &report.errors.to_string()]);
     table.add_row(["requests/s", &format!("{:.0}", report.requests_per_s)]);

@@ -335,3 +335,51 @@ pub fn wait_for(what: &str, patience: Duration, mut done: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `jaring bench <args…> --json` for a long `--duration`, sends it Ctrl-C (SIGINT) once its
+/// load is running, and returns its exit code and JSON report.
+pub fn interrupted_bench(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut child = Command::new(cargo_bin("jaring"))
+        .arg("bench")
+        .args(args)
+        .args(["--duration", "600", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jaring bench");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // The bench says when its load starts; that line comes after its Ctrl-C handler is set.
+    loop {
+        let line = lines
+            .next()
+            .expect("the bench ended before it started")
+            .expect("read the bench's stderr");
+        if line.contains("Ctrl-C stops early") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    // Some load first, so the report has something in it.
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "SIGINT not delivered");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the bench") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read the report");
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    (status.code(), report)
+}
