@@ -184,10 +184,24 @@ pub struct Latency {
     pub p90_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
     /// Slowest request.
     pub max_us: u64,
     /// Mean.
     pub mean_us: f64,
+    /// The whole distribution: how many took at most each bound of a 1-2-5 series, from the
+    /// first bound with a count to the last (each bucket counts from the previous bound).
+    pub buckets: Vec<Bucket>,
+}
+
+/// One bucket of a latency distribution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// Upper bound, in microseconds (inclusive).
+    pub le_us: u64,
+    /// Requests above the previous bucket's bound and at most this one.
+    pub count: u64,
 }
 
 /// The outcome of a run; its JSON form is a stable schema for scripts.
@@ -250,17 +264,61 @@ impl Latency {
                 p50_us: 0,
                 p90_us: 0,
                 p99_us: 0,
+                p999_us: 0,
                 max_us: 0,
                 mean_us: 0.0,
+                buckets: Vec::new(),
             };
         }
         Self {
             p50_us: h.value_at_quantile(0.50),
             p90_us: h.value_at_quantile(0.90),
             p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
             mean_us: h.mean(),
+            buckets: buckets(h),
         }
+    }
+}
+
+/// `h` in buckets bounded by 1, 2, 5, 10, 20, 50 … µs, from the first non-empty to the last.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    // Each of the histogram's own buckets goes whole into the series' bucket of its lowest
+    // value, so every request is counted once.
+    let mut counts = std::collections::BTreeMap::<u64, u64>::new();
+    for v in h.iter_recorded() {
+        let value = h.lowest_equivalent(v.value_iterated_to());
+        *counts.entry(series_bound(value)).or_default() += v.count_at_value();
+    }
+    let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut le = first;
+    loop {
+        out.push(Bucket {
+            le_us: le,
+            count: counts.get(&le).copied().unwrap_or(0),
+        });
+        if le >= last {
+            return out;
+        }
+        le = series_bound(le + 1);
+    }
+}
+
+/// The least of 1, 2, 5, 10, 20, 50 … that is at least `v`.
+fn series_bound(v: u64) -> u64 {
+    let mut decade = 1u64;
+    loop {
+        for step in [1, 2, 5] {
+            let bound = decade.saturating_mul(step);
+            if bound >= v {
+                return bound;
+            }
+        }
+        decade = decade.saturating_mul(10);
     }
 }
 
@@ -536,4 +594,41 @@ fn update_progress(bar: &ProgressBar, shared: &Counters, start: Instant) {
     let rate = requests as f64 / elapsed.as_secs_f64().max(1e-3);
     bar.set_position(elapsed.as_millis() as u64);
     bar.set_message(format!("{requests} requests, {rate:.0}/s, {errors} errors"));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn buckets_count_every_request_once_in_a_1_2_5_series() {
+        let mut h = super::histogram();
+        for (v, n) in [
+            (1, 3),
+            (2, 1),
+            (7, 2),
+            (10, 1),
+            (11, 1),
+            (4_999, 1),
+            (5_000, 4),
+            (123_456, 2),
+        ] {
+            h.record_n(v, n).unwrap();
+        }
+        let b = super::buckets(&h);
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), h.len());
+        let bounds: Vec<u64> = b.iter().map(|b| b.le_us).collect();
+        assert_eq!(
+            bounds,
+            [
+                1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000,
+                100_000, 200_000
+            ]
+        );
+        let count = |le: u64| b.iter().find(|b| b.le_us == le).unwrap().count;
+        assert_eq!(
+            (count(1), count(2), count(5), count(10), count(20)),
+            (3, 1, 0, 3, 1)
+        );
+        assert_eq!((count(5_000), count(10_000), count(200_000)), (5, 0, 2));
+        assert!(super::buckets(&super::histogram()).is_empty());
+    }
 }

@@ -186,52 +186,53 @@ fn client_and_server_talk_and_sigterm_stops_the_server_cleanly() {
     assert_eq!(code, Some(0));
 }
 
-#[test]
-fn bench_time_reports_json() {
-    let server = serve(&[]);
-    let port = server.port;
-    let out = jaring()
-        .args([
-            "bench",
-            "time",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "4",
-            "-d",
-            "0.5",
-            "--json",
-        ])
+/// `jaring bench time --port PORT -d 0.5 <extra…>`'s standard output (it must succeed).
+fn bench_time(port: u16, extra: &[&str]) -> Vec<u8> {
+    jaring()
+        .args(["bench", "time", "--port", &port.to_string(), "-d", "0.5"])
+        .args(extra)
         .assert()
         .success()
         .get_output()
         .stdout
-        .clone();
+        .clone()
+}
+
+#[test]
+fn bench_time_reports_json() {
+    let server = serve(&[]);
+    let port = server.port;
+    let out = bench_time(port, &["-c", "4", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
     assert_eq!(report["mode"], "persistent");
     assert!(report["latency"]["p99_us"].as_u64().is_some());
+    let buckets = report["latency"]["buckets"].as_array().unwrap();
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        report["requests"].as_u64().unwrap(),
+        "the distribution counts every request once"
+    );
 
-    let out = jaring()
-        .args([
-            "bench",
-            "time",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "2",
-            "-d",
-            "0.5",
-            "--mode",
-            "churn",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    // For people: separated counts, latency in fitting units, and the distribution drawn.
+    let table = String::from_utf8(bench_time(port, &["-c", "4"])).unwrap();
+    for row in ["latency p99.9", "latency distribution", "%  █"] {
+        assert!(table.contains(row), "{row:?} missing from\n{table}");
+    }
+    let requests = table
+        .lines()
+        .find(|l| l.contains(" requests ") && !l.contains('/'))
+        .unwrap();
+    assert!(
+        requests.contains(',') || requests.split_whitespace().nth(2).unwrap().len() <= 3,
+        "{requests}"
+    );
+
+    let out = bench_time(port, &["-c", "2", "--mode", "churn", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"].as_u64(), Some(0), "{report}");

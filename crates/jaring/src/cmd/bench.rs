@@ -13,6 +13,7 @@ use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
 
 mod group;
+mod units;
 
 /// Runs a `jaring bench` workload.
 pub async fn run(args: BenchArgs) -> CmdResult {
@@ -178,6 +179,8 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let l = &report.latency;
+    // In stream mode a "request" is one block of the stream: its timing says nothing of latency.
+    let latency_means_something = !(report.workload == "echo" && report.mode == "stream");
     let mut table = Table::new();
     table.load_style(UTF8_BORDERS_ONLY);
     table.set_header(["metric", "value"]);
@@ -186,46 +189,58 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
         &format!("{} ({})", report.workload, report.mode),
     ]);
     table.add_row(["target", &report.target]);
-    table.add_row(["connections", &report.connections.to_string()]);
+    table.add_row(["connections", &units::count(report.connections as u64)]);
     let stopped = if report.interrupted {
         " (stopped early)"
     } else {
         ""
     };
     table.add_row(["duration", &format!("{:.1} s{stopped}", report.duration_s)]);
-    table.add_row(["requests", &report.requests.to_string()]);
-    table.add_row(["errors", &report.errors.to_string()]);
-    table.add_row(["requests/s", &format!("{:.0}", report.requests_per_s)]);
-    for (name, us) in [
-        ("p50", l.p50_us),
-        ("p90", l.p90_us),
-        ("p99", l.p99_us),
-        ("max", l.max_us),
-    ] {
-        table.add_row([format!("latency {name}"), format!("{us} µs")]);
+    let what = if latency_means_something {
+        "requests"
+    } else {
+        "blocks echoed"
+    };
+    table.add_row([what, &units::count(report.requests)]);
+    table.add_row(["errors", &units::count(report.errors)]);
+    table.add_row([&format!("{what}/s"), &units::rate(report.requests_per_s)]);
+    if latency_means_something {
+        for (name, us) in [
+            ("p50", l.p50_us),
+            ("p90", l.p90_us),
+            ("p99", l.p99_us),
+            ("p99.9", l.p999_us),
+            ("max", l.max_us),
+        ] {
+            table.add_row([format!("latency {name}"), units::micros(us)]);
+        }
     }
     if let Some(t) = &report.throughput {
-        table.add_row(["bytes echoed".to_owned(), t.bytes.to_string()]);
+        table.add_row(["bytes echoed".to_owned(), units::bytes(t.bytes)]);
         table.add_row([
             "throughput".to_owned(),
             format!(
-                "{:.1} MB/s ({:.2} Gbit/s)",
-                t.bytes_per_s / 1e6,
+                "{}/s ({:.2} Gbit/s)",
+                units::bytes(t.bytes_per_s as u64),
                 t.gbit_per_s
             ),
         ]);
     }
     if let Some(d) = &report.delivery {
-        table.add_row(["receivers".to_owned(), d.receivers.to_string()]);
+        table.add_row(["receivers".to_owned(), units::count(d.receivers as u64)]);
         table.add_row([
             "delivered".to_owned(),
             format!(
                 "{} of {} acknowledged ({} missing, {} duplicates, {} out of order)",
-                d.delivered, d.acknowledged, d.missing, d.duplicates, d.out_of_order
+                units::count(d.delivered),
+                units::count(d.acknowledged),
+                units::count(d.missing),
+                units::count(d.duplicates),
+                units::count(d.out_of_order)
             ),
         ]);
         for (name, us) in [("p50", d.latency.p50_us), ("p99", d.latency.p99_us)] {
-            table.add_row([format!("send→inbox {name}"), format!("{us} µs")]);
+            table.add_row([format!("send→inbox {name}"), units::micros(us)]);
         }
     }
     if let Some(s) = &report.server {
@@ -236,15 +251,46 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
         ]);
         table.add_row([
             "server RSS".to_owned(),
-            format!("{:.1} MiB", s.rss_kib as f64 / 1024.0),
+            units::bytes(s.rss_kib.saturating_mul(1024)),
         ]);
         if let Some(per) = s.rss_per_connection_bytes {
-            table.add_row(["server RSS per connection".to_owned(), format!("{per} B")]);
+            table.add_row(["server RSS per connection".to_owned(), units::bytes(per)]);
         }
     }
     writeln!(stdout, "{table}")?;
     for e in &report.error_kinds {
-        writeln!(stdout, "  {} × {}", e.count, e.kind)?;
+        writeln!(stdout, "  {} × {}", units::count(e.count), e.kind)?;
+    }
+    if latency_means_something && !l.buckets.is_empty() {
+        writeln!(stdout, "\nlatency distribution (requests taking at most):")?;
+        write!(stdout, "{}", histogram(&l.buckets))?;
     }
     Ok(())
+}
+
+/// Widest bar of the text histogram, in characters.
+const BAR_WIDTH: u64 = 40;
+
+/// The latency buckets as a text histogram: one line each, bound, count, share and a bar.
+fn histogram(buckets: &[jaring_bench::engine::Bucket]) -> String {
+    let total: u64 = buckets.iter().map(|b| b.count).sum();
+    let most = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    let width = buckets
+        .iter()
+        .map(|b| units::count(b.count).len())
+        .max()
+        .unwrap_or(1);
+    let mut out = String::new();
+    for b in buckets {
+        // Rounded up, so that any count at all shows.
+        let bar = (b.count * BAR_WIDTH).div_ceil(most);
+        let share = 100.0 * b.count as f64 / total.max(1) as f64;
+        out.push_str(&format!(
+            "  {:>8}  {:>width$}  {share:5.1}%  {}\n",
+            units::bound(b.le_us),
+            units::count(b.count),
+            "█".repeat(bar as usize),
+        ));
+    }
+    out
 }

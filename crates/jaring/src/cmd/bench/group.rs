@@ -6,6 +6,7 @@ use anyhow::anyhow;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::chat_group::{GroupOptions, GroupReport, Protocol};
 
+use super::units::{count, micros};
 use crate::cli::{BenchChatArgs, GroupProtocol};
 use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
@@ -63,31 +64,36 @@ fn print(r: &GroupReport, json: bool) -> Result<(), Failure> {
             "group",
             format!(
                 "{} members, {} senders, {} msg/s for {:.0} s",
-                r.members, r.senders, r.rate, r.duration_s
+                count(r.members as u64),
+                count(r.senders as u64),
+                count(u64::from(r.rate)),
+                r.duration_s
             ),
         ),
-        ("messages sent", r.sent.to_string()),
+        ("messages sent", count(r.sent)),
         (
             "deliveries",
-            format!("{} of {} due", r.delivered, r.expected),
+            format!("{} of {} due", count(r.delivered), count(r.expected)),
         ),
-        ("deliveries/s", format!("{:.0}", r.deliveries_per_s)),
+        ("deliveries/s", super::units::rate(r.deliveries_per_s)),
         (
             "lost / duplicated",
             format!(
                 "{} / {} ({} out of order)",
-                r.lost, r.duplicated, r.out_of_order
+                count(r.lost),
+                count(r.duplicated),
+                count(r.out_of_order)
             ),
         ),
-        ("members cut loose", r.members_cut.to_string()),
+        ("members cut loose", count(r.members_cut)),
         (
             "send→receive",
             format!(
-                "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                r.latency_p50_us as f64 / 1e3,
-                r.latency_p90_us as f64 / 1e3,
-                r.latency_p99_us as f64 / 1e3,
-                r.latency_max_us as f64 / 1e3
+                "p50 {}, p90 {}, p99 {}, max {}",
+                micros(r.latency_p50_us),
+                micros(r.latency_p90_us),
+                micros(r.latency_p99_us),
+                micros(r.latency_max_us)
             ),
         ),
         ("setup", format!("{:.1} s", r.setup_s)),
