@@ -93,6 +93,14 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), or write one page per subcommand into a directory.
+    #[command(after_help = "Examples:\n  jaring man | man -l -\n  \
+        jaring man --dir /usr/local/share/man/man1   (jaring.1, jaring-chat-serve.1, …)")]
+    Man {
+        /// Write jaring.1 and a page for every subcommand here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `jaring time …`

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     logging::init(&cli.global);
     let result = match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
+        Command::Man { dir } => cmd::man(dir.as_deref()),
         command => run_async(command),
     };
     match result {
@@ -81,7 +82,7 @@ fn run_async(command: Command) -> CmdResult {
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
-            Command::Completions { .. } => Ok(()),
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });
     // Whatever still runs once the command is done (a connection kept past the grace period, a

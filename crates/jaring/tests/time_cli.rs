@@ -46,6 +46,25 @@ fn completions_are_printed() {
 }
 
 #[test]
+fn the_manual_pages_are_printed_or_written() {
+    jaring()
+        .arg("man")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(".TH jaring 1").and(predicate::str::contains(".SH NAME")));
+    let dir = tempfile::tempdir().unwrap();
+    jaring()
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    for page in ["jaring.1", "jaring-chat-serve.1", "jaring-bench-time.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".SH SYNOPSIS"), "{page}: {text}");
+    }
+}
+
+#[test]
 fn completions_read_in_part_are_not_an_error() {
     use std::io::Read as _;
     // The script is larger than a pipe holds, so the writer is still writing when `head` closes.
