@@ -31,6 +31,22 @@ pub struct LoadOptions {
     pub progress: bool,
     /// Ends the run before `duration` when triggered (Ctrl-C).
     pub stop: Stop,
+    /// Take an [`IntervalSample`] this often, and print it as a line on stderr.
+    pub interval: Option<Duration>,
+}
+
+/// What one interval of a run did (counts reach the shared counters in batches, so an interval
+/// may show a few requests that belong to the one before).
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalSample {
+    /// Seconds from the start of the run to the end of this interval.
+    pub end_s: f64,
+    /// Successful requests in this interval.
+    pub requests: u64,
+    /// Failed requests in this interval.
+    pub errors: u64,
+    /// Successful requests per second over this interval.
+    pub requests_per_s: f64,
 }
 
 /// Ends a run early: once triggered, every worker's [`Worker::done`] is true and [`Clock::until`]
@@ -243,6 +259,9 @@ pub struct Report {
     /// the JSON otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
+    /// One sample per `--interval`, when asked for; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<IntervalSample>,
 }
 
 impl Report {
@@ -518,6 +537,12 @@ where
     let mut stopped = false;
     // When the run was stopped early, if it was.
     let mut interrupted: Option<Instant> = None;
+    let mut every = opts
+        .interval
+        .filter(|d| !d.is_zero())
+        .map(|d| tokio::time::interval_at(start + d, d));
+    let mut intervals: Vec<IntervalSample> = Vec::new();
+    let mut last = (start, 0u64, 0u64);
     loop {
         tokio::select! {
             joined = set.join_next() => {
@@ -545,6 +570,18 @@ where
                 let now = Instant::now();
                 interrupted = Some(now.min(deadline));
                 hard_stop.as_mut().reset(now.min(deadline) + FINISH_GRACE);
+            }
+            _ = next_tick(&mut every), if every.is_some() && !stopped && interrupted.is_none() => {
+                let now = Instant::now();
+                if now <= deadline + Duration::from_millis(50) {
+                    let sample = interval_sample(&shared, start, now, &mut last);
+                    let line = interval_line(&sample);
+                    match &progress {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                    intervals.push(sample);
+                }
             }
             _ = tick.tick(), if progress.is_some() => {
                 if let Some(bar) = &progress {
@@ -576,7 +613,47 @@ where
         throughput: None,
         delivery: None,
         server: None,
+        intervals,
     }
+}
+
+async fn next_tick(every: &mut Option<tokio::time::Interval>) {
+    match every {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The counters' growth since `last` (when, requests, errors), which it then moves to `now`.
+fn interval_sample(
+    shared: &Counters,
+    start: Instant,
+    now: Instant,
+    last: &mut (Instant, u64, u64),
+) -> IntervalSample {
+    let requests = shared.requests.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let secs = (now - last.0).as_secs_f64().max(1e-6);
+    let sample = IntervalSample {
+        end_s: (now - start).as_secs_f64(),
+        requests: requests.saturating_sub(last.1),
+        errors: errors.saturating_sub(last.2),
+        requests_per_s: requests.saturating_sub(last.1) as f64 / secs,
+    };
+    *last = (now, requests, errors);
+    sample
+}
+
+fn interval_line(s: &IntervalSample) -> String {
+    format!(
+        "{:>7.1} s  {:>12} requests/s  {:>10} requests  {:>6} errors",
+        s.end_s,
+        crate::units::rate(s.requests_per_s),
+        crate::units::count(s.requests),
+        crate::units::count(s.errors)
+    )
 }
 
 fn progress_bar(duration: Duration) -> ProgressBar {

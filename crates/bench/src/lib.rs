@@ -24,5 +24,6 @@ pub mod echo;
 pub mod engine;
 pub mod net;
 pub mod time;
+pub mod units;
 
 pub use engine::{LoadOptions, Report, Throughput};

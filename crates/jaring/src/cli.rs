@@ -278,6 +278,14 @@ pub struct LoadArgs {
     /// Print the report as JSON on stdout (a stable schema for scripts).
     #[arg(long)]
     pub json: bool,
+    /// Print a line on stderr every SECS seconds while running (requests/s, requests, errors);
+    /// the samples are also in `--json` (`intervals`).
+    #[arg(long, short, value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// Write the interval samples to FILE as CSV (one row per interval; every second unless
+    /// `--interval` says otherwise).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
 }
 
 /// `jaring bench time`

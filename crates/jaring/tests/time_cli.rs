@@ -251,6 +251,29 @@ fn bench_time_reports_json() {
         "{requests}"
     );
 
+    // Samples every 0.1 s: on stderr, in the JSON and in the CSV file.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("samples.csv");
+    let csv_arg = csv.to_str().unwrap();
+    let out = bench_time(port, &["-c", "2", "-i", "0.1", "--csv", csv_arg, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+    let intervals = report["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 2, "{report}");
+    let sampled: u64 = intervals
+        .iter()
+        .map(|i| i["requests"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sampled > 0 && sampled <= report["requests"].as_u64().unwrap(),
+        "{report}"
+    );
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), intervals.len() + 1, "{rows}");
+    assert!(
+        rows.starts_with("end_s,requests,errors,requests_per_s\n"),
+        "{rows}"
+    );
+
     let out = bench_time(port, &["-c", "2", "--mode", "churn", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");

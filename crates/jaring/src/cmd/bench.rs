@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::engine::Stop;
+use jaring_bench::units;
 use jaring_bench::{LoadOptions, Report};
 
 use crate::cli::{BenchArgs, BenchChatArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
@@ -13,7 +14,6 @@ use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
 
 mod group;
-mod units;
 
 /// Runs a `jaring bench` workload.
 pub async fn run(args: BenchArgs) -> CmdResult {
@@ -25,7 +25,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
                 TimeMode::Churn => jaring_bench::time::Mode::Churn,
             };
             let report = jaring_bench::time::run(target, mode, &opts).await;
-            print(&report, t.load.json)?;
+            output(&report, &t.load)?;
             report
         }
         BenchWorkload::Echo(e) => {
@@ -36,7 +36,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             };
             let size = e.size.unwrap_or_else(|| mode.default_size());
             let report = jaring_bench::echo::run(target, mode, size, &opts).await;
-            print(&report, e.load.json)?;
+            output(&report, &e.load)?;
             report
         }
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
@@ -74,7 +74,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             let report = jaring_bench::chat::run(target, &chat, &opts)
                 .await
                 .map_err(|e| Failure::Runtime(e.into()))?;
-            print(&report, c.load.json)?;
+            output(&report, &c.load)?;
             report
         }
     };
@@ -98,12 +98,23 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
             "--duration must be more than 0 seconds"
         )));
     }
+    let interval = match (load.interval, &load.csv) {
+        (Some(secs), _) => Some(seconds("interval", secs)?).filter(|d| !d.is_zero()),
+        (None, Some(_)) => Some(std::time::Duration::from_secs(1)),
+        (None, None) => None,
+    };
+    if load.csv.is_some() && interval.is_none() {
+        return Err(Failure::Usage(anyhow!(
+            "--csv needs samples: give --interval a number of seconds above 0"
+        )));
+    }
     let target = reachable(&load.host, port).await?;
     let opts = LoadOptions {
         connections: load.connections,
         duration,
         progress: !load.json && std::io::stderr().is_terminal(),
         stop: stop_on_ctrl_c(),
+        interval,
     };
     eprintln!(
         "jaring bench: {} connections to {target} for {} s; Ctrl-C stops early and prints what was measured",
@@ -169,6 +180,22 @@ fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Fa
         pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)
     })
+}
+
+/// The report on stdout, and the interval samples in `--csv`'s file if asked.
+fn output(report: &Report, load: &LoadArgs) -> Result<(), Failure> {
+    if let Some(path) = &load.csv {
+        let mut csv = String::from("end_s,requests,errors,requests_per_s\n");
+        for i in &report.intervals {
+            csv.push_str(&format!(
+                "{:.3},{},{},{:.1}\n",
+                i.end_s, i.requests, i.errors, i.requests_per_s
+            ));
+        }
+        std::fs::write(path, csv)
+            .with_context(|| format!("cannot write the samples to {}", path.display()))?;
+    }
+    print(report, load.json)
 }
 
 fn print(report: &Report, json: bool) -> Result<(), Failure> {

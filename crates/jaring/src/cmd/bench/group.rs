@@ -6,10 +6,10 @@ use anyhow::anyhow;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::chat_group::{GroupOptions, GroupReport, Protocol};
 
-use super::units::{count, micros};
 use crate::cli::{BenchChatArgs, GroupProtocol};
 use crate::cmd::seconds;
 use crate::{CmdResult, Failure};
+use jaring_bench::units::{count, micros};
 
 /// Runs the group workload and prints its report; fails if a delivery was lost or duplicated.
 pub async fn run(c: &BenchChatArgs) -> CmdResult {
@@ -75,7 +75,10 @@ fn print(r: &GroupReport, json: bool) -> Result<(), Failure> {
             "deliveries",
             format!("{} of {} due", count(r.delivered), count(r.expected)),
         ),
-        ("deliveries/s", super::units::rate(r.deliveries_per_s)),
+        (
+            "deliveries/s",
+            jaring_bench::units::rate(r.deliveries_per_s),
+        ),
         (
             "lost / duplicated",
             format!(
