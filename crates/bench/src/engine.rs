@@ -262,9 +262,39 @@ pub struct Report {
     /// One sample per `--interval`, when asked for; absent from the JSON otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<IntervalSample>,
+    /// Every successful request's latency, in microseconds (see [`Report::write_hdr_log`]).
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
+    /// When the load started.
+    #[serde(skip)]
+    pub started: std::time::SystemTime,
 }
 
 impl Report {
+    /// Writes [`Report::histogram`] as an HdrHistogram interval log (one interval: the run),
+    /// which HdrHistogram's own tools read (`HistogramLogProcessor`, the online log plotter).
+    pub fn write_hdr_log(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+        let mut serializer = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment(&format!(
+                "jaring bench {} ({}) against {}: latency of successful requests in microseconds",
+                self.workload, self.mode, self.target
+            ))
+            .with_start_time(self.started)
+            .with_base_time(self.started)
+            .begin_log_with(out, &mut serializer)?;
+        let tag = hdrhistogram::serialization::interval_log::Tag::new("requests");
+        log.write_histogram(
+            &self.histogram,
+            Duration::ZERO,
+            Duration::from_secs_f64(self.duration_s),
+            tag,
+        )
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))
+    }
+
     /// Counts one more failure of `kind` (for failures seen outside the workers, e.g. receivers).
     pub fn add_error(&mut self, kind: String) {
         self.errors += 1;
@@ -515,6 +545,7 @@ where
     Fut: Future<Output = Worker> + Send + 'static,
 {
     let shared = Arc::new(Counters::default());
+    let started = std::time::SystemTime::now();
     let start = Instant::now();
     let deadline = start + opts.duration;
     let mut set = JoinSet::new();
@@ -608,6 +639,8 @@ where
         errors,
         requests_per_s: requests as f64 / duration.max(1e-6),
         latency: Latency::of(&merged),
+        histogram: merged,
+        started,
         error_kinds: kinds,
         generator_threads: tokio::runtime::Handle::current().metrics().num_workers(),
         throughput: None,

@@ -286,6 +286,10 @@ pub struct LoadArgs {
     /// `--interval` says otherwise).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Write the latency histogram to FILE as an HdrHistogram interval log (for HdrHistogram's
+    /// own tools, e.g. its online log plotter).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_out: Option<PathBuf>,
 }
 
 /// `jaring bench time`

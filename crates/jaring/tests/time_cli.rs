@@ -274,6 +274,29 @@ fn bench_time_reports_json() {
         "{rows}"
     );
 
+    // The latency histogram as an HdrHistogram interval log that its own parser reads back.
+    let hdr = dir.path().join("latency.hlog");
+    let out = bench_time(
+        port,
+        &["-c", "2", "--hdr-out", hdr.to_str().unwrap(), "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+    let log = std::fs::read(&hdr).unwrap();
+    let mut logged = Vec::new();
+    for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log) {
+        if let hdrhistogram::serialization::interval_log::LogEntry::Interval(h) = entry.unwrap() {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.encoded_histogram())
+                .unwrap();
+            let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .unwrap();
+            logged.push(h.len());
+        }
+    }
+    assert_eq!(logged, [report["requests"].as_u64().unwrap()], "{report}");
+
     let out = bench_time(port, &["-c", "2", "--mode", "churn", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");

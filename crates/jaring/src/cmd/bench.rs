@@ -195,6 +195,16 @@ fn output(report: &Report, load: &LoadArgs) -> Result<(), Failure> {
         std::fs::write(path, csv)
             .with_context(|| format!("cannot write the samples to {}", path.display()))?;
     }
+    if let Some(path) = &load.hdr_out {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        report
+            .write_hdr_log(&mut file)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write the histogram to {}", path.display()))?;
+    }
     print(report, load.json)
 }
 
