@@ -23,6 +23,7 @@ pub mod chat_group;
 pub mod echo;
 pub mod engine;
 pub mod net;
+pub mod plot;
 pub mod time;
 pub mod units;
 

@@ -282,14 +282,17 @@ pub struct LoadArgs {
     /// the samples are also in `--json` (`intervals`).
     #[arg(long, short, value_name = "SECS")]
     pub interval: Option<f64>,
-    /// Write the interval samples to FILE as CSV (one row per interval; every second unless
-    /// `--interval` says otherwise).
+    /// Write the interval samples to FILE as CSV (one row per interval; by default a tenth of
+    /// the run, at most a second).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Write the latency histogram to FILE as an HdrHistogram interval log (for HdrHistogram's
     /// own tools, e.g. its online log plotter).
     #[arg(long, value_name = "FILE")]
     pub hdr_out: Option<PathBuf>,
+    /// Draw requests/s over the run and the latency distribution into FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `jaring bench time`

@@ -297,6 +297,59 @@ fn bench_time_reports_json() {
     }
     assert_eq!(logged, [report["requests"].as_u64().unwrap()], "{report}");
 
+    // The plot: an SVG document with the requests/s line and one bar per latency bucket.
+    let svg = dir.path().join("run.svg");
+    let out = bench_time(
+        port,
+        &["-c", "2", "--plot", svg.to_str().unwrap(), "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for caption in [
+        "time (persistent) against",
+        "latency: requests taking at most",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(caption)),
+            "{caption:?} not in {texts:?}"
+        );
+    }
+    let line = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .find(|n| n.attribute("stroke") == Some("#0000FF"))
+        .expect("the requests/s line");
+    assert!(line.attribute("points").unwrap().split(' ').count() >= 2);
+    let bars = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("#0000FF"))
+        .count();
+    assert_eq!(
+        bars,
+        report["latency"]["buckets"].as_array().unwrap().len(),
+        "one bar per latency bucket"
+    );
+    jaring()
+        .args([
+            "bench",
+            "time",
+            "--port",
+            &port.to_string(),
+            "--plot",
+            "run.png",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("SVG only"));
+
     let out = bench_time(port, &["-c", "2", "--mode", "churn", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");

@@ -98,14 +98,29 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
             "--duration must be more than 0 seconds"
         )));
     }
-    let interval = match (load.interval, &load.csv) {
-        (Some(secs), _) => Some(seconds("interval", secs)?).filter(|d| !d.is_zero()),
-        (None, Some(_)) => Some(std::time::Duration::from_secs(1)),
-        (None, None) => None,
-    };
-    if load.csv.is_some() && interval.is_none() {
+    if let Some(plot) = &load.plot
+        && plot
+            .extension()
+            .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
+    {
         return Err(Failure::Usage(anyhow!(
-            "--csv needs samples: give --interval a number of seconds above 0"
+            "--plot draws SVG only (a bitmap would need system fonts): name the file {}.svg",
+            plot.with_extension("").display()
+        )));
+    }
+    let wants_samples = load.csv.is_some() || load.plot.is_some();
+    let interval = match load.interval {
+        Some(secs) => Some(seconds("interval", secs)?).filter(|d| !d.is_zero()),
+        // A tenth of the run, at most a second: enough points for a line.
+        None if wants_samples => Some((duration / 10).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        )),
+        None => None,
+    };
+    if wants_samples && interval.is_none() {
+        return Err(Failure::Usage(anyhow!(
+            "--csv and --plot need samples: give --interval a number of seconds above 0"
         )));
     }
     let target = reachable(&load.host, port).await?;
@@ -204,6 +219,13 @@ fn output(report: &Report, load: &LoadArgs) -> Result<(), Failure> {
             .write_hdr_log(&mut file)
             .and_then(|()| file.flush())
             .with_context(|| format!("cannot write the histogram to {}", path.display()))?;
+    }
+    if let Some(path) = &load.plot {
+        let latency = !(report.workload == "echo" && report.mode == "stream");
+        let svg =
+            jaring_bench::plot::svg(report, latency).map_err(|e| Failure::Runtime(e.into()))?;
+        std::fs::write(path, svg)
+            .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     print(report, load.json)
 }
