@@ -432,6 +432,62 @@ pub struct ServerUsage {
     pub rss_per_connection_bytes: Option<u64>,
 }
 
+/// The process listening on TCP `port` on this machine, from `/proc/net/tcp{,6}` and the
+/// sockets in `/proc/<pid>/fd` (Linux; `None` elsewhere, or when it belongs to a user whose
+/// processes this one cannot look into). Under `jaring lab` that is the lab: every service's
+/// CPU time together.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex, st 0A is LISTEN, inode is the tenth field.
+            let listening = f.get(3) == Some(&"0A");
+            let on_port = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if listening
+                && on_port
+                && let Some(inode) = f.get(9)
+            {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let own = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && target.to_str().is_some_and(|t| inodes.contains(t))
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times; 100 on every Linux this runs on (it is a
 /// kernel ABI constant, `USER_HZ`).
 const USER_HZ: f64 = 100.0;

@@ -253,8 +253,8 @@ pub enum BenchWorkload {
     /// connections (--idle) and the server's memory.
     #[command(after_help = "Examples:\n  \
         jaring bench chat --connections 100 --duration 10\n  \
-        jaring bench chat --connections 100 --server-pid \"$(pgrep -f 'jaring chat serve')\" --json\n  \
-        jaring bench chat --idle --connections 10000 --duration 5 --server-pid 1234\n\
+        jaring bench chat --connections 100 --json\n  \
+        jaring bench chat --idle --connections 10000 --duration 5 --server-pid 1234\n  \
         jaring bench chat --group --members 1000 --senders 10 --rate 250 --duration 10\n  \
         jaring bench chat --group --protocol irc --port 6667 --members 1000 --rate 250\n\
         The bench users (u0, u1, …, password surabaya) must exist: senders are u0..u{N-1},\n\
@@ -451,7 +451,8 @@ pub struct BenchChatArgs {
     /// Every bench user's password.
     #[arg(long, default_value = jaring_bench::chat::DEFAULT_PASSWORD)]
     pub password: String,
-    /// The server's process id: report its CPU time per message and its memory (from /proc).
+    /// The server's process id: report its CPU time per message and its memory (from /proc)
+    /// [default: the process listening on --port, when the target is on loopback].
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// Group workload: --members live in one group, --senders of them send --rate messages a

@@ -42,10 +42,14 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
         BenchWorkload::Chat(c) if c.drain => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let r =
-                jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration, &opts.stop)
-                    .await
-                    .map_err(|e| Failure::Runtime(e.into()))?;
+            let r = jaring_bench::chat::drain(
+                target,
+                &chat_options(&c, target)?,
+                opts.duration,
+                &opts.stop,
+            )
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
             if c.load.json {
                 println!(
                     "{}",
@@ -65,7 +69,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         }
         BenchWorkload::Chat(c) => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let mut chat = chat_options(&c)?;
+            let mut chat = chat_options(&c, target)?;
             if c.cross_realm {
                 let peer = reachable(&c.load.host, c.peer_port).await?;
                 chat.peer = Some((peer, c.peer_realm.clone()));
@@ -180,7 +184,10 @@ pub(crate) async fn reachable(host: &str, port: u16) -> Result<SocketAddr, Failu
     }
 }
 
-fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Failure> {
+fn chat_options(
+    c: &BenchChatArgs,
+    target: SocketAddr,
+) -> Result<jaring_bench::chat::ChatOptions, Failure> {
     use jaring_bench::chat::{ChatOptions, Mode};
     if c.receivers == Some(0) {
         return Err(Failure::Usage(anyhow!("--receivers must be at least 1")));
@@ -191,7 +198,15 @@ fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Fa
         receivers: c.receivers.unwrap_or(0),
         user_prefix: c.user_prefix.clone(),
         password: c.password.clone(),
-        server_pid: c.server_pid,
+        // Found by its port when not given and the target is on loopback, so surely this
+        // machine (under a lab: the lab process, all its services together).
+        server_pid: c.server_pid.or_else(|| {
+            target
+                .ip()
+                .is_loopback()
+                .then(|| jaring_bench::engine::pid_listening_on(target.port()))
+                .flatten()
+        }),
         pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)
     })
