@@ -605,11 +605,15 @@ async fn send_loop(
     let mut in_flight = std::collections::VecDeque::with_capacity(pipeline);
     loop {
         while !w.done() && in_flight.len() < pipeline.max(1) {
-            let sent_us = epoch.elapsed().as_micros() as u64;
+            let Some(t0) = w.start_request().await else {
+                break;
+            };
+            // From when it was due, as its send latency is (the same instant without --rate).
+            let sent_us = t0.into_std().saturating_duration_since(epoch).as_micros() as u64;
             let text = message_text(i, seq + in_flight.len() as u64, sent_us, size);
             c.line
                 .extend_from_slice(format!("send {} {to} {text}\r\n", c.token).as_bytes());
-            in_flight.push_back(Instant::now());
+            in_flight.push_back(t0);
         }
         if !c.line.is_empty()
             && let Err(kind) = c.flush().await

@@ -340,7 +340,9 @@ async fn round_trips(target: SocketAddr, size: usize, mut w: Worker) -> (Worker,
             }
         };
         while !w.done() {
-            let t0 = Instant::now();
+            let Some(t0) = w.start_request().await else {
+                break;
+            };
             match round_trip(&mut stream, &message, &mut buf).await {
                 Ok(()) => {
                     w.record(t0.elapsed());

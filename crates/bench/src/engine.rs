@@ -33,6 +33,18 @@ pub struct LoadOptions {
     pub stop: Stop,
     /// Take an [`IntervalSample`] this often, and print it as a line on stderr.
     pub interval: Option<Duration>,
+    /// Requests per second in all, spread evenly over the connections: each connection starts
+    /// its requests on a fixed schedule and each is timed from when it was due, so a server that
+    /// stalls is charged for the requests that waited behind the stall (no coordinated omission,
+    /// as wrk2 does it). `None`: each connection sends its next request as soon as it can.
+    pub rate: Option<f64>,
+}
+
+/// A connection's schedule at a fixed rate.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    next: Instant,
+    period: Duration,
 }
 
 /// What one interval of a run did (counts reach the shared counters in batches, so an interval
@@ -138,10 +150,11 @@ pub struct Worker {
     error_kinds: Vec<(String, u64)>,
     shared: Arc<Counters>,
     clock: Clock,
+    pace: Option<Pace>,
 }
 
 impl Worker {
-    fn new(shared: Arc<Counters>, clock: Clock) -> Self {
+    fn new(shared: Arc<Counters>, clock: Clock, pace: Option<Pace>) -> Self {
         Self {
             // Three significant figures from 1 µs to a minute.
             histogram: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
@@ -152,7 +165,23 @@ impl Worker {
             error_kinds: Vec::new(),
             shared,
             clock,
+            pace,
         }
+    }
+
+    /// When the next request starts, for timing it: now, or at a fixed rate the instant it is
+    /// due, after waiting for it if it is not due yet (a request already late starts at once and
+    /// is timed from when it was due). `None` if the run ended while waiting.
+    pub async fn start_request(&mut self) -> Option<Instant> {
+        let Some(pace) = &mut self.pace else {
+            return Some(Instant::now());
+        };
+        let due = pace.next;
+        pace.next += pace.period;
+        if Instant::now() < due {
+            self.clock.until(tokio::time::sleep_until(due)).await?;
+        }
+        Some(due)
     }
 
     /// Whether the run is over (its deadline passed, or it was stopped early).
@@ -236,6 +265,9 @@ pub struct Report {
     /// Whether the run was stopped before its duration (Ctrl-C): the figures cover
     /// `duration_s`.
     pub interrupted: bool,
+    /// The fixed rate asked for (`--rate`), requests per second; absent when there was none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
     /// Successful requests.
     pub requests: u64,
     /// Failed requests.
@@ -609,8 +641,17 @@ where
         deadline,
         stop: opts.stop.clone(),
     };
+    // Each connection's share of the rate; their schedules are staggered over one period.
+    let period = opts
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(opts.connections as f64 / r));
     for i in 0..opts.connections {
-        let worker = Worker::new(Arc::clone(&shared), clock.clone());
+        let pace = period.map(|period| Pace {
+            next: start + period.mul_f64(i as f64 / opts.connections as f64),
+            period,
+        });
+        let worker = Worker::new(Arc::clone(&shared), clock.clone(), pace);
         set.spawn(workload(i, worker));
     }
 
@@ -691,6 +732,7 @@ where
         connections: opts.connections,
         duration_s: duration,
         interrupted: interrupted.is_some(),
+        rate_per_s: period.and(opts.rate),
         requests,
         errors,
         requests_per_s: requests as f64 / duration.max(1e-6),

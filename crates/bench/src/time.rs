@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use jaring_proto::time::{REPLY_LEN, parse_reply};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::engine::{self, LoadOptions, Report, Worker};
 use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, connect, io_kind};
@@ -59,7 +58,9 @@ async fn persistent(target: SocketAddr, mut w: Worker) -> Worker {
         };
         let mut buf = [0u8; 256];
         while !w.done() {
-            let t0 = Instant::now();
+            let Some(t0) = w.start_request().await else {
+                break;
+            };
             match round_trip(&mut stream, &mut buf).await {
                 Ok(()) => w.record(t0.elapsed()),
                 Err(kind) => {
@@ -79,7 +80,9 @@ async fn persistent(target: SocketAddr, mut w: Worker) -> Worker {
 async fn churn(target: SocketAddr, mut w: Worker) -> Worker {
     let mut buf = [0u8; 256];
     while !w.done() {
-        let t0 = Instant::now();
+        let Some(t0) = w.start_request().await else {
+            break;
+        };
         let result = async {
             let mut stream = connect(target).await?;
             round_trip(&mut stream, &mut buf).await?;

@@ -290,6 +290,12 @@ pub struct LoadArgs {
     /// own tools, e.g. its online log plotter).
     #[arg(long, value_name = "FILE")]
     pub hdr_out: Option<PathBuf>,
+    /// Send N requests a second in all, spread over the connections, each timed from when it
+    /// was due (corrected for coordinated omission, as wrk2); without it each connection sends
+    /// as fast as its replies come. Not for echo streams, chat --idle or --pipeline; with chat
+    /// --group, the group's messages a second (default 250).
+    #[arg(long, short = 'R', value_name = "N")]
+    pub rate: Option<f64>,
     /// Draw requests/s over the run and the latency distribution into FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -466,9 +472,6 @@ pub struct BenchChatArgs {
     /// Group workload: the first N members also send.
     #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_group::DEFAULT_SENDERS)]
     pub senders: usize,
-    /// Group workload: messages per second, all senders together.
-    #[arg(long, value_name = "MSGS", default_value_t = jaring_bench::chat_group::DEFAULT_RATE)]
-    pub rate: u32,
     /// Group workload: speak the jaring protocol, or IRC (to drive ngIRCd the same way).
     #[arg(long, value_enum, default_value_t = GroupProtocol::Jaring)]
     pub protocol: GroupProtocol,
@@ -732,4 +735,15 @@ pub struct LabArgs {
     /// Let the system choose every port (for tests and for machines where the lab's are taken).
     #[arg(long)]
     pub ephemeral: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags are unique and well formed (clap checks this only when a
+    /// subcommand is used, so a clash would otherwise surface as a panic at a user's prompt).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -122,6 +122,61 @@ fn ctrl_c_stops_a_bench_and_prints_what_it_measured() {
     assert!(secs > 0.0 && secs < 600.0, "{report}");
 }
 
+/// `kill -SIGNAL pid`.
+fn signal(name: &str, pid: u32) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn a_fixed_rate_is_kept_and_a_stall_is_charged_to_every_request_it_delayed() {
+    use std::io::BufRead as _;
+    let server = serve(&[]);
+    let port = server.port.to_string();
+    // 200 requests a second on 4 connections for 2 s; the server is stopped for 0.5 s in the
+    // middle. About 100 requests fall due during the stall: timed from when they were due, a
+    // quarter of all requests waited for it, so even the 90th percentile shows it (timed from
+    // when they were sent, only the 4 in flight would).
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("jaring"))
+        .args(["bench", "time", "--port", &port, "-c", "4", "--rate", "200"])
+        .args(["--duration", "2", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("Ctrl-C stops early")),
+        "the bench did not start"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    signal("STOP", server.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    signal("CONT", server.pid());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rate_per_s"], 200.0, "{report}");
+    let requests = report["requests"].as_u64().unwrap();
+    // Never more than the schedule holds (2 s × 200/s), whatever the timing.
+    assert!(requests <= 404, "{report}");
+    assert!(
+        requests >= 200,
+        "at least half the schedule is kept: {report}"
+    );
+    let l = &report["latency"];
+    assert!(l["max_us"].as_u64().unwrap() >= 300_000, "{report}");
+    assert!(l["p90_us"].as_u64().unwrap() >= 20_000, "{report}");
+    jaring()
+        .args(["bench", "echo", "--port", &port, "--rate", "10"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no requests to pace"));
+}
+
 #[test]
 fn usage_errors_exit_2() {
     jaring()

@@ -17,6 +17,32 @@ mod group;
 
 /// Runs a `jaring bench` workload.
 pub async fn run(args: BenchArgs) -> CmdResult {
+    let paced = match &args.workload {
+        BenchWorkload::Echo(e) => (
+            matches!(e.mode, EchoMode::Stream),
+            "an echo stream has no requests to pace",
+        ),
+        BenchWorkload::Chat(c) => (
+            !c.group && (c.idle || c.drain || c.pipeline > 1),
+            "chat paces single sends only: not with --idle, --drain or --pipeline",
+        ),
+        BenchWorkload::Time(_) => (false, ""),
+    };
+    let load = match &args.workload {
+        BenchWorkload::Time(t) => &t.load,
+        BenchWorkload::Echo(e) => &e.load,
+        BenchWorkload::Chat(c) => &c.load,
+    };
+    if let Some(rate) = load.rate {
+        if paced.0 {
+            return Err(Failure::Usage(anyhow!("--rate: {}", paced.1)));
+        }
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(Failure::Usage(anyhow!(
+                "--rate must be a number of requests per second above 0"
+            )));
+        }
+    }
     let report = match args.workload {
         BenchWorkload::Time(t) => {
             let (target, opts) = prepare(&t.load, t.port).await?;
@@ -134,6 +160,7 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
         progress: !load.json && std::io::stderr().is_terminal(),
         stop: stop_on_ctrl_c(),
         interval,
+        rate: load.rate,
     };
     eprintln!(
         "jaring bench: {} connections to {target} for {} s; Ctrl-C stops early and prints what was measured",
@@ -277,6 +304,9 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
     };
     table.add_row([what, &units::count(report.requests)]);
     table.add_row(["errors", &units::count(report.errors)]);
+    if let Some(rate) = report.rate_per_s {
+        table.add_row([&format!("{what}/s asked"), &units::rate(rate)]);
+    }
     table.add_row([&format!("{what}/s"), &units::rate(report.requests_per_s)]);
     if latency_means_something {
         for (name, us) in [

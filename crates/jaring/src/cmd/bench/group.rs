@@ -20,7 +20,10 @@ pub async fn run(c: &BenchChatArgs) -> CmdResult {
     let mut opts = GroupOptions::new(protocol);
     opts.members = c.members;
     opts.senders = c.senders;
-    opts.rate = c.rate;
+    if let Some(rate) = c.load.rate {
+        // Whole messages a second; the check before the run refused anything not above 0.
+        opts.rate = (rate.round() as u32).max(1);
+    }
     opts.size = c.size.max(32);
     opts.duration = seconds("duration", c.load.duration)?;
     opts.user_prefix.clone_from(&c.user_prefix);
