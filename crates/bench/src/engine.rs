@@ -665,10 +665,12 @@ where
     let mut stopped = false;
     // When the run was stopped early, if it was.
     let mut interrupted: Option<Instant> = None;
-    let mut every = opts
-        .interval
-        .filter(|d| !d.is_zero())
-        .map(|d| tokio::time::interval_at(start + d, d));
+    let mut every = opts.interval.filter(|d| !d.is_zero()).map(|d| {
+        let mut every = tokio::time::interval_at(start + d, d);
+        // A late tick is taken late, not made up for by a burst of near-empty samples.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every
+    });
     let mut intervals: Vec<IntervalSample> = Vec::new();
     let mut last = (start, 0u64, 0u64);
     loop {
