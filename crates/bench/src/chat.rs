@@ -143,11 +143,13 @@ impl ChatOptions {
 pub enum ChatBenchError {
     /// A bench connection could not log in.
     #[error(
-        "cannot log in as {user}: {reason}; create the bench users first (`bench/chat/run.sh` shows how) or pass --user-prefix and --password"
+        "cannot log in as {user} on the realm at {at}: {reason}; create the bench users there first (`bench/chat/run.sh` shows how) or pass --user-prefix and --password"
     )]
     Login {
         /// The user.
         user: String,
+        /// The realm's address.
+        at: SocketAddr,
         /// What went wrong.
         reason: String,
     },
@@ -326,9 +328,26 @@ async fn login_all(
     first: usize,
     count: usize,
 ) -> Result<Vec<Client>, ChatBenchError> {
+    let mut clients: Vec<Option<Client>> = (0..count).map(|_| None).collect();
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    // The first user alone: if the bench users are missing, one failed login says so, where
+    // hundreds at once would also lock this address out of the realm for a minute.
+    let user = format!("{}{first}", opts.user_prefix);
+    match Client::login(target, &user, &opts.password).await {
+        Ok(c) => clients[0] = Some(c),
+        Err(reason) => {
+            return Err(ChatBenchError::Login {
+                user,
+                at: target,
+                reason,
+            });
+        }
+    }
     let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut set = JoinSet::new();
-    for n in first..first + count {
+    for n in first + 1..first + count {
         let user = format!("{}{n}", opts.user_prefix);
         let password = opts.password.clone();
         let permits = Arc::clone(&permits);
@@ -338,14 +357,17 @@ async fn login_all(
             (n, user, r)
         });
     }
-    let mut clients: Vec<Option<Client>> = (0..count).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         let Ok((n, user, r)) = joined else { continue };
         match r {
             Ok(c) => clients[n - first] = Some(c),
             Err(reason) => {
                 set.abort_all();
-                return Err(ChatBenchError::Login { user, reason });
+                return Err(ChatBenchError::Login {
+                    user,
+                    at: target,
+                    reason,
+                });
             }
         }
     }
@@ -397,6 +419,7 @@ pub async fn drain(
         .await
         .map_err(|reason| ChatBenchError::Login {
             user: user.clone(),
+            at: target,
             reason,
         })?;
     let backlog = outbox(&mut c).await.unwrap_or(0);

@@ -152,6 +152,17 @@ pub enum GroupBenchError {
         /// What happened.
         reason: String,
     },
+    /// The realm refused a member's login: the bench users are missing or their password is
+    /// another.
+    #[error(
+        "cannot log in as {user}: {reason}; create the bench users first (`bench/chat/run_group.sh` shows how) or pass --user-prefix and --password"
+    )]
+    Login {
+        /// The user.
+        user: String,
+        /// What the realm said.
+        reason: String,
+    },
     /// The options do not make sense.
     #[error("{0}")]
     Options(String),
@@ -191,22 +202,35 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
         ));
     }
     let setup_start = Instant::now();
+    // The first member alone: if the users are missing, one failed login says so, where a
+    // thousand at once would also lock this address out of the realm for a minute.
+    let first = match join(target, 0, opts).await {
+        Ok(c) => c,
+        Err(Joining::Refused(reason)) => {
+            return Err(GroupBenchError::Login {
+                user: format!("{}0", opts.user_prefix),
+                reason,
+            });
+        }
+        Err(Joining::Failed(reason)) => return Err(GroupBenchError::Setup { member: 0, reason }),
+    };
     let limit = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut joins = JoinSet::new();
-    for i in 0..opts.members {
+    for i in 1..opts.members {
         let (limit, opts) = (Arc::clone(&limit), opts.clone());
         joins.spawn(async move {
             let _permit = limit.acquire_owned().await;
             // A server busy accepting a thousand connections may refuse one: try again.
-            let mut r = Err(String::new());
+            let mut r = Err(Joining::Failed(String::new()));
             for attempt in 0..SETUP_ATTEMPTS {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
                 r = tokio::time::timeout(SETUP_TIMEOUT * 4, join(target, i, &opts))
                     .await
-                    .unwrap_or_else(|_| Err("timed out".into()));
-                if r.is_ok() {
+                    .unwrap_or_else(|_| Err(Joining::Failed("timed out".into())));
+                // A refusal is the realm's answer, not a hiccup: asking again only fails again.
+                if !matches!(r, Err(Joining::Failed(_))) {
                     break;
                 }
             }
@@ -215,11 +239,20 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     }
     let mut conns: Vec<Option<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>)>> =
         (0..opts.members).map(|_| None).collect();
+    conns[0] = Some(first);
     while let Some(done) = joins.join_next().await {
         let Ok((i, r)) = done else { continue };
         match r {
             Ok(c) => conns[i] = Some(c),
-            Err(reason) => return Err(GroupBenchError::Setup { member: i, reason }),
+            Err(Joining::Refused(reason)) => {
+                return Err(GroupBenchError::Login {
+                    user: format!("{}{i}", opts.user_prefix),
+                    reason,
+                });
+            }
+            Err(Joining::Failed(reason)) => {
+                return Err(GroupBenchError::Setup { member: i, reason });
+            }
         }
     }
     let setup_s = setup_start.elapsed().as_secs_f64();
@@ -342,12 +375,34 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     Ok(report)
 }
 
+/// Why a member could not join.
+enum Joining {
+    /// The realm refused the login; its reason.
+    Refused(String),
+    /// Anything else (the connection, a timeout, the join itself).
+    Failed(String),
+}
+
+impl From<String> for Joining {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
+/// What a refusing reply says (its `message`), or the reply itself.
+fn refusal(reply: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(reply)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(reply).trim().to_owned())
+}
+
 /// Connects member `i` and joins the group; returns the halves and any bytes read past the join.
 async fn join(
     target: SocketAddr,
     i: usize,
     opts: &GroupOptions,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), String> {
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), Joining> {
     let mut stream = TcpStream::connect(target)
         .await
         .map_err(|e| e.to_string())?;
@@ -362,8 +417,9 @@ async fn join(
                 .await
                 .map_err(|e| e.to_string())?;
             let reply = read_until(&mut stream, &mut buf, b"\r\n\r\n").await?;
-            let token = field(&reply, b"\"tokenid\":\"")
-                .ok_or_else(|| format!("auth refused: {}", String::from_utf8_lossy(&reply)))?;
+            let Some(token) = field(&reply, b"\"tokenid\":\"") else {
+                return Err(Joining::Refused(refusal(&reply)));
+            };
             let join = format!(
                 "group {} {}\r\n",
                 String::from_utf8_lossy(token),
@@ -375,10 +431,10 @@ async fn join(
                 .map_err(|e| e.to_string())?;
             let reply = read_until(&mut stream, &mut buf, b"\r\n\r\n").await?;
             if !reply.windows(11).any(|w| w == b"\"status\":\"O") {
-                return Err(format!(
+                return Err(Joining::Failed(format!(
                     "group refused: {}",
-                    String::from_utf8_lossy(&reply)
-                ));
+                    refusal(&reply)
+                )));
             }
         }
         Protocol::Irc => {
@@ -393,7 +449,7 @@ async fn join(
                     break;
                 }
                 if irc_code(&line).is_some_and(|c| c[0] == b'4') || line.starts_with(b"ERROR") {
-                    return Err(String::from_utf8_lossy(&line).into_owned());
+                    return Err(Joining::Failed(String::from_utf8_lossy(&line).into_owned()));
                 }
             }
             let join = format!("JOIN #{}\r\n", opts.group);
@@ -407,7 +463,7 @@ async fn join(
                     break;
                 }
                 if irc_code(&line).is_some_and(|c| c[0] == b'4') || line.starts_with(b"ERROR") {
-                    return Err(String::from_utf8_lossy(&line).into_owned());
+                    return Err(Joining::Failed(String::from_utf8_lossy(&line).into_owned()));
                 }
             }
         }

@@ -118,18 +118,31 @@ fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
 }
 
 #[test]
-fn bench_chat_says_how_to_create_missing_users() {
+fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
     let tmp = tempfile::tempdir().unwrap();
     make_users(&tmp.path().join("data"));
     let (_server, port) = serve(tmp.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args(["bench", "chat", "--user-prefix", "nobody", "--port"])
-        .arg(port.to_string())
-        .args(["--connections", "2", "--duration", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot log in as nobody"), "{err}");
-    assert!(err.contains("bench/chat/run.sh"), "{err}");
+    // Many connections and a thousand group members, all missing: each run tries one login.
+    for (workload, hint) in [
+        (&["--connections", "50"][..], "bench/chat/run.sh"),
+        (&["--group", "--members", "1000"], "bench/chat/run_group.sh"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
+            .args(["bench", "chat", "--user-prefix", "nobody", "--port"])
+            .arg(port.to_string())
+            .args(["--duration", "1"])
+            .args(workload)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot log in as nobody0") && err.contains("wrong user name or password"),
+            "{err}"
+        );
+        assert!(err.contains(hint), "{err}");
+    }
+    // Two failed logins from this address: a real user here is not locked out.
+    let mut real = support::ChatClient::connect(port);
+    real.auth("u1", "pw");
 }
