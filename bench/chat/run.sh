@@ -39,7 +39,8 @@
 # (`jaring bench chat --json`) there.
 #
 # Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 IDLE=10000 IDLE_HOLD=3
-#                             LAYOUTS="pinned shared" KEEP=)
+#                             LAYOUTS="pinned shared" KEEP= PLOTS=)
+# PLOTS=DIR: the last round's runs also draw `jaring bench --plot` SVGs into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
@@ -118,8 +119,9 @@ stop() {
 }
 bench() { # server case args...
   local server=$1 name=$2; shift 2
-  local port_var="PORT_${server^^}"
-  taskset -c "$gen_cpus" "$JARING" bench chat --port "${!port_var}" --server-pid "${pid[$server]}" --json "$@" \
+  local port_var="PORT_${server^^}" plot=()
+  if [ -n "${PLOTS:-}" ] && [ "$round" = "$ROUNDS" ]; then mkdir -p "$PLOTS"; plot=(--plot "$PLOTS/chat-$server-$name-$layout.svg"); fi
+  taskset -c "$gen_cpus" "$JARING" bench chat --port "${!port_var}" --server-pid "${pid[$server]}" --json "${plot[@]}" "$@" \
     > "$OUT/$server-$name-$layout-$round.json" 2> "$OUT/$server-$name-$layout-$round.err" || true
 }
 

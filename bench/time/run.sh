@@ -7,7 +7,8 @@
 # loaded at a time, the three interleaved round by round so drift hits all of them alike.
 # Bounded: ROUNDS x 2 modes x 4 servers x DURATION seconds (default about 2.5 minutes).
 #
-# Usage: bench/time/run.sh            (env: ROUNDS=3 DURATION=5 CONNECTIONS=50)
+# Usage: bench/time/run.sh            (env: ROUNDS=3 DURATION=5 CONNECTIONS=50 PLOTS=DIR)
+# PLOTS=DIR: the last round's runs also draw `jaring bench --plot` SVGs into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
@@ -42,8 +43,10 @@ for round in $(seq "$ROUNDS"); do
     for server in bare jaring python pyquiet; do
       port_var="PORT_${server^^}" pid_var="PID_${server^^}"
       before=$(ticks "${!pid_var}")
+      plot=()
+      if [ -n "${PLOTS:-}" ] && [ "$round" = "$ROUNDS" ]; then mkdir -p "$PLOTS"; plot=(--plot "$PLOTS/time-$server-$mode.svg"); fi
       taskset -c 1 "$JARING" bench time --port "${!port_var}" --mode $mode \
-        --connections "$CONNECTIONS" --duration "$DURATION" --json \
+        --connections "$CONNECTIONS" --duration "$DURATION" --json "${plot[@]}" \
         > "$OUT/$server-$mode-$round.json" || true
       echo $(( $(ticks "${!pid_var}") - before )) > "$OUT/$server-$mode-$round.ticks"
       echo "round $round: $mode $server done" >&2
