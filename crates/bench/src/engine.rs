@@ -667,6 +667,7 @@ where
     let mut stopped = false;
     // When the run was stopped early, if it was.
     let mut interrupted: Option<Instant> = None;
+    let mut stop_seen = false;
     let mut every = opts.interval.filter(|d| !d.is_zero()).map(|d| {
         let mut every = tokio::time::interval_at(start + d, d);
         // A late tick is taken late, not made up for by a burst of near-empty samples.
@@ -698,10 +699,14 @@ where
                 set.abort_all();
                 stopped = true;
             }
-            () = opts.stop.wait(), if interrupted.is_none() && !stopped => {
+            () = opts.stop.wait(), if !stop_seen && !stopped => {
+                stop_seen = true;
+                // A stop after the deadline ends nothing early: the run was whole.
                 let now = Instant::now();
-                interrupted = Some(now.min(deadline));
-                hard_stop.as_mut().reset(now.min(deadline) + FINISH_GRACE);
+                if now < deadline {
+                    interrupted = Some(now);
+                    hard_stop.as_mut().reset(now + FINISH_GRACE);
+                }
             }
             _ = next_tick(&mut every), if every.is_some() && !stopped && interrupted.is_none() => {
                 let now = Instant::now();
