@@ -163,8 +163,10 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
         rate: load.rate,
     };
     eprintln!(
-        "jaring bench: {} connections to {target} for {} s; Ctrl-C stops early and prints what was measured",
-        load.connections, load.duration
+        "jaring bench: {} connection{} to {target} for {} s; Ctrl-C stops early and prints what was measured",
+        units::count(load.connections as u64),
+        if load.connections == 1 { "" } else { "s" },
+        load.duration
     );
     Ok((target, opts))
 }
