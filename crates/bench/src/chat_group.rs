@@ -204,7 +204,11 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     let setup_start = Instant::now();
     // The first member alone: if the users are missing, one failed login says so, where a
     // thousand at once would also lock this address out of the realm for a minute.
-    let first = match join(target, 0, opts).await {
+    let probe = tokio::time::timeout(SETUP_TIMEOUT * 4, join(target, 0, opts));
+    let first = match probe
+        .await
+        .unwrap_or_else(|_| Err(Joining::Failed("timed out".into())))
+    {
         Ok(c) => c,
         Err(Joining::Refused(reason)) => {
             return Err(GroupBenchError::Login {

@@ -175,6 +175,13 @@ fn a_fixed_rate_is_kept_and_a_stall_is_charged_to_every_request_it_delayed() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no requests to pace"));
+    jaring()
+        .args([
+            "bench", "chat", "--group", "--port", &port, "--plot", "g.svg",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not --group"));
 }
 
 #[test]

@@ -33,6 +33,17 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Echo(e) => &e.load,
         BenchWorkload::Chat(c) => &c.load,
     };
+    if let BenchWorkload::Chat(c) = &args.workload
+        && (c.group || c.drain)
+        && (load.interval.is_some()
+            || load.csv.is_some()
+            || load.hdr_out.is_some()
+            || load.plot.is_some())
+    {
+        return Err(Failure::Usage(anyhow!(
+            "--interval, --csv, --hdr-out and --plot are for time, echo and chat sends, not --group or --drain"
+        )));
+    }
     if let Some(rate) = load.rate {
         if paced.0 {
             return Err(Failure::Usage(anyhow!("--rate: {}", paced.1)));
