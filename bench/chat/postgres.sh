@@ -21,7 +21,8 @@
 # PostgreSQL: a throwaway cluster (initdb in a temp dir, fsync on, synchronous_commit on,
 # listen on 127.0.0.1:PG_PORT), removed at the end. As root, PostgreSQL runs as user postgres.
 #
-# Usage: bench/chat/postgres.sh   (env: ROUNDS=3 DURATION=10 CONNECTIONS=100 SIZE=64 KEEP=DIR)
+# Usage: bench/chat/postgres.sh   (env: ROUNDS=3 DURATION=10 CONNECTIONS=100 SIZE=64 KEEP=DIR PLOTS=DIR)
+# PLOTS=DIR: the last round's `jaring bench chat` runs also draw `--plot` SVGs into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
@@ -127,8 +128,10 @@ run_case() { # case round
       local port=$PORT_JARING
       [ "$c" = jaring-sqlite ] && port=$PORT_SQLITE
       [ "$c" = python ] && port=$PORT_PYTHON
+      local plot=()
+      if [ -n "${PLOTS:-}" ] && [ "$r" = "$ROUNDS" ]; then mkdir -p "$PLOTS"; plot=(--plot "$PLOTS/postgres-$c.svg"); fi
       "$JARING" bench chat --port "$port" --server-pid "${pid[$c]}" --connections "$CONNECTIONS" \
-        --size "$SIZE" --duration "$DURATION" --json > "$OUT/$c-$r.json" 2> "$OUT/$c-$r.err" || true ;;
+        --size "$SIZE" --duration "$DURATION" --json "${plot[@]}" > "$OUT/$c-$r.json" 2> "$OUT/$c-$r.err" || true ;;
     pgbench-1) "$PGBIN/pgbench" -n -M prepared -c "$CONNECTIONS" -j 2 -T "$DURATION" -f "$OUT/one.sql" \
         "postgresql://jaring@127.0.0.1:$PORT_PG/pgb" > "$OUT/$c-$r.pgbench" 2>&1 || true ;;
     pgbench-64) "$PGBIN/pgbench" -n -M prepared -c "$CONNECTIONS" -j 2 -T "$DURATION" -f "$OUT/many.sql" \

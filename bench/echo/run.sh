@@ -17,7 +17,8 @@
 # Bounded: ROUNDS x layouts x 14 runs x DURATION s (default 2 x 2 x 14 x 4 s, about 4 minutes)
 # plus a release build if one is needed.
 #
-# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared")
+# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared" PLOTS=DIR)
+# PLOTS=DIR: the last round's `jaring bench echo` runs also draw `--plot` SVGs into DIR.
 set -euo pipefail
 SELF=$(realpath "$0") # to run itself again inside the namespace, from wherever it was started
 cd "$(dirname "$0")/../.."
@@ -114,9 +115,10 @@ measured() { # server name -- command...
   echo $(( $(ticks "${pid[$server]}") - t0 )) > "$OUT/$name.ticks"
 }
 bench() { # server case conns mode size
-  local port_var="PORT_${1^^}"
+  local port_var="PORT_${1^^}" plot=()
+  if [ -n "${PLOTS:-}" ] && [ "$round" = "$ROUNDS" ]; then mkdir -p "$PLOTS"; plot=(--plot "$PLOTS/echo-$1-$2-$layout.svg"); fi
   measured "$1" "$1-$2-$layout-$round" -- taskset -c "$gen_cpus" "$JARING" bench echo --port "${!port_var}" --connections "$3" \
-    --mode "$4" --size "$5" --duration "$DURATION" --json
+    --mode "$4" --size "$5" --duration "$DURATION" --json "${plot[@]}"
 }
 iperf() { # case streams
   measured iperf3 "iperf3-$1-$layout-$round" -- taskset -c "$gen_cpus" iperf3 --client 127.0.0.1 --port $PORT_IPERF \
