@@ -12,12 +12,12 @@
 //!   home's feed brings them back; `group_feeds(peer, grp, acked_seq)` is each feed's cursor.
 //! - A replica's messages are stored gap-free, each under its home's `seq`.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use jaring_chat::storage::{
-    FederationStore, GroupCursor, MessageKind, NewMessage, Outgoing, Published, ReplicaOutcome,
-    Settled, StoreResult, StoredGroupMessage, StoredMessage, conversation_key,
+    FederationStore, GroupCursor, MessageKind, NewMessage, Outgoing, Published, ReplicaFeed,
+    ReplicaOutcome, Settled, StoreResult, StoredGroupMessage, StoredMessage, conversation_key,
+    is_ours,
 };
 
 use crate::error::{Error, PgResult};
@@ -261,70 +261,33 @@ async fn store_replica(
     messages: Vec<StoredGroupMessage>,
     joining: &HashSet<String>,
 ) -> PgResult<(Vec<StoredGroupMessage>, ReplicaOutcome)> {
-    let mut out = ReplicaOutcome::default();
-    // Each replica's last seq (`None`: not kept here) and whether it refused one.
-    let mut replicas: Vec<(String, Option<i64>, bool)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut feed = ReplicaFeed::new();
     let mut new = Vec::new();
     for m in messages {
-        let group = m.message.group.clone();
-        let i = match index.entry(group.clone()) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                let last = replica_start(db, home, &group, m.seq, joining.contains(&group)).await?;
-                replicas.push((group.clone(), last, false));
-                *e.insert(replicas.len() - 1)
-            }
-        };
-        let (last, refused) = match &replicas[i] {
-            (_, Some(last), refused) => (*last, *refused),
-            (_, None, _) => continue,
-        };
-        if refused || m.seq <= last {
+        let group = &m.message.group;
+        if !feed.knows(group) {
+            let last = replica_start(db, home, group, m.seq, joining.contains(group)).await?;
+            feed.start(group, last);
+        }
+        if !feed.wants(&m) {
             continue;
         }
-        let why = if m.seq > last + 1 {
-            Some(format!(
-                "a gap in the feed of {group}: seq {} follows {last}",
-                m.seq
-            ))
-        } else if !m.message.sender.contains('@') && !relayed_back(db, &m).await? {
-            Some(format!(
-                "{home} attributed a message to our user {} in {group} (seq {}, id {}) \
-                 that they never posted there",
-                m.message.sender, m.seq, m.message.id
-            ))
+        if is_ours(&m) && !relayed_back(db, &m).await? {
+            feed.misattributed(home, &m);
         } else if !insert_replica(db, &m).await? {
-            Some(format!(
-                "message {} of {group} (seq {}) reuses the id of a stored message",
-                m.message.id, m.seq
-            ))
+            feed.id_reused(&m);
         } else {
-            None
-        };
-        match why {
-            Some(why) => {
-                replicas[i].2 = true;
-                out.refused.get_or_insert(why);
-            }
-            None => {
-                replicas[i].1 = Some(m.seq);
-                new.push(m);
-            }
+            feed.stored(&m);
+            new.push(m);
         }
     }
-    for (group, last, _) in replicas {
-        match last {
-            Some(last) => {
-                db.execute(
-                    "UPDATE groups SET last_seq = $2 WHERE name = $1",
-                    &[&group, &last],
-                )
-                .await?;
-                out.acks.push(GroupCursor { group, seq: last });
-            }
-            None => out.ignored.push(group),
-        }
+    let out = feed.finish();
+    for ack in &out.acks {
+        db.execute(
+            "UPDATE groups SET last_seq = $2 WHERE name = $1",
+            &[&ack.group, &ack.seq],
+        )
+        .await?;
     }
     Ok((new, out))
 }

@@ -4,14 +4,13 @@
 //! group commits. The tables, and why they are shaped so:
 //! `docs/design/storage.md#federation-tables`.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use jaring_chat::storage::{
     FederationStore, GroupCursor, MessageKind, NewMessage, Outgoing, ReplicaOutcome, Settled,
     StoreResult, StoredMessage, conversation_key,
 };
-use jaring_chat::storage::{Published, StoredGroupMessage};
+use jaring_chat::storage::{Published, ReplicaFeed, StoredGroupMessage, is_ours};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::error::{Error, SqlResult};
@@ -257,69 +256,31 @@ async fn store_replica(
     store
         .run_publishing(
             move |c| {
-                let mut out = ReplicaOutcome::default();
-                // Each replica's last seq (`None`: not kept here) and whether it refused one.
-                let mut replicas: Vec<(String, Option<i64>, bool)> = Vec::new();
-                let mut index: HashMap<String, usize> = HashMap::new();
+                let mut feed = ReplicaFeed::new();
                 let mut new = Vec::new();
                 for m in messages {
                     let group = &m.message.group;
-                    let i = match index.entry(group.clone()) {
-                        Entry::Occupied(e) => *e.get(),
-                        Entry::Vacant(e) => {
-                            let last =
-                                replica_start(c, &home, group, m.seq, joining.contains(group))?;
-                            replicas.push((group.clone(), last, false));
-                            *e.insert(replicas.len() - 1)
-                        }
-                    };
-                    let (_, last, refused) = &mut replicas[i];
-                    let Some(last) = last else {
-                        continue;
-                    };
-                    if *refused || m.seq <= *last {
+                    if !feed.knows(group) {
+                        let last = replica_start(c, &home, group, m.seq, joining.contains(group))?;
+                        feed.start(group, last);
+                    }
+                    if !feed.wants(&m) {
                         continue;
                     }
-                    let why = if m.seq > *last + 1 {
-                        Some(format!(
-                            "a gap in the feed of {group}: seq {} follows {last}",
-                            m.seq
-                        ))
-                    } else if !m.message.sender.contains('@') && !relayed_back(c, &m)? {
-                        Some(format!(
-                            "{home} attributed a message to our user {} in {group} (seq {}, id {}) \
-                             that they never posted there",
-                            m.message.sender, m.seq, m.message.id
-                        ))
+                    if is_ours(&m) && !relayed_back(c, &m)? {
+                        feed.misattributed(&home, &m);
                     } else if !insert_replica(c, &m)? {
-                        Some(format!(
-                            "message {} of {group} (seq {}) reuses the id of a stored message",
-                            m.message.id, m.seq
-                        ))
+                        feed.id_reused(&m);
                     } else {
-                        None
-                    };
-                    match why {
-                        Some(why) => {
-                            *refused = true;
-                            out.refused.get_or_insert(why);
-                        }
-                        None => {
-                            *last = m.seq;
-                            new.push(m);
-                        }
+                        feed.stored(&m);
+                        new.push(m);
                     }
                 }
+                let out = feed.finish();
                 let mut set_last =
                     c.prepare_cached("UPDATE groups SET last_seq = ?2 WHERE name = ?1")?;
-                for (group, last, _) in replicas {
-                    match last {
-                        Some(last) => {
-                            set_last.execute(params![group, last])?;
-                            out.acks.push(GroupCursor { group, seq: last });
-                        }
-                        None => out.ignored.push(group),
-                    }
+                for ack in &out.acks {
+                    set_last.execute(params![ack.group, ack.seq])?;
                 }
                 Ok((new, out))
             },

@@ -64,6 +64,125 @@ pub struct ReplicaOutcome {
     pub ignored: Vec<String>,
 }
 
+/// The rules a home realm's feed must keep, applied by every store as it stores a batch of
+/// replica messages (`FederationStore::store_replica`), so that they are written once: a message
+/// is stored only if its `seq` is exactly its replica's last + 1 (at or below it: a resend,
+/// skipped; above it: a gap, refused with everything after it in that replica), only into a
+/// replica this realm keeps, and one attributed to one of our users only if that user posted it.
+///
+/// The store asks, per message: [`Self::knows`] (else it looks up where the replica stands and
+/// says [`Self::start`]), [`Self::wants`], then, for [`is_ours`], whether it relayed that post
+/// ([`Self::misattributed`] if not), then stores it ([`Self::id_reused`] if its id is taken,
+/// else [`Self::stored`]). [`Self::finish`] gives the outcome, whose acks are each replica's new
+/// last `seq` for the store to record.
+#[derive(Debug, Default)]
+pub struct ReplicaFeed {
+    /// Each replica's last seq (`None`: not kept here) and whether it refused one, in the order
+    /// they first appear.
+    replicas: Vec<(String, Option<i64>, bool)>,
+    index: HashMap<String, usize>,
+    refused: Option<String>,
+}
+
+/// Whether a replica message is attributed to one of this realm's users (a sender without
+/// `@`): the store must check that the user posted it.
+pub fn is_ours(m: &StoredGroupMessage) -> bool {
+    !m.message.sender.contains('@')
+}
+
+impl ReplicaFeed {
+    /// A feed for one batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `group`'s replica was looked up in this batch.
+    pub fn knows(&self, group: &str) -> bool {
+        self.index.contains_key(group)
+    }
+
+    /// Where `group`'s replica stands: its last `seq`, or `None` if this realm does not keep it.
+    pub fn start(&mut self, group: &str, last: Option<i64>) {
+        self.index.insert(group.to_owned(), self.replicas.len());
+        self.replicas.push((group.to_owned(), last, false));
+    }
+
+    /// Whether `m` is to be stored next; refuses its replica at a gap.
+    pub fn wants(&mut self, m: &StoredGroupMessage) -> bool {
+        let Some(&i) = self.index.get(&m.message.group) else {
+            return false;
+        };
+        let (group, last, refused) = &mut self.replicas[i];
+        let Some(last) = *last else { return false };
+        if *refused || m.seq <= last {
+            return false;
+        }
+        if m.seq > last + 1 {
+            *refused = true;
+            self.refused.get_or_insert(format!(
+                "a gap in the feed of {group}: seq {} follows {last}",
+                m.seq
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// `m`, attributed by `home` to one of our users, is not a post of theirs: its replica
+    /// refuses it and all after it.
+    pub fn misattributed(&mut self, home: &str, m: &StoredGroupMessage) {
+        self.refuse(
+            m,
+            format!(
+                "{home} attributed a message to our user {} in {} (seq {}, id {}) that they never \
+                 posted there",
+                m.message.sender, m.message.group, m.seq, m.message.id
+            ),
+        );
+    }
+
+    /// `m`'s id is already a stored message's: its replica refuses it and all after it.
+    pub fn id_reused(&mut self, m: &StoredGroupMessage) {
+        self.refuse(
+            m,
+            format!(
+                "message {} of {} (seq {}) reuses the id of a stored message",
+                m.message.id, m.message.group, m.seq
+            ),
+        );
+    }
+
+    /// `m` is stored: its replica's last `seq` moves to it.
+    pub fn stored(&mut self, m: &StoredGroupMessage) {
+        if let Some(&i) = self.index.get(&m.message.group) {
+            self.replicas[i].1 = Some(m.seq);
+        }
+    }
+
+    fn refuse(&mut self, m: &StoredGroupMessage, why: String) {
+        if let Some(&i) = self.index.get(&m.message.group) {
+            self.replicas[i].2 = true;
+        }
+        self.refused.get_or_insert(why);
+    }
+
+    /// What the batch came to: each kept replica's last `seq` to record and acknowledge, the
+    /// first refusal, and the replicas not kept here.
+    pub fn finish(self) -> ReplicaOutcome {
+        let mut out = ReplicaOutcome {
+            refused: self.refused,
+            ..ReplicaOutcome::default()
+        };
+        for (group, last, _) in self.replicas {
+            match last {
+                Some(seq) => out.acks.push(GroupCursor { group, seq }),
+                None => out.ignored.push(group),
+            }
+        }
+        out
+    }
+}
+
 /// Durable state of a realm's federation. Every write returns only once committed: a link
 /// acknowledges, and `send` answers OK, on that promise.
 pub trait FederationStore: Send + Sync + 'static {

@@ -10,7 +10,6 @@
 //! state lock but under a second one taken before the state lock is released (see its `publish`),
 //! so each group's publications follow its `seq` order even when callers race.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -18,7 +17,8 @@ use uuid::Uuid;
 
 use super::error::{StoreError, StoreResult};
 use super::federation::{
-    FederationStore, GroupCursor, MessageKind, Outgoing, ReplicaOutcome, Settled,
+    FederationStore, GroupCursor, MessageKind, Outgoing, ReplicaFeed, ReplicaOutcome, Settled,
+    is_ours,
 };
 use super::groups::{
     GroupRecord, GroupStore, JoinOutcome, MemberRecord, NewGroupMessage, Published, ReadCursor,
@@ -679,67 +679,30 @@ impl FederationStore for MemoryStore {
         published: Published,
     ) -> StoreResult<ReplicaOutcome> {
         let mut state = self.state();
-        let mut out = ReplicaOutcome::default();
-        // Each replica's last seq (`None`: not kept here) and whether it refused one, in the
-        // order they first appear.
-        let mut replicas: Vec<(String, Option<i64>, bool)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut feed = ReplicaFeed::new();
         let mut new = Vec::new();
         for m in messages {
-            let group = m.message.group.clone();
-            let i = match index.entry(group.clone()) {
-                Entry::Occupied(e) => *e.get(),
-                Entry::Vacant(e) => {
-                    let last = state.replica_start(home, &group, m.seq, joining.contains(&group));
-                    replicas.push((group.clone(), last, false));
-                    *e.insert(replicas.len() - 1)
-                }
-            };
-            let (_, Some(last), refused) = &mut replicas[i] else {
-                continue;
-            };
-            if *refused || m.seq <= *last {
+            let group = &m.message.group;
+            if !feed.knows(group) {
+                let last = state.replica_start(home, group, m.seq, joining.contains(group));
+                feed.start(group, last);
+            }
+            if !feed.wants(&m) {
                 continue;
             }
-            let why = if m.seq > *last + 1 {
-                Some(format!(
-                    "a gap in the feed of {group}: seq {} follows {last}",
-                    m.seq
-                ))
-            } else if !m.message.sender.contains('@') && !state.relayed_back(&m) {
-                Some(format!(
-                    "{home} attributed a message to our user {} in {group} (seq {}, id {}) that \
-                     they never posted there",
-                    m.message.sender, m.seq, m.message.id
-                ))
+            if is_ours(&m) && !state.relayed_back(&m) {
+                feed.misattributed(home, &m);
             } else if !state.insert_replica(&m) {
-                Some(format!(
-                    "message {} of {group} (seq {}) reuses the id of a stored message",
-                    m.message.id, m.seq
-                ))
+                feed.id_reused(&m);
             } else {
-                None
-            };
-            match why {
-                Some(why) => {
-                    *refused = true;
-                    out.refused.get_or_insert(why);
-                }
-                None => {
-                    *last = m.seq;
-                    new.push(m);
-                }
+                feed.stored(&m);
+                new.push(m);
             }
         }
-        for (group, last, _) in replicas {
-            match last {
-                Some(last) => {
-                    if let Some(g) = state.groups.get_mut(&group) {
-                        g.last_seq = last;
-                    }
-                    out.acks.push(GroupCursor { group, seq: last });
-                }
-                None => out.ignored.push(group),
+        let out = feed.finish();
+        for ack in &out.acks {
+            if let Some(g) = state.groups.get_mut(&ack.group) {
+                g.last_seq = ack.seq;
             }
         }
         self.publish(state, &new, published);

@@ -16,7 +16,8 @@ pub mod window;
 
 pub use error::{BackendError, StoreError, StoreResult};
 pub use federation::{
-    FederationStore, GroupCursor, MessageKind, Outgoing, ReplicaOutcome, Settled,
+    FederationStore, GroupCursor, MessageKind, Outgoing, ReplicaFeed, ReplicaOutcome, Settled,
+    is_ours,
 };
 pub use groups::{
     GroupRecord, GroupStore, JoinOutcome, MemberRecord, NewGroupMessage, Published, ReadCursor,
