@@ -464,13 +464,6 @@ impl Store for PostgresStore {
             .await?)
     }
 
-    async fn insert_message(&self, message: NewMessage) -> StoreResult<Arc<StoredMessage>> {
-        self.insert_messages(vec![message])
-            .await
-            .pop()
-            .unwrap_or(Err(StoreError::Stopped))
-    }
-
     async fn insert_messages(
         &self,
         messages: Vec<NewMessage>,

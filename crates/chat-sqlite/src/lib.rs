@@ -92,13 +92,6 @@ impl Store for SqliteStore {
         r.map_err(StoreError::from)
     }
 
-    async fn insert_message(&self, message: NewMessage) -> StoreResult<Arc<StoredMessage>> {
-        self.insert_messages(vec![message])
-            .await
-            .pop()
-            .unwrap_or(Err(StoreError::Stopped))
-    }
-
     async fn insert_messages(
         &self,
         messages: Vec<NewMessage>,

@@ -262,13 +262,6 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn insert_message(&self, message: NewMessage) -> StoreResult<Arc<StoredMessage>> {
-        self.insert_messages(vec![message])
-            .await
-            .pop()
-            .unwrap_or(Err(StoreError::Stopped))
-    }
-
     async fn insert_messages(
         &self,
         messages: Vec<NewMessage>,

@@ -82,11 +82,18 @@ pub trait Store: super::groups::GroupStore + Send + Sync + 'static {
     /// Forgets tokens (logout, expiry); returns once committed.
     fn delete_tokens(&self, hashes: Vec<[u8; 32]>) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Stores a message; returns, with its sequence number, once it is durable.
+    /// Stores a message; returns, with its sequence number, once it is durable (a batch of one).
     fn insert_message(
         &self,
         message: NewMessage,
-    ) -> impl Future<Output = StoreResult<Arc<StoredMessage>>> + Send;
+    ) -> impl Future<Output = StoreResult<Arc<StoredMessage>>> + Send {
+        async move {
+            self.insert_messages(vec![message])
+                .await
+                .pop()
+                .unwrap_or(Err(super::StoreError::Stopped))
+        }
+    }
 
     /// Stores messages in order, in one commit (a connection's pipelined sends); returns each
     /// one's result, in the same order, once they are durable.
