@@ -17,6 +17,13 @@ use crate::error::{Error, PgResult};
 use crate::writer::{Db, Op};
 use crate::{PostgresStore, sql_limit, unix_ms};
 
+/// A group message row and its bytes of text, for a [`WindowTaker`].
+fn weighed(row: &Row) -> PgResult<(StoredGroupMessage, usize)> {
+    let m = message_row(row)?;
+    let len = m.message.body.len();
+    Ok((m, len))
+}
+
 fn message_row(row: &Row) -> PgResult<StoredGroupMessage> {
     Ok(StoredGroupMessage {
         seq: row.try_get(1)?,
@@ -165,18 +172,12 @@ impl GroupStore for PostgresStore {
             let rows = self
                 .read(AFTER, &[&group, &after, &sql_limit(limit)])
                 .await?;
-            let mut taker = WindowTaker::new(Window {
+            let window = Window {
                 limit,
                 before: None,
                 max_bytes,
-            });
-            for row in &rows {
-                let m = message_row(row)?;
-                let len = m.message.body.len();
-                if !taker.take(m, len) {
-                    break;
-                }
-            }
+            };
+            let taker = WindowTaker::new(window).take_all(rows.iter().map(weighed))?;
             Ok::<_, Error>(taker.finish_as_taken())
         };
         Ok(r.await?)
@@ -194,14 +195,7 @@ impl GroupStore for PostgresStore {
                     &[&group, &window.before_seq(), &sql_limit(window.limit)],
                 )
                 .await?;
-            let mut taker = WindowTaker::new(window);
-            for row in &rows {
-                let m = message_row(row)?;
-                let len = m.message.body.len();
-                if !taker.take(m, len) {
-                    break;
-                }
-            }
+            let taker = WindowTaker::new(window).take_all(rows.iter().map(weighed))?;
             Ok::<_, Error>(taker.finish())
         };
         Ok(r.await?)

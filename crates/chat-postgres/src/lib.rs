@@ -357,6 +357,13 @@ pub(crate) fn sql_limit(n: usize) -> i64 {
 
 /// Reads a message row selected as `seq, id, sender, sender_display, recipient,
 /// recipient_display, body, sent_at`.
+/// A message row and its bytes of text, for a [`WindowTaker`].
+fn weighed(row: &Row) -> PgResult<(StoredMessage, usize)> {
+    let m = message_row(row)?;
+    let len = m.message.body.len();
+    Ok((m, len))
+}
+
 pub(crate) fn message_row(row: &Row) -> PgResult<StoredMessage> {
     Ok(StoredMessage {
         seq: row.try_get(0)?,
@@ -490,18 +497,15 @@ impl Store for PostgresStore {
     ) -> StoreResult<Page<Arc<StoredMessage>>> {
         let r = async {
             let rows = self.read(PENDING, &[&recipient, &sql_limit(limit)]).await?;
-            let mut taker = WindowTaker::new(Window {
+            let window = Window {
                 limit,
                 before: None,
                 max_bytes,
-            });
-            for row in &rows {
-                let m = message_row(row)?;
-                let len = m.message.body.len();
-                if !taker.take(Arc::new(m), len) {
-                    break;
-                }
-            }
+            };
+            let shared = rows
+                .iter()
+                .map(|r| weighed(r).map(|(m, len)| (Arc::new(m), len)));
+            let taker = WindowTaker::new(window).take_all(shared)?;
             Ok::<_, Error>(taker.finish_as_taken())
         };
         Ok(r.await?)
@@ -531,14 +535,7 @@ impl Store for PostgresStore {
                     &[&key, &window.before_seq(), &sql_limit(window.limit)],
                 )
                 .await?;
-            let mut taker = WindowTaker::new(window);
-            for row in &rows {
-                let m = message_row(row)?;
-                let len = m.message.body.len();
-                if !taker.take(m, len) {
-                    break;
-                }
-            }
+            let taker = WindowTaker::new(window).take_all(rows.iter().map(weighed))?;
             Ok::<_, Error>(taker.finish())
         };
         Ok(r.await?)

@@ -63,6 +63,21 @@ impl<T> WindowTaker<T> {
         true
     }
 
+    /// Takes `messages` (each with its bytes of text, or why it could not be read) until the
+    /// window is full; a failure ends the read.
+    pub fn take_all<E>(
+        mut self,
+        messages: impl IntoIterator<Item = Result<(T, usize), E>>,
+    ) -> Result<Self, E> {
+        for m in messages {
+            let (message, len) = m?;
+            if !self.take(message, len) {
+                break;
+            }
+        }
+        Ok(self)
+    }
+
     /// The page, oldest first, of messages taken newest first.
     pub fn finish(mut self) -> Page<T> {
         self.messages.reverse();
