@@ -79,14 +79,10 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
         BenchWorkload::Chat(c) if c.drain => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let r = jaring_bench::chat::drain(
-                target,
-                &chat_options(&c, target)?,
-                opts.duration,
-                &opts.stop,
-            )
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?;
+            let r =
+                jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration, &opts.stop)
+                    .await
+                    .map_err(|e| Failure::Runtime(e.into()))?;
             if c.load.json {
                 println!(
                     "{}",
@@ -106,7 +102,8 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         }
         BenchWorkload::Chat(c) => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let mut chat = chat_options(&c, target)?;
+            let mut chat = chat_options(&c)?;
+            chat.server_pid = server_pid(&c, target).await;
             if c.cross_realm {
                 let peer = reachable(&c.load.host, c.peer_port).await?;
                 chat.peer = Some((peer, c.peer_realm.clone()));
@@ -224,10 +221,21 @@ pub(crate) async fn reachable(host: &str, port: u16) -> Result<SocketAddr, Failu
     }
 }
 
-fn chat_options(
-    c: &BenchChatArgs,
-    target: SocketAddr,
-) -> Result<jaring_bench::chat::ChatOptions, Failure> {
+/// `--server-pid`, or when it is not given and the target is on loopback (so surely this
+/// machine), the process listening on the target's port (under a lab: the lab process, all its
+/// services together). The search reads every process's descriptors: off the async workers.
+async fn server_pid(c: &BenchChatArgs, target: SocketAddr) -> Option<u32> {
+    if c.server_pid.is_some() || !target.ip().is_loopback() {
+        return c.server_pid;
+    }
+    let port = target.port();
+    tokio::task::spawn_blocking(move || jaring_bench::engine::pid_listening_on(port))
+        .await
+        .ok()
+        .flatten()
+}
+
+fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Failure> {
     use jaring_bench::chat::{ChatOptions, Mode};
     if c.receivers == Some(0) {
         return Err(Failure::Usage(anyhow!("--receivers must be at least 1")));
@@ -238,15 +246,7 @@ fn chat_options(
         receivers: c.receivers.unwrap_or(0),
         user_prefix: c.user_prefix.clone(),
         password: c.password.clone(),
-        // Found by its port when not given and the target is on loopback, so surely this
-        // machine (under a lab: the lab process, all its services together).
-        server_pid: c.server_pid.or_else(|| {
-            target
-                .ip()
-                .is_loopback()
-                .then(|| jaring_bench::engine::pid_listening_on(target.port()))
-                .flatten()
-        }),
+        server_pid: c.server_pid,
         pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)
     })
