@@ -1,0 +1,189 @@
+//! rustls configurations for the services (time, echo, chat client port) and their clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::identity::certs_from_pem;
+use crate::{Identity, TlsError, provider};
+
+/// How many TLS sessions a server remembers for stateful resumption (TLS 1.2 session ids,
+/// and TLS 1.3 clients that do not take tickets).
+const SESSION_CACHE: usize = 1024;
+
+/// A key log writing to `$SSLKEYLOGFILE`, only when that variable is set: it lets Wireshark
+/// decrypt a capture, so it must never be on by accident.
+pub(crate) fn key_log() -> Option<Arc<dyn rustls::KeyLog>> {
+    std::env::var_os("SSLKEYLOGFILE").map(|_| Arc::new(rustls::KeyLogFile::new()) as _)
+}
+
+/// A server configuration for the services: TLS 1.2 and 1.3, no client authentication,
+/// session resumption by stateless tickets and by a session cache, key log to
+/// `$SSLKEYLOGFILE` when set.
+pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let config_err = |context| move |source| TlsError::Config { context, source };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(config_err("protocol versions"))?
+        .with_no_client_auth()
+        .with_single_cert(id.chain().to_vec(), id.key().clone_key())
+        .map_err(config_err("server certificate"))?;
+    // Tickets serve rustls and TLS 1.3 clients; the cache serves clients that resume by
+    // session id (TLS 1.2, `openssl s_client -reconnect`).
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_err("ticketer"))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    if let Some(log) = key_log() {
+        config.key_log = log;
+    }
+    Ok(Arc::new(config))
+}
+
+/// What a client trusts to verify a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The operating system's root certificates.
+    System,
+    /// Only the certificates in this PEM file (the lab CA, typically).
+    CaFile(PathBuf),
+    /// Any certificate (handshake signatures are still checked): for labs, never for
+    /// anything that matters.
+    Insecure,
+}
+
+/// A client configuration for the services.
+///
+/// [`Trust::System`] fails when the system has no root certificates, saying to pass `--ca`.
+/// Resumption uses rustls' in-memory session store; key log to `$SSLKEYLOGFILE` when set.
+pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::Config {
+            context: "protocol versions",
+            source,
+        })?;
+    let mut config = match trust {
+        Trust::System => builder
+            .with_root_certificates(system_roots()?)
+            .with_no_client_auth(),
+        Trust::CaFile(path) => builder
+            .with_root_certificates(roots_from_file(path)?)
+            .with_no_client_auth(),
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth(),
+    };
+    if let Some(log) = key_log() {
+        config.key_log = log;
+    }
+    Ok(Arc::new(config))
+}
+
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let detail = found
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(TlsError::NoSystemRoots {
+            detail: if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            },
+        });
+    }
+    Ok(roots)
+}
+
+/// The certificates of a PEM file as roots.
+fn roots_from_file(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::ReadCa {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = certs_from_pem(
+        &pem,
+        &path.display().to_string(),
+        "pass the CA certificate with --ca",
+    )?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| TlsError::BadCertificate {
+            origin: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The name a client checks the server's certificate against: an IP literal (IPv6 with or
+/// without `[]`) or a DNS name.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::BadServerName {
+        host: host.to_owned(),
+    })
+}
+
+/// Accepts any server certificate, but still checks that the server holds the key of the
+/// certificate it sent (handshake signatures), so the session keys are at least bound to it.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
