@@ -60,12 +60,44 @@ pub struct RealmConfig {
     /// `[storage]`
     #[serde(default)]
     pub storage: StorageSection,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: TlsSection,
     /// `[federation]`
     #[serde(default)]
     pub federation: FederationSection,
     /// `[[peer]]`: the realms this one links to.
     #[serde(default)]
     pub peer: Vec<PeerSection>,
+}
+
+/// `[tls]`: the realm's certificate and key. With them the client port takes TLS (beside
+/// plaintext unless `only`), and the realm's links can run over mutual TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain, PEM, leaf first; relative to the config file.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key, PEM; relative to the config file.
+    pub key: Option<PathBuf>,
+    /// Refuse plaintext clients on the client port (default false: both, told apart by the first
+    /// byte).
+    pub only: Option<bool>,
+    /// Seconds a client's TLS handshake may take (default 10).
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+impl TlsSection {
+    /// The certificate and key files, when both are set; one without the other is an error.
+    pub fn files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid(
+                "[tls] needs both cert and key (PEM files), or neither".into(),
+            )),
+        }
+    }
 }
 
 /// `[federation]`: where peer realms connect (never the client port).
@@ -243,6 +275,16 @@ impl RealmConfig {
             && let Some(parent) = path.parent()
         {
             config.storage.url_file = Some(parent.join(f));
+        }
+        for f in [&mut config.tls.cert, &mut config.tls.key]
+            .into_iter()
+            .flatten()
+        {
+            if f.is_relative()
+                && let Some(parent) = path.parent()
+            {
+                *f = parent.join(&*f);
+            }
         }
         for p in &mut config.peer {
             if let Some(f) = &p.secret_file
@@ -483,6 +525,16 @@ backend = "sqlite"
 synchronous = "full"
 # Most writes committed together in one transaction (group commit).
 max_batch = 4096
+
+# TLS (docs/chat-protocol.md, "TLS"): with a certificate and key, the client port takes TLS
+# beside plaintext (a client's first byte tells which); paths are relative to this file.
+[tls]
+# cert = "tls/realm1.pem"
+# key = "tls/realm1-key.pem"
+# Refuse plaintext clients (each is told in one line that the port takes TLS only).
+only = false
+# A client's TLS handshake must finish within this many seconds of its first byte.
+handshake_timeout_secs = 10
 
 # Federation (docs/federation.md): other realms this one exchanges messages with, as user@realm.
 # Peers connect to this port, never to the client port; both realms of a pair list each other

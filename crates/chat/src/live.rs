@@ -15,6 +15,7 @@
 //! session ends with a raw `exit` and the lab's final reply.
 
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use jaring_proto::chat::classic::{self, ClassicChunker};
@@ -22,9 +23,8 @@ use jaring_proto::chat::event::{Ended, Event, encode_event};
 use jaring_proto::chat::reply::{self, Status};
 use jaring_proto::chat::{ChatSession, LiveLine, REPLY_END, Request};
 use jaring_runtime::driver::write_out;
-use jaring_runtime::{Conn, End};
+use jaring_runtime::{Conn, End, Transport};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
@@ -101,21 +101,25 @@ enum WriteFail {
 
 /// Writes `out`, giving up when the session has fallen `cap` events behind or nothing could be
 /// written for `idle`.
-async fn write_watching(
-    stream: &mut TcpStream,
+async fn write_watching<T: Transport>(
+    stream: &mut T,
     out: &mut Vec<u8>,
     live: &LiveSession,
     cap: usize,
     idle: Duration,
 ) -> Result<(), WriteFail> {
     // Usually the socket takes the whole batch at once: no timer for that.
-    let mut pos = match stream.try_write(out) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(WriteFail::Io(e)),
-    };
+    let mut pos = stream.write_now(out).map_err(WriteFail::Io)?;
     let mut stalled_since = Instant::now();
-    while pos < out.len() {
+    while pos < out.len() || stream.holds_output() {
+        if pos == out.len() {
+            // All taken, some not yet sent (TLS records): send them within the idle timeout.
+            match tokio::time::timeout(idle, stream.flush()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(WriteFail::Io(e)),
+                Err(_) => return Err(WriteFail::Io(io::ErrorKind::TimedOut.into())),
+            }
+        }
         tokio::select! {
             n = stream.write(&out[pos..]) => match n {
                 Ok(0) => return Err(WriteFail::Io(io::ErrorKind::WriteZero.into())),
@@ -215,8 +219,8 @@ fn push_stored(classic: bool, m: &StoredGroupMessage, out: &mut Vec<u8>) {
 
 /// Ends a classic client's group mode: `out` (what is due) if anything, a pause, `exit` alone, a
 /// pause, then the lab's final reply.
-async fn classic_goodbye(
-    stream: &mut TcpStream,
+async fn classic_goodbye<T: Transport>(
+    stream: &mut T,
     out: &mut Vec<u8>,
     status: Status,
     message: String,
@@ -236,10 +240,15 @@ async fn classic_goodbye(
 /// Takes into `lines` the complete live lines of a closed session: those its session has parsed
 /// and those still in the socket. A write can fail (the member hung up) while lines sent before
 /// that wait unread: the kernel acknowledged them, so they count as received.
-fn take_unread(stream: &TcpStream, input: &mut Input<'_>, buf: &mut [u8], lines: &mut Vec<String>) {
+fn take_unread<T: Transport>(
+    stream: &mut T,
+    input: &mut Input<'_>,
+    buf: &mut [u8],
+    lines: &mut Vec<String>,
+) {
     for _ in 0..DRAIN_READS {
-        match stream.try_read(buf) {
-            Ok(n) if n > 0 => input.feed(&buf[..n]),
+        match stream.read_now(buf) {
+            Poll::Ready(Ok(n)) if n > 0 => input.feed(&buf[..n]),
             _ => break,
         }
     }
@@ -266,10 +275,10 @@ async fn post_last_lines<S: Store>(
 
 /// Runs the live session until it ends. `out` holds the `group` OK (for a classic session, the
 /// joiner's `<user> telah bergabung`), written first.
-pub async fn run<S: Store>(
+pub async fn run<S: Store, T: Transport>(
     realm: &Realm<S>,
     mut live: LiveSession,
-    stream: &mut TcpStream,
+    stream: &mut T,
     session: &mut ChatSession,
     buf: &mut [u8],
     out: &mut Vec<u8>,
@@ -302,8 +311,8 @@ pub async fn run<S: Store>(
 /// fell behind may not be reading at all: having left the ring it costs only `out`, so the write
 /// may take until the idle timeout before the connection is given up.
 /// A classic session ends the lab's way instead: `exit`, then an ERROR saying why.
-async fn end_with(
-    stream: &mut TcpStream,
+async fn end_with<T: Transport>(
+    stream: &mut T,
     live: &mut LiveSession,
     out: &mut Vec<u8>,
     reason: String,
@@ -324,10 +333,10 @@ async fn end_with(
 }
 
 #[allow(clippy::too_many_lines)]
-async fn drive<S: Store>(
+async fn drive<S: Store, T: Transport>(
     realm: &Realm<S>,
     live: &mut LiveSession,
-    stream: &mut TcpStream,
+    stream: &mut T,
     input: &mut Input<'_>,
     buf: &mut [u8],
     out: &mut Vec<u8>,

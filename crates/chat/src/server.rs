@@ -9,18 +9,17 @@
 //! futures through a runtime handle (a connection thread is not an async worker, so blocking there
 //! is what the model means).
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::Shutdown;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use jaring_proto::chat::send::Send;
 use jaring_proto::chat::{ChatSession, Command, Request, encode_error};
 use jaring_runtime::driver::{linger_async, write_out};
-use jaring_runtime::{Conn, End, Handler, LineDeadline};
-use tokio::io::{AsyncRead as _, ReadBuf};
+use jaring_runtime::transport::readable;
+use jaring_runtime::{Conn, End, Handler, LineDeadline, Transport};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -63,21 +62,6 @@ fn gather_sends(first: Send, session: &mut ChatSession, held: &mut Option<Reques
         }
     }
     sends
-}
-
-/// Reads what the socket holds into `buf`, without waiting (`Pending`: nothing after all).
-///
-/// Through tokio's `poll_read` rather than `try_read`: when a read leaves room in the buffer the
-/// socket is drained, and `poll_read` then clears the socket's readiness (epoll reports later
-/// data as a new event), so the next wait does not begin with a `recv` that can only say "nothing
-/// yet". With one request in flight per client that is one syscall per request instead of two.
-fn read_now(stream: &mut TcpStream, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-    let mut buf = ReadBuf::new(buf);
-    // A no-op waker: on `Pending` the caller waits with `readable()`, which registers its own.
-    let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(stream)
-        .poll_read(&mut cx, &mut buf)
-        .map_ok(|()| buf.filled().len())
 }
 
 /// The read buffer, allocated if the connection gave it back while idle.
@@ -197,7 +181,7 @@ impl<S: Store> Handler for ChatServer<S> {
         jaring_runtime::service::DEFAULT_READ_BUFFER
     }
 
-    async fn serve_async(self: Arc<Self>, mut stream: TcpStream, conn: Conn) -> End {
+    async fn serve_async<T: Transport>(self: Arc<Self>, mut stream: T, conn: Conn) -> End {
         let mut session = ChatSession::new(self.max_line);
         let mut state = ConnState::new(conn.info.peer.ip());
         // Allocated only while there is something to read: an idle connection holds no read
@@ -219,7 +203,7 @@ impl<S: Store> Handler for ChatServer<S> {
             let ready = tokio::select! {
                 biased;
                 () = &mut cancelled => break End::Shutdown,
-                ready = stream.readable() => ready,
+                ready = readable(&mut stream) => ready,
                 () = &mut idle_timer => {
                     let now = Instant::now();
                     if line_deadline.is_some_and(|d| now >= d) {
@@ -238,7 +222,11 @@ impl<S: Store> Handler for ChatServer<S> {
             if let Err(e) = ready {
                 break End::Error(e);
             }
-            let n = match read_now(&mut stream, read_buffer(&mut buf, conn.read_buffer)) {
+            // Through `poll_read` rather than `try_read`: when a read leaves room in the buffer the
+            // socket is drained, and `poll_read` then clears its readiness, so the next wait does
+            // not begin with a `recv` that can only say "nothing yet" (one syscall per request,
+            // not two, with one request in flight).
+            let n = match stream.read_now(read_buffer(&mut buf, conn.read_buffer)) {
                 Poll::Ready(Ok(0)) => break End::Eof,
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => break End::Error(e),

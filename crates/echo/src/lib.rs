@@ -19,4 +19,6 @@ pub mod client;
 pub mod pump;
 pub mod server;
 
-pub use server::{DEFAULT_PORT, EchoConfig, EchoServer, EchoStats, FILE_ECHO_PORT};
+pub use server::{
+    DEFAULT_PORT, DEFAULT_TLS_PORT, EchoConfig, EchoServer, EchoStats, FILE_ECHO_PORT,
+};

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jaring_runtime::driver::{linger_async, linger_blocking};
-use jaring_runtime::{Conn, End, Handler, Wait, Watch};
+use jaring_runtime::{Conn, End, Handler, Transport, Wait, Watch};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
@@ -24,6 +25,9 @@ use crate::pump::{Drain, Fill, Pump};
 
 /// The port the labs' echo server listens on.
 pub const DEFAULT_PORT: u16 = 10000;
+
+/// The port of echo's TLS listener (`--tls-port`), beside the plaintext one.
+pub const DEFAULT_TLS_PORT: u16 = 10443;
 
 /// The port the labs use for file echo (`jaring lab` listens on both).
 pub const FILE_ECHO_PORT: u16 = 32444;
@@ -36,6 +40,9 @@ pub const DEFAULT_SMALL_BUFFER: usize = 16 * 1024;
 /// full the connection stops reading until the peer takes some of its echo, so this is also the
 /// per-connection memory bound. Large enough that one stream moves in few, large system calls.
 pub const DEFAULT_STREAM_BUFFER: usize = 1024 * 1024;
+
+/// Most a TLS echo connection holds: a read that fills its small buffer grows it to this.
+pub const TLS_STREAM_BUFFER: usize = 64 * 1024;
 
 /// Buffer of a connection served by its own thread (`--model threads`), which copies.
 pub const THREAD_BUFFER: usize = 64 * 1024;
@@ -147,7 +154,25 @@ impl Handler for EchoServer {
         DEFAULT_SMALL_BUFFER
     }
 
-    async fn serve_async(self: Arc<Self>, mut stream: TcpStream, conn: Conn) -> End {
+    async fn serve_async<T: Transport>(self: Arc<Self>, stream: T, conn: Conn) -> End {
+        match stream.into_tcp() {
+            Ok(tcp) => self.serve_tcp(tcp, conn).await,
+            Err(mut other) => {
+                let end = serve_stream(&mut other, &conn, &self.stats).await;
+                finish(&mut other, &end).await;
+                end
+            }
+        }
+    }
+
+    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
+        serve_blocking(stream, &conn, &self.stats)
+    }
+}
+
+impl EchoServer {
+    /// Plain TCP: the pump, with its `splice` path.
+    async fn serve_tcp(&self, mut stream: TcpStream, conn: Conn) -> End {
         let mut conn_loop = ConnLoop {
             pump: Pump::buffer(conn.read_buffer.max(1)),
             streaming: false,
@@ -160,22 +185,71 @@ impl Handler for EchoServer {
         self.stats
             .held
             .fetch_sub(conn_loop.pump.pending() as u64, Ordering::Relaxed);
-        match &end {
-            End::Eof => {
-                // Half-close honoured: everything came back, now our FIN.
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-            }
-            End::Idle | End::SlowRequest | End::Shutdown | End::Closed => {
-                let mut scratch = [0u8; 4096];
-                linger_async(&mut stream, &mut scratch).await;
-            }
-            End::Error(_) => {}
-        }
+        finish(&mut stream, &end).await;
         end
     }
+}
 
-    fn serve_blocking(self: Arc<Self>, stream: std::net::TcpStream, conn: Conn) -> End {
-        serve_blocking(stream, &conn, &self.stats)
+/// Closes a connection as its end asks: our FIN after a half-close (everything came back), a
+/// lingering close when we end it.
+async fn finish<T: Transport>(stream: &mut T, end: &End) {
+    match end {
+        End::Eof => {
+            let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+        }
+        End::Idle | End::SlowRequest | End::Shutdown | End::Closed => {
+            let mut scratch = [0u8; 4096];
+            linger_async(stream, &mut scratch).await;
+        }
+        End::Error(_) => {}
+    }
+}
+
+/// Echo over a transport other than plain TCP (TLS): read what is there, write it all back, and
+/// again. One buffer bounds the connection as on the TCP path, and backpressure is the same: a
+/// peer that does not read its echo stops being read from. It grows to [`TLS_STREAM_BUFFER`]
+/// once a read fills it, so a stream moves a few TLS records per call.
+async fn serve_stream<T: Transport>(stream: &mut T, conn: &Conn, stats: &EchoStats) -> End {
+    let mut watch = Watch::new(conn);
+    let mut buf = vec![0u8; DEFAULT_SMALL_BUFFER];
+    loop {
+        let n = match watch.run(stream.read(&mut buf)).await {
+            Wait::Ready(Ok(0)) => return End::Eof,
+            Wait::Ready(Ok(n)) => n,
+            Wait::Ready(Err(e)) => return End::Error(e),
+            Wait::Idle => return End::Idle,
+            Wait::Slow => return End::SlowRequest,
+            Wait::Shutdown => return End::Shutdown,
+        };
+        stats.took(n, n);
+        watch.touch();
+        let echo = async {
+            stream.write_all(&buf[..n]).await?;
+            stream.flush().await
+        };
+        let written = match watch.run(echo).await {
+            Wait::Ready(result) => result,
+            Wait::Idle => return End::Idle,
+            Wait::Slow => return End::SlowRequest,
+            Wait::Shutdown => {
+                // What we took is given back within the grace period.
+                let rest = async {
+                    stream.write_all(&buf[..n]).await?;
+                    stream.flush().await
+                };
+                let _ = tokio::time::timeout(conn.grace.min(conn.idle_timeout), rest).await;
+                stats.gave(n);
+                return End::Shutdown;
+            }
+        };
+        if let Err(e) = written {
+            return End::Error(e);
+        }
+        stats.gave(n);
+        watch.touch();
+        if n == buf.len() && buf.len() < TLS_STREAM_BUFFER {
+            buf.resize(TLS_STREAM_BUFFER, 0);
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jaring_runtime::config::{
-    DEFAULT_BACKLOG, DEFAULT_BIND, DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_LINE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_BACKLOG, DEFAULT_BIND, DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LINE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 use jaring_runtime::{Limits, ListenConfig, Model, ServerConfig};
 
@@ -182,10 +182,66 @@ impl ServerArgs {
                 max_line,
                 max_per_address: self.max_connections_per_address,
                 line_timeout: Duration::from_secs(self.line_timeout),
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             },
             grace: seconds("grace", self.grace)?,
+            tls: None,
         })
     }
+}
+
+/// A server's TLS: its certificate and key, and whether plaintext is still accepted.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsServerArgs {
+    /// Certificate chain (PEM, leaf first): serve TLS with it. Without it, no TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a TLS handshake may take from the client's first byte [default: 10, or the
+    /// config's].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: Option<u64>,
+}
+
+impl TlsServerArgs {
+    /// The handshake timeout in force: the flag's, else `config`'s, else the default.
+    pub fn handshake_timeout(&self, config: Option<u64>) -> Duration {
+        self.handshake_timeout
+            .or(config)
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs)
+    }
+}
+
+/// A client's TLS: on or off, and whom to trust.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsClientArgs {
+    /// Speak TLS to the server (verifying its certificate against the system's CAs, or --ca).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust only the CA certificate(s) in this PEM file (`jaring lab` writes tls/ca.pem).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the server's certificate at all (anyone on the path can then read and change
+    /// everything): for a quick look at a server whose CA you do not have.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// TLS on a port that can also take plaintext (time, chat).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct SharedTlsArgs {
+    /// Certificate, key and handshake timeout.
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
+    /// Refuse plaintext: a client that does not start a TLS handshake is told so in one line
+    /// and closed. Without it the port takes TLS and plaintext (told apart by the first byte).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_only: bool,
 }
 
 /// `jaring time serve`
@@ -203,6 +259,9 @@ pub struct TimeServeArgs {
     /// Listener options, limits and model.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// TLS beside plaintext on the same port.
+    #[command(flatten)]
+    pub tls: SharedTlsArgs,
 }
 
 /// `jaring time client`
@@ -223,6 +282,9 @@ pub struct TimeClientArgs {
     /// Seconds to wait for the connection and for each reply.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `jaring bench …`
@@ -361,6 +423,14 @@ pub struct EchoServeArgs {
     /// Listener options, limits and model.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// TLS, on a port of its own (echo is binary-safe: a plaintext stream may start with any
+    /// byte, so one port cannot take both).
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
+    /// Port of the TLS listener (with --tls-cert).
+    #[arg(long, value_name = "PORT", default_value_t = jaring_echo::DEFAULT_TLS_PORT,
+          help_heading = "TLS")]
+    pub tls_port: u16,
 }
 
 /// `jaring echo client`
@@ -617,6 +687,9 @@ pub struct ServeArgs {
     /// `memory` keeps nothing across a restart (demos).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub storage: Option<StorageArg>,
+    /// TLS on the client port [default: the config's `[tls]`].
+    #[command(flatten)]
+    pub tls: SharedTlsArgs,
 }
 
 /// Storage backends on the command line.

@@ -43,6 +43,11 @@ pub const DEFAULT_PER_ADDRESS_FLOOR: usize = 256;
 /// listener closes, before the server stops waiting for them and exits anyway.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+/// Default deadline for a TLS handshake, counted from the client's first byte: a client that
+/// starts one and does not finish it within this long (a stalled or hostile peer, a ClientHello
+/// sent a byte at a time) is closed, so half-open handshakes cannot hold connection slots.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a server runs its connections. The same [`crate::Session`] code runs under each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Model {
@@ -132,6 +137,8 @@ pub struct Limits {
     pub max_per_address: Option<usize>,
     /// How long a request line may take from its first byte to its end.
     pub line_timeout: Duration,
+    /// How long a TLS handshake may take from the client's first byte.
+    pub handshake_timeout: Duration,
 }
 
 impl Limits {
@@ -152,6 +159,7 @@ impl Default for Limits {
             max_line: jaring_proto::time::DEFAULT_MAX_LINE,
             max_per_address: None,
             line_timeout: DEFAULT_LINE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -167,7 +175,38 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How long shutdown waits for connections to finish.
     pub grace: Duration,
+    /// TLS on this listener, if any.
+    pub tls: Option<TlsListen>,
 }
+
+/// Whether a listener also accepts plaintext when it has TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS and plaintext on the same port, told apart by the client's first byte (see
+    /// [`crate::transport::TLS_HANDSHAKE_RECORD`]): for client-speaks-first protocols whose
+    /// requests never start with that byte (time, chat).
+    Both,
+    /// TLS only: a client whose first byte is not a TLS handshake is told so (where the protocol
+    /// has a way to say it) and closed.
+    Only,
+}
+
+/// A listener's TLS: the certificate and settings, and whether plaintext is accepted too.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// The rustls server settings (certificate chain, key, resumption, key log).
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// Plaintext too, or TLS only.
+    pub mode: TlsMode,
+}
+
+impl PartialEq for TlsListen {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.config, &other.config) && self.mode == other.mode
+    }
+}
+
+impl Eq for TlsListen {}
 
 impl ServerConfig {
     /// Defaults everywhere, listening on `port`.
@@ -177,6 +216,7 @@ impl ServerConfig {
             model: Model::default(),
             limits: Limits::default(),
             grace: DEFAULT_GRACE,
+            tls: None,
         }
     }
 
@@ -191,6 +231,11 @@ impl ServerConfig {
         if self.limits.max_per_address == Some(0) {
             return Err(ConfigError(
                 "max connections per address must be at least 1",
+            ));
+        }
+        if self.limits.handshake_timeout.is_zero() {
+            return Err(ConfigError(
+                "TLS handshake timeout must be longer than 0 seconds",
             ));
         }
         if self.limits.line_timeout.is_zero() {

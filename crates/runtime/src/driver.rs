@@ -17,16 +17,17 @@ use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use jaring_proto::Flow;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::service::{Busy, Handler, Service, Session};
 pub use crate::service::{Conn, End};
+use crate::transport::Transport;
 
 /// How long a lingering close waits for the peer's FIN, and how much of its input it will discard.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -131,7 +132,11 @@ impl Watch {
 }
 
 /// Runs one connection on the async runtime until it ends.
-pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx: &Conn) -> End {
+pub async fn drive_async<T: Transport, S: Session>(
+    mut stream: T,
+    mut session: S,
+    ctx: &Conn,
+) -> End {
     let mut buf = vec![0u8; ctx.read_buffer];
     let mut out = Vec::new();
     let idle = ctx.idle_timeout;
@@ -164,7 +169,7 @@ pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx:
         End::Shutdown => {
             // Requests that already arrived get their replies: that is what "finish what is in
             // flight" means to a client that pipelined a few before we stopped.
-            if let Ok(n) = stream.try_read(&mut buf)
+            if let Poll::Ready(Ok(n)) = stream.read_now(&mut buf)
                 && n > 0
                 && session.handle_input(&buf[..n], &mut out) == Flow::Close
             {
@@ -187,9 +192,10 @@ pub async fn drive_async<S: Session>(mut stream: TcpStream, mut session: S, ctx:
     end
 }
 
-/// Writes all of `out` within `limit`, then empties it.
-pub async fn write_out(
-    stream: &mut TcpStream,
+/// Writes all of `out` within `limit` (and sends it on: a TLS transport's records are flushed),
+/// then empties it.
+pub async fn write_out<T: Transport>(
+    stream: &mut T,
     out: &mut Vec<u8>,
     limit: Duration,
 ) -> io::Result<()> {
@@ -197,13 +203,13 @@ pub async fn write_out(
         return Ok(());
     }
     // Nearly always the socket takes the whole reply at once; only a full send buffer pays for a timer.
-    let written = match stream.try_write(out) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    if written < out.len() {
-        match tokio::time::timeout(limit, stream.write_all(&out[written..])).await {
+    let written = stream.write_now(out)?;
+    if written < out.len() || stream.holds_output() {
+        let rest = async {
+            stream.write_all(&out[written..]).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(limit, rest).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(io::Error::new(
@@ -221,7 +227,7 @@ pub async fn write_out(
 }
 
 /// Sends FIN, then reads and discards what the peer still sends, for at most a second.
-pub async fn linger_async(stream: &mut TcpStream, buf: &mut [u8]) {
+pub async fn linger_async<T: Transport>(stream: &mut T, buf: &mut [u8]) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -403,7 +409,7 @@ impl<S: Service> Handler for S {
         Service::read_buffer_size(self)
     }
 
-    async fn serve_async(self: Arc<Self>, stream: TcpStream, conn: Conn) -> End {
+    async fn serve_async<T: Transport>(self: Arc<Self>, stream: T, conn: Conn) -> End {
         let session = self.session(&conn.info);
         drive_async(stream, session, &conn).await
     }

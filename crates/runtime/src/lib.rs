@@ -14,6 +14,8 @@
 //! - [`server`]: [`Server`], which binds, accepts, admits and drives connections, and its [`Stats`].
 //! - [`dial`](mod@dial): how every client connects (resolve, try each address, name host and port
 //!   on failure).
+//! - [`transport`]: the seam every connection loop runs over ([`Transport`]): plain TCP and TLS
+//!   ([`TlsTransport`]).
 //! - [`driver`]: the two loops that move bytes between a socket and a session, async and blocking,
 //!   through which every [`Service`] is a [`Handler`], and the clocks a connection loop watches
 //!   ([`Watch`], [`LineDeadline`]).
@@ -25,11 +27,13 @@ pub mod dial;
 pub mod driver;
 pub mod server;
 pub mod service;
+pub mod transport;
 
-pub use config::{Limits, ListenConfig, Model, ServerConfig};
-pub use dial::{DialError, dial};
+pub use config::{Limits, ListenConfig, Model, ServerConfig, TlsListen, TlsMode};
+pub use dial::{ClientStream, ClientTls, DialError, connect, dial};
 pub use driver::{Conn, End, LineDeadline, Wait, Watch};
 pub use jaring_proto::Flow;
 pub use server::{BindError, IPV6_PREFIX_BITS, Server, Stats, address_key};
 pub use service::{Busy, ConnInfo, Handler, Service, Session};
 pub use tokio_util::sync::CancellationToken;
+pub use transport::{TlsTransport, Transport};

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigError, Model, ServerConfig};
-use crate::driver::{Conn, End};
+use crate::config::{ConfigError, Model, ServerConfig, TlsListen, TlsMode};
+use crate::driver::{Conn, End, Wait, Watch, linger_async, write_out};
 use crate::service::{Busy, ConnInfo, Handler};
+use crate::transport::{TLS_HANDSHAKE_RECORD, TlsTransport};
 
 /// Stack for a connection thread under [`Model::Threads`]: the blocking driver needs little, and
 /// hundreds of threads at the default 2 MiB each would be wasteful address space.
@@ -159,6 +160,11 @@ impl Server {
             max_per_address = config.limits.per_address(),
             idle_timeout_s = config.limits.idle_timeout.as_secs(),
             line_timeout_s = config.limits.line_timeout.as_secs(),
+            tls = match config.tls.as_ref().map(|t| t.mode) {
+                None => "off",
+                Some(TlsMode::Both) => "tls and plaintext",
+                Some(TlsMode::Only) => "tls only",
+            },
             "listening"
         );
         let mut acceptor = Acceptor {
@@ -316,7 +322,18 @@ impl<S: Handler> Acceptor<S> {
             // Served right here: nothing else is accepted until this client leaves.
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             debug!(conn = info.id, peer = %info.peer, "connection opened");
-            let end = Arc::clone(&self.service).serve_async(stream, conn).await;
+            let service = Arc::clone(&self.service);
+            let end = match &self.config.tls {
+                None => service.serve_async(stream, conn).await,
+                Some(tls) => {
+                    let timeout = self.config.limits.handshake_timeout;
+                    match accept_tls(stream, tls, timeout, &conn, &*service).await {
+                        Accepted::Plain(stream) => service.serve_async(stream, conn).await,
+                        Accepted::Tls(stream) => service.serve_async(stream, conn).await,
+                        Accepted::Over(end) => end,
+                    }
+                }
+            };
             self.finish(&info, &end);
             return;
         }
@@ -334,50 +351,39 @@ impl<S: Handler> Acceptor<S> {
         let permit = (permit, slot);
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         debug!(conn = info.id, peer = %info.peer, "connection opened");
-        let service = Arc::clone(&self.service);
-        let stats = Arc::clone(&self.stats);
-        match self.config.model {
-            Model::Async | Model::Iterative => {
+        let runner = Runner {
+            service: Arc::clone(&self.service),
+            stats: Arc::clone(&self.stats),
+            threads: Arc::clone(&self.threads),
+            tracker: self.tracker.clone(),
+        };
+        let threads = self.config.model == Model::Threads;
+        match &self.config.tls {
+            None if threads => runner.thread(stream, conn, permit),
+            None => {
                 self.tracker.spawn(async move {
-                    let end = service.serve_async(stream, conn).await;
-                    log_end(&info, &end);
-                    stats.closed.fetch_add(1, Ordering::Relaxed);
-                    drop(permit);
+                    let end = Arc::clone(&runner.service).serve_async(stream, conn).await;
+                    runner.done(&info, &end, permit);
                 });
             }
-            Model::Threads => {
-                let std_stream = match stream.into_std().and_then(|s| {
-                    s.set_nonblocking(false)?;
-                    Ok(s)
-                }) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(conn = info.id, peer = %info.peer, error = %e, "cannot hand connection to a thread");
-                        stats.closed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                };
-                if let Ok(clone) = std_stream.try_clone() {
-                    lock(&self.threads).insert(info.id, clone);
-                }
-                let threads = Arc::clone(&self.threads);
-                let token = self.tracker.token();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("conn-{}", info.id))
-                    .stack_size(THREAD_STACK)
-                    .spawn(move || {
-                        let end = service.serve_blocking(std_stream, conn);
-                        lock(&threads).remove(&info.id);
-                        log_end(&info, &end);
-                        stats.closed.fetch_add(1, Ordering::Relaxed);
-                        drop((permit, token));
-                    });
-                if let Err(e) = spawned {
-                    // The closure (and with it the socket, permit and token) is dropped on failure.
-                    warn!(conn = info.id, peer = %info.peer, error = %e, "cannot start a connection thread");
-                    lock(&self.threads).remove(&info.id);
-                    self.stats.closed.fetch_add(1, Ordering::Relaxed);
-                }
+            Some(tls) => {
+                let tls = tls.clone();
+                let timeout = self.config.limits.handshake_timeout;
+                self.tracker.spawn(async move {
+                    let service = Arc::clone(&runner.service);
+                    let end = match accept_tls(stream, &tls, timeout, &conn, &*service).await {
+                        Accepted::Plain(stream) if threads => {
+                            return runner.thread(stream, conn, permit);
+                        }
+                        Accepted::Plain(stream) => service.serve_async(stream, conn).await,
+                        Accepted::Tls(stream) if threads => {
+                            return runner.tls_thread(stream, conn, permit);
+                        }
+                        Accepted::Tls(stream) => service.serve_async(stream, conn).await,
+                        Accepted::Over(end) => end,
+                    };
+                    runner.done(&info, &end, permit);
+                });
             }
         }
     }
@@ -424,6 +430,148 @@ impl<S: Handler> Acceptor<S> {
             );
         }
         info!(service = self.service.name(), "stopped");
+    }
+}
+
+/// A connection's admission: its connection-limit permit and its place in its address's count,
+/// given back when the connection ends.
+type Permit = (tokio::sync::OwnedSemaphorePermit, AddressSlot);
+
+/// What runs an admitted connection, cloned into the task that finishes its TLS handshake.
+struct Runner<S> {
+    service: Arc<S>,
+    stats: Arc<Stats>,
+    threads: Arc<Mutex<HashMap<u64, std::net::TcpStream>>>,
+    tracker: TaskTracker,
+}
+
+impl<S: Handler> Runner<S> {
+    fn done(&self, info: &ConnInfo, end: &End, permit: Permit) {
+        log_end(info, end);
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        drop(permit);
+    }
+
+    /// Runs a plaintext connection on an OS thread of its own, with blocking I/O.
+    fn thread(self, stream: TcpStream, conn: Conn, permit: Permit) {
+        let info = conn.info;
+        let std_stream = match stream.into_std().and_then(|s| {
+            s.set_nonblocking(false)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(conn = info.id, peer = %info.peer, error = %e, "cannot hand connection to a thread");
+                self.stats.closed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if let Ok(clone) = std_stream.try_clone() {
+            lock(&self.threads).insert(info.id, clone);
+        }
+        let token = self.tracker.token();
+        let threads = Arc::clone(&self.threads);
+        let stats = Arc::clone(&self.stats);
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn-{}", info.id))
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let end = Arc::clone(&self.service).serve_blocking(std_stream, conn);
+                lock(&self.threads).remove(&info.id);
+                self.done(&info, &end, permit);
+                drop(token);
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the socket, permit and token) is dropped on failure.
+            warn!(conn = info.id, peer = %info.peer, error = %e, "cannot start a connection thread");
+            lock(&threads).remove(&info.id);
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs a TLS connection on an OS thread of its own. The TLS state machine lives in the async
+    /// stream, so the thread drives the service's loop over it with `block_on`: still one thread
+    /// per connection, blocked on that connection alone; shutdown reaches it through its `Conn`.
+    fn tls_thread(self, stream: TlsTransport, conn: Conn, permit: Permit) {
+        let info = conn.info;
+        let token = self.tracker.token();
+        let handle = tokio::runtime::Handle::current();
+        let stats = Arc::clone(&self.stats);
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn-{}", info.id))
+            // The async loop's futures live on this stack.
+            .stack_size(THREAD_STACK * 4)
+            .spawn(move || {
+                let end = handle.block_on(Arc::clone(&self.service).serve_async(stream, conn));
+                self.done(&info, &end, permit);
+                drop(token);
+            });
+        if let Err(e) = spawned {
+            warn!(conn = info.id, peer = %info.peer, error = %e, "cannot start a connection thread");
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How a connection on a TLS listener turned out.
+enum Accepted {
+    /// Plaintext, on a listener that takes both.
+    Plain(TcpStream),
+    /// A finished TLS handshake.
+    Tls(TlsTransport),
+    /// Over before it was served: refused, silent until the idle timeout, a failed handshake.
+    Over(End),
+}
+
+/// Tells TLS from plaintext by the client's first byte (without consuming it), then finishes the
+/// TLS handshake within `handshake_timeout`. Waiting for that first byte is bounded by the idle
+/// timeout and ends at shutdown; it holds no buffer.
+async fn accept_tls<S: Handler>(
+    stream: TcpStream,
+    tls: &TlsListen,
+    handshake_timeout: Duration,
+    conn: &Conn,
+    service: &S,
+) -> Accepted {
+    let mut watch = Watch::new(conn);
+    let mut first = [0u8; 1];
+    let peeked = match watch.run(stream.peek(&mut first)).await {
+        Wait::Ready(Ok(n)) => n,
+        Wait::Ready(Err(e)) => return Accepted::Over(End::Error(e)),
+        Wait::Idle | Wait::Slow => return Accepted::Over(End::Idle),
+        Wait::Shutdown => return Accepted::Over(End::Shutdown),
+    };
+    if peeked == 0 || first[0] != TLS_HANDSHAKE_RECORD {
+        if tls.mode == TlsMode::Both {
+            return Accepted::Plain(stream);
+        }
+        if peeked == 0 {
+            return Accepted::Over(End::Eof);
+        }
+        let mut stream = stream;
+        let mut out = service.busy_reply(Busy::TlsRequired).unwrap_or_default();
+        let _ = write_out(&mut stream, &mut out, conn.grace).await;
+        linger_async(&mut stream, &mut [0u8; 1024]).await;
+        debug!(conn = conn.info.id, peer = %conn.info.peer, "plaintext on a TLS-only port; refused");
+        return Accepted::Over(End::Closed);
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+    match watch.run(handshake).await {
+        Wait::Ready(Ok(Ok(stream))) => Accepted::Tls(TlsTransport::new(stream)),
+        Wait::Ready(Ok(Err(e))) => {
+            debug!(conn = conn.info.id, peer = %conn.info.peer, error = %e, "TLS handshake failed");
+            Accepted::Over(End::Error(e))
+        }
+        Wait::Ready(Err(_)) => Accepted::Over(End::Error(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "TLS handshake not finished within {} s",
+                handshake_timeout.as_secs()
+            ),
+        ))),
+        Wait::Idle | Wait::Slow => Accepted::Over(End::Idle),
+        Wait::Shutdown => Accepted::Over(End::Shutdown),
     }
 }
 

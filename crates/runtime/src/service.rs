@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jaring_proto::Flow;
-use tokio::net::TcpStream;
+
+use crate::transport::Transport;
 use tokio_util::sync::CancellationToken;
 
 /// Read buffer per connection unless a service asks for another size: big enough to take a burst of
@@ -32,6 +33,8 @@ pub enum Busy {
         /// The limit per address.
         limit: usize,
     },
+    /// The port takes TLS only and the client spoke plaintext.
+    TlsRequired,
 }
 
 impl std::fmt::Display for Busy {
@@ -43,6 +46,9 @@ impl std::fmt::Display for Busy {
             Self::Address { limit } => write!(
                 f,
                 "too many connections from your address ({limit} open); close some and try again"
+            ),
+            Self::TlsRequired => f.write_str(
+                "this port takes TLS only; connect with TLS (jaring's clients: --tls --ca FILE)",
             ),
         }
     }
@@ -162,9 +168,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Serves one connection on the async runtime ([`crate::Model::Async`] and
     /// [`crate::Model::Iterative`]).
-    fn serve_async(
+    /// Plain TCP and TLS connections both come here, each loop compiled for its transport.
+    fn serve_async<T: Transport>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: T,
         conn: Conn,
     ) -> impl Future<Output = End> + Send;
 

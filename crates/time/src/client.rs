@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jaring_proto::time::{Hms, ReplyError, parse_reply};
-use jaring_runtime::{DialError, dial};
+use jaring_runtime::{ClientTls, DialError, connect};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// Longest reply line the client accepts; a real reply is 14 bytes, an `ERR` a few dozen.
@@ -24,6 +24,8 @@ pub struct ClientOptions {
     pub interval: Duration,
     /// Limit on connecting and on waiting for each reply.
     pub timeout: Duration,
+    /// TLS, if the server is to be spoken to over it.
+    pub tls: Option<ClientTls>,
 }
 
 /// Why the client failed. Every message names the server, so a script's log says where.
@@ -69,8 +71,8 @@ pub enum ClientError {
 
 /// Runs the client, writing one line per reply (`JAM hh:mm:ss`) to `out`.
 pub async fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<Vec<Hms>, ClientError> {
-    let stream = dial(&opts.host, opts.port, opts.timeout).await?;
-    let server = stream.peer_addr().map_err(|source| {
+    let stream = connect(&opts.host, opts.port, opts.timeout, opts.tls.as_ref()).await?;
+    let server = stream.tcp().peer_addr().map_err(|source| {
         ClientError::Dial(DialError::Connect {
             host: opts.host.clone(),
             port: opts.port,
@@ -85,11 +87,10 @@ pub async fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<Vec<Hms>,
         if i > 0 && !opts.interval.is_zero() {
             tokio::time::sleep(opts.interval).await;
         }
-        stream
-            .get_mut()
-            .write_all(b"TIME\r\n")
-            .await
-            .map_err(io_err)?;
+        let request = stream.get_mut();
+        request.write_all(b"TIME\r\n").await.map_err(io_err)?;
+        // TLS holds the record until flushed.
+        request.flush().await.map_err(io_err)?;
         line.clear();
         let mut limited = (&mut stream).take(MAX_REPLY);
         match tokio::time::timeout(opts.timeout, limited.read_until(b'\n', &mut line)).await {
@@ -119,7 +120,7 @@ pub async fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<Vec<Hms>,
     }
     // QUIT, then wait briefly for the server to close first, so the TIME_WAIT stays on its side.
     let stream = stream.get_mut();
-    if stream.write_all(b"QUIT\r\n").await.is_ok() {
+    if stream.write_all(b"QUIT\r\n").await.is_ok() && stream.flush().await.is_ok() {
         let mut sink = [0u8; 64];
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await;
     }

@@ -19,6 +19,7 @@ fn opts(port: u16, count: u64) -> ClientOptions {
         count,
         interval: Duration::ZERO,
         timeout: Duration::from_secs(10),
+        tls: None,
     }
 }
 

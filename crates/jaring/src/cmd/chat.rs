@@ -13,11 +13,11 @@ use jaring_chat::storage::{MemoryStore, Storage, StoreError, UserAdmin, UserReco
 use jaring_chat::{ChatServer, Realm, SystemClock};
 use jaring_chat_postgres::{PostgresOptions, PostgresStore};
 use jaring_chat_sqlite::SqliteStore;
-use jaring_runtime::config::DEFAULT_GRACE;
+use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
 use crate::cli::{ChatCommand, ModelArg, RealmLocation, ServeArgs, UserCommand, seconds};
-use crate::cmd::bind_failure;
+use crate::cmd::{bind_failure, load_tls, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
 
 impl RealmLocation {
@@ -209,9 +209,25 @@ async fn run_realm<S: Storage>(
                 .line_timeout
                 .or(config.limits.line_timeout_secs)
                 .map_or(defaults.line_timeout, Duration::from_secs),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         },
         grace: Duration::try_from_secs_f64(args.grace).unwrap_or(DEFAULT_GRACE),
+        tls: None,
     };
+    let mut server_config = server_config;
+    let only = args.tls.tls_only || config.tls.only.unwrap_or(false);
+    server_config.tls = match tls_listen(&args.tls.tls, tls_mode(only))? {
+        Some(tls) => Some(tls),
+        None => match config.tls.files().map_err(|e| Failure::Usage(e.into()))? {
+            Some((cert, key)) => Some(load_tls(&cert, &key, tls_mode(only))?),
+            None => None,
+        },
+    };
+    server_config.limits.handshake_timeout = args
+        .tls
+        .tls
+        .handshake_timeout(config.tls.handshake_timeout_secs.map(|s| s.max(1)));
+    let tls_mode_in_force = server_config.tls.as_ref().map(|t| t.mode);
     let server = Server::bind(server_config).await.map_err(bind_failure)?;
     let client_addr = server.local_addr();
     let mut federation_addr = None;
@@ -235,8 +251,14 @@ async fn run_realm<S: Storage>(
         users = realm.user_count(),
         storage = %storage_label(config),
         federation = %federation_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-        "chat realm ready: try `jaring chat client --server 127.0.0.1:{}`",
-        client_addr.port()
+        tls = match tls_mode_in_force {
+            None => "off",
+            Some(jaring_runtime::TlsMode::Both) => "tls and plaintext on the client port",
+            Some(jaring_runtime::TlsMode::Only) => "tls only",
+        },
+        "chat realm ready: try `jaring chat client --server 127.0.0.1:{}`{}",
+        client_addr.port(),
+        if tls_mode_in_force.is_some() { " --tls --ca CA.pem" } else { "" }
     );
     let name = realm.name().to_owned();
     let handler = Arc::new(ChatServer::new(realm, max_line));

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use jaring_echo::client::{self, FileReport, Target};
 use jaring_echo::{EchoConfig, EchoServer};
-use jaring_runtime::{CancellationToken, Limits, Server};
+use jaring_runtime::{CancellationToken, Limits, Server, TlsMode};
 
 use crate::cli::{EchoClientArgs, EchoCommand, EchoServeArgs};
-use crate::cmd::{bind_failure, seconds};
+use crate::cmd::{bind_failure, seconds, tls_listen};
 use crate::{CmdResult, Failure, signal};
 
 /// Runs a `jaring echo` subcommand.
@@ -26,20 +26,48 @@ async fn serve(args: EchoServeArgs) -> CmdResult {
     }
     // Echo has no lines; the line limit only satisfies the shared configuration.
     let config = args.server.config(args.port, Limits::default().max_line)?;
+    let tls = match tls_listen(&args.tls, TlsMode::Only)? {
+        Some(tls) => {
+            let mut tls_config = config.clone();
+            tls_config.listen.port = args.tls_port;
+            tls_config.tls = Some(tls);
+            tls_config.limits.handshake_timeout = args.tls.handshake_timeout(None);
+            Some(tls_config)
+        }
+        None => None,
+    };
     let server = Server::bind(config).await.map_err(bind_failure)?;
+    let tls_server = match tls {
+        Some(c) => Some(Server::bind(c).await.map_err(bind_failure)?),
+        None => None,
+    };
     let port = server.local_addr().port();
     tracing::info!(
         zero_copy = !args.copy && cfg!(target_os = "linux"),
         buffer = args.buffer,
         "echo server ready: try `jaring echo client --port {port} hello` or `nc 127.0.0.1 {port}`"
     );
+    if let Some(s) = &tls_server {
+        let tls_port = s.local_addr().port();
+        tracing::info!(
+            "echo over TLS on port {tls_port}: try `jaring echo client --tls --ca CA.pem --port {tls_port} hello`"
+        );
+    }
     let shutdown = CancellationToken::new();
     signal::spawn(shutdown.clone());
-    let echo = EchoServer::new(EchoConfig {
+    let echo = Arc::new(EchoServer::new(EchoConfig {
         stream_buffer: args.buffer,
         zero_copy: !args.copy,
-    });
-    server.serve(Arc::new(echo), shutdown).await;
+    }));
+    match tls_server {
+        None => server.serve(echo, shutdown).await,
+        Some(tls_server) => {
+            tokio::join!(
+                server.serve(Arc::clone(&echo), shutdown.clone()),
+                tls_server.serve(echo, shutdown)
+            );
+        }
+    }
     Ok(())
 }
 

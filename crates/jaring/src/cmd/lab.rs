@@ -97,6 +97,7 @@ fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
         grace: jaring_runtime::config::DEFAULT_GRACE.as_secs_f64(),
         federation_port: Some(federation_port),
         storage: None,
+        tls: crate::cli::SharedTlsArgs::default(),
     }
 }
 

@@ -60,3 +60,61 @@ pub fn bind_failure(e: jaring_runtime::BindError) -> Failure {
 }
 
 pub use crate::cli::seconds;
+
+/// The TLS a server's flags ask for: `None` without `--tls-cert`. A certificate or key that
+/// cannot be used is a usage error, reported before any port is bound.
+pub fn tls_listen(
+    args: &crate::cli::TlsServerArgs,
+    mode: jaring_runtime::TlsMode,
+) -> Result<Option<jaring_runtime::TlsListen>, Failure> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => load_tls(cert, key, mode).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Loads a PEM certificate chain and key into a TLS listener's settings.
+pub fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    mode: jaring_runtime::TlsMode,
+) -> Result<jaring_runtime::TlsListen, Failure> {
+    let id = jaring_tls::Identity::from_pem_files(cert, key)
+        .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    let config =
+        jaring_tls::server_config(&id).map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    Ok(jaring_runtime::TlsListen { config, mode })
+}
+
+/// The client TLS the flags ask for: `None` without `--tls` (`--ca` or `--insecure` imply it).
+/// `--insecure` says on stderr, every time, what it gives up.
+pub fn client_tls(
+    args: &crate::cli::TlsClientArgs,
+) -> Result<Option<jaring_runtime::ClientTls>, Failure> {
+    if !args.tls && args.ca.is_none() && !args.insecure {
+        return Ok(None);
+    }
+    let trust = match (&args.ca, args.insecure) {
+        (Some(ca), _) => jaring_tls::Trust::CaFile(ca.clone()),
+        (None, true) => {
+            eprintln!(
+                "warning: --insecure: the server's certificate is NOT verified; anyone on the \
+                 path can read and change this connection (use --ca FILE instead)"
+            );
+            jaring_tls::Trust::Insecure
+        }
+        (None, false) => jaring_tls::Trust::System,
+    };
+    let config =
+        jaring_tls::client_config(&trust).map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    Ok(Some(jaring_runtime::ClientTls { config }))
+}
+
+/// The mode `--tls-only` asks for.
+pub fn tls_mode(only: bool) -> jaring_runtime::TlsMode {
+    if only {
+        jaring_runtime::TlsMode::Only
+    } else {
+        jaring_runtime::TlsMode::Both
+    }
+}

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use jaring_runtime::{CancellationToken, Server};
+use jaring_runtime::{CancellationToken, Server, TlsMode};
 use jaring_time::TimeService;
 use jaring_time::client::{self, ClientOptions};
 use jiff::tz::TimeZone;
 
 use crate::cli::{TimeClientArgs, TimeCommand, TimeServeArgs};
-use crate::cmd::{bind_failure, seconds};
+use crate::cmd::{bind_failure, client_tls, seconds, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
 
 /// Runs a `jaring time` subcommand.
@@ -29,13 +29,22 @@ async fn serve(args: TimeServeArgs) -> CmdResult {
         })?,
         None => TimeZone::system(),
     };
-    let config = args.server.config(args.port, args.max_line)?;
+    let mut config = args.server.config(args.port, args.max_line)?;
+    config.tls = tls_listen(&args.tls.tls, tls_mode(args.tls.tls_only))?;
+    config.limits.handshake_timeout = args.tls.tls.handshake_timeout(None);
+    let tls = config.tls.as_ref().map(|t| t.mode);
     let server = Server::bind(config).await.map_err(bind_failure)?;
+    let port = server.local_addr().port();
     tracing::info!(
         tz = tz.iana_name().unwrap_or("local"),
-        "time server ready: try `jaring time client --port {}` or `nc -C 127.0.0.1 {}`",
-        server.local_addr().port(),
-        server.local_addr().port()
+        "time server ready: try `jaring time client --port {port}`{}",
+        match tls {
+            None => format!(" or `nc -C 127.0.0.1 {port}`"),
+            Some(TlsMode::Both) => format!(
+                ", `jaring time client --port {port} --tls --ca CA.pem` or `nc -C 127.0.0.1 {port}` (TLS and plaintext on one port)"
+            ),
+            Some(TlsMode::Only) => " --tls --ca CA.pem (TLS only)".to_owned(),
+        }
     );
     let shutdown = CancellationToken::new();
     signal::spawn(shutdown.clone());
@@ -52,6 +61,7 @@ async fn client(args: TimeClientArgs) -> CmdResult {
         count: args.count,
         interval: seconds("interval", args.interval)?,
         timeout: seconds("timeout", args.timeout)?,
+        tls: client_tls(&args.tls)?,
     };
     let mut stdout = std::io::stdout().lock();
     client::run(&opts, &mut stdout).await?;
