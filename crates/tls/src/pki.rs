@@ -395,3 +395,114 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
     file.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "jaring-tls-pki-{}-{name}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ))
+    }
+
+    #[test]
+    fn ensure_lab_reuses_then_reissues_when_names_grow() {
+        let dir = scratch("lab").join("tls");
+        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let first = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(first.created);
+        assert_eq!(first.leaves.len(), 2);
+        assert_ne!(first.leaves[0].fingerprint, first.leaves[1].fingerprint);
+        for leaf in &first.leaves {
+            assert_eq!(fingerprint_of_pem_file_ok(&leaf.cert), leaf.fingerprint);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
+            assert_eq!(mode(&first.leaves[0].key), 0o600);
+        }
+        let ca_pem = fs::read_to_string(&first.ca).unwrap();
+
+        let second = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(!second.created);
+        let fps = |l: &LabTls| l.leaves.iter().map(|l| l.fingerprint).collect::<Vec<_>>();
+        assert_eq!(fps(&first), fps(&second));
+
+        let mut more = sans.clone();
+        more.push("realm.example".to_owned());
+        let third = ensure_lab(&dir, &["server", "peer"], &more).unwrap();
+        assert!(third.created);
+        for (old, new) in first.leaves.iter().zip(&third.leaves) {
+            assert_ne!(old.fingerprint, new.fingerprint, "{} reissued", new.name);
+        }
+        assert_eq!(
+            fs::read_to_string(&third.ca).unwrap(),
+            ca_pem,
+            "same CA kept"
+        );
+
+        // The reissued leaf names the new SAN and chains to the CA.
+        let id = Identity::from_pem_files(&third.leaves[0].cert, &third.leaves[0].key).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(
+                Authority::load(&third.ca, &dir.join("ca-key.pem"))
+                    .unwrap()
+                    .cert_der()
+                    .clone(),
+            )
+            .unwrap();
+        assert!(leaf_fits(id.leaf(), &roots, &more, SystemTime::now()));
+
+        // A smaller set of names is still covered: no reissue.
+        let fourth = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(!fourth.created);
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn ensure_lab_reissues_a_leaf_whose_key_was_replaced() {
+        let dir = scratch("swap");
+        let sans = vec!["localhost".to_owned()];
+        let first = ensure_lab(&dir, &["a", "b"], &sans).unwrap();
+        fs::copy(&first.leaves[1].key, &first.leaves[0].key).unwrap();
+        let second = ensure_lab(&dir, &["a", "b"], &sans).unwrap();
+        assert!(second.created);
+        assert_ne!(first.leaves[0].fingerprint, second.leaves[0].fingerprint);
+        assert_eq!(first.leaves[1].fingerprint, second.leaves[1].fingerprint);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn default_sans_starts_with_loopback_and_dedups() {
+        let sans = default_sans(&["localhost".to_owned(), "realm.example".to_owned()]);
+        assert_eq!(&sans[..3], ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(sans.iter().filter(|s| *s == "localhost").count(), 1);
+        assert_eq!(sans.last().map(String::as_str), Some("realm.example"));
+    }
+
+    #[test]
+    fn issue_rejects_bad_names() {
+        let ca = Authority::create("unit CA").unwrap();
+        let now = SystemTime::now();
+        let err = ca.issue(&[], now, now + DAY).unwrap_err();
+        assert!(matches!(err, TlsError::NoSans));
+        let err = ca
+            .issue(&["not a name!".to_owned()], now, now + DAY)
+            .unwrap_err();
+        assert!(matches!(err, TlsError::BadSan { .. }), "{err:?}");
+    }
+
+    fn fingerprint_of_pem_file_ok(path: &Path) -> Fingerprint {
+        crate::fingerprint_of_pem_file(path).unwrap()
+    }
+}
