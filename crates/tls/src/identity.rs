@@ -109,6 +109,7 @@ impl Identity {
                 });
             }
         }
+        // Non-empty: certs_from_pem refuses PEM without a certificate.
         let fingerprint = fingerprint_of(&chain[0]).map_err(|e| match e {
             TlsError::BadCertificate { detail, .. } => TlsError::BadCertificate {
                 origin: cert_origin.to_owned(),
@@ -242,6 +243,7 @@ pub fn fingerprint_of_pem_file(path: &Path) -> Result<Fingerprint, TlsError> {
     })?;
     let origin = path.display().to_string();
     let certs = certs_from_pem(&pem, &origin, CERT_HINT)?;
+    // Non-empty: certs_from_pem refuses PEM without a certificate.
     fingerprint_of(&certs[0]).map_err(|e| match e {
         TlsError::BadCertificate { detail, .. } => TlsError::BadCertificate { origin, detail },
         other => other,

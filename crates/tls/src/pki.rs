@@ -26,12 +26,21 @@ const LEAF_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 const CA_MARGIN: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A certificate authority (ECDSA P-256) that issues leaves.
-#[derive(Debug)]
 pub struct Authority {
     cert_pem: String,
     key_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+}
+
+// By hand, so that the private key never reaches a log line.
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("issuer", &self.issuer)
+            .field("key_pem", &"[secret key elided]")
+            .finish_non_exhaustive()
+    }
 }
 
 fn issue_err(what: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
@@ -100,6 +109,7 @@ impl Authority {
             &cert_pem_path.display().to_string(),
             "pass the CA certificate",
         )?;
+        // Non-empty: certs_from_pem refuses PEM without a certificate.
         let cert_der = certs[0].clone();
         let key = KeyPair::from_pem(&key_pem).map_err(|e| {
             bad(format!(
@@ -188,12 +198,22 @@ impl Authority {
 }
 
 /// A leaf certificate and its key, PEM.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Leaf {
     /// The leaf only: the CA is the trust anchor, which clients get with `--ca`.
     pub cert_pem: String,
     /// Its private key, PKCS#8.
     pub key_pem: String,
+}
+
+// By hand, so that the private key never reaches a log line.
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[secret key elided]")
+            .finish()
+    }
 }
 
 /// The names a lab certificate is for: `localhost`, `127.0.0.1`, `::1`, this machine's host
@@ -388,6 +408,7 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+    #[cfg(not(unix))]
     let _ = private;
     let _ = fs::remove_file(&tmp);
     let mut file = options.open(&tmp).map_err(err)?;
@@ -480,6 +501,17 @@ mod tests {
         assert_ne!(first.leaves[0].fingerprint, second.leaves[0].fingerprint);
         assert_eq!(first.leaves[1].fingerprint, second.leaves[1].fingerprint);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_private_keys() {
+        let ca = Authority::create("unit CA").unwrap();
+        let now = SystemTime::now();
+        let leaf = ca.issue(&["localhost".to_owned()], now, now + DAY).unwrap();
+        for text in [format!("{ca:?}"), format!("{leaf:?}")] {
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+            assert!(text.contains("[secret key elided]"), "{text}");
+        }
     }
 
     #[test]
