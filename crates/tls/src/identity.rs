@@ -109,6 +109,7 @@ impl Identity {
                 });
             }
         }
+        // Non-empty: certs_from_pem refuses PEM without a certificate.
         let fingerprint = fingerprint_of(&chain[0]).map_err(|e| match e {
             TlsError::BadCertificate { detail, .. } => TlsError::BadCertificate {
                 origin: cert_origin.to_owned(),
@@ -242,8 +243,143 @@ pub fn fingerprint_of_pem_file(path: &Path) -> Result<Fingerprint, TlsError> {
     })?;
     let origin = path.display().to_string();
     let certs = certs_from_pem(&pem, &origin, CERT_HINT)?;
+    // Non-empty: certs_from_pem refuses PEM without a certificate.
     fingerprint_of(&certs[0]).map_err(|e| match e {
         TlsError::BadCertificate { detail, .. } => TlsError::BadCertificate { origin, detail },
         other => other,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::Authority;
+    use std::time::{Duration, SystemTime};
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "jaring-tls-unit-{}-{name}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn leaf(ca: &Authority) -> crate::pki::Leaf {
+        let now = SystemTime::now();
+        ca.issue(
+            &["localhost".to_owned()],
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fingerprint_round_trips_and_accepts_variants() {
+        let fp = Fingerprint(std::array::from_fn(|i| (i * 7 + 3) as u8));
+        let text = fp.to_string();
+        assert!(text.starts_with("sha256:"));
+        assert_eq!(text.len(), 7 + 64);
+        assert_eq!(text, text.to_lowercase());
+        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+        assert_eq!(text.to_uppercase().parse::<Fingerprint>().unwrap(), fp);
+        let pairs: Vec<String> = fp.0.iter().map(|b| format!("{b:02X}")).collect();
+        let separated = format!("sha256:{}", pairs.join(":"));
+        assert_eq!(separated.parse::<Fingerprint>().unwrap(), fp);
+    }
+
+    #[test]
+    fn fingerprint_rejects_malformed() {
+        let good = Fingerprint([0xab; 32]).to_string();
+        let hex = &good[7..];
+        let cases = [
+            (hex.to_owned(), "does not start with `sha256:`"),
+            (format!("sha1:{hex}"), "does not start with `sha256:`"),
+            (format!("sha256:{}", &hex[..62]), "64 hex digits"),
+            (format!("sha256:{hex}00"), "64 hex digits"),
+            (format!("sha256:{}zz", &hex[..62]), "not a hex digit"),
+            (format!("sha256:a:{}", &hex[1..]), "pairs"),
+            ("".to_owned(), "does not start"),
+        ];
+        for (input, why) in cases {
+            let err = input.parse::<Fingerprint>().unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(why), "{input:?}: {msg}");
+            assert!(msg.contains("jaring chat tls fingerprint"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn identity_loads_and_fingerprints_the_leaf() {
+        let ca = Authority::create("unit CA").unwrap();
+        let leaf = leaf(&ca);
+        let dir = scratch("load");
+        let (cert, key) = (dir.join("a.pem"), dir.join("a-key.pem"));
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        let id = Identity::from_pem_files(&cert, &key).unwrap();
+        assert_eq!(id.fingerprint(), fingerprint_of(id.leaf()).unwrap());
+        assert_eq!(fingerprint_of_pem_file(&cert).unwrap(), id.fingerprint());
+        assert_ne!(
+            fingerprint_of(ca.cert_der()).unwrap(),
+            id.fingerprint(),
+            "the CA and the leaf have different keys"
+        );
+        let clone = id.clone();
+        assert_eq!(clone.fingerprint(), id.fingerprint());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn identity_errors_say_what_is_wrong() {
+        let ca = Authority::create("unit CA").unwrap();
+        let (a, b) = (leaf(&ca), leaf(&ca));
+        let dir = scratch("errors");
+        let (cert, key, other_key, empty) = (
+            dir.join("a.pem"),
+            dir.join("a-key.pem"),
+            dir.join("b-key.pem"),
+            dir.join("empty.pem"),
+        );
+        std::fs::write(&cert, &a.cert_pem).unwrap();
+        std::fs::write(&key, &a.key_pem).unwrap();
+        std::fs::write(&other_key, &b.key_pem).unwrap();
+        std::fs::write(&empty, "not pem at all\n").unwrap();
+
+        let missing = dir.join("missing.pem");
+        let err = Identity::from_pem_files(&missing, &key).unwrap_err();
+        assert!(matches!(err, TlsError::ReadCert { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("cannot read certificate file") && msg.contains("missing.pem"));
+        assert!(msg.contains("--tls-cert"), "{msg}");
+
+        let err = Identity::from_pem_files(&cert, &missing).unwrap_err();
+        assert!(matches!(err, TlsError::ReadKey { .. }), "{err:?}");
+        assert!(err.to_string().contains("--tls-key"));
+
+        let err = Identity::from_pem_files(&empty, &key).unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
+        assert!(err.to_string().contains("no certificate in"));
+        assert!(err.to_string().contains("empty.pem"));
+
+        // A certificate file holds no key.
+        let err = Identity::from_pem_files(&cert, &cert).unwrap_err();
+        assert!(matches!(err, TlsError::NoKey { .. }), "{err:?}");
+        assert!(err.to_string().contains("no private key in"));
+
+        let err = Identity::from_pem_files(&cert, &other_key).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("does not match the certificate"), "{msg}");
+        assert!(msg.contains("b-key.pem") && msg.contains("a.pem"), "{msg}");
+
+        let err = Identity::from_pem(&a.cert_pem, &b.key_pem).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -26,12 +26,21 @@ const LEAF_MARGIN: Duration = Duration::from_secs(30 * 24 * 3600);
 const CA_MARGIN: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A certificate authority (ECDSA P-256) that issues leaves.
-#[derive(Debug)]
 pub struct Authority {
     cert_pem: String,
     key_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+}
+
+// By hand, so that the private key never reaches a log line.
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("issuer", &self.issuer)
+            .field("key_pem", &"[secret key elided]")
+            .finish_non_exhaustive()
+    }
 }
 
 fn issue_err(what: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
@@ -100,6 +109,7 @@ impl Authority {
             &cert_pem_path.display().to_string(),
             "pass the CA certificate",
         )?;
+        // Non-empty: certs_from_pem refuses PEM without a certificate.
         let cert_der = certs[0].clone();
         let key = KeyPair::from_pem(&key_pem).map_err(|e| {
             bad(format!(
@@ -188,12 +198,22 @@ impl Authority {
 }
 
 /// A leaf certificate and its key, PEM.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Leaf {
     /// The leaf only: the CA is the trust anchor, which clients get with `--ca`.
     pub cert_pem: String,
     /// Its private key, PKCS#8.
     pub key_pem: String,
+}
+
+// By hand, so that the private key never reaches a log line.
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[secret key elided]")
+            .finish()
+    }
 }
 
 /// The names a lab certificate is for: `localhost`, `127.0.0.1`, `::1`, this machine's host
@@ -388,10 +408,133 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+    #[cfg(not(unix))]
     let _ = private;
     let _ = fs::remove_file(&tmp);
     let mut file = options.open(&tmp).map_err(err)?;
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "jaring-tls-pki-{}-{name}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ))
+    }
+
+    #[test]
+    fn ensure_lab_reuses_then_reissues_when_names_grow() {
+        let dir = scratch("lab").join("tls");
+        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let first = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(first.created);
+        assert_eq!(first.leaves.len(), 2);
+        assert_ne!(first.leaves[0].fingerprint, first.leaves[1].fingerprint);
+        for leaf in &first.leaves {
+            assert_eq!(fingerprint_of_pem_file_ok(&leaf.cert), leaf.fingerprint);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
+            assert_eq!(mode(&first.leaves[0].key), 0o600);
+        }
+        let ca_pem = fs::read_to_string(&first.ca).unwrap();
+
+        let second = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(!second.created);
+        let fps = |l: &LabTls| l.leaves.iter().map(|l| l.fingerprint).collect::<Vec<_>>();
+        assert_eq!(fps(&first), fps(&second));
+
+        let mut more = sans.clone();
+        more.push("realm.example".to_owned());
+        let third = ensure_lab(&dir, &["server", "peer"], &more).unwrap();
+        assert!(third.created);
+        for (old, new) in first.leaves.iter().zip(&third.leaves) {
+            assert_ne!(old.fingerprint, new.fingerprint, "{} reissued", new.name);
+        }
+        assert_eq!(
+            fs::read_to_string(&third.ca).unwrap(),
+            ca_pem,
+            "same CA kept"
+        );
+
+        // The reissued leaf names the new SAN and chains to the CA.
+        let id = Identity::from_pem_files(&third.leaves[0].cert, &third.leaves[0].key).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(
+                Authority::load(&third.ca, &dir.join("ca-key.pem"))
+                    .unwrap()
+                    .cert_der()
+                    .clone(),
+            )
+            .unwrap();
+        assert!(leaf_fits(id.leaf(), &roots, &more, SystemTime::now()));
+
+        // A smaller set of names is still covered: no reissue.
+        let fourth = ensure_lab(&dir, &["server", "peer"], &sans).unwrap();
+        assert!(!fourth.created);
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn ensure_lab_reissues_a_leaf_whose_key_was_replaced() {
+        let dir = scratch("swap");
+        let sans = vec!["localhost".to_owned()];
+        let first = ensure_lab(&dir, &["a", "b"], &sans).unwrap();
+        fs::copy(&first.leaves[1].key, &first.leaves[0].key).unwrap();
+        let second = ensure_lab(&dir, &["a", "b"], &sans).unwrap();
+        assert!(second.created);
+        assert_ne!(first.leaves[0].fingerprint, second.leaves[0].fingerprint);
+        assert_eq!(first.leaves[1].fingerprint, second.leaves[1].fingerprint);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_private_keys() {
+        let ca = Authority::create("unit CA").unwrap();
+        let now = SystemTime::now();
+        let leaf = ca.issue(&["localhost".to_owned()], now, now + DAY).unwrap();
+        for text in [format!("{ca:?}"), format!("{leaf:?}")] {
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+            assert!(text.contains("[secret key elided]"), "{text}");
+        }
+    }
+
+    #[test]
+    fn default_sans_starts_with_loopback_and_dedups() {
+        let sans = default_sans(&["localhost".to_owned(), "realm.example".to_owned()]);
+        assert_eq!(&sans[..3], ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(sans.iter().filter(|s| *s == "localhost").count(), 1);
+        assert_eq!(sans.last().map(String::as_str), Some("realm.example"));
+    }
+
+    #[test]
+    fn issue_rejects_bad_names() {
+        let ca = Authority::create("unit CA").unwrap();
+        let now = SystemTime::now();
+        let err = ca.issue(&[], now, now + DAY).unwrap_err();
+        assert!(matches!(err, TlsError::NoSans));
+        let err = ca
+            .issue(&["not a name!".to_owned()], now, now + DAY)
+            .unwrap_err();
+        assert!(matches!(err, TlsError::BadSan { .. }), "{err:?}");
+    }
+
+    fn fingerprint_of_pem_file_ok(path: &Path) -> Fingerprint {
+        crate::fingerprint_of_pem_file(path).unwrap()
+    }
 }
