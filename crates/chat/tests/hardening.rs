@@ -25,11 +25,11 @@ async fn inbox_survives_a_reset(model: Model) {
     let (mut lost, tl) = login(r.addr, "henderson").await;
     lost.send_raw(format!("inbox {tl}\r\n").as_bytes()).await;
     // The reply has reached our socket; the client dies before reading it.
-    tokio::time::timeout(common::TIMEOUT, lost.stream.readable())
+    tokio::time::timeout(common::TIMEOUT, lost.tcp().readable())
         .await
         .unwrap()
         .unwrap();
-    lost.stream.set_zero_linger().unwrap();
+    lost.tcp().set_zero_linger().unwrap();
     drop(lost);
 
     let (mut h, th) = login(r.addr, "henderson").await;
@@ -204,7 +204,7 @@ async fn a_trickled_line_is_cut(model: Model) {
         }
         let mut probe = [0u8; 256];
         if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(200), slow.stream.peek(&mut probe)).await
+            tokio::time::timeout(Duration::from_millis(200), slow.tcp().peek(&mut probe)).await
         {
             closed = Some(n);
             break;

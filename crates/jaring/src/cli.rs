@@ -87,6 +87,9 @@ pub enum Command {
         jaring lab --ephemeral   (every port chosen by the system; the table shows which)"
     )]
     Lab(LabArgs),
+    /// TLS files: a small CA and server certificates for trying TLS (what `jaring lab` makes).
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Print shell completions.
     #[command(after_help = "Example:\n  jaring completions bash > /etc/bash_completion.d/jaring")]
     Completions {
@@ -100,6 +103,38 @@ pub enum Command {
         /// Write jaring.1 and a page for every subcommand here instead.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `jaring tls …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make (or reuse) a CA and one server certificate per NAME in a directory: ca.pem, NAME.pem,
+    /// NAME-key.pem (keys 0600). Certificates that are still good are kept.
+    #[command(after_help = "Examples:\n  jaring tls init\n  \
+        jaring time serve --tls-cert jaring-tls/server.pem --tls-key jaring-tls/server-key.pem\n  \
+        jaring time client --tls --ca jaring-tls/ca.pem\n  \
+        jaring tls init --dir /etc/jaring/tls --san mesin-1 --san 172.16.16.101 realm1 realm2")]
+    Init {
+        /// Where to keep the files.
+        #[arg(long, default_value = "./jaring-tls")]
+        dir: PathBuf,
+        /// A name or address the certificates must also be valid for (besides localhost,
+        /// 127.0.0.1, ::1 and this machine's host name); repeatable.
+        #[arg(long, value_name = "NAME")]
+        san: Vec<String>,
+        /// One certificate per name [default: server].
+        names: Vec<String>,
+        /// Print what was made as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a certificate's key fingerprint (`sha256:…` of its public key), as realm links pin
+    /// it.
+    #[command(after_help = "Example:\n  jaring tls fingerprint jaring-lab/tls/realm1.pem")]
+    Fingerprint {
+        /// A PEM certificate file (the first certificate is used).
+        cert: PathBuf,
     },
 }
 

@@ -82,6 +82,7 @@ fn run_async(command: Command) -> CmdResult {
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
+            Command::Tls(args) => cmd::tls::run(args).await,
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });

@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //! - [`pg`]: a throwaway PostgreSQL 15 cluster on a free loopback port ([`pg::PgCluster`]).
+//! - [`tls`]: a test CA and a leaf for `localhost`/`127.0.0.1`/`::1`, in memory and as PEM
+//!   files ([`tls::TestPki`]).
 
 #![forbid(unsafe_code)]
 
 pub mod pg;
+pub mod tls;

@@ -3,60 +3,19 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{PATIENCE, Running, config, start_with};
 use jaring_proto::time::{Hms, parse_reply};
-use jaring_runtime::{CancellationToken, Model, Server, ServerConfig, Stats};
+use jaring_runtime::{CancellationToken, Model, Server};
 use jaring_time::TimeService;
 use jiff::tz::TimeZone;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-
-/// Generous: these machines are shared and noisy; a healthy run takes milliseconds.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-struct Running {
-    addr: SocketAddr,
-    stats: Arc<Stats>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("server stops within the grace period")
-            .expect("server task did not panic");
-    }
-}
-
-fn config(model: Model) -> ServerConfig {
-    let mut c = ServerConfig::on_port(0);
-    c.listen.bind = "127.0.0.1".parse().unwrap();
-    c.model = model;
-    c
-}
-
-async fn start_with(config: ServerConfig, tz: TimeZone) -> Running {
-    let max_line = config.limits.max_line;
-    let server = Server::bind(config).await.expect("bind port 0");
-    let addr = server.local_addr();
-    let stats = server.stats();
-    let shutdown = CancellationToken::new();
-    let task =
-        tokio::spawn(server.serve(Arc::new(TimeService::new(tz, max_line)), shutdown.clone()));
-    Running {
-        addr,
-        stats,
-        shutdown,
-        task,
-    }
-}
 
 async fn start(model: Model) -> Running {
     start_with(config(model), TimeZone::UTC).await

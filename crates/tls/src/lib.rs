@@ -32,6 +32,8 @@ pub use config::{Trust, client_config, server_config, server_name};
 pub use error::TlsError;
 pub use identity::{Fingerprint, Identity, fingerprint_of, fingerprint_of_pem_file};
 pub use link::{LinkRefusal, LinkTrust, link_client_config, link_refusal, link_server_config};
+/// The rustls this crate builds its settings with (so users name the same types).
+pub use rustls;
 
 /// The crypto provider every configuration here is built with: rustls' *ring* provider,
 /// created once.

@@ -11,7 +11,7 @@ use jaring_chat::storage::{UserAdmin as _, UserRecord};
 use jaring_chat::{ChatServer, Clock, Realm, RealmOptions};
 use jaring_chat_sqlite::{DEFAULT_MAX_BATCH, SqliteStore, Synchronous};
 use jaring_proto::chat::ReplyFramer;
-use jaring_runtime::{CancellationToken, Model, Server, ServerConfig};
+use jaring_runtime::{CancellationToken, ClientStream, ClientTls, Model, Server, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -152,7 +152,8 @@ pub async fn login(addr: SocketAddr, user: &str) -> (Client, String) {
 }
 
 pub struct Client {
-    pub stream: TcpStream,
+    /// Plaintext or TLS.
+    pub stream: ClientStream,
     framer: ReplyFramer,
 }
 
@@ -161,6 +162,14 @@ impl Client {
         let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
             .await
             .unwrap()
+            .unwrap();
+        Self::from_stream(stream)
+    }
+
+    /// A client speaking TLS to `addr`, verifying its certificate for `localhost`.
+    pub async fn connect_tls(addr: SocketAddr, tls: &ClientTls) -> Self {
+        let stream = jaring_runtime::connect("localhost", addr.port(), TIMEOUT, Some(tls))
+            .await
             .unwrap();
         Self {
             stream,
@@ -171,13 +180,20 @@ impl Client {
     /// A client on a stream connected some other way (a small receive buffer, say).
     pub fn from_stream(stream: TcpStream) -> Self {
         Self {
-            stream,
+            stream: ClientStream::Tcp(stream),
             framer: ReplyFramer::new(64 << 20),
         }
     }
 
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        self.stream.tcp()
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
+        // TLS holds the record until flushed.
+        self.stream.flush().await.unwrap();
     }
 
     /// The next reply, or None if the server closed first.

@@ -6,6 +6,7 @@ pub mod echo;
 pub mod info;
 pub mod lab;
 pub mod time;
+pub mod tls;
 
 use clap::CommandFactory as _;
 

@@ -1,0 +1,243 @@
+//! TLS as a user meets it: `jaring tls init` makes the files, `time serve` and `chat serve` take
+//! them, and clients that are not jaring's (Python's `ssl` in strict mode, `openssl s_client`)
+//! speak TLS to the same port a classic plaintext client uses at the same time.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::{ServerProcess, jaring};
+
+/// Whether `tool` can run here; if not, says the test is skipped (a failure under CI=true, where
+/// `.ci/run` installs it).
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        || (tool == "openssl"
+            && Command::new(tool)
+                .arg("version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true"
+        );
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+/// `jaring tls init --dir DIR NAME…`, returning its JSON.
+fn init(dir: &Path, names: &[&str]) -> serde_json::Value {
+    let out = jaring()
+        .args(["tls", "init", "--json", "--dir"])
+        .arg(dir)
+        .args(names)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// Runs a Python program; its stdout, or a panic with its stderr.
+fn python(program: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Python 3.11+'s strictest ordinary client: the default context plus VERIFY_X509_STRICT.
+const STRICT_CLIENT: &str = r#"
+import socket, ssl, sys
+host, port, ca, request = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname=host) as s:
+        s.sendall(request.encode().decode("unicode_escape").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        print(s.version(), data.decode().strip())
+"#;
+
+/// The classic plaintext client: send, print everything until the server closes.
+const PLAIN_CLIENT: &str = r#"
+import socket, sys
+port, request = int(sys.argv[1]), sys.argv[2]
+with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+    s.sendall(request.encode().decode("unicode_escape").encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode().strip())
+"#;
+
+#[test]
+fn tls_init_makes_keeps_and_fingerprints_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = init(dir.path(), &["alpha", "beta"]);
+    assert_eq!(first["created"], true, "{first}");
+    let again = init(dir.path(), &["alpha", "beta"]);
+    assert_eq!(again["created"], false, "{again}");
+    assert_eq!(first["leaves"], again["leaves"]);
+    for leaf in first["leaves"].as_array().unwrap() {
+        let key = leaf["key"].as_str().unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+        let printed = jaring()
+            .args(["tls", "fingerprint", leaf["cert"].as_str().unwrap()])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        assert_eq!(
+            String::from_utf8(printed).unwrap().trim(),
+            leaf["fingerprint"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
+    if !have("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = init(dir.path(), &["server"]);
+    let cert = made["leaves"][0]["cert"].as_str().unwrap().to_owned();
+    let key = made["leaves"][0]["key"].as_str().unwrap().to_owned();
+    let ca = made["ca"].as_str().unwrap().to_owned();
+    let server = ServerProcess::start(
+        &["time", "serve"],
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let port = server.port.to_string();
+    let threads: Vec<_> = ["localhost", "127.0.0.1", "plain"]
+        .into_iter()
+        .map(|host| {
+            let (port, ca) = (port.clone(), ca.clone());
+            std::thread::spawn(move || {
+                if host == "plain" {
+                    python(PLAIN_CLIENT, &[&port, "TIME\\r\\nQUIT\\r\\n"])
+                } else {
+                    python(STRICT_CLIENT, &[host, &port, &ca, "TIME\\r\\n"])
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let got = t.join().unwrap();
+        assert!(got.contains("JAM "), "{got}");
+    }
+    if have("openssl") {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args([
+                "-ign_eof",
+                "-CAfile",
+                &ca,
+                "-verify_return_error",
+                "-verify_hostname",
+            ])
+            .arg("localhost")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"TIME\r\nQUIT\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+        assert!(text.contains("JAM "), "{text}");
+    }
+}
+
+#[test]
+fn a_tls_only_time_port_refuses_plaintext_in_one_line() {
+    if !have("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = init(dir.path(), &["server"]);
+    let cert = made["leaves"][0]["cert"].as_str().unwrap();
+    let key = made["leaves"][0]["key"].as_str().unwrap();
+    let server = ServerProcess::start(
+        &["time", "serve"],
+        &["--tls-cert", cert, "--tls-key", key, "--tls-only"],
+    );
+    let got = python(PLAIN_CLIENT, &[&server.port.to_string(), "TIME\\r\\n"]);
+    assert_eq!(got.lines().count(), 1, "{got}");
+    assert!(got.starts_with("ERR ") && got.contains("TLS only"), "{got}");
+    let ca = made["ca"].as_str().unwrap();
+    jaring()
+        .args(["time", "client", "--port", &server.port.to_string()])
+        .args(["--host", "localhost", "--ca", ca])
+        .assert()
+        .success()
+        .stdout(predicates::str::starts_with("JAM "));
+}
+
+#[test]
+fn a_chat_realm_speaks_tls_to_strict_python_beside_plaintext() {
+    if !have("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = init(dir.path(), &["realm"]);
+    let cert = made["leaves"][0]["cert"].as_str().unwrap();
+    let key = made["leaves"][0]["key"].as_str().unwrap();
+    let ca = made["ca"].as_str().unwrap();
+    // The demo realm (the lab's users), in memory.
+    let server = ServerProcess::start(
+        &["chat", "serve"],
+        &["--storage", "memory", "--tls-cert", cert, "--tls-key", key],
+    );
+    let port = server.port.to_string();
+    let got = python(
+        STRICT_CLIENT,
+        &["localhost", &port, ca, "auth messi surabaya\\r\\n"],
+    );
+    assert!(got.starts_with("TLSv1.3 "), "{got}");
+    let reply: serde_json::Value =
+        serde_json::from_str(got.trim_start_matches("TLSv1.3 ")).unwrap();
+    assert_eq!(reply["status"], "OK", "{reply}");
+    let mut plain = support::ChatClient::connect(server.port);
+    let token = plain.auth("henderson", "surabaya");
+    assert!(!token.is_empty());
+}
