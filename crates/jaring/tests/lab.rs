@@ -240,9 +240,9 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// `openssl s_client -verify_return_error -CAfile CA` to 127.0.0.1:`port`: sends `auth messi
-/// surabaya` and returns the JSON reply read over TLS.
-fn openssl_chat_auth(port: u16, ca: &Path) -> Value {
+/// `openssl s_client -verify_return_error -CAfile CA` to 127.0.0.1:`port`: sends `auth USER
+/// PASSWORD` (`login`) and returns the JSON reply read over TLS.
+fn openssl_chat_auth(port: u16, ca: &Path, login: &str) -> Value {
     let mut child = Command::new("openssl")
         .args(["s_client", "-quiet", "-crlf", "-verify_return_error"])
         .args(["-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
@@ -254,7 +254,9 @@ fn openssl_chat_auth(port: u16, ca: &Path) -> Value {
         .unwrap();
     // Stdin stays open until the reply is in: s_client closes the connection at its EOF.
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"auth messi surabaya\n").unwrap();
+    stdin
+        .write_all(format!("auth {login}\n").as_bytes())
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -363,8 +365,11 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
         assert!(python_tls_call("127.0.0.1", lab.ports["echo"], &ca, "x\n").is_err());
     }
     if have_tool("openssl", &["version"], test) {
-        for realm in ["chat realm1", "chat realm2"] {
-            let r = openssl_chat_auth(lab.ports[realm], &ca);
+        for (realm, login) in [
+            ("chat realm1", "messi surabaya"),
+            ("chat realm2", "james medan"),
+        ] {
+            let r = openssl_chat_auth(lab.ports[realm], &ca, login);
             assert_eq!(r["status"], "OK", "{realm}: {r}");
             assert!(r["tokenid"].is_string(), "{realm}: {r}");
         }
