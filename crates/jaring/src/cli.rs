@@ -780,7 +780,8 @@ pub struct ClientArgs {
 /// `jaring lab`
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Where everything is kept: realm configs, databases, the federation secret.
+    /// Where everything is kept: realm configs, databases, the federation secret, the TLS CA and
+    /// certificates (DIR/tls).
     #[arg(long, default_value = "./jaring-lab")]
     pub dir: PathBuf,
     /// Address every server listens on [default: time and echo on 0.0.0.0, the realms on
