@@ -84,7 +84,8 @@ pub enum Command {
     /// The whole lab in one process: time, echo, and two linked chat realms.
     #[command(
         after_help = "Examples:\n  jaring lab\n  jaring lab --dir /tmp/lab --bind 127.0.0.1\n  \
-        jaring lab --ephemeral   (every port chosen by the system; the table shows which)"
+        jaring lab --ephemeral   (every port chosen by the system; the table shows which)\n  \
+        SSLKEYLOGFILE=keys.log jaring lab   (Wireshark can then decrypt the lab's TLS)"
     )]
     Lab(LabArgs),
     /// TLS files: a small CA and server certificates for trying TLS (what `jaring lab` makes).
@@ -685,7 +686,8 @@ pub struct ServeArgs {
     /// Port to listen on [default: 8889, or the config's].
     #[arg(long, short)]
     pub port: Option<u16>,
-    /// Address to listen on [default: 0.0.0.0, or the config's].
+    /// Address to listen on [default: the config's, or 0.0.0.0; without --config (the demo
+    /// realm, whose passwords are public) 127.0.0.1].
     #[arg(long)]
     pub bind: Option<IpAddr>,
     /// Listen backlog.
@@ -813,12 +815,14 @@ pub struct ClientArgs {
 /// `jaring lab`
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Where everything is kept: realm configs, databases, the federation secret.
+    /// Where everything is kept: realm configs, databases, the federation secret, the TLS CA and
+    /// certificates (DIR/tls).
     #[arg(long, default_value = "./jaring-lab")]
     pub dir: PathBuf,
-    /// Address every server listens on.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// Address every server listens on [default: time and echo on 0.0.0.0, the realms on
+    /// 127.0.0.1: their demo users' passwords are public, so a realm on any other address warns].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
     /// Time server port.
     #[arg(long, default_value_t = jaring_time::DEFAULT_PORT)]
     pub time_port: u16,
@@ -828,6 +832,10 @@ pub struct LabArgs {
     /// Echo server port for files.
     #[arg(long, default_value_t = jaring_echo::FILE_ECHO_PORT)]
     pub file_echo_port: u16,
+    /// Echo over TLS (a port of its own: echo is binary-safe, so its plaintext ports cannot
+    /// tell a TLS handshake from data).
+    #[arg(long, value_name = "PORT", default_value_t = jaring_echo::DEFAULT_TLS_PORT)]
+    pub echo_tls_port: u16,
     /// realm1's client port.
     #[arg(long, default_value_t = 8889)]
     pub realm1_port: u16,
@@ -843,6 +851,10 @@ pub struct LabArgs {
     /// Let the system choose every port (for tests and for machines where the lab's are taken).
     #[arg(long)]
     pub ephemeral: bool,
+    /// No TLS anywhere. Without it the lab keeps a CA and certificates in DIR/tls (made on
+    /// first start), time and the realms take TLS beside plaintext, echo on --echo-tls-port.
+    #[arg(long)]
+    pub no_tls: bool,
 }
 
 #[cfg(test)]

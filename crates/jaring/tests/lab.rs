@@ -1,16 +1,23 @@
 //! `jaring lab` on ephemeral ports: it starts, prints where everything listens, every client works
 //! against it (time, both echo ports, chat on both realms and across the link, private and in a
-//! group), and SIGTERM stops it cleanly.
+//! group), and SIGTERM stops it cleanly. Its TLS: made once in DIR/tls and reused, on the time
+//! port beside plaintext, on the echo TLS port, on the realms' client ports (checked with Python's
+//! and OpenSSL's clients, which verify strictly). The realms, like the demo realm of `chat serve`,
+//! stay on loopback unless told otherwise, and say so when told.
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jaring_proto::chat::ReplyFramer;
 use serde_json::Value;
+use support::{PATIENCE, have_tool, python_tls_call};
 
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -31,33 +38,96 @@ fn call(s: &mut TcpStream, framer: &mut ReplyFramer, line: &str) -> Value {
     }
 }
 
+/// A running `jaring lab --ephemeral --dir DIR <extra…>`, with the ports its table printed.
+struct Lab {
+    child: Child,
+    /// Port by the table's first column ("time", "echo (tls)", "chat realm1", …).
+    ports: HashMap<String, u16>,
+    /// Everything it printed up to "Ctrl-C stops everything."
+    printed: String,
+}
+
+impl Lab {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
+            .args(["lab", "--ephemeral", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env_remove("SSLKEYLOGFILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut ports: HashMap<String, u16> = HashMap::new();
+        let mut printed = String::new();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines {
+            let line = line.unwrap();
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+            if let Some(i) = line.find("127.0.0.1:") {
+                let what = line[..i].trim().to_owned();
+                let port: String = line[i + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                ports.insert(what, port.parse().unwrap());
+            }
+        }
+        assert!(
+            printed.contains("Ctrl-C"),
+            "the lab stopped early:\n{printed}"
+        );
+        Self {
+            child,
+            ports,
+            printed,
+        }
+    }
+
+    /// SIGTERM, then a graceful stop with exit 0.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + PATIENCE;
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "lab did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(code.success(), "{code:?}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn the_lab_starts_and_every_client_works_against_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args(["lab", "--bind", "127.0.0.1", "--ephemeral", "--dir"])
-        .arg(dir.path().join("lab"))
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ports: HashMap<String, u16> = HashMap::new();
-    let mut lines = BufReader::new(lab.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-        if let Some(i) = line.find("127.0.0.1:") {
-            let what = line[..i].trim().to_owned();
-            let port: String = line[i + 10..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            ports.insert(what, port.parse().unwrap());
-        }
-    }
+    let lab = Lab::start(
+        &dir.path().join("lab"),
+        &["--bind", "127.0.0.1", "--no-tls"],
+    );
+    let ports = lab.ports.clone();
+    assert!(
+        !lab.printed.contains("tls") && !dir.path().join("lab/tls").exists(),
+        "--no-tls: no TLS anywhere:\n{}",
+        lab.printed
+    );
     for key in ["time", "echo", "echo (files)", "chat realm1", "chat realm2"] {
         assert!(ports.contains_key(key), "{key} missing from {ports:?}");
     }
@@ -159,20 +229,252 @@ fn the_lab_starts_and_every_client_works_against_it() {
     }
 
     // SIGTERM: a graceful stop, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &lab.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
     drop(c1);
     drop(c2);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(s) = lab.try_wait().unwrap() {
-            break s;
+    lab.stop();
+}
+
+/// The mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `openssl s_client -verify_return_error -CAfile CA` to 127.0.0.1:`port`: sends `auth USER
+/// PASSWORD` (`login`) and returns the JSON reply read over TLS.
+fn openssl_chat_auth(port: u16, ca: &Path, login: &str) -> Value {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-crlf", "-verify_return_error"])
+        .args(["-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stdin stays open until the reply is in: s_client closes the connection at its EOF.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("auth {login}\n").as_bytes())
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut framer = ReplyFramer::new(1 << 20);
+        let mut stdout = stdout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(v) = framer.poll_reply().unwrap() {
+                let _ = tx.send(Some(v));
+                return;
+            }
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(n) => framer.handle_input(&buf[..n]),
+            }
         }
-        assert!(Instant::now() < deadline, "lab did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(code.success(), "{code:?}");
+    });
+    let reply = rx.recv_timeout(PATIENCE);
+    drop(stdin);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    match reply {
+        Ok(Some(v)) => v,
+        other => panic!(
+            "no reply over openssl s_client ({other:?}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[test]
+fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("lab");
+    let tls = lab_dir.join("tls");
+    let lab = Lab::start(&lab_dir, &[]);
+    let ca = tls.join("ca.pem");
+    for name in ["services", "realm1", "realm2"] {
+        assert!(tls.join(format!("{name}.pem")).exists(), "{name}.pem");
+        assert_eq!(
+            mode(&tls.join(format!("{name}-key.pem"))),
+            0o600,
+            "{name}-key.pem"
+        );
+    }
+    assert!(ca.exists());
+    assert_eq!(mode(&tls.join("ca-key.pem")), 0o600);
+    assert!(lab.printed.contains("made now"), "{}", lab.printed);
+    for hint in [
+        "--tls --ca",
+        "openssl s_client",
+        "ssl.create_default_context(cafile=",
+        "SSLKEYLOGFILE=keys.log jaring lab",
+    ] {
+        assert!(
+            lab.printed.contains(hint),
+            "{hint} missing:\n{}",
+            lab.printed
+        );
+    }
+    for key in [
+        "time (tls)",
+        "echo (tls)",
+        "chat realm1 (tls)",
+        "chat realm2 (tls)",
+    ] {
+        assert!(
+            lab.ports.contains_key(key),
+            "{key} missing from {:?}",
+            lab.ports
+        );
+    }
+    // The realm configs name their own certificate, and the peer's key for the link to pin.
+    let realm1 = std::fs::read_to_string(lab_dir.join("realm1.toml")).unwrap();
+    assert!(realm1.contains("cert = \"tls/realm1.pem\""), "{realm1}");
+    let realm2_key = jaring_tls::fingerprint_of_pem_file(&tls.join("realm2.pem")).unwrap();
+    assert!(realm1.contains(&realm2_key.to_string()), "{realm1}");
+    let services = jaring_tls::fingerprint_of_pem_file(&tls.join("services.pem")).unwrap();
+    let ca_pem = std::fs::read(&ca).unwrap();
+
+    // Plaintext still works on the time port, and the realms are on loopback.
+    let mut t = connect(lab.ports["time"]);
+    t.write_all(b"TIME\r\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&mut t).read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("JAM "), "{reply:?}");
+    let realm1_conf: String = realm1.lines().filter(|l| l.starts_with("bind")).collect();
+    assert_eq!(realm1_conf, "bind = \"127.0.0.1\"");
+
+    let test = "the_lab_makes_its_tls_once_and_serves_it_beside_plaintext";
+    if have_tool("python3", &["-c", "import ssl"], test) {
+        for host in ["localhost", "127.0.0.1"] {
+            let got = python_tls_call(host, lab.ports["time (tls)"], &ca, "TIME\r\n").unwrap();
+            assert!(
+                got.starts_with("JAM ") && got.ends_with("\r\n"),
+                "{host}: {got:?}"
+            );
+        }
+        let got =
+            python_tls_call("127.0.0.1", lab.ports["echo (tls)"], &ca, "hello tls\n").unwrap();
+        assert_eq!(got, "hello tls\n");
+        // The plaintext echo port stays plaintext: a TLS client gets no handshake there.
+        assert!(python_tls_call("127.0.0.1", lab.ports["echo"], &ca, "x\n").is_err());
+    }
+    if have_tool("openssl", &["version"], test) {
+        for (realm, login) in [
+            ("chat realm1", "messi surabaya"),
+            ("chat realm2", "james medan"),
+        ] {
+            let r = openssl_chat_auth(lab.ports[realm], &ca, login);
+            assert_eq!(r["status"], "OK", "{realm}: {r}");
+            assert!(r["tokenid"].is_string(), "{realm}: {r}");
+        }
+    }
+    lab.stop();
+
+    // A second start keeps every file.
+    let lab = Lab::start(&lab_dir, &[]);
+    assert!(
+        lab.printed.contains("kept from the last start"),
+        "{}",
+        lab.printed
+    );
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_pem, "the CA is reused");
+    assert_eq!(
+        jaring_tls::fingerprint_of_pem_file(&tls.join("services.pem")).unwrap(),
+        services,
+        "the services certificate is reused"
+    );
+    assert_eq!(
+        jaring_tls::fingerprint_of_pem_file(&tls.join("realm2.pem")).unwrap(),
+        realm2_key
+    );
+    lab.stop();
+}
+
+/// Starts `jaring <args…>` and returns its log lines up to the runtime's "listening" line.
+fn log_until_listening(args: &[&str]) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("listening");
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => panic!("no listening line ({e}): {lines:#?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn a_demo_realm_stays_on_loopback_unless_told_and_then_warns() {
+    let serve = ["chat", "serve", "--storage", "memory", "--port", "0"];
+    let lines = log_until_listening(&serve);
+    let listening = lines.last().unwrap();
+    assert!(listening.contains("addr=127.0.0.1:"), "{listening}");
+    assert!(
+        !lines.iter().any(|l| l.contains("WARN")),
+        "no warning on loopback: {lines:#?}"
+    );
+
+    let mut wide = serve.to_vec();
+    wide.extend(["--bind", "0.0.0.0"]);
+    let lines = log_until_listening(&wide);
+    assert!(
+        lines.last().unwrap().contains("addr=0.0.0.0:"),
+        "{lines:#?}"
+    );
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning for a demo realm on 0.0.0.0: {lines:#?}"));
+    assert!(
+        warning.contains("demo users") && warning.contains("public passwords"),
+        "{warning}"
+    );
+
+    // A realm with a config file keeps the usual default: no warning, no loopback default.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("realm.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nbackend = \"memory\"\n[listen]\nport = 0\n",
+    )
+    .unwrap();
+    let lines = log_until_listening(&["chat", "serve", "--config", config.to_str().unwrap()]);
+    assert!(
+        lines.last().unwrap().contains("addr=0.0.0.0:"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("WARN")), "{lines:#?}");
 }

@@ -58,6 +58,10 @@ pub async fn run(command: ChatCommand) -> CmdResult {
     }
 }
 
+/// Where a realm seeded with demo users (the demo realm, the lab's realms) listens unless told:
+/// loopback, since their passwords are published.
+pub const DEFAULT_DEMO_BIND: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Users to create in an empty realm: name, display name, password.
 pub type Seed = &'static [(&'static str, &'static str, &'static str)];
 
@@ -174,10 +178,15 @@ async fn run_realm<S: Storage>(
         .or(config.limits.max_line)
         .unwrap_or(jaring_proto::chat::DEFAULT_MAX_LINE);
     let defaults = Limits::default();
+    // A realm seeded with the published demo users stays on loopback unless asked otherwise.
     let bind = args
         .bind
         .or(config.listen.bind)
-        .unwrap_or(jaring_runtime::config::DEFAULT_BIND);
+        .unwrap_or(if seed.is_some() {
+            DEFAULT_DEMO_BIND
+        } else {
+            jaring_runtime::config::DEFAULT_BIND
+        });
     let server_config = ServerConfig {
         listen: ListenConfig {
             bind,
@@ -230,6 +239,16 @@ async fn run_realm<S: Storage>(
     let tls_mode_in_force = server_config.tls.as_ref().map(|t| t.mode);
     let server = Server::bind(server_config).await.map_err(bind_failure)?;
     let client_addr = server.local_addr();
+    if seed.is_some() && !bind.is_loopback() {
+        tracing::warn!(
+            realm = realm.name(),
+            addr = %client_addr,
+            "this realm's demo users have public passwords and it listens beyond loopback: \
+             anyone who can reach port {} can log in as them (bind 127.0.0.1, the default, \
+             to keep it to this machine)",
+            client_addr.port()
+        );
+    }
     let mut federation_addr = None;
     if let Some(mut fed) = config
         .federation(bind)

@@ -1,22 +1,27 @@
 //! `jaring lab`: the classic lab in one process. The time server, the echo server on both of the
 //! lab's ports, and two chat realms linked by federation, with the lab's users, all data under one
 //! directory. Ctrl-C stops everything gracefully.
+//!
+//! Unless `--no-tls`, the lab keeps its own CA and certificates in `DIR/tls` (made on first
+//! start, reused after): time and the realms' client ports take TLS beside plaintext, echo
+//! serves TLS on a port of its own.
 
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use jaring_chat::config::RealmConfig;
 use jaring_echo::{EchoConfig, EchoServer};
-use jaring_runtime::{CancellationToken, Server, ServerConfig};
+use jaring_runtime::{CancellationToken, Server, ServerConfig, TlsListen, TlsMode};
 use jaring_time::TimeService;
+use jaring_tls::pki::{LabLeaf, LabTls};
 use jiff::tz::TimeZone;
 
 use crate::cli::{LabArgs, ModelArg, RealmLocation, ServeArgs};
-use crate::cmd::bind_failure;
-use crate::cmd::chat::{Seed, start_realm};
+use crate::cmd::chat::{DEFAULT_DEMO_BIND, Seed, start_realm};
+use crate::cmd::{bind_failure, load_tls};
 use crate::{CmdResult, Failure, signal};
 
 /// The file, under `--dir`, holding the secret the two realms share (created on first start).
@@ -55,7 +60,15 @@ fn secret(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the realm's config file (so it can also run alone) and loads it back.
+/// The directory, under `--dir`, holding the lab's CA and certificates.
+pub const TLS_DIR: &str = "tls";
+
+/// The lab's certificates: one for time and echo, one per realm.
+const LEAVES: [&str; 3] = ["services", "realm1", "realm2"];
+
+/// Writes the realm's config file (so it can also run alone) and loads it back. With `tls`, the
+/// realm's client port takes TLS with its own lab certificate.
+#[allow(clippy::too_many_arguments)] // one call per realm, every argument a different setting
 fn realm_config(
     dir: &Path,
     name: &str,
@@ -64,19 +77,167 @@ fn realm_config(
     federation_port: u16,
     peer: &str,
     peer_address: SocketAddr,
+    tls: Option<&LabTls>,
 ) -> Result<RealmConfig, Failure> {
+    let tls_section = match tls {
+        // Relative to the config file, so the directory can move.
+        Some(_) => format!(
+            "[tls]\ncert = \"{TLS_DIR}/{name}.pem\"\nkey = \"{TLS_DIR}/{name}-key.pem\"\n\n"
+        ),
+        None => String::new(),
+    };
+    let peer_tls = match tls {
+        Some(t) => Some(leaf(t, peer)?),
+        None => None,
+    };
     let text = format!(
         "# Written by `jaring lab`; run this realm alone with:\n\
          #   jaring chat serve --config {file}\n\
          [realm]\nname = \"{name}\"\ndata_dir = \"{name}\"\n\n\
          [listen]\nbind = \"{bind}\"\nport = {port}\n\n\
+         {tls_section}\
          [federation]\nport = {federation_port}\n\n\
-         [[peer]]\nname = \"{peer}\"\naddress = \"{peer_address}\"\nsecret_file = \"{SECRET_FILE}\"\n",
+         {peer_entry}",
         file = dir.join(format!("{name}.toml")).display(),
+        peer_entry = peer_entry(peer, peer_address, peer_tls),
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     RealmConfig::load(&path).map_err(|e| Failure::Usage(e.into()))
+}
+
+/// The `[[peer]]` entry of a lab realm's config: the one place the lab says how a realm reaches
+/// its peer.
+///
+/// LINK TLS GOES HERE. `peer_tls` is the peer's lab certificate (`LabLeaf::fingerprint` is what
+/// the link pins; the lab CA is `DIR/tls/ca.pem`). Until `[[peer]]` takes `fingerprint`/`ca`
+/// (the config parser rejects unknown keys), the fingerprint is written as a comment only.
+fn peer_entry(peer: &str, address: SocketAddr, peer_tls: Option<&LabLeaf>) -> String {
+    let mut entry = format!(
+        "[[peer]]\nname = \"{peer}\"\naddress = \"{address}\"\nsecret_file = \"{SECRET_FILE}\"\n"
+    );
+    if let Some(leaf) = peer_tls {
+        entry.push_str(&format!(
+            "# {peer}'s TLS key, for links over TLS: {}\n",
+            leaf.fingerprint
+        ));
+    }
+    entry
+}
+
+/// The lab certificate named `name`.
+fn leaf<'a>(tls: &'a LabTls, name: &str) -> anyhow::Result<&'a LabLeaf> {
+    // ensure_lab returns one leaf per name asked for; a miss is a bug here, not the user's.
+    tls.leaves
+        .iter()
+        .find(|l| l.name == name)
+        .ok_or_else(|| anyhow!("the lab has no certificate {name:?} (a bug: please report it)"))
+}
+
+/// A TLS listener with the lab certificate `name`, when the lab runs TLS.
+fn listen_with(
+    tls: Option<&LabTls>,
+    name: &str,
+    mode: TlsMode,
+) -> Result<Option<TlsListen>, Failure> {
+    match tls {
+        Some(t) => {
+            let l = leaf(t, name)?;
+            load_tls(&l.cert, &l.key, mode).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Creates (first start) or checks and reuses the lab's CA and certificates in `DIR/tls`, for
+/// the names [`jaring_tls::pki::default_sans`] gives plus what `binds` add. Off the async
+/// workers: it reads and writes files and may generate keys.
+async fn ensure_tls(dir: &Path, binds: [IpAddr; 2]) -> anyhow::Result<(LabTls, Vec<String>)> {
+    let tls_dir = dir.join(TLS_DIR);
+    let shown = tls_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let sans = jaring_tls::pki::default_sans(&extra_names(&binds));
+        let lab = jaring_tls::pki::ensure_lab(&tls_dir, &LEAVES, &sans)?;
+        Ok::<_, jaring_tls::TlsError>((lab, sans))
+    })
+    .await
+    .map_err(|e| anyhow!("the lab's TLS set-up failed: {e}"))?
+    .with_context(|| {
+        format!(
+            "cannot set up the lab's TLS in {}: remove that directory to start afresh, or pass --no-tls",
+            shown.display()
+        )
+    })
+}
+
+/// The names the lab's certificates need beyond the defaults: an explicit bind address, and
+/// for a wildcard bind, this machine's addresses (so clients elsewhere can verify by address).
+fn extra_names(binds: &[IpAddr]) -> Vec<String> {
+    let mut out: Vec<IpAddr> = binds
+        .iter()
+        .copied()
+        .filter(|b| !b.is_unspecified() && !b.is_loopback())
+        .collect();
+    if binds.iter().any(IpAddr::is_unspecified) {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        out.extend(ipv4_addresses(&read("/proc/net/fib_trie")));
+        out.extend(ipv6_addresses(&read("/proc/net/if_inet6")));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for ip in out {
+        let name = ip.to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// This machine's own IPv4 addresses but loopback, from `/proc/net/fib_trie` (each local
+/// address is the `|-- A.B.C.D` line before a `/32 host LOCAL` line).
+fn ipv4_addresses(fib_trie: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in fib_trie.lines() {
+        let line = line.trim();
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(ip) = last.take()
+            && !ip.is_loopback()
+            && !out.contains(&IpAddr::V4(ip))
+        {
+            out.push(IpAddr::V4(ip));
+        }
+    }
+    out
+}
+
+/// This machine's global, permanent IPv6 addresses, from `/proc/net/if_inet6` (address in 32
+/// hex digits, index, prefix length, scope, flags, name). Link-local ones need a zone and
+/// temporary ones change, so neither goes into a certificate.
+fn ipv6_addresses(if_inet6: &str) -> Vec<IpAddr> {
+    /// `IFA_F_TEMPORARY`: a privacy address that rotates.
+    const TEMPORARY: u8 = 0x01;
+    let mut out = Vec::new();
+    for line in if_inet6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [hex, _, _, scope, flags, ..] = f[..] else {
+            continue;
+        };
+        let (Ok(bits), Ok(scope), Ok(flags)) = (
+            u128::from_str_radix(hex, 16),
+            u8::from_str_radix(scope, 16),
+            u8::from_str_radix(flags, 16),
+        ) else {
+            continue;
+        };
+        let ip = Ipv6Addr::from(bits);
+        if hex.len() == 32 && scope == 0 && flags & TEMPORARY == 0 && !ip.is_loopback() {
+            out.push(IpAddr::V6(ip));
+        }
+    }
+    out
 }
 
 fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
@@ -110,31 +271,61 @@ fn loopback(bind: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// One line of the lab's start-up table: what, where, how to connect.
+struct Row {
+    what: String,
+    addr: SocketAddr,
+    how: String,
+}
+
 /// Runs `jaring lab`.
 pub async fn run(args: LabArgs) -> CmdResult {
     let z = |p: u16| if args.ephemeral { 0 } else { p };
     let dir = args.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     secret(&dir)?;
+    // Time and echo have no passwords: everywhere, as in the labs. The realms' demo passwords are
+    // public: loopback unless --bind says otherwise (start_realm then warns).
+    let services_bind = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let realm_bind = args.bind.unwrap_or(DEFAULT_DEMO_BIND);
+    let tls = if args.no_tls {
+        None
+    } else {
+        Some(ensure_tls(&dir, [services_bind, realm_bind]).await?)
+    };
+    let (lab_tls, sans) = match &tls {
+        Some((t, sans)) => (Some(t), sans.as_slice()),
+        None => (None, &[][..]),
+    };
+    let ca = dir.join(TLS_DIR).join("ca.pem");
+    let ca = ca.display();
     let shutdown = CancellationToken::new();
     signal::spawn(shutdown.clone());
     let mut tasks = Vec::new();
-    let mut table: Vec<(String, SocketAddr, String)> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
 
     let bind_server = |port: u16| {
         let mut c = ServerConfig::on_port(port);
-        c.listen.bind = args.bind;
+        c.listen.bind = services_bind;
         c
     };
-    let time = Server::bind(bind_server(z(args.time_port)))
-        .await
-        .map_err(bind_failure)?;
-    let time_addr = loopback(args.bind, time.local_addr().port());
-    table.push((
-        "time".into(),
-        time_addr,
-        format!("jaring time client --port {}", time_addr.port()),
-    ));
+    let mut time_config = bind_server(z(args.time_port));
+    time_config.tls = listen_with(lab_tls, "services", TlsMode::Both)?;
+    let time = Server::bind(time_config).await.map_err(bind_failure)?;
+    let time_addr = loopback(services_bind, time.local_addr().port());
+    let port = time_addr.port();
+    table.push(Row {
+        what: "time".into(),
+        addr: time_addr,
+        how: format!("jaring time client --port {port}"),
+    });
+    if lab_tls.is_some() {
+        table.push(Row {
+            what: "time (tls)".into(),
+            addr: time_addr,
+            how: format!("jaring time client --port {port} --tls --ca {ca}"),
+        });
+    }
     let service = Arc::new(TimeService::new(
         TimeZone::system(),
         jaring_runtime::Limits::default().max_line,
@@ -144,19 +335,29 @@ pub async fn run(args: LabArgs) -> CmdResult {
         async move { time.serve(service, token).await },
     ));
 
-    for (label, port) in [
-        ("echo", args.echo_port),
-        ("echo (files)", args.file_echo_port),
-    ] {
-        let echo = Server::bind(bind_server(z(port)))
-            .await
-            .map_err(bind_failure)?;
-        let addr = loopback(args.bind, echo.local_addr().port());
-        table.push((
-            label.into(),
+    let mut echoes = vec![
+        ("echo", args.echo_port, None),
+        ("echo (files)", args.file_echo_port, None),
+    ];
+    // Echo is binary-safe (a plaintext stream may start with 0x16), so TLS has a port of its own.
+    if let Some(tls) = listen_with(lab_tls, "services", TlsMode::Only)? {
+        echoes.push(("echo (tls)", args.echo_tls_port, Some(tls)));
+    }
+    for (label, port, tls) in echoes {
+        let mut config = bind_server(z(port));
+        let over_tls = tls.is_some();
+        config.tls = tls;
+        let echo = Server::bind(config).await.map_err(bind_failure)?;
+        let addr = loopback(services_bind, echo.local_addr().port());
+        table.push(Row {
+            what: label.into(),
             addr,
-            format!("jaring echo client --port {} hello", addr.port()),
-        ));
+            how: if over_tls {
+                format!("openssl s_client -quiet -connect {addr} -CAfile {ca}")
+            } else {
+                format!("jaring echo client --port {} hello", addr.port())
+            },
+        });
         let token = shutdown.clone();
         let server = Arc::new(EchoServer::new(EchoConfig::default()));
         tasks.push(tokio::spawn(async move { echo.serve(server, token).await }));
@@ -167,18 +368,19 @@ pub async fn run(args: LabArgs) -> CmdResult {
     let r2 = realm_config(
         &dir,
         "realm2",
-        args.bind,
+        realm_bind,
         z(args.realm2_port),
         z(args.realm2_federation_port),
         "realm1",
-        loopback(args.bind, args.realm1_federation_port),
+        loopback(realm_bind, args.realm1_federation_port),
+        lab_tls,
     )?;
     let realm2 = start_realm(
         &r2,
         &serve_args(
             z(args.realm2_port),
             z(args.realm2_federation_port),
-            args.bind,
+            realm_bind,
         ),
         Some(REALM2_USERS),
         shutdown.clone(),
@@ -190,30 +392,31 @@ pub async fn run(args: LabArgs) -> CmdResult {
     let r1 = realm_config(
         &dir,
         "realm1",
-        args.bind,
+        realm_bind,
         z(args.realm1_port),
         z(args.realm1_federation_port),
         "realm2",
-        loopback(args.bind, r2_fed.port()),
+        loopback(realm_bind, r2_fed.port()),
+        lab_tls,
     )?;
     let realm1 = start_realm(
         &r1,
         &serve_args(
             z(args.realm1_port),
             z(args.realm1_federation_port),
-            args.bind,
+            realm_bind,
         ),
         Some(REALM1_USERS),
         shutdown.clone(),
     )
     .await?;
     for (realm, users) in [(&realm1, REALM1_USERS), (&realm2, REALM2_USERS)] {
-        let addr = loopback(args.bind, realm.client_addr.port());
+        let addr = loopback(realm_bind, realm.client_addr.port());
         let (user, _, password) = users[0];
-        table.push((
-            format!("chat {}", realm.name),
+        table.push(Row {
+            what: format!("chat {}", realm.name),
             addr,
-            format!(
+            how: format!(
                 "jaring chat client --server {addr}   then: auth {user} {password}   ({})",
                 users
                     .iter()
@@ -221,26 +424,61 @@ pub async fn run(args: LabArgs) -> CmdResult {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        ));
+        });
+        if lab_tls.is_some() {
+            table.push(Row {
+                what: format!("chat {} (tls)", realm.name),
+                addr,
+                how: format!(
+                    "openssl s_client -quiet -crlf -connect {addr} -CAfile {ca}   then: auth {user} {password}"
+                ),
+            });
+        }
         if let Some(f) = realm.federation_addr {
-            table.push((
-                format!("link {}", realm.name),
-                loopback(args.bind, f.port()),
-                "server-to-server only (HMAC-authenticated peers)".into(),
-            ));
+            table.push(Row {
+                what: format!("link {}", realm.name),
+                addr: loopback(realm_bind, f.port()),
+                how: "server-to-server only (HMAC-authenticated peers)".into(),
+            });
         }
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "jaring lab: data in {}", dir.display())?;
-    for (what, addr, how) in &table {
-        writeln!(out, "  {what:<14} {addr:<22} {how}")?;
+    for Row { what, addr, how } in &table {
+        writeln!(out, "  {what:<18} {addr:<22} {how}")?;
     }
     writeln!(
         out,
         "  across realms: send james@realm2 hi (from realm1), send messi@realm1 hi (from realm2),\n\
-         \x20                group football@realm1 (from realm2: a group of realm1, live on both)\n\
-         Ctrl-C stops everything."
+         \x20                group football@realm1 (from realm2: a group of realm1, live on both)"
     )?;
+    if let Some((t, _)) = &tls {
+        writeln!(
+            out,
+            "TLS: CA {ca} ({}); certificates for {}; the time and chat ports take TLS and \
+             plaintext, echo TLS on its own port\n\
+             \x20 Python: ssl.create_default_context(cafile=\"{ca}\").wrap_socket(\
+             socket.create_connection((\"127.0.0.1\", {port})), server_hostname=\"127.0.0.1\")\n\
+             \x20 Wireshark: SSLKEYLOGFILE=keys.log jaring lab   writes the TLS session keys so \
+             Wireshark can decrypt a capture (never on unless set)",
+            if t.created {
+                "made now"
+            } else {
+                "kept from the last start"
+            },
+            sans.join(", "),
+            port = time_addr.port(),
+        )?;
+        if let Some(keys) = std::env::var_os("SSLKEYLOGFILE") {
+            writeln!(
+                out,
+                "  SSLKEYLOGFILE is set: TLS session keys go to {}; anyone with that file can \
+                 read captured traffic",
+                PathBuf::from(keys).display()
+            )?;
+        }
+    }
+    writeln!(out, "Ctrl-C stops everything.")?;
     out.flush()?;
     drop(out);
     tasks.push(realm1.task);
@@ -249,4 +487,49 @@ pub async fn run(args: LabArgs) -> CmdResult {
         let _ = t.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ipv4_addresses_come_from_the_fib_trie_without_loopback() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    \x20    +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.1\n              /32 host LOCAL\n\
+                    \x20       |-- 127.255.255.255\n           /32 link BROADCAST\n\
+                    \x20          |-- 192.0.2.0\n              /24 link UNICAST\n\
+                    \x20          |-- 192.0.2.2\n              /32 host LOCAL\n\
+                    Local:\n           |-- 192.0.2.2\n              /32 host LOCAL\n\
+                    \x20          |-- 10.1.2.3\n              /32 host LOCAL\n";
+        assert_eq!(
+            ipv4_addresses(trie),
+            vec![IpAddr::from([192, 0, 2, 2]), IpAddr::from([10, 1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn only_global_permanent_ipv6_addresses_count() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                    20010db8000000000000000000000001 02 40 00 80     eth0\n\
+                    20010db8000000000000000000000002 02 40 00 01     eth0\n\
+                    fe800000000000000000000000000001 02 40 20 80     eth0\n";
+        assert_eq!(
+            ipv6_addresses(text),
+            vec!["2001:db8::1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_wildcard_bind_adds_this_machines_addresses_and_an_explicit_one_itself() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        assert!(extra_names(&[lo, lo]).is_empty());
+        let there = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(extra_names(&[there, lo]), vec!["192.0.2.7".to_owned()]);
+        // Whatever this machine has, never loopback or the wildcard itself.
+        for name in extra_names(&[IpAddr::from([0, 0, 0, 0]), lo]) {
+            let ip: IpAddr = name.parse().unwrap();
+            assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+        }
+    }
 }

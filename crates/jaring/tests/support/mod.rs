@@ -383,3 +383,53 @@ pub fn interrupted_bench(args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
     (status.code(), report)
 }
+
+/// Whether the external tool `program` runs (`program probe…` exits 0). When it does not, the
+/// test that asked is skipped with one line saying why, except under `CI=true`, where a missing
+/// tool fails it.
+pub fn have_tool(program: &str, probe: &[&str], test: &str) -> bool {
+    let ok = Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "{test}: `{program}` is missing and CI=true");
+        eprintln!("{test}: skipped: `{program}` is not installed (or does not run)");
+    }
+    ok
+}
+
+/// Runs a Python TLS client: connects to `host`:`port` verifying the server against `ca` with
+/// `ssl.create_default_context` and `VERIFY_X509_STRICT` (the host name checked), sends
+/// `payload`, and returns what came back up to and including the first LF.
+pub fn python_tls_call(host: &str, port: u16, ca: &Path, payload: &str) -> Result<String, String> {
+    const SCRIPT: &str = r#"
+import socket, ssl, sys
+host, port, ca, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+with socket.create_connection((host, port), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname=host) as s:
+        s.sendall(payload.encode())
+        got = b""
+        while b"\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        sys.stdout.write(got.decode())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, host, &port.to_string()])
+        .arg(ca)
+        .arg(payload)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
