@@ -11,31 +11,6 @@ use std::process::{Command, Stdio};
 
 use support::{ServerProcess, jaring};
 
-/// Whether `tool` can run here; if not, says the test is skipped (a failure under CI=true, where
-/// `.ci/run` installs it).
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        || (tool == "openssl"
-            && Command::new(tool)
-                .arg("version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()));
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI=true"
-        );
-        eprintln!("skipped: {tool} is not installed");
-    }
-    found
-}
-
 /// `jaring tls init --dir DIR NAME…`, returning its JSON.
 fn init(dir: &Path, names: &[&str]) -> serde_json::Value {
     let out = jaring()
@@ -65,24 +40,6 @@ fn python(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
-
-/// Python 3.11+'s strictest ordinary client: the default context plus VERIFY_X509_STRICT.
-const STRICT_CLIENT: &str = r#"
-import socket, ssl, sys
-host, port, ca, request = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-    with ctx.wrap_socket(raw, server_hostname=host) as s:
-        s.sendall(request.encode().decode("unicode_escape").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        print(s.version(), data.decode().strip())
-"#;
 
 /// The classic plaintext client: send, print everything until the server closes.
 const PLAIN_CLIENT: &str = r#"
@@ -128,7 +85,7 @@ fn tls_init_makes_keeps_and_fingerprints_its_files() {
 
 #[test]
 fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
-    if !have("python3") {
+    if !support::have_tool("python3", &["--version"], "tls_cli") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +106,13 @@ fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
                 if host == "plain" {
                     python(PLAIN_CLIENT, &[&port, "TIME\\r\\nQUIT\\r\\n"])
                 } else {
-                    python(STRICT_CLIENT, &[host, &port, &ca, "TIME\\r\\n"])
+                    support::python_tls_call(
+                        host,
+                        port.parse().unwrap(),
+                        Path::new(&ca),
+                        "TIME\r\n",
+                    )
+                    .unwrap()
                 }
             })
         })
@@ -158,7 +121,7 @@ fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
         let got = t.join().unwrap();
         assert!(got.contains("JAM "), "{got}");
     }
-    if have("openssl") {
+    if support::have_tool("openssl", &["version"], "tls_cli") {
         let mut child = Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
             .args([
@@ -190,7 +153,7 @@ fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
 
 #[test]
 fn a_tls_only_time_port_refuses_plaintext_in_one_line() {
-    if !have("python3") {
+    if !support::have_tool("python3", &["--version"], "tls_cli") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -215,7 +178,7 @@ fn a_tls_only_time_port_refuses_plaintext_in_one_line() {
 
 #[test]
 fn a_chat_realm_speaks_tls_to_strict_python_beside_plaintext() {
-    if !have("python3") {
+    if !support::have_tool("python3", &["--version"], "tls_cli") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -228,14 +191,14 @@ fn a_chat_realm_speaks_tls_to_strict_python_beside_plaintext() {
         &["chat", "serve"],
         &["--storage", "memory", "--tls-cert", cert, "--tls-key", key],
     );
-    let port = server.port.to_string();
-    let got = python(
-        STRICT_CLIENT,
-        &["localhost", &port, ca, "auth messi surabaya\\r\\n"],
-    );
-    assert!(got.starts_with("TLSv1.3 "), "{got}");
-    let reply: serde_json::Value =
-        serde_json::from_str(got.trim_start_matches("TLSv1.3 ")).unwrap();
+    let got = support::python_tls_call(
+        "localhost",
+        server.port,
+        Path::new(ca),
+        "auth messi surabaya\r\n",
+    )
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
     assert_eq!(reply["status"], "OK", "{reply}");
     let mut plain = support::ChatClient::connect(server.port);
     let token = plain.auth("henderson", "surabaya");
