@@ -130,6 +130,12 @@ pub struct PeerSection {
     pub secret: Option<String>,
     /// A file holding that secret (trailing newline ignored); relative to the config file.
     pub secret_file: Option<PathBuf>,
+    /// The peer's key pin, `sha256:…` (what `jaring chat tls fingerprint` prints on the peer).
+    /// With it (and `[tls]` here) the link to and from this peer is mutual TLS 1.3 only.
+    pub fingerprint: Option<String>,
+    /// A CA certificate file (PEM); when set, the peer's certificate must also chain to it.
+    /// Relative to the config file; needs `fingerprint`.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[realm]`: who this realm is and where it keeps its data.
@@ -256,6 +262,9 @@ pub enum ConfigError {
     /// A valid-looking value that cannot work.
     #[error("{0}")]
     Invalid(String),
+    /// A certificate, key or pin for the links cannot be used.
+    #[error(transparent)]
+    Tls(#[from] jaring_tls::TlsError),
 }
 
 impl RealmConfig {
@@ -287,11 +296,12 @@ impl RealmConfig {
             }
         }
         for p in &mut config.peer {
-            if let Some(f) = &p.secret_file
-                && f.is_relative()
-                && let Some(parent) = path.parent()
-            {
-                p.secret_file = Some(parent.join(f));
+            for f in [&mut p.secret_file, &mut p.ca].into_iter().flatten() {
+                if f.is_relative()
+                    && let Some(parent) = path.parent()
+                {
+                    *f = parent.join(&*f);
+                }
             }
         }
         Ok(config)
@@ -365,6 +375,8 @@ impl RealmConfig {
             return Ok(None);
         }
         let mut peers = Vec::new();
+        // Our certificate, loaded once and only when some link needs it.
+        let mut identity: Option<jaring_tls::Identity> = None;
         for p in &self.peer {
             let secret = match (&p.secret, &p.secret_file) {
                 (Some(s), None) => s.clone().into_bytes(),
@@ -380,10 +392,37 @@ impl RealmConfig {
                     )));
                 }
             };
+            let tls = match (&p.fingerprint, &p.ca) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer {}: `ca` needs `fingerprint` too (the peer's key pin, printed by                          `jaring chat tls fingerprint` on the peer); a link is either pinned TLS                          or plaintext",
+                        p.name
+                    )));
+                }
+                (Some(pin), ca) => {
+                    let pin: jaring_tls::Fingerprint = pin.parse()?;
+                    if identity.is_none() {
+                        let Some((cert, key)) = self.tls.files()? else {
+                            return Err(ConfigError::Invalid(format!(
+                                "peer {} has a fingerprint, so its link runs over mutual TLS, but                                  this realm has no certificate: set [tls] cert and key (PEM                                  files), or remove the fingerprint to link in plaintext",
+                                p.name
+                            )));
+                        };
+                        identity = Some(jaring_tls::Identity::from_pem_files(&cert, &key)?);
+                    }
+                    let ca = match ca {
+                        Some(f) => Some(read_ca(f)?),
+                        None => None,
+                    };
+                    Some(crate::federation::PeerTls { pin, ca })
+                }
+            };
             peers.push(crate::federation::PeerConfig {
                 name: p.name.clone(),
                 address: p.address.clone(),
                 secret,
+                tls,
             });
         }
         let listen = std::net::SocketAddr::new(
@@ -394,6 +433,7 @@ impl RealmConfig {
         );
         let f = &self.federation;
         let mut config = crate::federation::FederationConfig::new(listen, peers);
+        config.identity = identity;
         if let Some(secs) = f.handshake_timeout_secs {
             config.handshake_timeout = Duration::from_secs(secs.max(1));
         }
@@ -444,6 +484,28 @@ impl RealmConfig {
             self.storage.max_batch.unwrap_or(DEFAULT_MAX_BATCH),
         )
     }
+}
+
+/// The certificates of a peer's `ca` file (PEM).
+fn read_ca(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let bad = |detail: String| {
+        ConfigError::Invalid(format!(
+            "cannot use the CA file {} of a [[peer]] entry: {detail}; set `ca` to a PEM file \
+             of the CA certificate(s) that issue the peer's certificate",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("it holds no `BEGIN CERTIFICATE` block".into()));
+    }
+    Ok(certs)
 }
 
 /// The commented default configuration.
@@ -528,6 +590,8 @@ max_batch = 4096
 
 # TLS (docs/chat-protocol.md, "TLS"): with a certificate and key, the client port takes TLS
 # beside plaintext (a client's first byte tells which); paths are relative to this file.
+# The same certificate is what this realm presents on its links to peers that pin its key
+# (see [[peer]] fingerprint below).
 [tls]
 # cert = "tls/realm1.pem"
 # key = "tls/realm1-key.pem"
@@ -555,6 +619,15 @@ link_idle_secs = 45
 # name = "realm2"
 # address = "127.0.0.1:9899"
 # secret_file = "realm1-realm2.secret"
+# The peer's key pin (run `jaring chat tls fingerprint --config realm2.toml` on the peer). With
+# it, and [tls] cert/key here, the link to and from realm2 is mutual TLS 1.3 and never plaintext:
+# each realm checks the other's key against its pin, and a plaintext connection from (or a dial
+# answered without TLS by) realm2 is refused. Without it the link is plaintext (a warning is
+# logged at start). A fingerprint without [tls] here is a configuration error.
+# fingerprint = "sha256:…"
+# Optionally, a CA certificate (PEM, relative to this file) that realm2's certificate must also
+# chain to, besides matching the pin.
+# ca = "lab-ca.pem"
 "#;
 
 #[cfg(test)]
@@ -587,6 +660,8 @@ mod tests {
             address: "127.0.0.1:9899".into(),
             secret: Some("a secret of sixteen bytes".into()),
             secret_file: None,
+            fingerprint: None,
+            ca: None,
         });
         let any = IpAddr::from([127, 0, 0, 1]);
         let f = c.federation(any).expect("valid").expect("a peer");
@@ -595,6 +670,78 @@ mod tests {
         assert_eq!(f.max_handshakes, d.max_handshakes);
         assert_eq!(f.max_handshakes_per_address, d.max_handshakes_per_address);
         assert_eq!(f.link_idle, d.link_idle);
+    }
+
+    /// A config file in `dir` with `[tls]` (when `tls`) and one peer with `peer_extra` lines.
+    fn load_with(dir: &std::path::Path, tls: bool, peer_extra: &str) -> RealmConfig {
+        let mut text = String::new();
+        if tls {
+            text.push_str("[tls]\ncert = \"tls/me.pem\"\nkey = \"tls/me-key.pem\"\n");
+        }
+        text.push_str(&format!(
+            "[[peer]]\nname = \"realm2\"\naddress = \"127.0.0.1:9899\"\n\
+             secret = \"a secret of sixteen bytes\"\n{peer_extra}"
+        ));
+        let path = dir.join("realm.toml");
+        std::fs::write(&path, text).unwrap();
+        RealmConfig::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_fingerprint_makes_the_link_tls_and_needs_tls_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let any = IpAddr::from([127, 0, 0, 1]);
+        let ca = jaring_tls::pki::Authority::create("test CA").unwrap();
+        let now = std::time::SystemTime::now();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let leaf = ca
+            .issue(&["127.0.0.1".to_owned()], now - year / 365, now + year)
+            .unwrap();
+        std::fs::create_dir(dir.path().join("tls")).unwrap();
+        std::fs::write(dir.path().join("tls/me.pem"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls/me-key.pem"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.path().join("tls/ca.pem"), ca.cert_pem()).unwrap();
+        let pin = jaring_tls::fingerprint_of_pem_file(&dir.path().join("tls/me.pem")).unwrap();
+
+        // Without a fingerprint: plaintext, as before.
+        let f = load_with(dir.path(), false, "")
+            .federation(any)
+            .unwrap()
+            .unwrap();
+        assert!(f.peers[0].tls.is_none() && f.identity.is_none());
+
+        // With one (and a CA, relative to the file): TLS, our identity loaded.
+        let extra = format!("fingerprint = \"{pin}\"\nca = \"tls/ca.pem\"\n");
+        let f = load_with(dir.path(), true, &extra)
+            .federation(any)
+            .unwrap()
+            .unwrap();
+        let tls = f.peers[0].tls.as_ref().expect("a TLS link");
+        assert_eq!(tls.pin, pin);
+        assert_eq!(tls.ca.as_ref().map(Vec::len), Some(1));
+        assert_eq!(f.identity.as_ref().map(|i| i.fingerprint()), Some(pin));
+
+        // A fingerprint without [tls] here cannot work.
+        let extra = format!("fingerprint = \"{pin}\"\n");
+        let e = load_with(dir.path(), false, &extra)
+            .federation(any)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has a fingerprint") && e.contains("[tls]"),
+            "{e}"
+        );
+        // Nor a malformed one, nor a CA without a pin.
+        let e = load_with(dir.path(), true, "fingerprint = \"sha256:abc\"\n")
+            .federation(any)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a key fingerprint"), "{e}");
+        let e = load_with(dir.path(), true, "ca = \"tls/ca.pem\"\n")
+            .federation(any)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ca` needs `fingerprint`"), "{e}");
     }
 
     #[test]

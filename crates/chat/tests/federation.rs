@@ -39,6 +39,7 @@ fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
         name: name.into(),
         address: address.to_string(),
         secret: secret.to_vec(),
+        tls: None,
     }
 }
 
@@ -558,6 +559,7 @@ async fn impostors_and_clients_are_refused_and_nothing_is_delivered() {
                     listener: "realm2",
                     dialer_nonce: &nonce,
                     listener_nonce: &ln,
+                    channel: None,
                 };
                 let mut out = Vec::new();
                 Frame::Auth {
@@ -994,6 +996,7 @@ impl RawLink {
             listener: realm,
             dialer_nonce: &nonce,
             listener_nonce: &ln,
+            channel: None,
         };
         link.send(Frame::Auth {
             mac: t.proof(secret, Role::Dialer),

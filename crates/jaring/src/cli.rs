@@ -664,6 +664,9 @@ pub enum ChatCommand {
     #[command(after_help = "Examples:\n  jaring chat client\n  \
         printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889")]
     Client(ClientArgs),
+    /// The realm's link certificate: print the key fingerprint its peers pin.
+    #[command(subcommand)]
+    Tls(ChatTlsCommand),
 }
 
 /// Where the realm's data is: a config file, or a data directory.
@@ -866,4 +869,28 @@ mod tests {
         use clap::CommandFactory as _;
         super::Cli::command().debug_assert();
     }
+}
+
+/// `jaring chat tls …`
+#[derive(Debug, Subcommand)]
+pub enum ChatTlsCommand {
+    /// Print the SPKI fingerprint (`sha256:…`) of the realm's certificate: what each peer
+    /// writes as `fingerprint` in its `[[peer]]` entry for this realm.
+    #[command(
+        after_help = "Examples:\n  jaring chat tls fingerprint --config realm1.toml\n  \
+        jaring chat tls fingerprint --cert tls/realm1.pem"
+    )]
+    Fingerprint(FingerprintArgs),
+}
+
+/// `jaring chat tls fingerprint`
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct FingerprintArgs {
+    /// Realm configuration file: its `[tls]` cert.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A certificate file (PEM; the first certificate counts).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
 }

@@ -1,6 +1,8 @@
 //! Two real `jaring chat serve` processes linked by federation. kill -9 the receiving realm in the
 //! middle of a transfer, keep sending while it is down, restart it on the same ports: every
-//! message that got OK arrives exactly once, in the order it was sent.
+//! message that got OK arrives exactly once, in the order it was sent. The same over a link of
+//! mutual TLS with pinned keys (certificates from a CA made by the test, pins printed by
+//! `jaring chat tls fingerprint`).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -20,21 +22,63 @@ fn bin() -> Command {
     c
 }
 
-/// Writes a realm config with cheap password hashing and one peer.
-fn config(dir: &Path, name: &str, peer: &str, peer_addr: &str) -> std::path::PathBuf {
+/// Writes a realm config with cheap password hashing and one peer, linked over TLS with the
+/// peer's key pinned when `pin` is given (the realm's certificate: `tls/{name}.pem`).
+fn config(
+    dir: &Path,
+    name: &str,
+    peer: &str,
+    peer_addr: &str,
+    pin: Option<&str>,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
+    let tls = if pin.is_some() {
+        format!("[tls]\ncert = \"tls/{name}.pem\"\nkey = \"tls/{name}-key.pem\"\n")
+    } else {
+        String::new()
+    };
+    let fingerprint = pin.map_or_else(String::new, |p| format!("fingerprint = \"{p}\"\n"));
     std::fs::write(
         &path,
         format!(
             "[realm]\nname = \"{name}\"\ndata_dir = \"{name}-data\"\n\
              [listen]\nbind = \"127.0.0.1\"\nport = 0\n\
              [federation]\nport = 0\n\
-             [passwords]\nmemory_kib = 8\niterations = 1\n\
-             [[peer]]\nname = \"{peer}\"\naddress = \"{peer_addr}\"\nsecret = \"{SECRET}\"\n"
+             [passwords]\nmemory_kib = 8\niterations = 1\n{tls}\
+             [[peer]]\nname = \"{peer}\"\naddress = \"{peer_addr}\"\nsecret = \"{SECRET}\"\n\
+             {fingerprint}"
         ),
     )
     .unwrap();
     path
+}
+
+/// Issues `tls/realm1.pem` and `tls/realm2.pem` (with keys) from a new CA.
+fn issue_certificates(dir: &Path) {
+    let ca = jaring_tls::pki::Authority::create("federation test CA").unwrap();
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(24 * 3600);
+    for name in ["realm1", "realm2"] {
+        let leaf = ca
+            .issue(&["127.0.0.1".to_owned()], now - day, now + 30 * day)
+            .unwrap();
+        std::fs::write(dir.join(format!("tls/{name}.pem")), leaf.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("tls/{name}-key.pem")), leaf.key_pem).unwrap();
+    }
+}
+
+/// `jaring chat tls fingerprint ARGS…`: what it prints.
+fn fingerprint(args: &[&std::ffi::OsStr]) -> String {
+    let out = bin()
+        .args(["chat", "tls", "fingerprint"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(pin.starts_with("sha256:") && pin.len() == 7 + 64, "{pin}");
+    pin
 }
 
 fn add_user(config: &Path, user: &str) {
@@ -147,10 +191,33 @@ struct Pair {
 }
 
 fn linked_pair(dir: &Path) -> Pair {
-    let c2 = config(dir, "realm2", "realm1", "127.0.0.1:9");
+    linked_pair_over(dir, false)
+}
+
+/// [`linked_pair`], over mutual TLS with pinned keys when `tls`.
+fn linked_pair_over(dir: &Path, tls: bool) -> Pair {
+    let (pin1, pin2) = if tls {
+        issue_certificates(dir);
+        let cert = |name: &str| dir.join(format!("tls/{name}.pem"));
+        // Both ways of asking: a certificate file, and a realm's config.
+        let pin1 = fingerprint(&["--cert".as_ref(), cert("realm1").as_os_str()]);
+        let probe = config(dir, "realm2", "realm1", "127.0.0.1:9", Some(&pin1));
+        let pin2 = fingerprint(&["--config".as_ref(), probe.as_os_str()]);
+        assert_ne!(pin1, pin2);
+        (Some(pin1), Some(pin2))
+    } else {
+        (None, None)
+    };
+    let c2 = config(dir, "realm2", "realm1", "127.0.0.1:9", pin1.as_deref());
     add_user(&c2, "james");
     let (realm2, p2, f2) = start(&c2, None);
-    let c1 = config(dir, "realm1", "realm2", &format!("127.0.0.1:{f2}"));
+    let c1 = config(
+        dir,
+        "realm1",
+        "realm2",
+        &format!("127.0.0.1:{f2}"),
+        pin2.as_deref(),
+    );
     add_user(&c1, "messi");
     let (realm1, p1, f1) = start(&c1, None);
     let mut messi = Client::connect(p1);
@@ -182,6 +249,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn kill_9_the_peer_mid_transfer_every_message_arrives_once_in_order() {
+    kill_9_the_peer_mid_transfer(false);
+}
+
+#[test]
+fn kill_9_the_peer_mid_transfer_over_tls_every_message_arrives_once_in_order() {
+    kill_9_the_peer_mid_transfer(true);
+}
+
+fn kill_9_the_peer_mid_transfer(tls: bool) {
     let dir = tempfile::tempdir().unwrap();
     let Pair {
         c2,
@@ -192,7 +268,7 @@ fn kill_9_the_peer_mid_transfer_every_message_arrives_once_in_order() {
         mut messi,
         tm,
         ..
-    } = linked_pair(dir.path());
+    } = linked_pair_over(dir.path(), tls);
 
     const N: usize = 600;
     let mut burst = String::new();

@@ -117,17 +117,35 @@ impl Drop for Lab {
 
 #[test]
 fn the_lab_starts_and_every_client_works_against_it() {
+    every_client_works(false);
+}
+
+/// The same with the lab's TLS on: the classic clients still speak plaintext to the same ports,
+/// and the realms' link (messages and the group feed across it) runs over pinned mutual TLS.
+#[test]
+fn with_tls_every_plaintext_client_still_works_and_the_link_is_tls() {
+    every_client_works(true);
+}
+
+fn every_client_works(tls: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(
-        &dir.path().join("lab"),
-        &["--bind", "127.0.0.1", "--no-tls"],
-    );
+    let args: &[&str] = if tls {
+        &["--bind", "127.0.0.1"]
+    } else {
+        &["--bind", "127.0.0.1", "--no-tls"]
+    };
+    let lab = Lab::start(&dir.path().join("lab"), args);
     let ports = lab.ports.clone();
-    assert!(
-        !lab.printed.contains("tls") && !dir.path().join("lab/tls").exists(),
-        "--no-tls: no TLS anywhere:\n{}",
-        lab.printed
-    );
+    if tls {
+        let config = std::fs::read_to_string(dir.path().join("lab/realm1.toml")).unwrap();
+        assert!(config.contains("fingerprint = \"sha256:"), "{config}");
+    } else {
+        assert!(
+            !lab.printed.contains("tls") && !dir.path().join("lab/tls").exists(),
+            "--no-tls: no TLS anywhere:\n{}",
+            lab.printed
+        );
+    }
     for key in ["time", "echo", "echo (files)", "chat realm1", "chat realm2"] {
         assert!(ports.contains_key(key), "{key} missing from {ports:?}");
     }

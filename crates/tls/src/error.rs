@@ -116,7 +116,7 @@ pub enum TlsError {
     },
     /// A link was configured without any pinned fingerprint.
     #[error(
-        "a realm link needs at least one pinned key fingerprint: set `fingerprint` in the peer's [[peers]] entry"
+        "a realm link needs at least one pinned key fingerprint: set `fingerprint` in the peer's [[peer]] entry"
     )]
     NoPins,
     /// rustls refused to build a configuration.

@@ -325,7 +325,7 @@ impl fmt::Display for LinkRefusal {
         match self {
             Self::WrongPin { got } => write!(
                 f,
-                "the peer's key {got} is not the pinned one: check `fingerprint` in its [[peers]] \
+                "the peer's key {got} is not the pinned one: check `fingerprint` in its [[peer]] \
                  entry (the peer prints its own with `jaring chat tls fingerprint`)"
             ),
             Self::UnknownCa => f.write_str(
@@ -381,7 +381,7 @@ pub fn link_refusal(err: &rustls::Error) -> LinkRefusal {
                 LinkRefusal::Other(format!(
                     "the peer refused our certificate ({alert:?}): most likely it does not pin \
                      our key; give its operator our fingerprint (`jaring chat tls fingerprint`) \
-                     for its [[peers]] entry"
+                     for its [[peer]] entry"
                 ))
             }
             other => LinkRefusal::Other(format!("the peer sent the alert {other:?}")),

@@ -162,7 +162,7 @@ fn server_refuses_an_unpinned_client_key() {
     );
     let msg = refusal.to_string();
     assert!(msg.contains(&r.b.fingerprint().to_string()), "{msg}");
-    assert!(msg.contains("[[peers]]") && msg.contains("jaring chat tls fingerprint"));
+    assert!(msg.contains("[[peer]]") && msg.contains("jaring chat tls fingerprint"));
 
     // The client only hears an alert: it is told the peer refused its certificate.
     let err = c_res.unwrap_err();

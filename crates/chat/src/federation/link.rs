@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jaring_proto::chat::address::is_valid_name;
-use jaring_proto::federation::auth::{NONCE_LEN, Role, Transcript, hex, is_nonce};
+use jaring_proto::federation::auth::{
+    CHANNEL_LABEL, CHANNEL_LEN, NONCE_LEN, Role, Transcript, hex, is_nonce,
+};
 use jaring_proto::federation::{
     DEFAULT_MAX_FRAME, Frame, LinkFramer, MAX_MEMBER_LIST_BYTES, VERSION, fit_members,
 };
 use jaring_runtime::CancellationToken;
 use rand::{Rng as _, RngExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
@@ -41,17 +43,29 @@ const OUTBOX_BATCH_BYTES: usize = 1024 * 1024;
 /// writes).
 const MIN_PING_EVERY: Duration = Duration::from_millis(50);
 
-/// A TCP connection speaking frames: bounded decoding, frames queued in order.
-struct FrameConn {
-    stream: TcpStream,
+/// The first byte of a TLS connection (a handshake record). A plaintext link starts with a frame,
+/// a JSON object: `{`.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The server name a dialer sends when the peer's address has no usable host name. Links check
+/// the peer's pinned key, never a name, so this only fills the handshake's SNI field.
+const LINK_SERVER_NAME: &str = "jaring-link";
+
+/// What a link runs over: a TCP stream, or TLS over one.
+trait LinkStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> LinkStream for T {}
+
+/// A connection speaking frames: bounded decoding, frames queued in order.
+struct FrameConn<T> {
+    stream: T,
     framer: LinkFramer,
     frames: VecDeque<Frame>,
     buf: Vec<u8>,
 }
 
-impl FrameConn {
-    fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+impl<T: LinkStream> FrameConn<T> {
+    fn new(stream: T) -> Self {
         Self {
             stream,
             framer: LinkFramer::new(DEFAULT_MAX_FRAME),
@@ -65,6 +79,11 @@ impl FrameConn {
         frame.encode(&mut out);
         self.stream
             .write_all(&out)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        // TLS holds written bytes until flushed; for TCP this does nothing.
+        self.stream
+            .flush()
             .await
             .map_err(|e| format!("write failed: {e}"))
     }
@@ -306,35 +325,202 @@ pub(crate) async fn accept_loop<S: Storage>(
         let shutdown = shutdown.clone();
         let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
-            let mut conn = FrameConn::new(stream);
-            let timeout = fed.config.handshake_timeout;
-            // The deadline covers the whole handshake from the accept: however slowly the bytes
-            // come, the slot is free again by then.
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = tokio::time::timeout(timeout, accept(&fed, &mut conn)) => match r {
-                    Ok(r) => r,
-                    Err(_) => Err("handshake timed out".to_owned()),
-                },
-            };
-            drop(slot);
-            match accepted {
-                Ok(peer) => {
-                    run_link(&fed, &peer, conn, &shutdown).await;
-                }
-                Err(reason) => {
-                    log_refusal(&refusals, addr, &reason);
-                    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, conn.refuse(&reason)).await;
-                }
+            let _ = stream.set_nodelay(true);
+            // The deadline covers the whole handshake from the accept (the TLS handshake too):
+            // however slowly the bytes come, the slot is free again by then.
+            let deadline = tokio::time::Instant::now() + fed.config.handshake_timeout;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = serve_incoming(&fed, stream, addr, slot, deadline, &refusals, &shutdown) => {}
             }
         });
     }
 }
 
-/// The listener's half of the handshake; returns the authenticated peer.
-async fn accept<S: Storage>(
+/// Tells a TLS connection from a plaintext one by its first byte, runs the TLS handshake (when
+/// TLS) and the link handshake, then the link.
+async fn serve_incoming<S: Storage>(
+    fed: &Arc<Federation<S>>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+    refusals: &Mutex<LogLimit>,
+    shutdown: &CancellationToken,
+) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        Ok(Ok(0) | Err(_)) => return,
+        Err(_) => {
+            log_refusal(refusals, addr, "handshake timed out");
+            return;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        let conn = FrameConn::new(stream);
+        return finish_accept(fed, conn, None, addr, slot, deadline, refusals, shutdown).await;
+    }
+    let Some(tls) = &fed.tls else {
+        // Nothing to say in plaintext that a TLS client could read: close.
+        log_refusal(
+            refusals,
+            addr,
+            "a peer opened TLS, but no link of this realm runs over TLS: give this realm [tls] \
+             cert and key and the peer's `fingerprint` in its [[peer]] entry, or remove this \
+             realm's fingerprint from the peer's config to link in plaintext",
+        );
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            log_refusal(refusals, addr, &tls_failure(&e));
+            return;
+        }
+        Err(_) => {
+            log_refusal(refusals, addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let checked = presented_peer(fed, tls, session).and_then(|peer| {
+        let channel = channel_binding(session).map_err(|e| (Some(Arc::clone(&peer)), e))?;
+        Ok((peer, channel))
+    });
+    let mut conn = FrameConn::new(stream);
+    match checked {
+        Ok((peer, channel)) => {
+            finish_accept(
+                fed,
+                conn,
+                Some((peer, channel)),
+                addr,
+                slot,
+                deadline,
+                refusals,
+                shutdown,
+            )
+            .await;
+        }
+        Err((peer, reason)) => {
+            drop(slot);
+            if let Some(peer) = peer {
+                peer.note_refusal(&reason);
+            }
+            log_refusal(refusals, addr, &reason);
+            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, conn.refuse(&reason)).await;
+        }
+    }
+}
+
+/// The peer whose pinned key the TLS client presented, after the chain check of its `ca`; or
+/// why not (with the peer, when known).
+fn presented_peer<S>(
     fed: &Federation<S>,
-    conn: &mut FrameConn,
+    tls: &super::ListenTls,
+    session: &rustls::ServerConnection,
+) -> Result<Arc<Peer>, (Option<Arc<Peer>>, String)> {
+    let refused = |why: String| (None, format!("TLS link refused: {why}"));
+    let Some((leaf, intermediates)) = session.peer_certificates().and_then(|c| c.split_first())
+    else {
+        return Err(refused(jaring_tls::LinkRefusal::NoCertificate.to_string()));
+    };
+    let pin = jaring_tls::fingerprint_of(leaf).map_err(|e| refused(e.to_string()))?;
+    // The verifier accepted only pinned keys, and each pin names one peer.
+    let Some(peer) = tls.by_pin.get(&pin).and_then(|n| fed.peers.get(n)) else {
+        return Err(refused(
+            jaring_tls::LinkRefusal::WrongPin { got: pin }.to_string(),
+        ));
+    };
+    if let Some(chain) = peer.tls.as_ref().and_then(|t| t.chain.as_ref())
+        && let Err(e) =
+            chain.verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+    {
+        let reason = format!(
+            "TLS link from realm {} refused: {}",
+            peer.config.name,
+            jaring_tls::link_refusal(&e)
+        );
+        return Err((Some(Arc::clone(peer)), reason));
+    }
+    Ok(Arc::clone(peer))
+}
+
+/// The channel binding of a TLS link: keying material both ends export (RFC 5705).
+fn channel_binding<E>(session: &rustls::ConnectionCommon<E>) -> Result<[u8; CHANNEL_LEN], String> {
+    session
+        .export_keying_material([0u8; CHANNEL_LEN], CHANNEL_LABEL, None)
+        .map_err(|e| format!("cannot bind the link to its TLS channel: {e}"))
+}
+
+/// Why a TLS handshake failed, in one line that says what to do.
+fn tls_failure(e: &std::io::Error) -> String {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }) => {
+            "the peer did not answer with TLS: give that realm [tls] cert and key and this \
+             realm's `fingerprint` in its [[peer]] entry (its link must be TLS, since this \
+             realm pins its key)"
+                .to_owned()
+        }
+        Some(r) => format!("TLS link refused: {}", jaring_tls::link_refusal(r)),
+        // A listener without TLS closes on a ClientHello it never reads: a reset, not an EOF.
+        None if matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+        ) =>
+        {
+            "the peer closed the connection during the TLS handshake: check that it has [tls] \
+             and this realm's `fingerprint` in its [[peer]] entry"
+                .to_owned()
+        }
+        None => format!("TLS handshake failed: {e}"),
+    }
+}
+
+/// The link handshake of an accepted connection (the TLS one, when TLS, is done: `tls` names the
+/// peer whose key was presented and the channel binding), then the link or a refusal.
+#[allow(clippy::too_many_arguments)]
+async fn finish_accept<S: Storage, T: LinkStream>(
+    fed: &Arc<Federation<S>>,
+    mut conn: FrameConn<T>,
+    tls: Option<(Arc<Peer>, [u8; CHANNEL_LEN])>,
+    addr: SocketAddr,
+    slot: Slot,
+    deadline: tokio::time::Instant,
+    refusals: &Mutex<LogLimit>,
+    shutdown: &CancellationToken,
+) {
+    let accepted =
+        match tokio::time::timeout_at(deadline, accept(fed, &mut conn, tls.as_ref())).await {
+            Ok(r) => r,
+            Err(_) => Err("handshake timed out".to_owned()),
+        };
+    drop(slot);
+    match accepted {
+        Ok(peer) => {
+            run_link(fed, &peer, conn, shutdown).await;
+        }
+        Err(reason) => {
+            log_refusal(refusals, addr, &reason);
+            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, conn.refuse(&reason)).await;
+        }
+    }
+}
+
+/// The listener's half of the handshake; returns the authenticated peer. `tls`: the peer whose
+/// pinned key the TLS client presented, and the channel binding.
+async fn accept<S: Storage, T: LinkStream>(
+    fed: &Federation<S>,
+    conn: &mut FrameConn<T>,
+    tls: Option<&(Arc<Peer>, [u8; CHANNEL_LEN])>,
 ) -> Result<Arc<Peer>, String> {
     let Frame::Hello {
         v,
@@ -356,6 +542,27 @@ async fn accept<S: Storage>(
     let Some(peer) = fed.peers.get(&realm).cloned() else {
         return Err(format!("{realm:?} is not a peer of realm {}", fed.name));
     };
+    match tls {
+        Some((presented, _)) if !Arc::ptr_eq(presented, &peer) => {
+            let reason = format!(
+                "a peer holding the key pinned for realm {} claimed to be realm {realm}: \
+                 refused (each realm links only under its own name and key)",
+                presented.config.name
+            );
+            presented.note_refusal(&reason);
+            return Err(reason);
+        }
+        None if peer.tls.is_some() => {
+            let reason = format!(
+                "realm {realm} connected in plaintext, but its link must be mutual TLS (this \
+                 realm pins its key): give realm {realm} [tls] cert and key and this realm's \
+                 `fingerprint` in its [[peer]] entry"
+            );
+            peer.note_refusal(&reason);
+            return Err(reason);
+        }
+        _ => {}
+    }
     if !is_nonce(&dialer_nonce) {
         return Err("malformed nonce".into());
     }
@@ -365,6 +572,7 @@ async fn accept<S: Storage>(
         listener: &fed.name,
         dialer_nonce: &dialer_nonce,
         listener_nonce: &listener_nonce,
+        channel: tls.map(|(_, channel)| &channel[..]),
     };
     let secret = &peer.config.secret;
     conn.send(&Frame::Challenge {
@@ -378,21 +586,69 @@ async fn accept<S: Storage>(
         return Err(format!("{realm}: expected auth"));
     };
     if !transcript.verify(secret, Role::Dialer, &mac) {
-        return Err(format!(
-            "a peer claiming to be {realm} failed authentication (wrong secret, or not {realm})"
-        ));
+        let reason = if tls.is_some() {
+            format!(
+                "realm {realm} failed authentication over TLS: the secrets differ, or something \
+                 between the realms terminates TLS (the channel binding does not match): check \
+                 the secret, and that the peer connects directly"
+            )
+        } else {
+            format!(
+                "a peer claiming to be {realm} failed authentication (wrong secret, or not {realm})"
+            )
+        };
+        peer.note_refusal(&reason);
+        return Err(reason);
     }
     conn.send(&Frame::Ready).await?;
     Ok(peer)
 }
 
-/// The dialer's half of the handshake.
-async fn dial<S: Storage>(fed: &Federation<S>, peer: &Peer) -> Result<FrameConn, String> {
+/// A dialled link, over TCP or TLS.
+enum Dialled {
+    Plain(FrameConn<TcpStream>),
+    /// Boxed: a TLS session is large, and the enum moves around.
+    Tls(FrameConn<Box<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+/// Connects to `peer` (over TLS when its key is pinned) and runs the dialer's half of the
+/// handshake.
+async fn dial<S: Storage>(fed: &Federation<S>, peer: &Peer) -> Result<Dialled, String> {
     let address = &peer.config.address;
     let stream = TcpStream::connect(address.as_str())
         .await
         .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let mut conn = FrameConn::new(stream);
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &peer.tls else {
+        let mut conn = FrameConn::new(stream);
+        dial_handshake(fed, peer, &mut conn, None).await?;
+        return Ok(Dialled::Plain(conn));
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(host, _)| host);
+    let name = jaring_tls::server_name(host)
+        .or_else(|_| jaring_tls::server_name(LINK_SERVER_NAME))
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.client));
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("{address}: {}", tls_failure(&e)))?;
+    let channel = channel_binding(stream.get_ref().1)?;
+    let mut conn = FrameConn::new(Box::new(stream));
+    dial_handshake(fed, peer, &mut conn, Some(&channel)).await?;
+    Ok(Dialled::Tls(conn))
+}
+
+/// The dialer's half of the link handshake; `channel` is the TLS channel binding, when TLS.
+async fn dial_handshake<S: Storage, T: LinkStream>(
+    fed: &Federation<S>,
+    peer: &Peer,
+    conn: &mut FrameConn<T>,
+    channel: Option<&[u8]>,
+) -> Result<(), String> {
+    let address = &peer.config.address;
     let dialer_nonce = nonce();
     conn.send(&Frame::Hello {
         v: VERSION,
@@ -424,10 +680,19 @@ async fn dial<S: Storage>(fed: &Federation<S>, peer: &Peer) -> Result<FrameConn,
         listener: &realm,
         dialer_nonce: &dialer_nonce,
         listener_nonce: &listener_nonce,
+        channel,
     };
     let secret = &peer.config.secret;
     if !is_nonce(&listener_nonce) || !transcript.verify(secret, Role::Listener, &mac) {
-        let reason = format!("{address} failed authentication as {realm} (wrong secret?)");
+        let reason = if channel.is_some() {
+            format!(
+                "{address} failed authentication as {realm} over TLS: the secrets differ, or \
+                 something between the realms terminates TLS (the channel binding does not \
+                 match): check the secret, and that this realm connects to {realm} directly"
+            )
+        } else {
+            format!("{address} failed authentication as {realm} (wrong secret?)")
+        };
         conn.refuse(&reason).await;
         return Err(reason);
     }
@@ -436,7 +701,7 @@ async fn dial<S: Storage>(fed: &Federation<S>, peer: &Peer) -> Result<FrameConn,
     })
     .await?;
     match conn.next().await? {
-        Frame::Ready => Ok(conn),
+        Frame::Ready => Ok(()),
         Frame::Refused { reason } => Err(format!("refused by {address}: {reason}")),
         other => Err(format!("expected ready, got {}", other.kind())),
     }
@@ -460,7 +725,10 @@ pub(crate) async fn dial_loop<S: Storage>(
             Ok(conn) => {
                 // A link the peer broke (a protocol error, a refused frame) counts as a failure:
                 // a peer that breaks every link is redialled ever more slowly, not in a loop.
-                let broken = run_link(&fed, &peer, conn, &shutdown).await;
+                let broken = match conn {
+                    Dialled::Plain(conn) => run_link(&fed, &peer, conn, &shutdown).await,
+                    Dialled::Tls(conn) => run_link(&fed, &peer, conn, &shutdown).await,
+                };
                 failures = if broken {
                     failures.saturating_add(1)
                 } else {
@@ -506,10 +774,10 @@ impl Inflight {
 
 /// Runs an authenticated link until it fails or `shutdown`; then records why it ended. Returns
 /// whether the peer broke it (a malformed or refused frame) rather than it ending or going silent.
-async fn run_link<S: Storage>(
+async fn run_link<S: Storage, T: LinkStream>(
     fed: &Arc<Federation<S>>,
     peer: &Arc<Peer>,
-    conn: FrameConn,
+    conn: FrameConn<T>,
     shutdown: &CancellationToken,
 ) -> bool {
     let FrameConn {
@@ -518,7 +786,8 @@ async fn run_link<S: Storage>(
         frames: early,
         mut buf,
     } = conn;
-    let (mut rd, wr) = stream.into_split();
+    // One split for TCP and TLS alike (a TLS session cannot be split into owned halves).
+    let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let cancel = shutdown.child_token();
     let id = fed
@@ -536,7 +805,7 @@ async fn run_link<S: Storage>(
         old.cancel.cancel();
     }
     peer.set_state(LinkState::Up, None);
-    info!(peer = %peer.config.name, "link up");
+    info!(peer = %peer.config.name, tls = peer.tls.is_some(), "link up");
 
     let inflight = Arc::new(Mutex::new(Inflight::default()));
     let room = Arc::new(Notify::new());
@@ -632,8 +901,8 @@ async fn run_link<S: Storage>(
     broken
 }
 
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Frame>,
     cancel: CancellationToken,
 ) {
@@ -652,7 +921,8 @@ async fn write_loop(
         }
         let written = tokio::select! {
             () = cancel.cancelled() => break,
-            r = wr.write_all(&out) => r,
+            // TLS holds written bytes until flushed; for TCP the flush does nothing.
+            r = async { wr.write_all(&out).await?; wr.flush().await } => r,
         };
         out.clear();
         if let Err(e) = written {

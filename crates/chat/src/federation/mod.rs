@@ -117,6 +117,18 @@ pub struct PeerConfig {
     pub address: String,
     /// The secret this pair of realms shares (at least 16 bytes); both configs hold the same one.
     pub secret: Vec<u8>,
+    /// `Some`: the link to and from this peer is mutual TLS with its key pinned, never
+    /// plaintext (needs [`FederationConfig::identity`]). `None`: plaintext, as before TLS.
+    pub tls: Option<PeerTls>,
+}
+
+/// How a peer's link is secured when it runs over TLS.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The peer's key (SPKI) fingerprint: its certificate must carry this key.
+    pub pin: jaring_tls::Fingerprint,
+    /// When set, the peer's certificate must also chain to one of these CA certificates.
+    pub ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -125,6 +137,7 @@ impl std::fmt::Debug for PeerConfig {
         f.debug_struct("PeerConfig")
             .field("name", &self.name)
             .field("address", &self.address)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +165,9 @@ pub struct FederationConfig {
     pub link_idle: Duration,
     /// See [`DEFAULT_LOOKUP_TIMEOUT`].
     pub lookup_timeout: Duration,
+    /// This realm's certificate and key, presented on TLS links; required when any peer has
+    /// [`PeerConfig::tls`].
+    pub identity: Option<jaring_tls::Identity>,
 }
 
 impl FederationConfig {
@@ -168,6 +184,7 @@ impl FederationConfig {
             max_handshakes_per_address: DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
             link_idle: DEFAULT_LINK_IDLE,
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
+            identity: None,
         }
     }
 }
@@ -188,6 +205,49 @@ pub enum FederationError {
         "cannot prepare the federation's tables in the realm's database; check the data directory"
     )]
     Store(#[source] crate::storage::StoreError),
+}
+
+/// Builds a TLS peer's client configuration and chain check.
+fn peer_link_tls(
+    config: &FederationConfig,
+    peer: &PeerConfig,
+    tls: &PeerTls,
+) -> Result<PeerLinkTls, FederationError> {
+    let Some(id) = &config.identity else {
+        return Err(FederationError::Config(format!(
+            "peer {} has a fingerprint, so its link runs over mutual TLS, but this realm has no \
+             certificate: set [tls] cert and key, or remove the fingerprint to link in plaintext",
+            peer.name
+        )));
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        FederationError::Config(format!("cannot set up TLS for peer {}: {e}", peer.name))
+    };
+    let client = jaring_tls::link_client_config(
+        id,
+        jaring_tls::LinkTrust {
+            pins: vec![tls.pin],
+            ca: tls.ca.clone(),
+        },
+    )
+    .map_err(|e| bad(&e))?;
+    let chain = match &tls.ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in ca {
+                roots.add(cert.clone()).map_err(|e| bad(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                jaring_tls::provider(),
+            )
+            .build()
+            .map_err(|e| bad(&e))?;
+            Some(verifier)
+        }
+        None => None,
+    };
+    Ok(PeerLinkTls { client, chain })
 }
 
 /// The answer to a group query ([`Frame::Gjoin`], [`Frame::Gleave`]).
@@ -238,9 +298,28 @@ struct PeerStatus {
     last_error: Option<String>,
 }
 
+/// A TLS peer's link settings, built once at start.
+struct PeerLinkTls {
+    /// For dialling it: our certificate, its pin (and CA).
+    client: Arc<rustls::ClientConfig>,
+    /// For accepting it: the chain check against its `ca`, when set (the shared server
+    /// configuration checks only the pins, since each peer may name another CA).
+    chain: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+/// The listener's TLS settings: one server configuration for every TLS peer.
+struct ListenTls {
+    /// Requires a client certificate whose key is one of the TLS peers' pins.
+    server: Arc<rustls::ServerConfig>,
+    /// Which peer each pin names (exactly one: pins are unique).
+    by_pin: HashMap<jaring_tls::Fingerprint, String>,
+}
+
 /// One configured peer and its link.
 pub(crate) struct Peer {
     config: PeerConfig,
+    /// `Some` for a peer whose link is TLS only.
+    tls: Option<PeerLinkTls>,
     /// Whether we dial (our name sorts first) or wait for the peer to.
     dials: bool,
     status: Mutex<PeerStatus>,
@@ -298,6 +377,14 @@ impl Peer {
 
     fn link(&self) -> Option<LinkHandle> {
         lock(&self.link).clone()
+    }
+
+    /// Records why a connection claiming to be this peer was refused, for `realms`; a link that
+    /// is up keeps its state (a refused impostor does not take the real link down).
+    fn note_refusal(&self, reason: &str) {
+        if lock(&self.link).is_none() {
+            lock(&self.status).last_error = Some(reason.to_owned());
+        }
     }
 
     /// The replicas with a join under way.
@@ -448,6 +535,8 @@ pub struct Federation<S> {
     store: S,
     peers: BTreeMap<String, Arc<Peer>>,
     config: FederationConfig,
+    /// `None` when no peer links over TLS.
+    tls: Option<ListenTls>,
     local_addr: SocketAddr,
     next_link: AtomicU64,
 }
@@ -479,6 +568,7 @@ impl<S: Storage> Federation<S> {
     ) -> Result<Arc<Self>, FederationError> {
         let name = realm.name().to_owned();
         let mut peers = BTreeMap::new();
+        let mut by_pin = HashMap::new();
         for p in &config.peers {
             if !jaring_proto::chat::address::is_valid_name(&p.name) || p.name == name {
                 return Err(FederationError::Config(format!(
@@ -493,9 +583,32 @@ impl<S: Storage> Federation<S> {
                     p.name
                 )));
             }
+            let tls = match &p.tls {
+                Some(t) => Some(peer_link_tls(&config, p, t)?),
+                None => {
+                    tracing::warn!(
+                        peer = %p.name,
+                        "the link with realm {} is unencrypted (plaintext): give both realms [tls] \
+                         and each other's key fingerprint (`fingerprint` in the [[peer]] entry; \
+                         `jaring chat tls fingerprint` prints it)",
+                        p.name
+                    );
+                    None
+                }
+            };
+            if let Some(t) = &p.tls
+                && let Some(other) = by_pin.insert(t.pin, p.name.clone())
+            {
+                return Err(FederationError::Config(format!(
+                    "peers {other} and {} have the same fingerprint {}: each realm needs a key of \
+                     its own; check the fingerprint entries",
+                    p.name, t.pin
+                )));
+            }
             let dials = name < p.name;
             let peer = Peer {
                 config: p.clone(),
+                tls,
                 dials,
                 status: Mutex::new(PeerStatus {
                     state: if dials {
@@ -519,6 +632,19 @@ impl<S: Storage> Federation<S> {
                 )));
             }
         }
+        let tls = match (&config.identity, by_pin.is_empty()) {
+            (Some(id), false) => {
+                let trust = jaring_tls::LinkTrust {
+                    pins: by_pin.keys().copied().collect(),
+                    ca: None,
+                };
+                let server = jaring_tls::link_server_config(id, trust).map_err(|e| {
+                    FederationError::Config(format!("cannot set up TLS for the links: {e}"))
+                })?;
+                Some(ListenTls { server, by_pin })
+            }
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| FederationError::Bind(config.listen, e))?;
@@ -534,6 +660,7 @@ impl<S: Storage> Federation<S> {
             store,
             peers,
             config,
+            tls,
             local_addr,
             next_link: AtomicU64::new(1),
         });

@@ -74,6 +74,7 @@ fn config(peer: &str, address: String) -> FederationConfig {
             name: peer.into(),
             address,
             secret: SECRET.to_vec(),
+            tls: None,
         }],
     );
     c.backoff_max = Duration::from_millis(200);

@@ -16,7 +16,10 @@ use jaring_chat_sqlite::SqliteStore;
 use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
-use crate::cli::{ChatCommand, ModelArg, RealmLocation, ServeArgs, UserCommand, seconds};
+use crate::cli::{
+    ChatCommand, ChatTlsCommand, FingerprintArgs, ModelArg, RealmLocation, ServeArgs, UserCommand,
+    seconds,
+};
 use crate::cmd::{bind_failure, load_tls, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
 
@@ -55,12 +58,41 @@ pub async fn run(command: ChatCommand) -> CmdResult {
             .map_err(|e| anyhow!("client failed: {e}"))??;
             Ok(())
         }
+        ChatCommand::Tls(ChatTlsCommand::Fingerprint(args)) => tls_fingerprint(&args),
     }
 }
 
 /// Where a realm seeded with demo users (the demo realm, the lab's realms) listens unless told:
 /// loopback, since their passwords are published.
 pub const DEFAULT_DEMO_BIND: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// `jaring chat tls fingerprint`: the key fingerprint of the realm's certificate.
+fn tls_fingerprint(args: &FingerprintArgs) -> CmdResult {
+    let cert = match (&args.cert, &args.config) {
+        (Some(cert), _) => cert.clone(),
+        (None, Some(path)) => {
+            let config = RealmConfig::load(path).map_err(|e| Failure::Usage(e.into()))?;
+            match config.tls.files().map_err(|e| Failure::Usage(e.into()))? {
+                Some((cert, _)) => cert,
+                None => {
+                    return Err(Failure::Usage(anyhow!(
+                        "{} has no [tls] cert and key: add them (the realm's certificate, PEM) \
+                         or pass the certificate with --cert",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        (None, None) => {
+            return Err(Failure::Usage(anyhow!(
+                "pass --config REALM.toml or --cert CERT.pem"
+            )));
+        }
+    };
+    let pin = jaring_tls::fingerprint_of_pem_file(&cert).map_err(|e| Failure::Usage(e.into()))?;
+    println!("{pin}");
+    Ok(())
+}
 
 /// Users to create in an empty realm: name, display name, password.
 pub type Seed = &'static [(&'static str, &'static str, &'static str)];

@@ -107,18 +107,16 @@ fn realm_config(
 }
 
 /// The `[[peer]]` entry of a lab realm's config: the one place the lab says how a realm reaches
-/// its peer.
-///
-/// LINK TLS GOES HERE. `peer_tls` is the peer's lab certificate (`LabLeaf::fingerprint` is what
-/// the link pins; the lab CA is `DIR/tls/ca.pem`). Until `[[peer]]` takes `fingerprint`/`ca`
-/// (the config parser rejects unknown keys), the fingerprint is written as a comment only.
+/// its peer. With TLS the link is mutual TLS pinned to the peer's lab certificate (and chained to
+/// the lab CA), never plaintext.
 fn peer_entry(peer: &str, address: SocketAddr, peer_tls: Option<&LabLeaf>) -> String {
     let mut entry = format!(
         "[[peer]]\nname = \"{peer}\"\naddress = \"{address}\"\nsecret_file = \"{SECRET_FILE}\"\n"
     );
     if let Some(leaf) = peer_tls {
         entry.push_str(&format!(
-            "# {peer}'s TLS key, for links over TLS: {}\n",
+            "# The link runs over mutual TLS pinned to {peer}'s key (jaring chat tls fingerprint).\n\
+             fingerprint = \"{}\"\nca = \"{TLS_DIR}/ca.pem\"\n",
             leaf.fingerprint
         ));
     }

@@ -6,6 +6,10 @@
 //! the role, both realm names and both nonces, so a proof cannot be replayed on another link, in the
 //! other direction, or for another pair of realms: a realm that claims a name not its own does not
 //! hold that pair's secret and cannot produce the proof.
+//!
+//! Over TLS each proof also binds the TLS channel ([`Transcript::channel`]: keying material both
+//! ends export from their TLS session, RFC 5705). A relay that terminates TLS towards each realm
+//! has two different channels, so the proofs it forwards fail: it cannot splice two links.
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -45,7 +49,16 @@ pub struct Transcript<'a> {
     pub dialer_nonce: &'a str,
     /// The listener's nonce, as sent (hex).
     pub listener_nonce: &'a str,
+    /// Over TLS: the keying material both ends export from their TLS session
+    /// ([`CHANNEL_LABEL`], no context, [`CHANNEL_LEN`] bytes). `None` on a plaintext link.
+    pub channel: Option<&'a [u8]>,
 }
+
+/// The RFC 5705 exporter label of the channel binding ([`Transcript::channel`]).
+pub const CHANNEL_LABEL: &[u8] = b"EXPORTER-jaring-federation-v1";
+
+/// Bytes of exported keying material the channel binding uses.
+pub const CHANNEL_LEN: usize = 32;
 
 impl Transcript<'_> {
     fn mac(&self, secret: &[u8], role: Role) -> Hmac<Sha256> {
@@ -62,6 +75,12 @@ impl Transcript<'_> {
             self.listener_nonce,
         ] {
             mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        if let Some(channel) = self.channel {
+            // Hex, so the field cannot contain the separator either.
+            mac.update(b"tls-exporter:");
+            mac.update(hex(channel).as_bytes());
             mac.update(b"\n");
         }
         mac
@@ -121,6 +140,7 @@ mod tests {
             listener: "realm2",
             dialer_nonce: "aa",
             listener_nonce: "bb",
+            channel: None,
         }
     }
 
@@ -138,6 +158,32 @@ mod tests {
         };
         assert!(!other.verify(secret, Role::Dialer, &p), "other realm name");
         assert!(!t().verify(secret, Role::Dialer, "zz"));
+    }
+
+    #[test]
+    fn proofs_bind_the_tls_channel() {
+        let secret = b"0123456789abcdef";
+        let ours = [7u8; CHANNEL_LEN];
+        let bound = Transcript {
+            channel: Some(&ours),
+            ..t()
+        };
+        let p = bound.proof(secret, Role::Listener);
+        assert!(bound.verify(secret, Role::Listener, &p));
+        let relayed = [8u8; CHANNEL_LEN];
+        let other = Transcript {
+            channel: Some(&relayed),
+            ..t()
+        };
+        assert!(
+            !other.verify(secret, Role::Listener, &p),
+            "another TLS channel (a relay) fails"
+        );
+        assert!(
+            !t().verify(secret, Role::Listener, &p),
+            "a bound proof is no plaintext proof"
+        );
+        assert!(!bound.verify(secret, Role::Listener, &t().proof(secret, Role::Listener)));
     }
 
     #[test]
