@@ -336,6 +336,11 @@ async fn serve(args: ServeArgs) -> CmdResult {
     if let Some(storage) = args.storage {
         config.storage.backend = Some(storage.into());
     }
+    // The flags' certificate is the realm's certificate: its links present it too.
+    if let (Some(cert), Some(key)) = (&args.tls.tls.tls_cert, &args.tls.tls.tls_key) {
+        config.tls.cert = Some(cert.clone());
+        config.tls.key = Some(key.clone());
+    }
     if demo {
         tracing::info!(
             data_dir = %config.data_dir().display(),
