@@ -17,7 +17,7 @@ use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
 use crate::cli::{ChatCommand, ModelArg, RealmLocation, ServeArgs, UserCommand, seconds};
-use crate::cmd::{bind_failure, load_tls, tls_listen, tls_mode};
+use crate::cmd::{bind_failure, client_tls, load_tls, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
 
 impl RealmLocation {
@@ -47,6 +47,7 @@ pub async fn run(command: ChatCommand) -> CmdResult {
                 server: args.server,
                 json: args.json,
                 timeout: seconds("timeout", args.timeout)?,
+                tls: client_tls(&args.tls)?,
             };
             tokio::task::spawn_blocking(move || {
                 jaring_chat::client::run(&opts, &mut std::io::stdout().lock())

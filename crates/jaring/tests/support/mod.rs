@@ -81,8 +81,33 @@ impl ServerProcess {
         })
     }
 
+    /// Runs `jaring echo serve --bind 127.0.0.1 --port 0 --tls-port 0 <extra…>` (`extra` names
+    /// the certificate and key) and waits for both of its ports; `federation_port` holds the TLS
+    /// one.
+    pub fn echo_tls(extra: &[&str]) -> Self {
+        let mut args: Vec<&str> = vec!["echo", "serve", "--bind", "127.0.0.1", "--port", "0"];
+        args.extend(["--tls-port", "0"]);
+        args.extend(extra);
+        let mut plain = None;
+        Self::spawn(args, move |line| {
+            let number = |key: &str| -> Option<u16> {
+                let rest = &line[line.find(key)? + key.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            if line.contains("echo server ready") {
+                plain = number("--port ");
+            }
+            let tls = number("echo over TLS on port ")?;
+            Some((
+                plain.expect("the plaintext port is logged first"),
+                Some(tls),
+            ))
+        })
+    }
+
     /// Spawns `jaring <args…>` and reads its log until `ready` finds the ports in a line.
-    fn spawn<I, A>(args: I, ready: impl Fn(&str) -> Option<(u16, Option<u16>)>) -> Self
+    fn spawn<I, A>(args: I, mut ready: impl FnMut(&str) -> Option<(u16, Option<u16>)>) -> Self
     where
         I: IntoIterator<Item = A>,
         A: AsRef<OsStr>,
@@ -382,4 +407,88 @@ pub fn interrupted_bench(args: &[&str]) -> (Option<i32>, serde_json::Value) {
         .expect("read the report");
     let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
     (status.code(), report)
+}
+
+/// Whether `tool` can run here; if not, says the test is skipped (a failure under CI=true).
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true"
+        );
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+/// A test CA and a leaf it signed for `localhost` and `127.0.0.1` (valid from an hour ago for
+/// a day), as PEM files in a temporary directory that lives as long as this.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Makes the CA and the leaf and writes `ca.pem`, `leaf.pem` and `leaf-key.pem`.
+    pub fn create() -> Self {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ca = jaring_tls::pki::Authority::create("jaring test CA").expect("a CA");
+        let now = SystemTime::now();
+        let leaf = ca
+            .issue(
+                &["localhost".into(), "127.0.0.1".into()],
+                now - Duration::from_secs(3600),
+                now + Duration::from_secs(86_400),
+            )
+            .expect("a leaf");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write ca.pem");
+        std::fs::write(dir.path().join("leaf.pem"), leaf.cert_pem).expect("write leaf.pem");
+        std::fs::write(dir.path().join("leaf-key.pem"), leaf.key_pem).expect("write the key");
+        Self { dir }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA certificate, for clients' `--ca`.
+    pub fn ca(&self) -> String {
+        self.path("ca.pem")
+    }
+
+    /// The leaf certificate, for servers' `--tls-cert`.
+    pub fn cert(&self) -> String {
+        self.path("leaf.pem")
+    }
+
+    /// The leaf's key, for servers' `--tls-key`.
+    pub fn key(&self) -> String {
+        self.path("leaf-key.pem")
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`, for a server's command line.
+    pub fn server_args(&self) -> [String; 4] {
+        [
+            "--tls-cert".into(),
+            self.cert(),
+            "--tls-key".into(),
+            self.key(),
+        ]
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .to_owned()
+    }
 }
