@@ -250,6 +250,13 @@ fn chat_client_over_tls_beside_a_plaintext_client_on_the_same_port() {
     plain.ok(&format!("send {token} u0 and back in plaintext"));
     let back = String::from_utf8(chat("auth u0 pw\ninbox\nquit\n")).unwrap();
     assert!(back.contains("and back in plaintext"), "{back}");
+    // A live group session: the client's reader thread and its writer share the TLS session.
+    let live = String::from_utf8(chat(
+        "auth u3 pw\ngroup tlsgroup\nhello group\nexit\nquit\n",
+    ))
+    .unwrap();
+    assert!(live.contains("live in tlsgroup"), "{live}");
+    assert!(live.contains("[tlsgroup] u3: hello group"), "{live}");
     // The wrong CA: one clear failure, exit 1.
     let other = TestPki::create();
     jaring()

@@ -438,7 +438,11 @@ impl TestPki {
     pub fn create() -> Self {
         use std::time::{Duration, SystemTime};
         let dir = tempfile::tempdir().expect("a temp dir");
-        let ca = jaring_tls::pki::Authority::create("jaring test CA").expect("a CA");
+        // A name of its own, so a second TestPki's CA is a stranger, not a namesake.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("jaring test CA {} {n}", std::process::id());
+        let ca = jaring_tls::pki::Authority::create(&name).expect("a CA");
         let now = SystemTime::now();
         let leaf = ca
             .issue(
