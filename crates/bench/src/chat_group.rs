@@ -24,11 +24,11 @@ use tokio::io::{
 };
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-use crate::net::Tls;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use crate::net::Tls;
 
 /// Members unless told otherwise.
 pub const DEFAULT_MEMBERS: usize = 1000;
