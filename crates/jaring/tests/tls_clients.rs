@@ -349,15 +349,23 @@ fn bench_time_over_tls_counts_full_and_resumed_handshakes() {
         assert_eq!(r["errors"], 0, "{r}");
         r
     };
+    let handshakes =
+        |r: &Value| r["tls"]["full"].as_u64().unwrap() + r["tls"]["resumed"].as_u64().unwrap();
     let persistent = run(&[]);
+    // The second connection may resume the first's session if its handshake starts later.
     assert_eq!(
-        persistent["tls"]["full"], 2,
+        handshakes(&persistent),
+        2,
         "one handshake per connection: {persistent}"
+    );
+    assert!(
+        persistent["tls"]["full"].as_u64().unwrap() >= 1,
+        "{persistent}"
     );
     let churn = run(&["--mode", "churn"]);
     assert!(churn["tls"]["resumed"].as_u64().unwrap() > 0, "{churn}");
     assert_eq!(
-        churn["tls"]["full"].as_u64().unwrap() + churn["tls"]["resumed"].as_u64().unwrap(),
+        handshakes(&churn),
         churn["requests"].as_u64().unwrap(),
         "a handshake per request: {churn}"
     );
@@ -428,7 +436,11 @@ fn bench_echo_over_tls_streams_and_round_trips() {
         assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
         assert!(r["throughput"]["bytes"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
-        assert!(r["tls"]["full"].as_u64().unwrap() >= 2, "{r}");
+        // A connection whose handshake starts after another's first reply may resume its
+        // session: either kind counts.
+        let handshakes = r["tls"]["full"].as_u64().unwrap() + r["tls"]["resumed"].as_u64().unwrap();
+        assert!(handshakes >= 2, "one at least per connection: {r}");
+        assert!(r["tls"]["full"].as_u64().unwrap() >= 1, "{r}");
     }
 }
 
