@@ -19,15 +19,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jaring_proto::chat::ReplyFramer;
+use jaring_runtime::ClientStream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::engine::{
-    self, Delivery, Latency, LoadOptions, ProcSample, Report, ServerUsage, Worker,
+    self, Delivery, Handshakes, Latency, LoadOptions, ProcSample, Report, ServerUsage, Worker,
 };
+use crate::net::Tls;
 
 /// Message text length unless `--size` says otherwise: a short chat line.
 pub const DEFAULT_SIZE: usize = 64;
@@ -110,6 +111,8 @@ pub struct ChatOptions {
     pub senders_only: bool,
     /// Sends each sender keeps in flight (1: wait for each OK before the next send).
     pub pipeline: usize,
+    /// Speak TLS on every connection (the realm serves it on its client port).
+    pub tls: Option<Tls>,
 }
 
 impl ChatOptions {
@@ -125,6 +128,7 @@ impl ChatOptions {
             peer: None,
             senders_only: false,
             pipeline: 1,
+            tls: None,
         }
     }
 
@@ -160,7 +164,7 @@ pub enum ChatBenchError {
 
 /// One logged-in connection with its reply framer.
 struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     framer: ReplyFramer,
     buf: Vec<u8>,
     line: Vec<u8>,
@@ -170,13 +174,27 @@ struct Client {
 }
 
 impl Client {
-    async fn login(target: SocketAddr, user: &str, password: &str) -> Result<Self, String> {
-        let stream = match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("connect: {e}")),
-            Err(_) => return Err("connect timeout".to_owned()),
-        };
+    async fn login(
+        target: SocketAddr,
+        tls: Option<&Tls>,
+        user: &str,
+        password: &str,
+    ) -> Result<Self, String> {
+        let stream =
+            match tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(target))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("connect: {e}")),
+                Err(_) => return Err("connect timeout".to_owned()),
+            };
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => ClientStream::Tcp(stream),
+            Some(tls) => crate::net::handshake(stream, tls, REQUEST_TIMEOUT)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?,
+        };
         let mut client = Self {
             stream,
             framer: ReplyFramer::new(MAX_REPLY),
@@ -206,10 +224,12 @@ impl Client {
 
     /// Sends `self.line` (whatever requests it holds).
     async fn flush(&mut self) -> Result<(), String> {
-        self.stream
-            .write_all(&self.line)
-            .await
-            .map_err(|e| format!("write: {}", e.kind()))?;
+        let sent = async {
+            self.stream.write_all(&self.line).await?;
+            // TLS holds the last record until flushed; on TCP this returns at once.
+            self.stream.flush().await
+        };
+        sent.await.map_err(|e| format!("write: {}", e.kind()))?;
         self.line.clear();
         Ok(())
     }
@@ -335,7 +355,7 @@ async fn login_all(
     // The first user alone: if the bench users are missing, one failed login says so, where
     // hundreds at once would also lock this address out of the realm for a minute.
     let user = format!("{}{first}", opts.user_prefix);
-    match Client::login(target, &user, &opts.password).await {
+    match Client::login(target, opts.tls.as_ref(), &user, &opts.password).await {
         Ok(c) => clients[0] = Some(c),
         Err(reason) => {
             return Err(ChatBenchError::Login {
@@ -351,9 +371,10 @@ async fn login_all(
         let user = format!("{}{n}", opts.user_prefix);
         let password = opts.password.clone();
         let permits = Arc::clone(&permits);
+        let tls = opts.tls.clone();
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let r = Client::login(target, &user, &password).await;
+            let r = Client::login(target, tls.as_ref(), &user, &password).await;
             (n, user, r)
         });
     }
@@ -415,7 +436,7 @@ pub async fn drain(
     stop: &crate::engine::Stop,
 ) -> Result<DrainReport, ChatBenchError> {
     let user = format!("{}0", opts.user_prefix);
-    let mut c = Client::login(target, &user, &opts.password)
+    let mut c = Client::login(target, opts.tls.as_ref(), &user, &opts.password)
         .await
         .map_err(|reason| ChatBenchError::Login {
             user: user.clone(),
@@ -529,6 +550,10 @@ async fn send(
     } else {
         login_all(receiver_target, opts, senders, receivers).await?
     };
+    let handshakes = opts
+        .tls
+        .as_ref()
+        .map(|_| handshakes_of(sender_clients.iter().chain(&receiver_clients)));
     let receiver_names: Arc<Vec<String>> = Arc::new(
         (senders..senders + receivers)
             .map(|n| format!("{}{n}{suffix}", opts.user_prefix))
@@ -602,6 +627,7 @@ async fn send(
     for kind in receive_errors {
         report.add_error(format!("inbox: {kind}"));
     }
+    report.tls = handshakes;
     report.server = usage(
         opts.server_pid,
         usage_start,
@@ -776,6 +802,7 @@ async fn idle(
     rss_before: Option<ProcSample>,
 ) -> Result<Report, ChatBenchError> {
     let mut clients = login_all(target, opts, 0, load.connections).await?;
+    let handshakes = opts.tls.as_ref().map(|_| handshakes_of(&clients));
     check_all(&mut clients).await;
     let slots = slots(clients);
     // Every connection is logged in and has answered by now: memory is read halfway through.
@@ -821,6 +848,7 @@ async fn idle(
         report.requests,
         rss_before,
     );
+    report.tls = handshakes;
     Ok(report)
 }
 
@@ -875,6 +903,16 @@ async fn hold(mut c: Client, release: Instant, mut w: Worker) -> Worker {
         Some(Err(e)) => w.error(format!("read while idle: {}", e.kind())),
     }
     w
+}
+
+/// The TLS handshakes of the connections logged in before the run (chat connects them all
+/// then).
+fn handshakes_of<'a>(clients: impl IntoIterator<Item = &'a Client>) -> Handshakes {
+    let mut h = Handshakes::default();
+    for c in clients {
+        h.add(c.stream.resumed());
+    }
+    h
 }
 
 fn sample(pid: Option<u32>) -> Option<ProcSample> {

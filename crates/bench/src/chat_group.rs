@@ -17,13 +17,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use jaring_runtime::ClientStream;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf,
+};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use crate::net::Tls;
 
 /// Members unless told otherwise.
 pub const DEFAULT_MEMBERS: usize = 1000;
@@ -76,6 +81,8 @@ pub struct GroupOptions {
     pub user_prefix: String,
     /// The users' password (jaring).
     pub password: String,
+    /// Speak TLS (jaring only: an IRC server is driven in plaintext).
+    pub tls: Option<Tls>,
 }
 
 impl GroupOptions {
@@ -94,6 +101,7 @@ impl GroupOptions {
             group: format!("bench{secs}"),
             user_prefix: "u".into(),
             password: "surabaya".into(),
+            tls: None,
         }
     }
 }
@@ -201,6 +209,11 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
             "need at least one member, 1..=members senders and a rate above 0".into(),
         ));
     }
+    if opts.tls.is_some() && opts.protocol == Protocol::Irc {
+        return Err(GroupBenchError::Options(
+            "TLS is for jaring realms; drive an IRC server in plaintext (without --tls)".into(),
+        ));
+    }
     let setup_start = Instant::now();
     // The first member alone: if the users are missing, one failed login says so, where a
     // thousand at once would also lock this address out of the realm for a minute.
@@ -241,8 +254,7 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
             (i, r)
         });
     }
-    let mut conns: Vec<Option<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>)>> =
-        (0..opts.members).map(|_| None).collect();
+    let mut conns: Vec<Option<Joined>> = (0..opts.members).map(|_| None).collect();
     conns[0] = Some(first);
     while let Some(done) = joins.join_next().await {
         let Ok((i, r)) = done else { continue };
@@ -274,25 +286,33 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     let start = Instant::now();
     let end = start + opts.duration;
     for (i, c) in conns.into_iter().enumerate() {
-        let Some((read, write, leftover)) = c else {
+        let Some(joined) = c else {
             continue;
         };
-        members.spawn(member(read, leftover, i, Arc::clone(&shared), opts.clone()));
-        if i < opts.senders {
-            senders.spawn(sender(
-                write,
-                i,
-                start,
-                end,
-                Arc::clone(&shared),
-                opts.clone(),
-            ));
-        } else {
-            // Kept open so the member stays connected.
-            senders.spawn(async move {
-                let _keep = write;
-                std::future::pending::<()>().await;
-            });
+        // Each loop is compiled once per transport, so plaintext runs on the socket's halves.
+        match joined {
+            Joined::Tcp(read, write, leftover) => {
+                members.spawn(member(read, leftover, i, Arc::clone(&shared), opts.clone()));
+                senders.spawn(sender(
+                    write,
+                    i,
+                    start,
+                    end,
+                    Arc::clone(&shared),
+                    opts.clone(),
+                ));
+            }
+            Joined::Tls(read, write, leftover) => {
+                members.spawn(member(read, leftover, i, Arc::clone(&shared), opts.clone()));
+                senders.spawn(sender(
+                    write,
+                    i,
+                    start,
+                    end,
+                    Arc::clone(&shared),
+                    opts.clone(),
+                ));
+            }
         }
     }
     tokio::time::sleep_until(end).await;
@@ -401,25 +421,32 @@ fn refusal(reply: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(reply).trim().to_owned())
 }
 
-/// Connects member `i` and joins the group; returns the halves and any bytes read past the join.
-async fn join(
-    target: SocketAddr,
-    i: usize,
-    opts: &GroupOptions,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, Vec<u8>), Joining> {
-    let mut stream = TcpStream::connect(target)
+/// A member's connection once joined: its halves, and any bytes read past the join.
+enum Joined {
+    /// Plaintext: the socket's own halves.
+    Tcp(OwnedReadHalf, OwnedWriteHalf, Vec<u8>),
+    /// TLS: halves that share the session.
+    Tls(ReadHalf<ClientStream>, WriteHalf<ClientStream>, Vec<u8>),
+}
+
+/// Connects member `i` and joins the group.
+async fn join(target: SocketAddr, i: usize, opts: &GroupOptions) -> Result<Joined, Joining> {
+    let tcp = TcpStream::connect(target)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &opts.tls {
+        None => ClientStream::Tcp(tcp),
+        Some(tls) => crate::net::handshake(tcp, tls, SETUP_TIMEOUT)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?,
+    };
     let user = format!("{}{i}", opts.user_prefix);
     let mut buf = Vec::new();
     match opts.protocol {
         Protocol::Jaring => {
             let auth = format!("auth {user} {}\r\n", opts.password);
-            stream
-                .write_all(auth.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
+            send(&mut stream, auth.as_bytes()).await?;
             let reply = read_until(&mut stream, &mut buf, b"\r\n\r\n").await?;
             let Some(token) = field(&reply, b"\"tokenid\":\"") else {
                 return Err(Joining::Refused(refusal(&reply)));
@@ -429,10 +456,7 @@ async fn join(
                 String::from_utf8_lossy(token),
                 opts.group
             );
-            stream
-                .write_all(join.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
+            send(&mut stream, join.as_bytes()).await?;
             let reply = read_until(&mut stream, &mut buf, b"\r\n\r\n").await?;
             if !reply.windows(11).any(|w| w == b"\"status\":\"O") {
                 return Err(Joining::Failed(format!(
@@ -443,10 +467,7 @@ async fn join(
         }
         Protocol::Irc => {
             let hello = format!("NICK {user}\r\nUSER {user} 0 * :{user}\r\n");
-            stream
-                .write_all(hello.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
+            send(&mut stream, hello.as_bytes()).await?;
             loop {
                 let line = read_until(&mut stream, &mut buf, b"\r\n").await?;
                 if irc_code(&line) == Some(b"001") {
@@ -457,10 +478,7 @@ async fn join(
                 }
             }
             let join = format!("JOIN #{}\r\n", opts.group);
-            stream
-                .write_all(join.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
+            send(&mut stream, join.as_bytes()).await?;
             loop {
                 let line = read_until(&mut stream, &mut buf, b"\r\n").await?;
                 if irc_code(&line) == Some(b"366") {
@@ -472,8 +490,22 @@ async fn join(
             }
         }
     }
-    let (r, w) = stream.into_split();
-    Ok((r, w, buf))
+    Ok(match stream {
+        ClientStream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            Joined::Tcp(r, w, buf)
+        }
+        tls @ ClientStream::Tls(_) => {
+            let (r, w) = tokio::io::split(tls);
+            Joined::Tls(r, w, buf)
+        }
+    })
+}
+
+/// Writes `bytes` and flushes them (TLS holds the last record until then).
+async fn send(stream: &mut ClientStream, bytes: &[u8]) -> Result<(), String> {
+    stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())
 }
 
 /// The numeric reply code of an IRC line (`:server 001 nick …`).
@@ -490,7 +522,7 @@ fn irc_code(line: &[u8]) -> Option<&[u8]> {
 
 /// Reads until `end`; returns the frame (without `end`), leaving what follows in `buf`.
 async fn read_until(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut Vec<u8>,
     end: &[u8],
 ) -> Result<Vec<u8>, String> {
@@ -551,14 +583,20 @@ fn parse_text(text: &[u8]) -> Option<(usize, i64, u64)> {
     Some((s, n, t))
 }
 
-async fn sender(
-    mut write: OwnedWriteHalf,
+async fn sender<W: AsyncWrite + Unpin>(
+    mut write: W,
     s: usize,
     start: Instant,
     end: Instant,
     shared: Arc<Shared>,
     opts: GroupOptions,
 ) {
+    if s >= opts.senders {
+        // Not a sender: the write half is kept open so the member stays connected.
+        let _keep = write;
+        std::future::pending::<()>().await;
+        return;
+    }
     // Each sender sends rate/senders messages a second, at evenly spread instants, staggered.
     let every = Duration::from_secs_f64(opts.senders as f64 / f64::from(opts.rate));
     let mut next = start + every.mul_f64(s as f64 / opts.senders as f64);
@@ -577,7 +615,7 @@ async fn sender(
         line.extend_from_slice(head.as_bytes());
         line.resize(line.len() + opts.size.saturating_sub(head.len()), b'x');
         line.extend_from_slice(b"\r\n");
-        if write.write_all(&line).await.is_err() {
+        if write.write_all(&line).await.is_err() || write.flush().await.is_err() {
             break;
         }
         n += 1;
@@ -590,8 +628,8 @@ async fn sender(
     std::future::pending::<()>().await;
 }
 
-async fn member(
-    mut read: OwnedReadHalf,
+async fn member<R: AsyncRead + Unpin>(
+    mut read: R,
     mut buf: Vec<u8>,
     m: usize,
     shared: Arc<Shared>,

@@ -1,18 +1,20 @@
 //! ECHO workloads: `stream` (each connection sends without pause while reading the echo back: the
 //! throughput of one or many streams) and `round-trip` (send a message, wait for all of it to come
-//! back, repeat: round trips per second and their latency).
+//! back, repeat: round trips per second and their latency). Both speak TLS when the options
+//! say so (echo serves TLS on a port of its own); plaintext keeps its zero-copy paths.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use jaring_runtime::ClientStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::{self, LoadOptions, Report, Throughput, Worker};
-use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, connect, io_kind};
+use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, Tls, connect, io_kind, open};
 
 /// Bytes per write in `stream` mode unless `--size` says otherwise: large writes, few syscalls.
 pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
@@ -63,10 +65,12 @@ pub async fn run(target: SocketAddr, mode: Mode, size: usize, opts: &LoadOptions
         opts,
         move |_, worker| {
             let echoed = Arc::clone(&counter);
+            let tls = opts.tls.clone();
             async move {
-                let (worker, bytes) = match mode {
-                    Mode::Stream => stream(target, size, worker).await,
-                    Mode::RoundTrip => round_trips(target, size, worker).await,
+                let (worker, bytes) = match (mode, tls) {
+                    (Mode::Stream, None) => stream(target, size, worker).await,
+                    (Mode::Stream, Some(tls)) => stream_tls(target, &tls, size, worker).await,
+                    (Mode::RoundTrip, tls) => round_trips(target, tls.as_ref(), size, worker).await,
                 };
                 echoed.fetch_add(bytes, Ordering::Relaxed);
                 worker
@@ -326,12 +330,16 @@ impl Sink {
     }
 }
 
-async fn round_trips(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64) {
-    let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let mut buf = vec![0u8; size];
+/// Stream mode over TLS: the record layer needs the bytes in the process (no splice, no
+/// `MSG_TRUNC`), so both directions go through the TLS session, split in two halves that share
+/// it; each half checks the clock itself, as on the plaintext path.
+async fn stream_tls(target: SocketAddr, tls: &Tls, size: usize, mut w: Worker) -> (Worker, u64) {
+    let clock = w.clock();
+    let block = vec![0x5au8; size];
+    let mut sink = vec![0u8; SINK_CHUNK];
     let mut echoed = 0u64;
     while !w.done() {
-        let mut stream = match connect(target).await {
+        let stream = match open(target, Some(tls)).await {
             Ok(s) => s,
             Err(kind) => {
                 w.error(kind);
@@ -339,31 +347,124 @@ async fn round_trips(target: SocketAddr, size: usize, mut w: Worker) -> (Worker,
                 continue;
             }
         };
-        while !w.done() {
-            let Some(t0) = w.start_request().await else {
-                break;
-            };
-            match round_trip(&mut stream, &message, &mut buf).await {
-                Ok(()) => {
-                    w.record(t0.elapsed());
-                    echoed += size as u64;
+        w.opened(&stream);
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let send = async {
+            loop {
+                if clock.over() {
+                    return Ok(());
                 }
-                Err(kind) => {
-                    w.error(kind);
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                    break;
+                let write = async {
+                    writer.write_all(&block).await?;
+                    writer.flush().await
+                };
+                match clock.until(write).await {
+                    None | Some(Ok(())) => {}
+                    Some(Err(e)) => return Err(io_kind("write", &e)),
+                }
+                // Let the receiving half run between blocks (see the plaintext path).
+                tokio::task::yield_now().await;
+            }
+        };
+        let receive = async {
+            let mut since_block = 0;
+            let mut t0 = Instant::now();
+            loop {
+                let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read(&mut sink));
+                let n = match clock.until(read).await {
+                    None => return Ok(()),
+                    Some(Err(_)) => return Err("echo timeout".to_owned()),
+                    Some(Ok(Ok(0))) => return Err("closed by server".to_owned()),
+                    Some(Ok(Ok(n))) => n,
+                    Some(Ok(Err(e))) => return Err(io_kind("read", &e)),
+                };
+                if clock.over() {
+                    return Ok(());
+                }
+                echoed += n as u64;
+                since_block += n;
+                while since_block >= size {
+                    since_block -= size;
+                    w.record(t0.elapsed());
+                    t0 = Instant::now();
                 }
             }
+        };
+        let (sent, received) = tokio::join!(send, receive);
+        if let Err(kind) = received.and(sent) {
+            w.error(kind);
+            tokio::time::sleep(ERROR_PAUSE).await;
         }
     }
     (w, echoed)
 }
 
-async fn round_trip(stream: &mut TcpStream, message: &[u8], buf: &mut [u8]) -> Result<(), String> {
-    stream
-        .write_all(message)
-        .await
-        .map_err(|e| io_kind("write", &e))?;
+async fn round_trips(
+    target: SocketAddr,
+    tls: Option<&Tls>,
+    size: usize,
+    mut w: Worker,
+) -> (Worker, u64) {
+    let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut buf = vec![0u8; size];
+    let mut echoed = 0u64;
+    while !w.done() {
+        let stream = match open(target, tls).await {
+            Ok(s) => s,
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        w.opened(&stream);
+        // Compiled once per transport, so plaintext runs on the socket itself.
+        echoed += match stream {
+            ClientStream::Tcp(mut s) => round_trip_loop(&mut s, &message, &mut buf, &mut w).await,
+            mut tls => round_trip_loop(&mut tls, &message, &mut buf, &mut w).await,
+        };
+    }
+    (w, echoed)
+}
+
+/// Round trips on one connection until the run ends or one fails; returns the bytes echoed.
+async fn round_trip_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &[u8],
+    buf: &mut [u8],
+    w: &mut Worker,
+) -> u64 {
+    let mut echoed = 0;
+    while !w.done() {
+        let Some(t0) = w.start_request().await else {
+            break;
+        };
+        match round_trip(stream, message, buf).await {
+            Ok(()) => {
+                w.record(t0.elapsed());
+                echoed += message.len() as u64;
+            }
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                break;
+            }
+        }
+    }
+    echoed
+}
+
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &[u8],
+    buf: &mut [u8],
+) -> Result<(), String> {
+    let sent = async {
+        stream.write_all(message).await?;
+        // TLS holds the last record until flushed; on TCP this returns at once.
+        stream.flush().await
+    };
+    sent.await.map_err(|e| io_kind("write", &e))?;
     match tokio::time::timeout(REQUEST_TIMEOUT, stream.read_exact(buf)).await {
         Ok(Ok(_)) if buf == message => Ok(()),
         Ok(Ok(_)) => Err("echo differs".to_owned()),

@@ -40,6 +40,8 @@ pub struct LoadOptions {
     /// stalls is charged for the requests that waited behind the stall (no coordinated omission,
     /// as wrk2 does it). `None`: each connection sends its next request as soon as it can.
     pub rate: Option<f64>,
+    /// Speak TLS on every connection; the report then counts full and resumed handshakes.
+    pub tls: Option<crate::net::Tls>,
 }
 
 /// A connection's schedule at a fixed rate.
@@ -153,6 +155,7 @@ pub struct Worker {
     shared: Arc<Counters>,
     clock: Clock,
     pace: Option<Pace>,
+    handshakes: Handshakes,
 }
 
 impl Worker {
@@ -168,6 +171,14 @@ impl Worker {
             shared,
             clock,
             pace,
+            handshakes: Handshakes::default(),
+        }
+    }
+
+    /// Counts the TLS handshake of a connection just opened (nothing for plaintext).
+    pub fn opened(&mut self, stream: &jaring_runtime::ClientStream) {
+        if let jaring_runtime::ClientStream::Tls(_) = stream {
+            self.handshakes.add(stream.resumed());
         }
     }
 
@@ -222,6 +233,33 @@ impl Worker {
     }
 }
 
+/// TLS handshakes of a run: how many resumed an earlier session (one round trip and no
+/// certificate check) and how many were full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Handshakes {
+    /// Full handshakes.
+    pub full: u64,
+    /// Abbreviated handshakes that resumed a session.
+    pub resumed: u64,
+}
+
+impl Handshakes {
+    /// Counts one handshake.
+    pub fn add(&mut self, resumed: bool) {
+        if resumed {
+            self.resumed += 1;
+        } else {
+            self.full += 1;
+        }
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: Self) {
+        self.full += other.full;
+        self.resumed += other.resumed;
+    }
+}
+
 /// Latency percentiles, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -267,6 +305,9 @@ pub struct Report {
     /// Whether the run was stopped before its duration (Ctrl-C): the figures cover
     /// `duration_s`.
     pub interrupted: bool,
+    /// The TLS handshakes, when the run spoke TLS; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Handshakes>,
     /// The fixed rate asked for (`--rate`), requests per second; absent when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_per_s: Option<f64>,
@@ -661,6 +702,7 @@ where
     let mut merged = histogram();
     let (mut requests, mut errors) = (0, 0);
     let mut kinds: Vec<ErrorCount> = Vec::new();
+    let mut handshakes = Handshakes::default();
     let hard_stop = tokio::time::sleep_until(deadline + FINISH_GRACE);
     tokio::pin!(hard_stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -686,6 +728,7 @@ where
                 }
                 requests += worker.requests;
                 errors += worker.errors;
+                handshakes.merge(worker.handshakes);
                 for (kind, count) in worker.error_kinds {
                     match kinds.iter_mut().find(|k| k.kind == kind) {
                         Some(k) => k.count += count,
@@ -741,6 +784,7 @@ where
         connections: opts.connections,
         duration_s: duration,
         interrupted: interrupted.is_some(),
+        tls: opts.tls.as_ref().map(|_| handshakes),
         rate_per_s: period.and(opts.rate),
         requests,
         errors,

@@ -15,6 +15,11 @@
 //!   jaring protocol or IRC (to compare with ngIRCd).
 //! - [`echo`]: the ECHO workloads, `stream` (throughput) and `round-trip`.
 //! - [`time`]: the TIME workloads, `persistent` and `churn`.
+//! - [`net`]: connecting the same way everywhere, in plaintext or TLS ([`net::Tls`]: one
+//!   session cache for a run's connections, so they resume).
+//!
+//! Every workload speaks TLS when its options carry a [`net::Tls`]; plaintext keeps its own
+//! paths (the loops are generic over the stream, or, for echo streams, zero-copy on the socket).
 
 #![forbid(unsafe_code)]
 

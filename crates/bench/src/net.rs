@@ -1,10 +1,14 @@
-//! What every workload does on the wire the same way: connect with a timeout, name an I/O failure
-//! by its kind (so the report groups errors), and pause after an error.
+//! What every workload does on the wire the same way: connect with a timeout (and, with TLS, a
+//! handshake), name an I/O failure by its kind (so the report groups errors), and pause after an
+//! error.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use jaring_runtime::ClientStream;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 /// How long a worker waits for a connect or a reply before counting an error and trying again.
@@ -12,6 +16,35 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After an error, a worker pauses this long so a dead server does not turn the generator into a spin.
 pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// TLS for every connection of a run.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The settings: one `Arc` for every connection, so later connections can resume the
+    /// sessions of earlier ones (unless its `resumption` is disabled).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry: the host as the user gave it.
+    pub name: ServerName<'static>,
+}
+
+impl Tls {
+    /// TLS with `config`, verifying the server as `host` (a name or an address).
+    pub fn new(config: Arc<rustls::ClientConfig>, host: &str) -> Result<Self, String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(bare.to_owned()).map_err(|_| {
+            format!("{host}: not a host name or address a TLS certificate can name")
+        })?;
+        Ok(Self { config, name })
+    }
+
+    /// The same, with session resumption off: every handshake is a full one.
+    pub fn without_resumption(mut self) -> Self {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        self.config = Arc::new(config);
+        self
+    }
+}
 
 /// Connects to `target` within [`REQUEST_TIMEOUT`], with TCP_NODELAY; the error is a report key.
 pub async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
@@ -22,6 +55,33 @@ pub async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
         }
         Ok(Err(e)) => Err(io_kind("connect", &e)),
         Err(_) => Err("connect timeout".to_owned()),
+    }
+}
+
+/// [`connect`], then with `tls` a handshake, also within [`REQUEST_TIMEOUT`].
+pub async fn open(target: SocketAddr, tls: Option<&Tls>) -> Result<ClientStream, String> {
+    let tcp = connect(target).await?;
+    let Some(tls) = tls else {
+        return Ok(ClientStream::Tcp(tcp));
+    };
+    handshake(tcp, tls, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => "tls handshake timeout".to_owned(),
+            _ => format!("tls handshake: {e}"),
+        })
+}
+
+/// A TLS handshake over `tcp` within `timeout`.
+pub async fn handshake(tcp: TcpStream, tls: &Tls, timeout: Duration) -> io::Result<ClientStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    match tokio::time::timeout(timeout, connector.connect(tls.name.clone(), tcp)).await {
+        Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {} s", timeout.as_secs_f64()),
+        )),
     }
 }
 

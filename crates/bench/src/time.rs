@@ -1,14 +1,16 @@
 //! TIME workloads: `persistent` (N connections doing round trips) and `churn` (a connection per
-//! request: connect, TIME, QUIT, close, as the labs' client does).
+//! request: connect, TIME, QUIT, close, as the labs' client does). Both speak TLS when the
+//! options say so; churn then shows what a handshake per request costs, and how much session
+//! resumption saves.
 
 use std::net::SocketAddr;
 
 use jaring_proto::time::{REPLY_LEN, parse_reply};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use jaring_runtime::ClientStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::engine::{self, LoadOptions, Report, Worker};
-use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, connect, io_kind};
+use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, Tls, io_kind, open};
 
 /// Which TIME workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,19 +38,22 @@ pub async fn run(target: SocketAddr, mode: Mode, opts: &LoadOptions) -> Report {
         mode.as_str(),
         &target.to_string(),
         opts,
-        move |_, worker| async move {
-            match mode {
-                Mode::Persistent => persistent(target, worker).await,
-                Mode::Churn => churn(target, worker).await,
+        move |_, worker| {
+            let tls = opts.tls.clone();
+            async move {
+                match mode {
+                    Mode::Persistent => persistent(target, tls.as_ref(), worker).await,
+                    Mode::Churn => churn(target, tls.as_ref(), worker).await,
+                }
             }
         },
     )
     .await
 }
 
-async fn persistent(target: SocketAddr, mut w: Worker) -> Worker {
+async fn persistent(target: SocketAddr, tls: Option<&Tls>, mut w: Worker) -> Worker {
     while !w.done() {
-        let mut stream = match connect(target).await {
+        let stream = match open(target, tls).await {
             Ok(s) => s,
             Err(kind) => {
                 w.error(kind);
@@ -56,40 +61,53 @@ async fn persistent(target: SocketAddr, mut w: Worker) -> Worker {
                 continue;
             }
         };
-        let mut buf = [0u8; 256];
-        while !w.done() {
-            let Some(t0) = w.start_request().await else {
-                break;
-            };
-            match round_trip(&mut stream, &mut buf).await {
-                Ok(()) => w.record(t0.elapsed()),
-                Err(kind) => {
-                    w.error(kind);
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                    break;
-                }
-            }
-        }
-        if w.done() {
-            let _ = stream.write_all(b"QUIT\r\n").await;
+        w.opened(&stream);
+        // The loop is compiled once per transport, so plaintext runs on the socket itself.
+        match stream {
+            ClientStream::Tcp(mut s) => requests(&mut s, &mut w).await,
+            mut tls => requests(&mut tls, &mut w).await,
         }
     }
     w
 }
 
-async fn churn(target: SocketAddr, mut w: Worker) -> Worker {
+/// Round trips on one connection until the run ends or one fails.
+async fn requests<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, w: &mut Worker) {
+    let mut buf = [0u8; 256];
+    while !w.done() {
+        let Some(t0) = w.start_request().await else {
+            break;
+        };
+        match round_trip(stream, &mut buf).await {
+            Ok(()) => w.record(t0.elapsed()),
+            Err(kind) => {
+                w.error(kind);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                break;
+            }
+        }
+    }
+    if w.done() {
+        let _ = stream.write_all(b"QUIT\r\n").await;
+        let _ = stream.flush().await;
+    }
+}
+
+async fn churn(target: SocketAddr, tls: Option<&Tls>, mut w: Worker) -> Worker {
     let mut buf = [0u8; 256];
     while !w.done() {
         let Some(t0) = w.start_request().await else {
             break;
         };
         let result = async {
-            let mut stream = connect(target).await?;
+            let mut stream = open(target, tls).await?;
+            w.opened(&stream);
             round_trip(&mut stream, &mut buf).await?;
-            stream
-                .write_all(b"QUIT\r\n")
-                .await
-                .map_err(|e| io_kind("write", &e))?;
+            let quit = async {
+                stream.write_all(b"QUIT\r\n").await?;
+                stream.flush().await
+            };
+            quit.await.map_err(|e| io_kind("write", &e))?;
             // Wait for the server's close, so the TIME_WAIT lands on its side, not on our ports.
             match tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf)).await {
                 Ok(Ok(0)) => Ok(()),
@@ -111,11 +129,16 @@ async fn churn(target: SocketAddr, mut w: Worker) -> Worker {
 }
 
 /// Sends one TIME and reads one whole, valid reply.
-async fn round_trip(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), String> {
-    stream
-        .write_all(b"TIME\r\n")
-        .await
-        .map_err(|e| io_kind("write", &e))?;
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    let sent = async {
+        stream.write_all(b"TIME\r\n").await?;
+        // TLS holds the record until flushed; on TCP this returns at once.
+        stream.flush().await
+    };
+    sent.await.map_err(|e| io_kind("write", &e))?;
     let mut have = 0;
     loop {
         let read = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf[have..]));

@@ -7,9 +7,12 @@
 //! rustyline's external printer at a terminal so they do not garble the line being typed, while
 //! the main thread sends each typed line to the group; `exit` ends the session.
 
-use std::io::{self, BufRead as _, IsTerminal as _, Read as _, Write};
+use std::io::{self, BufRead as _, IsTerminal as _, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use jaring_runtime::{ClientTls, DialError};
 
 use jaring_proto::chat::{ReplyFramer, is_event};
 use rustyline::ExternalPrinter as _;
@@ -25,8 +28,10 @@ pub struct ClientOptions {
     pub server: String,
     /// Print raw JSON replies.
     pub json: bool,
-    /// Connect and reply timeout.
+    /// Connect (and TLS handshake) and reply timeout.
     pub timeout: Duration,
+    /// TLS, if the realm is to be spoken to over it.
+    pub tls: Option<ClientTls>,
 }
 
 /// Why the client stopped.
@@ -47,10 +52,116 @@ pub enum ClientError {
     /// Terminal line editing failed.
     #[error("terminal input failed: {0}")]
     Terminal(String),
+    /// Connecting over TLS failed (the message says whether the handshake did, and why).
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// `--server` is not `host:port`.
+    #[error("{0}: not host:port (e.g. 127.0.0.1:8889)")]
+    Address(String),
+    /// TLS was asked for outside a tokio runtime (a program error, not the user's).
+    #[error("TLS needs the client to run on a tokio runtime's blocking thread")]
+    NoRuntime,
+}
+
+/// The client's end of its connection. The client is blocking and, in a live group session,
+/// reads on one thread while it writes on another: a TCP socket can be cloned for that, a TLS
+/// session cannot. So over TLS the client holds one end of a local socket pair, and a task on
+/// the async runtime relays between the other end and the TLS session.
+enum Wire {
+    /// Plaintext: the socket itself.
+    Tcp(TcpStream),
+    /// TLS: the local end of the relay.
+    Relay(UnixStream),
+}
+
+impl Wire {
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
+            Self::Relay(s) => Self::Relay(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            Self::Relay(s) => s.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Relay(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Relay(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.flush(),
+            Self::Relay(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects over TLS on the current tokio runtime (the caller is on one of its blocking
+/// threads) and starts the relay; returns the local end, and the TLS version and cipher suite.
+fn connect_tls(opts: &ClientOptions, tls: &ClientTls) -> Result<(Wire, String), ClientError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
+    let (host, port) = opts
+        .server
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| ClientError::Address(opts.server.clone()))?;
+    let mut stream =
+        handle.block_on(jaring_runtime::connect(host, port, opts.timeout, Some(tls)))?;
+    let summary = stream.tls_summary().unwrap_or_default();
+    let (local, remote) =
+        UnixStream::pair().map_err(|e| ClientError::Io(opts.server.clone(), e))?;
+    remote
+        .set_nonblocking(true)
+        .map_err(|e| ClientError::Io(opts.server.clone(), e))?;
+    handle.spawn(async move {
+        let Ok(mut remote) = tokio::net::UnixStream::from_std(remote) else {
+            return;
+        };
+        // Ends when either side closes; the copy flushes TLS whenever the local side pauses.
+        let _ = tokio::io::copy_bidirectional(&mut stream, &mut remote).await;
+    });
+    Ok((Wire::Relay(local), summary))
+}
+
+/// Connects in plain TCP, trying each address in turn.
+fn connect_tcp(opts: &ClientOptions) -> Result<Wire, ClientError> {
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&opts.server)
+        .map_err(|e| ClientError::Connect(opts.server.clone(), e))?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, opts.timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(Wire::Tcp(s));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(ClientError::Connect(opts.server.clone(), last))
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Wire,
     framer: ReplyFramer,
     server: String,
 }
@@ -103,22 +214,13 @@ const HELP: &str = "commands:
 
 /// Runs the client until `quit` or the end of input.
 pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError> {
-    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&opts.server)
-        .map_err(|e| ClientError::Connect(opts.server.clone(), e))?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, opts.timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
+    let (stream, tls) = match &opts.tls {
+        Some(tls) => {
+            let (wire, summary) = connect_tls(opts, tls)?;
+            (wire, Some(summary))
         }
-    }
-    let stream = stream.ok_or_else(|| ClientError::Connect(opts.server.clone(), last))?;
-    let _ = stream.set_nodelay(true);
+        None => (connect_tcp(opts)?, None),
+    };
     let _ = stream.set_read_timeout(Some(opts.timeout));
     let mut conn = Conn {
         stream,
@@ -130,7 +232,12 @@ pub fn run(opts: &ClientOptions, out: &mut impl Write) -> Result<(), ClientError
     let mut unacknowledged = false;
     let interactive = io::stdin().is_terminal();
     let mut editor = if interactive {
-        let _ = writeln!(out, "connected to {}; type help for commands", opts.server);
+        let over = tls.map_or_else(String::new, |t| format!(" over TLS ({t})"));
+        let _ = writeln!(
+            out,
+            "connected to {}{over}; type help for commands",
+            opts.server
+        );
         Some(rustyline::DefaultEditor::new().map_err(|e| ClientError::Terminal(e.to_string()))?)
     } else {
         None

@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use jaring_runtime::{DialError, dial};
+use jaring_runtime::{ClientStream, ClientTls, DialError, connect};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -107,14 +106,16 @@ pub struct Target {
     pub host: String,
     /// Server port.
     pub port: u16,
-    /// Limit on connecting, and on waiting for the echo to make progress.
+    /// Limit on connecting (and the TLS handshake), and on waiting for the echo to make progress.
     pub timeout: Duration,
+    /// TLS, if the server is to be spoken to over it (echo serves TLS on a port of its own).
+    pub tls: Option<ClientTls>,
 }
 
 /// A connected echo client.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     server: SocketAddr,
     timeout: Duration,
 }
@@ -122,8 +123,14 @@ pub struct Client {
 impl Client {
     /// Connects to the target, trying each address it resolves to in turn.
     pub async fn connect(target: &Target) -> Result<Self, ClientError> {
-        let stream = dial(&target.host, target.port, target.timeout).await?;
-        let server = stream.peer_addr().map_err(|source| {
+        let stream = connect(
+            &target.host,
+            target.port,
+            target.timeout,
+            target.tls.as_ref(),
+        )
+        .await?;
+        let server = stream.tcp().peer_addr().map_err(|source| {
             ClientError::Dial(DialError::Connect {
                 host: target.host.clone(),
                 port: target.port,
@@ -151,14 +158,16 @@ impl Client {
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<Vec<u8>, ClientError> {
         let server = self.server;
-        self.stream
-            .write_all(message)
-            .await
-            .map_err(|source| ClientError::Io {
-                server,
-                offset: 0,
-                source,
-            })?;
+        let sent = async {
+            self.stream.write_all(message).await?;
+            // TLS holds the last record until flushed.
+            self.stream.flush().await
+        };
+        sent.await.map_err(|source| ClientError::Io {
+            server,
+            offset: 0,
+            source,
+        })?;
         let mut echo = vec![0u8; message.len()];
         let mut have = 0;
         let chunk = chunk.clamp(1, MAX_CHUNK);
@@ -186,7 +195,12 @@ impl Client {
         Ok(echo)
     }
 
-    /// Closes our sending side and waits briefly for the server's close, so that the server, not
+    /// Whether the connection is TLS, and its version and cipher suite (`None`: plaintext).
+    pub fn tls_summary(&self) -> Option<String> {
+        self.stream.tls_summary()
+    }
+
+    /// Closes our sending side (over TLS: close_notify, then the TCP half-close) and waits briefly for the server's close, so that the server, not
     /// this client, is left holding the TIME_WAIT; bytes that still arrive are an error.
     pub async fn finish(mut self) -> Result<(), ClientError> {
         let server = self.server;
@@ -235,6 +249,9 @@ pub async fn message(
     log: &mut impl Write,
 ) -> Result<(), ClientError> {
     let mut client = Client::connect(target).await?;
+    if verbose && let Some(tls) = client.tls_summary() {
+        writeln!(log, "TLS: {tls}").map_err(ClientError::Output)?;
+    }
     let mut pieces = 0u64;
     let mut log_err = None;
     let echo = client
@@ -419,13 +436,24 @@ pub async fn file(
     let started = Instant::now();
     let server = client.server;
     let timeout = client.timeout;
-    let (reader, writer) = client.stream.into_split();
     let (blocks_tx, blocks_rx) = mpsc::channel(FILE_WINDOW_BLOCKS);
     let bar = progress.then(|| progress_bar(size));
-
-    let send = send_file(input, name, writer, blocks_tx, server);
-    let verify = verify_echo(reader, blocks_rx, server, timeout, bar.as_ref());
-    let (sent, verified) = tokio::join!(send, verify);
+    let (sent, verified) = match client.stream {
+        // Plain TCP splits into two owned halves without a lock between them.
+        ClientStream::Tcp(stream) => {
+            let (reader, writer) = stream.into_split();
+            let send = send_file(input, name, writer, blocks_tx, server);
+            let verify = verify_echo(reader, blocks_rx, server, timeout, bar.as_ref());
+            tokio::join!(send, verify)
+        }
+        // One TLS session serves both directions: the halves share it.
+        tls @ ClientStream::Tls(_) => {
+            let (reader, writer) = tokio::io::split(tls);
+            let send = send_file(input, name, writer, blocks_tx, server);
+            let verify = verify_echo(reader, blocks_rx, server, timeout, bar.as_ref());
+            tokio::join!(send, verify)
+        }
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -453,7 +481,7 @@ pub async fn file(
 async fn send_file(
     mut input: impl AsyncRead + Unpin,
     name: &str,
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut writer: impl AsyncWrite + Unpin,
     blocks: mpsc::Sender<Vec<u8>>,
     server: SocketAddr,
 ) -> Result<u64, ClientError> {
@@ -470,14 +498,16 @@ async fn send_file(
             break;
         }
         block.truncate(n);
-        writer
-            .write_all(&block)
-            .await
-            .map_err(|source| ClientError::Io {
-                server,
-                offset: sent,
-                source,
-            })?;
+        let written = async {
+            writer.write_all(&block).await?;
+            // TLS holds the last record until flushed; on TCP this is free.
+            writer.flush().await
+        };
+        written.await.map_err(|source| ClientError::Io {
+            server,
+            offset: sent,
+            source,
+        })?;
         sent += n as u64;
         // Waits when the echo lags FILE_WINDOW_BLOCKS behind: this is the client's memory bound.
         if blocks.send(block).await.is_err() {
@@ -485,7 +515,8 @@ async fn send_file(
             break;
         }
     }
-    // Half-close: the server echoes the rest, then closes, which ends the verifier.
+    // Half-close (over TLS: close_notify, then the TCP half-close): the server has echoed what
+    // it read before it reads the end, echoes the rest, then closes, which ends the verifier.
     let _ = writer.shutdown().await;
     Ok(sent)
 }
@@ -507,7 +538,7 @@ async fn read_full(input: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> io::
 /// Reads the echo and compares it with the blocks the sender queued; returns the byte count and
 /// the stream's SHA-256.
 async fn verify_echo(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut reader: impl AsyncRead + Unpin,
     mut blocks: mpsc::Receiver<Vec<u8>>,
     server: SocketAddr,
     timeout: Duration,

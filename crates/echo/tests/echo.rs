@@ -31,6 +31,7 @@ impl Running {
             host: "127.0.0.1".into(),
             port: self.addr.port(),
             timeout: PATIENCE,
+            tls: None,
         }
     }
 
@@ -395,6 +396,7 @@ async fn a_refused_connection_names_the_server() {
         host: "127.0.0.1".into(),
         port,
         timeout: PATIENCE,
+        tls: None,
     };
     let err = client::message(&target, b"x", 16, false, &mut io::sink(), &mut io::sink())
         .await
@@ -451,6 +453,7 @@ async fn echo_through_broken(good: usize, flip: bool) -> ClientError {
         host: "127.0.0.1".into(),
         port: addr.port(),
         timeout: PATIENCE,
+        tls: None,
     };
     client::file(&target, Noise::new(1 << 20), "noise", None, false)
         .await

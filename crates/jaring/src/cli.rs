@@ -337,14 +337,16 @@ pub enum BenchWorkload {
     /// TIME round trips (persistent) or a connection per request (churn).
     #[command(
         after_help = "Examples:\n  jaring bench time --connections 50 --duration 10\n  \
-        jaring bench time --mode churn --connections 20 --json"
+        jaring bench time --mode churn --connections 20 --json\n  \
+        jaring bench time --mode churn --tls --ca tls/ca.pem"
     )]
     Time(BenchTimeArgs),
     /// ECHO throughput (stream) or round trips per second (round-trip).
     #[command(
         after_help = "Examples:\n  jaring bench echo --connections 1 --duration 10\n  \
         jaring bench echo --connections 50 --size 131072\n  \
-        jaring bench echo --mode round-trip --size 1024 --connections 1 --json"
+        jaring bench echo --mode round-trip --size 1024 --connections 1 --json\n  \
+        jaring bench echo --tls --ca tls/ca.pem --port 10443"
     )]
     Echo(BenchEchoArgs),
     /// CHAT: durable private messages per second with send→inbox latency, or idle logged-in
@@ -397,6 +399,13 @@ pub struct LoadArgs {
     /// Draw requests/s over the run and the latency distribution into FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// TLS on every connection (the report then counts full and resumed handshakes).
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+    /// With TLS: never resume a session, so every handshake is a full one (compare with the
+    /// default, where the connections share one session cache and resume).
+    #[arg(long, help_heading = "TLS")]
+    pub no_resume: bool,
 }
 
 /// `jaring bench time`
@@ -435,7 +444,8 @@ pub enum EchoCommand {
     #[command(
         after_help = "Examples:\n  jaring echo client hello\n  jaring echo client --chunk 16 -v 'a message longer than sixteen bytes'\n  \
         jaring echo client --file big.iso\n  tar c dir | jaring echo client --file -\n  \
-        jaring echo client --interactive\n  jaring echo client --repeat 5 --interval 1 ping"
+        jaring echo client --interactive\n  jaring echo client --repeat 5 --interval 1 ping\n  \
+        jaring echo client --tls --ca tls/ca.pem --file big.iso"
     )]
     Client(EchoClientArgs),
 }
@@ -476,9 +486,9 @@ pub struct EchoClientArgs {
     /// Server host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Server port.
-    #[arg(long, short, default_value_t = jaring_echo::DEFAULT_PORT)]
-    pub port: u16,
+    /// Server port [default: 10000, or 10443 (echo's TLS port) with TLS].
+    #[arg(long, short)]
+    pub port: Option<u16>,
     /// The message to send (no newline is added).
     pub message: Option<String>,
     /// Read the echo at most N bytes at a time (the labs read 16).
@@ -503,6 +513,9 @@ pub struct EchoClientArgs {
     /// Seconds to wait for the connection, and for the echo to make progress.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// TLS to the server (echo serves it on its --tls-port).
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `jaring info`
@@ -813,6 +826,9 @@ pub struct ClientArgs {
     /// Seconds to wait for the connection and for each reply.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// TLS to the realm (a realm serves it on its client port with `[tls]` in its config).
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `jaring lab`

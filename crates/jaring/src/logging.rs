@@ -1,4 +1,5 @@
-//! Logging set-up: tracing to stderr, readable or JSON, filtered by RUST_LOG (default `info`).
+//! Logging set-up: tracing to stderr, readable or JSON, filtered by RUST_LOG (default `info`, with
+//! rustls's own messages at `error`).
 
 use std::io::IsTerminal as _;
 
@@ -8,7 +9,10 @@ use crate::cli::{ColorChoice, GlobalArgs, LogFormat};
 
 /// Installs the global subscriber. Logs go to stderr so stdout stays clean for replies and `--json`.
 pub fn init(args: &GlobalArgs) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Every TLS failure reaches jaring as an error it reports itself, in one line that says what
+    // to do; rustls's own warnings about the same failure would only repeat it.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -35,7 +35,12 @@ impl std::fmt::Debug for TestPki {
 impl TestPki {
     /// A new CA and leaf, written as `ca.pem`, `leaf.pem` and `leaf-key.pem`.
     pub fn new() -> Self {
-        let authority = Authority::create("jaring test CA").expect("create a test CA");
+        // A name of its own: a second TestPki's CA is then a stranger to a client of the first,
+        // not a namesake whose signature merely fails.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("jaring test CA {} {n}", std::process::id());
+        let authority = Authority::create(&name).expect("create a test CA");
         let leaf = Self::issue_with(&authority, Duration::from_secs(24 * 3600));
         let identity = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem).expect("test leaf");
         let dir = tempfile::tempdir().expect("temporary directory for the test CA");

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jaring_bench::engine::Stop;
+use jaring_bench::net::Tls;
 use jaring_bench::units;
 use jaring_bench::{LoadOptions, Report};
 
 use crate::cli::{BenchArgs, BenchChatArgs, BenchWorkload, EchoMode, LoadArgs, TimeMode};
-use crate::cmd::seconds;
+use crate::cmd::{client_tls, seconds};
 use crate::{CmdResult, Failure};
 
 mod group;
@@ -79,10 +80,11 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
         BenchWorkload::Chat(c) if c.drain => {
             let (target, opts) = prepare(&c.load, c.port).await?;
-            let r =
-                jaring_bench::chat::drain(target, &chat_options(&c)?, opts.duration, &opts.stop)
-                    .await
-                    .map_err(|e| Failure::Runtime(e.into()))?;
+            let mut chat = chat_options(&c)?;
+            chat.tls.clone_from(&opts.tls);
+            let r = jaring_bench::chat::drain(target, &chat, opts.duration, &opts.stop)
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))?;
             if c.load.json {
                 println!(
                     "{}",
@@ -103,9 +105,10 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) => {
             let (target, opts) = prepare(&c.load, c.port).await?;
             let mut chat = chat_options(&c)?;
+            chat.tls.clone_from(&opts.tls);
             chat.server_pid = server_pid(&c, target).await;
             if c.cross_realm {
-                let peer = reachable(&c.load.host, c.peer_port).await?;
+                let peer = reachable(&c.load.host, c.peer_port, opts.tls.as_ref()).await?;
                 chat.peer = Some((peer, c.peer_realm.clone()));
             }
             chat.senders_only = c.senders_only;
@@ -161,7 +164,8 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
             "--csv and --plot need samples: give --interval a number of seconds above 0"
         )));
     }
-    let target = reachable(&load.host, port).await?;
+    let tls = bench_tls(load)?;
+    let target = reachable(&load.host, port, tls.as_ref()).await?;
     let opts = LoadOptions {
         connections: load.connections,
         duration,
@@ -169,11 +173,17 @@ async fn prepare(load: &LoadArgs, port: u16) -> Result<(SocketAddr, LoadOptions)
         stop: stop_on_ctrl_c(),
         interval,
         rate: load.rate,
+        tls,
     };
     eprintln!(
-        "jaring bench: {} connection{} to {target} for {} s; Ctrl-C stops early and prints what was measured",
+        "jaring bench: {} connection{} to {target}{} for {} s; Ctrl-C stops early and prints what was measured",
         units::count(load.connections as u64),
         if load.connections == 1 { "" } else { "s" },
+        match (&opts.tls, load.no_resume) {
+            (None, _) => "",
+            (Some(_), false) => " over TLS",
+            (Some(_), true) => " over TLS (no session resumption)",
+        },
         load.duration
     );
     Ok((target, opts))
@@ -197,19 +207,66 @@ fn stop_on_ctrl_c() -> Stop {
     stop
 }
 
+/// The TLS the flags ask for, one session cache for every connection of the run (so they
+/// resume) unless `--no-resume`.
+pub(crate) fn bench_tls(load: &LoadArgs) -> Result<Option<Tls>, Failure> {
+    let Some(client) = client_tls(&load.tls)? else {
+        if load.no_resume {
+            return Err(Failure::Usage(anyhow!(
+                "--no-resume is about TLS sessions: add --tls (and --ca FILE)"
+            )));
+        }
+        return Ok(None);
+    };
+    let tls = Tls::new(client.config, &load.host).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    Ok(Some(if load.no_resume {
+        tls.without_resumption()
+    } else {
+        tls
+    }))
+}
+
 /// How long the target has to accept one connection before the run starts.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Resolves `host`:`port` and connects once, so that a server that is down, or a wrong port,
-/// ends the run at once with one line instead of a full run of errors and a table of zeros.
-pub(crate) async fn reachable(host: &str, port: u16) -> Result<SocketAddr, Failure> {
+/// How long the probe's TLS handshake may take: a plaintext server that waits for a request line
+/// never answers a ClientHello, and this is how long it takes to say so.
+const PROBE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves `host`:`port` and connects once (with `tls`, handshakes once), so that a server that
+/// is down, a wrong port, a port without TLS or a wrong CA ends the run at once with one line
+/// instead of a full run of errors and a table of zeros.
+pub(crate) async fn reachable(
+    host: &str,
+    port: u16,
+    tls: Option<&Tls>,
+) -> Result<SocketAddr, Failure> {
     let target = tokio::net::lookup_host((host, port))
         .await
         .with_context(|| format!("cannot resolve {host}:{port}"))?
         .next()
         .ok_or_else(|| anyhow!("{host}:{port} has no address"))?;
     match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
-        Ok(Ok(_)) => Ok(target),
+        Ok(Ok(tcp)) => match tls {
+            None => Ok(target),
+            Some(tls) => {
+                match jaring_bench::net::handshake(tcp, tls, PROBE_HANDSHAKE_TIMEOUT).await {
+                    Ok(_) => Ok(target),
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        Err(Failure::Runtime(anyhow!(
+                            "no TLS handshake from {target} within {} s: does that port take TLS? \
+                             (a plaintext server waits for a request and says nothing; echo serves \
+                             TLS on its --tls-port)",
+                            PROBE_HANDSHAKE_TIMEOUT.as_secs()
+                        )))
+                    }
+                    Err(e) => Err(Failure::Runtime(anyhow!(
+                        "TLS handshake with {target} failed: {e}; does that port take TLS, and \
+                         does --ca name the CA that signed the server's certificate?"
+                    ))),
+                }
+            }
+        },
         Ok(Err(e)) => Err(Failure::Runtime(anyhow!(
             "cannot connect to {target}: {e}; is the server running on that port? \
              (`jaring lab` starts every service)"
@@ -359,6 +416,17 @@ fn print(report: &Report, json: bool) -> Result<(), Failure> {
         for (name, us) in [("p50", d.latency.p50_us), ("p99", d.latency.p99_us)] {
             table.add_row([format!("send→inbox {name}"), units::micros(us)]);
         }
+    }
+    if let Some(h) = &report.tls {
+        table.add_row([
+            "TLS handshakes".to_owned(),
+            format!(
+                "{} ({} full, {} resumed)",
+                units::count(h.full + h.resumed),
+                units::count(h.full),
+                units::count(h.resumed)
+            ),
+        ]);
     }
     if let Some(s) = &report.server {
         table.add_row(["server CPU".to_owned(), format!("{:.2} s", s.cpu_s)]);

@@ -20,7 +20,7 @@ use crate::cli::{
     ChatCommand, ChatTlsCommand, FingerprintArgs, ModelArg, RealmLocation, ServeArgs, UserCommand,
     seconds,
 };
-use crate::cmd::{bind_failure, load_tls, tls_listen, tls_mode};
+use crate::cmd::{bind_failure, client_tls, load_tls, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
 
 impl RealmLocation {
@@ -50,6 +50,7 @@ pub async fn run(command: ChatCommand) -> CmdResult {
                 server: args.server,
                 json: args.json,
                 timeout: seconds("timeout", args.timeout)?,
+                tls: client_tls(&args.tls)?,
             };
             tokio::task::spawn_blocking(move || {
                 jaring_chat::client::run(&opts, &mut std::io::stdout().lock())

@@ -9,7 +9,7 @@ use jaring_echo::{EchoConfig, EchoServer};
 use jaring_runtime::{CancellationToken, Limits, Server, TlsMode};
 
 use crate::cli::{EchoClientArgs, EchoCommand, EchoServeArgs};
-use crate::cmd::{bind_failure, seconds, tls_listen};
+use crate::cmd::{bind_failure, client_tls, seconds, tls_listen};
 use crate::{CmdResult, Failure, signal};
 
 /// Runs a `jaring echo` subcommand.
@@ -72,10 +72,17 @@ async fn serve(args: EchoServeArgs) -> CmdResult {
 }
 
 async fn client(args: EchoClientArgs) -> CmdResult {
+    let tls = client_tls(&args.tls)?;
+    let default_port = if tls.is_some() {
+        jaring_echo::DEFAULT_TLS_PORT
+    } else {
+        jaring_echo::DEFAULT_PORT
+    };
     let target = Target {
         host: args.host.clone(),
-        port: args.port,
+        port: args.port.unwrap_or(default_port),
         timeout: seconds("timeout", args.timeout)?,
+        tls,
     };
     let mut stdout = std::io::stdout().lock();
     if let Some(path) = &args.file {

@@ -81,8 +81,33 @@ impl ServerProcess {
         })
     }
 
+    /// Runs `jaring echo serve --bind 127.0.0.1 --port 0 --tls-port 0 <extra…>` (`extra` names
+    /// the certificate and key) and waits for both of its ports; `federation_port` holds the TLS
+    /// one.
+    pub fn echo_tls(extra: &[&str]) -> Self {
+        let mut args: Vec<&str> = vec!["echo", "serve", "--bind", "127.0.0.1", "--port", "0"];
+        args.extend(["--tls-port", "0"]);
+        args.extend(extra);
+        let mut plain = None;
+        Self::spawn(args, move |line| {
+            let number = |key: &str| -> Option<u16> {
+                let rest = &line[line.find(key)? + key.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            if line.contains("echo server ready") {
+                plain = number("--port ");
+            }
+            let tls = number("echo over TLS on port ")?;
+            Some((
+                plain.expect("the plaintext port is logged first"),
+                Some(tls),
+            ))
+        })
+    }
+
     /// Spawns `jaring <args…>` and reads its log until `ready` finds the ports in a line.
-    fn spawn<I, A>(args: I, ready: impl Fn(&str) -> Option<(u16, Option<u16>)>) -> Self
+    fn spawn<I, A>(args: I, mut ready: impl FnMut(&str) -> Option<(u16, Option<u16>)>) -> Self
     where
         I: IntoIterator<Item = A>,
         A: AsRef<OsStr>,
@@ -432,4 +457,51 @@ with socket.create_connection((host, port), timeout=30) as raw:
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A test CA and a leaf it signed for the loopback names (jaring-testkit's), with the paths as
+/// the command lines of `jaring` want them.
+pub struct TestPki(jaring_testkit::tls::TestPki);
+
+impl TestPki {
+    /// Makes the CA and the leaf and writes `ca.pem`, `leaf.pem` and `leaf-key.pem`.
+    pub fn create() -> Self {
+        Self(jaring_testkit::tls::TestPki::new())
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        self.0.dir()
+    }
+
+    /// The CA certificate, for clients' `--ca`.
+    pub fn ca(&self) -> String {
+        utf8(self.0.ca_file())
+    }
+
+    /// The leaf certificate, for servers' `--tls-cert`.
+    pub fn cert(&self) -> String {
+        utf8(self.0.cert_file())
+    }
+
+    /// The leaf's key, for servers' `--tls-key`.
+    pub fn key(&self) -> String {
+        utf8(self.0.key_file())
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`, for a server's command line.
+    pub fn server_args(&self) -> [String; 4] {
+        [
+            "--tls-cert".into(),
+            self.cert(),
+            "--tls-key".into(),
+            self.key(),
+        ]
+    }
+}
+
+fn utf8(path: PathBuf) -> String {
+    path.into_os_string()
+        .into_string()
+        .expect("a UTF-8 temp path")
 }

@@ -37,7 +37,13 @@ pub async fn run(c: &BenchChatArgs) -> CmdResult {
             "need --senders between 1 and --members, --rate above 0 and a --duration"
         )));
     }
-    let target = super::reachable(&c.load.host, c.port).await?;
+    opts.tls = super::bench_tls(&c.load)?;
+    if opts.tls.is_some() && protocol == Protocol::Irc {
+        return Err(Failure::Usage(anyhow!(
+            "--tls is for jaring realms: --protocol irc drives an IRC server in plaintext"
+        )));
+    }
+    let target = super::reachable(&c.load.host, c.port, opts.tls.as_ref()).await?;
     let report = jaring_bench::chat_group::run(target, &opts)
         .await
         .map_err(|e| Failure::Runtime(e.into()))?;
