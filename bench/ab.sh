@@ -85,9 +85,13 @@ bench() {
   case $WORKLOAD in
     chat) flags+=(--size "$SIZE") ;;
   esac
-  taskset -c 1 "$B" bench "$WORKLOAD" --port "$port" --server-pid "$pid" --connections "$CONNECTIONS" \
+  local before; before=$(ticks "$pid")
+  taskset -c 1 "$B" bench "$WORKLOAD" --port "$port" --connections "$CONNECTIONS" \
     --duration "$DURATION" --json "${flags[@]}" > "$OUT/$side-$round.json" 2> "$OUT/$side-$round.err" || true
+  echo $(( $(ticks "$pid") - before )) > "$OUT/$side-$round.ticks"
 }
+# Server CPU (user + system, in clock ticks) from /proc.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
@@ -97,9 +101,9 @@ for round in $(seq "$ROUNDS"); do
   done
   echo "round $round of $ROUNDS done" >&2
 done
-python3 - "$OUT" "$ROUNDS" "$A" "$B" "$WORKLOAD" "$TLS" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$A" "$B" "$WORKLOAD" "$TLS" "$(getconf CLK_TCK)" <<'PY'
 import json, os, statistics, sys
-out, rounds, a, b, workload, tls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+out, rounds, a, b, workload, tls, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7])
 unit = {"chat": "msgs/s", "time": "requests/s", "echo": "MB/s"}[workload]
 def get(side, r):
     try:
@@ -107,12 +111,16 @@ def get(side, r):
     except Exception:
         return None
     rate = j["throughput"]["bytes_per_s"] / 1e6 if workload == "echo" else j["requests_per_s"]
-    cpu = (j.get("server") or {}).get("cpu_us_per_request") or float("nan")
+    ticks = int(open(os.path.join(out, f"{side}-{r}.ticks")).read())
+    # Per request (time, chat) or per MB (echo).
+    ops = j["throughput"]["bytes_per_s"] * j["duration_s"] / 1e6 if workload == "echo" else j["requests"]
+    cpu = ticks * 1e6 / hz / max(ops, 1e-9)
     missing = (j.get("delivery") or {}).get("missing", 0)
     return rate, cpu, missing
 rows = [(r, get("A", r), get("B", r)) for r in range(1, rounds + 1)]
 print(f"A = {a}\nB = {b}\nworkload {workload}, TLS: {tls}\n")
-print(f"| round | A {unit} | B {unit} | B/A | A server µs CPU/op | B server µs CPU/op | B/A CPU |")
+op = "MB" if workload == "echo" else "op"
+print(f"| round | A {unit} | B {unit} | B/A | A server µs CPU/{op} | B server µs CPU/{op} | B/A CPU |")
 print("|---:|---:|---:|---:|---:|---:|---:|")
 ratios, cpu_ratios = [], []
 for r, x, y in rows:

@@ -27,7 +27,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+# CPU ticks of a server: its own, its reaped children's, and its live children's (socat forks one
+# per connection; a long echo stream's child is still running when the run ends).
+ticks() {
+  local t; t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat")
+  for c in $(pgrep -P "$1" || true); do t=$(( t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0) )); done
+  echo "$t"
+}
 
 "$JARING" tls init --dir "$OUT/tls" server > /dev/null
 CERT=$OUT/tls/server.pem KEY=$OUT/tls/server-key.pem CA=$OUT/tls/ca.pem

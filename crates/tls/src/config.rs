@@ -187,3 +187,71 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+    use std::time::{Duration, SystemTime};
+
+    use rustls::NamedGroup;
+
+    use super::*;
+    use crate::pki::Authority;
+
+    /// Moves TLS bytes between the two ends in memory until neither has more to say.
+    fn pump(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        for _ in 0..16 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if !wire.is_empty() {
+                server.read_tls(&mut wire.as_slice()).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            let mut back = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut back).unwrap();
+            }
+            if !back.is_empty() {
+                client.read_tls(&mut back.as_slice()).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if wire.is_empty() && back.is_empty() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn our_clients_and_servers_agree_on_x25519_not_the_slow_p384() {
+        let ca = Authority::create("kx test CA").unwrap();
+        let now = SystemTime::now();
+        let leaf = ca
+            .issue(
+                &["localhost".into()],
+                now - Duration::from_secs(60),
+                now + Duration::from_secs(3600),
+            )
+            .unwrap();
+        let id = Identity::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(client_config),
+            server_name("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut server = rustls::ServerConnection::new(server_config(&id).unwrap()).unwrap();
+        pump(&mut client, &mut server);
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let group = server.negotiated_key_exchange_group().unwrap().name();
+        assert_eq!(group, NamedGroup::X25519);
+    }
+}
