@@ -328,7 +328,7 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
     assert!(lab.printed.contains("made now"), "{}", lab.printed);
     for hint in [
         "--tls --ca",
-        "openssl s_client",
+        "jaring chat client --server",
         "ssl.create_default_context(cafile=",
         "SSLKEYLOGFILE=keys.log jaring lab",
     ] {

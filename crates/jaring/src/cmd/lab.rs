@@ -351,7 +351,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
             what: label.into(),
             addr,
             how: if over_tls {
-                format!("openssl s_client -quiet -connect {addr} -CAfile {ca}")
+                format!("jaring echo client --port {} --ca {ca} hello", addr.port())
             } else {
                 format!("jaring echo client --port {} hello", addr.port())
             },
@@ -428,7 +428,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
                 what: format!("chat {} (tls)", realm.name),
                 addr,
                 how: format!(
-                    "openssl s_client -quiet -crlf -connect {addr} -CAfile {ca}   then: auth {user} {password}"
+                    "jaring chat client --server {addr} --ca {ca}   then: auth {user} {password}"
                 ),
             });
         }
