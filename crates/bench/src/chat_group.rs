@@ -285,34 +285,22 @@ pub async fn run(target: SocketAddr, opts: &GroupOptions) -> Result<GroupReport,
     let mut senders = JoinSet::new();
     let start = Instant::now();
     let end = start + opts.duration;
+    let mut spawner = Spawner {
+        members: &mut members,
+        senders: &mut senders,
+        start,
+        end,
+        shared: &shared,
+        opts,
+    };
     for (i, c) in conns.into_iter().enumerate() {
         let Some(joined) = c else {
             continue;
         };
         // Each loop is compiled once per transport, so plaintext runs on the socket's halves.
         match joined {
-            Joined::Tcp(read, write, leftover) => {
-                members.spawn(member(read, leftover, i, Arc::clone(&shared), opts.clone()));
-                senders.spawn(sender(
-                    write,
-                    i,
-                    start,
-                    end,
-                    Arc::clone(&shared),
-                    opts.clone(),
-                ));
-            }
-            Joined::Tls(read, write, leftover) => {
-                members.spawn(member(read, leftover, i, Arc::clone(&shared), opts.clone()));
-                senders.spawn(sender(
-                    write,
-                    i,
-                    start,
-                    end,
-                    Arc::clone(&shared),
-                    opts.clone(),
-                ));
-            }
+            Joined::Tcp(read, write, leftover) => spawner.spawn(i, read, write, leftover),
+            Joined::Tls(read, write, leftover) => spawner.spawn(i, read, write, leftover),
         }
     }
     tokio::time::sleep_until(end).await;
@@ -427,6 +415,39 @@ enum Joined {
     Tcp(OwnedReadHalf, OwnedWriteHalf, Vec<u8>),
     /// TLS: halves that share the session.
     Tls(ReadHalf<ClientStream>, WriteHalf<ClientStream>, Vec<u8>),
+}
+
+/// Where the members' loops run, and what they share: reading from the start, sending from
+/// `start` until `end`.
+struct Spawner<'a> {
+    members: &'a mut JoinSet<(usize, MemberStats)>,
+    senders: &'a mut JoinSet<()>,
+    start: Instant,
+    end: Instant,
+    shared: &'a Arc<Shared>,
+    opts: &'a GroupOptions,
+}
+
+impl Spawner<'_> {
+    /// Starts member `i`'s loops on the halves of its connection (`leftover`: what was read
+    /// past the join): [`member`] on the reading half, [`sender`] on the writing one.
+    fn spawn<R, W>(&mut self, i: usize, read: R, write: W, leftover: Vec<u8>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (shared, opts) = (self.shared, self.opts);
+        self.members
+            .spawn(member(read, leftover, i, Arc::clone(shared), opts.clone()));
+        self.senders.spawn(sender(
+            write,
+            i,
+            self.start,
+            self.end,
+            Arc::clone(shared),
+            opts.clone(),
+        ));
+    }
 }
 
 /// Connects member `i` and joins the group.

@@ -3,6 +3,7 @@
 //! back, repeat: round trips per second and their latency). Both speak TLS when the options
 //! say so (echo serves TLS on a port of its own); plaintext keeps its zero-copy paths.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::engine::{self, LoadOptions, Report, Throughput, Worker};
-use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, Tls, connect, io_kind, open};
+use crate::engine::{self, Clock, LoadOptions, Report, Throughput, Worker};
+use crate::net::{REQUEST_TIMEOUT, Tls, connect_for, io_kind, open_for};
 
 /// Bytes per write in `stream` mode unless `--size` says otherwise: large writes, few syscalls.
 pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
@@ -91,13 +92,8 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
     let mut sink = Sink::new();
     let mut echoed = 0u64;
     while !w.done() {
-        let stream = match connect(target).await {
-            Ok(s) => s,
-            Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
+        let Some(stream) = connect_for(target, &mut w).await else {
+            continue;
         };
         // Both directions work on a shared `&TcpStream` through readiness, so one task drives both.
         // Each checks the clock itself: `timeout_at` only fires while its future waits, and a
@@ -129,39 +125,83 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
                 tokio::task::yield_now().await;
             }
         };
-        let receive = async {
-            let mut since_block = 0;
-            let mut t0 = Instant::now();
-            loop {
-                let read = tokio::time::timeout(REQUEST_TIMEOUT, sink.take(&stream));
-                let n = match clock.until(read).await {
-                    None => return Ok(()),
-                    Some(Err(_)) => return Err("echo timeout".to_owned()),
-                    Some(Ok(Ok(0))) => return Err("closed by server".to_owned()),
-                    Some(Ok(Ok(n))) => n,
-                    Some(Ok(Err(e))) => return Err(io_kind("read", &e)),
-                };
-                if clock.over() {
-                    // Only what came back within the run counts.
-                    return Ok(());
-                }
-                echoed += n as u64;
-                since_block += n;
-                while since_block >= size {
-                    // One "request" per block echoed; its latency is how long the block took.
-                    since_block -= size;
-                    w.record(t0.elapsed());
-                    t0 = Instant::now();
-                }
-            }
+        let mut echo = PlainEcho {
+            sink: &mut sink,
+            stream: &stream,
         };
+        let receive = receive(&mut echo, size, &clock, &mut w, &mut echoed);
         let (sent, received) = tokio::join!(send, receive);
         if let Err(kind) = received.and(sent) {
-            w.error(kind);
-            tokio::time::sleep(ERROR_PAUSE).await;
+            w.error_pause(kind).await;
         }
     }
     (w, echoed)
+}
+
+/// Stream mode's receiving half, on either transport: counts the echo as it arrives, one
+/// "request" per `size` bytes (its latency how long the block took), until the run ends or
+/// the connection fails; adds the bytes echoed within the run to `echoed`. Generic, so each
+/// transport gets a loop of its own.
+async fn receive(
+    echo: &mut impl Echo,
+    size: usize,
+    clock: &Clock,
+    w: &mut Worker,
+    echoed: &mut u64,
+) -> Result<(), String> {
+    let mut since_block = 0;
+    let mut t0 = Instant::now();
+    loop {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, echo.take());
+        let n = match clock.until(read).await {
+            None => return Ok(()),
+            Some(Err(_)) => return Err("echo timeout".to_owned()),
+            Some(Ok(Ok(0))) => return Err("closed by server".to_owned()),
+            Some(Ok(Ok(n))) => n,
+            Some(Ok(Err(e))) => return Err(io_kind("read", &e)),
+        };
+        if clock.over() {
+            // Only what came back within the run counts.
+            return Ok(());
+        }
+        *echoed += n as u64;
+        since_block += n;
+        while since_block >= size {
+            since_block -= size;
+            w.record(t0.elapsed());
+            t0 = Instant::now();
+        }
+    }
+}
+
+/// Where stream mode reads the echo from.
+trait Echo {
+    /// Waits for echo bytes and takes them; returns how many (0 at EOF).
+    fn take(&mut self) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// Plaintext: the socket, through the [`Sink`] (the bytes never enter the process on Linux).
+struct PlainEcho<'a> {
+    sink: &'a mut Sink,
+    stream: &'a TcpStream,
+}
+
+impl Echo for PlainEcho<'_> {
+    fn take(&mut self) -> impl Future<Output = io::Result<usize>> + Send {
+        self.sink.take(self.stream)
+    }
+}
+
+/// TLS: the session's read half, into a buffer (the record layer needs the bytes).
+struct TlsEcho<'a, R> {
+    reader: R,
+    buf: &'a mut [u8],
+}
+
+impl<R: AsyncRead + Unpin + Send> Echo for TlsEcho<'_, R> {
+    fn take(&mut self) -> impl Future<Output = io::Result<usize>> + Send {
+        self.reader.read(self.buf)
+    }
 }
 
 /// What stream mode sends: the same block of bytes over and over. On Linux they never pass through
@@ -339,16 +379,10 @@ async fn stream_tls(target: SocketAddr, tls: &Tls, size: usize, mut w: Worker) -
     let mut sink = vec![0u8; SINK_CHUNK];
     let mut echoed = 0u64;
     while !w.done() {
-        let stream = match open(target, Some(tls)).await {
-            Ok(s) => s,
-            Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
+        let Some(stream) = open_for(target, Some(tls), &mut w).await else {
+            continue;
         };
-        w.opened(&stream);
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (reader, mut writer) = tokio::io::split(stream);
         let send = async {
             loop {
                 if clock.over() {
@@ -366,34 +400,14 @@ async fn stream_tls(target: SocketAddr, tls: &Tls, size: usize, mut w: Worker) -
                 tokio::task::yield_now().await;
             }
         };
-        let receive = async {
-            let mut since_block = 0;
-            let mut t0 = Instant::now();
-            loop {
-                let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read(&mut sink));
-                let n = match clock.until(read).await {
-                    None => return Ok(()),
-                    Some(Err(_)) => return Err("echo timeout".to_owned()),
-                    Some(Ok(Ok(0))) => return Err("closed by server".to_owned()),
-                    Some(Ok(Ok(n))) => n,
-                    Some(Ok(Err(e))) => return Err(io_kind("read", &e)),
-                };
-                if clock.over() {
-                    return Ok(());
-                }
-                echoed += n as u64;
-                since_block += n;
-                while since_block >= size {
-                    since_block -= size;
-                    w.record(t0.elapsed());
-                    t0 = Instant::now();
-                }
-            }
+        let mut echo = TlsEcho {
+            reader,
+            buf: &mut sink,
         };
+        let receive = receive(&mut echo, size, &clock, &mut w, &mut echoed);
         let (sent, received) = tokio::join!(send, receive);
         if let Err(kind) = received.and(sent) {
-            w.error(kind);
-            tokio::time::sleep(ERROR_PAUSE).await;
+            w.error_pause(kind).await;
         }
     }
     (w, echoed)
@@ -409,15 +423,9 @@ async fn round_trips(
     let mut buf = vec![0u8; size];
     let mut echoed = 0u64;
     while !w.done() {
-        let stream = match open(target, tls).await {
-            Ok(s) => s,
-            Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
+        let Some(stream) = open_for(target, tls, &mut w).await else {
+            continue;
         };
-        w.opened(&stream);
         // Compiled once per transport, so plaintext runs on the socket itself.
         echoed += match stream {
             ClientStream::Tcp(mut s) => round_trip_loop(&mut s, &message, &mut buf, &mut w).await,
@@ -445,8 +453,7 @@ async fn round_trip_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 echoed += message.len() as u64;
             }
             Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
+                w.error_pause(kind).await;
                 break;
             }
         }

@@ -221,6 +221,14 @@ impl Worker {
         }
     }
 
+    /// Records one failed request (as [`Worker::error`]), then pauses
+    /// [`ERROR_PAUSE`](crate::net::ERROR_PAUSE) so that a dead server does not turn the
+    /// generator into a spin.
+    pub(crate) async fn error_pause(&mut self, kind: impl Into<String>) {
+        self.error(kind);
+        tokio::time::sleep(crate::net::ERROR_PAUSE).await;
+    }
+
     /// Records one failed request and what went wrong.
     pub fn error(&mut self, kind: impl Into<String>) {
         let kind = kind.into();

@@ -10,7 +10,7 @@ use jaring_runtime::ClientStream;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::engine::{self, LoadOptions, Report, Worker};
-use crate::net::{ERROR_PAUSE, REQUEST_TIMEOUT, Tls, io_kind, open};
+use crate::net::{REQUEST_TIMEOUT, Tls, io_kind, open, open_for};
 
 /// Which TIME workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +53,9 @@ pub async fn run(target: SocketAddr, mode: Mode, opts: &LoadOptions) -> Report {
 
 async fn persistent(target: SocketAddr, tls: Option<&Tls>, mut w: Worker) -> Worker {
     while !w.done() {
-        let stream = match open(target, tls).await {
-            Ok(s) => s,
-            Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
+        let Some(stream) = open_for(target, tls, &mut w).await else {
+            continue;
         };
-        w.opened(&stream);
         // The loop is compiled once per transport, so plaintext runs on the socket itself.
         match stream {
             ClientStream::Tcp(mut s) => requests(&mut s, &mut w).await,
@@ -81,8 +75,7 @@ async fn requests<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, w: &mut Wor
         match round_trip(stream, &mut buf).await {
             Ok(()) => w.record(t0.elapsed()),
             Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
+                w.error_pause(kind).await;
                 break;
             }
         }
@@ -119,10 +112,7 @@ async fn churn(target: SocketAddr, tls: Option<&Tls>, mut w: Worker) -> Worker {
         .await;
         match result {
             Ok(()) => w.record(t0.elapsed()),
-            Err(kind) => {
-                w.error(kind);
-                tokio::time::sleep(ERROR_PAUSE).await;
-            }
+            Err(kind) => w.error_pause(kind).await,
         }
     }
     w

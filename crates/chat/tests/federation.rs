@@ -5,43 +5,16 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::federation::*;
 use common::*;
-use jaring_chat::federation::{Federation, FederationConfig, PeerConfig};
-use jaring_chat::{RealmOptions, SystemClock};
-use jaring_chat_sqlite::SqliteStore;
+use jaring_chat::federation::PeerConfig;
 use jaring_proto::federation::auth::{Role, Transcript, hex};
 use jaring_proto::federation::{DEFAULT_MAX_FRAME, Frame, LinkFramer, VERSION};
-use jaring_runtime::Model;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-const SECRET: &[u8] = b"a test secret of 32 bytes, ok...";
-
-struct Node {
-    _dir: tempfile::TempDir,
-    running: Running,
-    fed: Arc<Federation<SqliteStore>>,
-}
-
-impl Node {
-    fn addr(&self) -> SocketAddr {
-        self.running.addr
-    }
-}
-
-fn peer(name: &str, address: SocketAddr, secret: &[u8]) -> PeerConfig {
-    PeerConfig {
-        name: name.into(),
-        address: address.to_string(),
-        secret: secret.to_vec(),
-        tls: None,
-    }
-}
+use tokio::net::TcpStream;
 
 /// Realms a, b and c with these users, linked each to each (a dials b and c; b dials c), every
 /// link up.
@@ -106,80 +79,6 @@ async fn node(name: &str, users: &[&str], peers: Vec<PeerConfig>) -> Node {
 /// [`node`] with at most `window` messages unacknowledged on each link.
 async fn node_with(name: &str, users: &[&str], peers: Vec<PeerConfig>, window: usize) -> Node {
     node_config(name, users, peers, |c| c.window = window).await
-}
-
-/// [`node`] with the federation settings `tweak` makes.
-async fn node_config(
-    name: &str,
-    users: &[&str],
-    peers: Vec<PeerConfig>,
-    tweak: impl FnOnce(&mut FederationConfig),
-) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), users);
-    let options = RealmOptions {
-        name: name.into(),
-        ..options()
-    };
-    let running = start(
-        dir.path(),
-        options,
-        Arc::new(SystemClock::default()),
-        Model::Async,
-    )
-    .await;
-    let mut config = FederationConfig::new("127.0.0.1:0".parse().unwrap(), peers);
-    config.backoff_max = Duration::from_millis(500);
-    config.lookup_timeout = Duration::from_secs(10);
-    tweak(&mut config);
-    let fed = Federation::start(
-        &running.realm,
-        running.realm.store().clone(),
-        config,
-        running.shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    Node {
-        _dir: dir,
-        running,
-        fed,
-    }
-}
-
-/// An address nobody listens on, for peers that are only dialled by the other side.
-fn nowhere() -> SocketAddr {
-    "127.0.0.1:9".parse().unwrap()
-}
-
-async fn wait_up(fed: &Federation<SqliteStore>, peer: &str) {
-    tokio::time::timeout(TIMEOUT, async {
-        while !fed.is_up(peer) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("link up in time");
-}
-
-/// Reads `user`'s inbox until `n` messages arrived (failing on more), returning (sender, body).
-async fn collect(c: &mut Client, token: &str, n: usize) -> Vec<(String, String)> {
-    let mut got = Vec::new();
-    tokio::time::timeout(TIMEOUT, async {
-        while got.len() < n {
-            let r = c.call(&format!("inbox {token}")).await;
-            assert!(ok(&r), "{r}");
-            let b = bodies(&r);
-            if b.is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            got.extend(b);
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", got.len()));
-    assert_eq!(got.len(), n, "more messages than sent: {got:?}");
-    got
 }
 
 /// realm1 (dials) and realm2 (listens), linked.
@@ -329,52 +228,6 @@ async fn three_realms_resolve_bare_names() {
     }
 }
 
-/// A TCP relay whose connections the test can cut at will, and whose target can be set later
-/// (until then it closes every connection: the peer looks down).
-struct Relay {
-    addr: SocketAddr,
-    target: Arc<Mutex<Option<SocketAddr>>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accepts: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: Option<SocketAddr>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let list = Arc::clone(&conns);
-        let target = Arc::new(Mutex::new(target));
-        let to = Arc::clone(&target);
-        let accepts = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let Some(target) = *to.lock().unwrap() else {
-                    continue;
-                };
-                let Ok(mut outbound) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                list.lock().unwrap().push(tokio::spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }));
-            }
-        });
-        Self {
-            addr,
-            target,
-            conns,
-            accepts,
-        }
-    }
-
-    /// Closes every relayed connection under the link.
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_cut_mid_transfer_loses_and_duplicates_nothing() {
     let (r1, relay, r2) = relayed_pair(
@@ -383,31 +236,7 @@ async fn link_cut_mid_transfer_loses_and_duplicates_nothing() {
         jaring_chat::federation::DEFAULT_WINDOW,
     )
     .await;
-    let (mut messi, tm) = login(r1.addr(), "messi").await;
-    const N: usize = 1500;
-    let mut batch = Vec::new();
-    for i in 0..N {
-        batch.extend_from_slice(format!("send {tm} james@realm2 m{i:05}\r\n").as_bytes());
-        if (i + 1) % 300 == 0 {
-            messi.send_raw(&batch).await;
-            batch.clear();
-            for k in 0..300 {
-                if k == 150 {
-                    relay.cut();
-                }
-                let r = messi.reply().await.unwrap();
-                assert!(ok(&r), "{r}");
-            }
-            // Cut the link under whatever is in flight, several times.
-            relay.cut();
-        }
-    }
-    let (mut james, tj) = login(r2.addr(), "james").await;
-    let got = collect(&mut james, &tj, N).await;
-    let expected: Vec<(String, String)> = (0..N)
-        .map(|i| ("messi@realm1".to_owned(), format!("m{i:05}")))
-        .collect();
-    assert_eq!(got, expected, "every message once, in order");
+    transfer_through_cuts(&r1, &r2, &relay).await;
     relay.accepts.abort();
     r1.running.stop().await;
     r2.running.stop().await;
@@ -544,15 +373,7 @@ async fn impostors_and_clients_are_refused_and_nothing_is_delivered() {
         }
         .encode(&mut out);
         s.write_all(&out).await.unwrap();
-        let mut framer = LinkFramer::new(DEFAULT_MAX_FRAME);
-        let mut frames = Vec::new();
-        let mut buf = [0u8; 4096];
-        while frames.is_empty() {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed before answering");
-            framer.feed(&buf[..n], &mut frames).unwrap();
-        }
-        match frames.remove(0) {
+        match first_frames(&mut s).await.remove(0) {
             Frame::Challenge { nonce: ln, .. } => {
                 let t = Transcript {
                     dialer: claim,

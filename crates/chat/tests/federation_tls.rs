@@ -11,21 +11,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::federation::*;
 use common::*;
-use jaring_chat::federation::{Federation, FederationConfig, PeerConfig, PeerTls, Remote as _};
-use jaring_chat::{RealmOptions, SystemClock};
+use jaring_chat::federation::{Federation, PeerConfig, PeerTls, Remote as _};
 use jaring_chat_sqlite::SqliteStore;
 use jaring_proto::federation::auth::{CHANNEL_LABEL, CHANNEL_LEN, Role, Transcript, hex};
 use jaring_proto::federation::{DEFAULT_MAX_FRAME, Frame, LinkFramer, VERSION};
-use jaring_runtime::Model;
 use jaring_tls::pki::Authority;
 use jaring_tls::{Fingerprint, Identity, LinkTrust};
-use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-const SECRET: &[u8] = b"a test secret of 32 bytes, ok...";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A leaf of `ca` for 127.0.0.1, valid from a day ago for a year.
@@ -41,49 +38,27 @@ fn leaf_valid(ca: &Authority, not_before: SystemTime, not_after: SystemTime) -> 
     Identity::from_pem(&l.cert_pem, &l.key_pem).unwrap()
 }
 
-fn ca_of(ca: &Authority) -> Option<Vec<CertificateDer<'static>>> {
-    Some(vec![ca.cert_der().clone()])
+/// The peer must hold `id`'s key.
+fn pinned(id: &Identity) -> Option<PeerTls> {
+    Some(PeerTls {
+        pin: id.fingerprint(),
+        ca: None,
+    })
 }
 
-fn peer(
-    name: &str,
-    address: SocketAddr,
-    tls: Option<(Fingerprint, Option<Vec<CertificateDer<'static>>>)>,
-) -> PeerConfig {
+/// The peer must hold `id`'s key, in a certificate issued by `ca`.
+fn pinned_from(id: &Identity, ca: &Authority) -> Option<PeerTls> {
+    Some(PeerTls {
+        pin: id.fingerprint(),
+        ca: Some(vec![ca.cert_der().clone()]),
+    })
+}
+
+/// Peer `name` at `address`, its link checked by `tls` (plaintext when `None`).
+fn tls_peer(name: &str, address: SocketAddr, tls: Option<PeerTls>) -> PeerConfig {
     PeerConfig {
-        name: name.into(),
-        address: address.to_string(),
-        secret: SECRET.to_vec(),
-        tls: tls.map(|(pin, ca)| PeerTls { pin, ca }),
-    }
-}
-
-fn pinned(id: &Identity) -> Option<(Fingerprint, Option<Vec<CertificateDer<'static>>>)> {
-    Some((id.fingerprint(), None))
-}
-
-/// An address nobody listens on, for peers that only dial us.
-fn nowhere() -> SocketAddr {
-    "127.0.0.1:9".parse().unwrap()
-}
-
-struct Node {
-    _dir: tempfile::TempDir,
-    running: Running,
-    fed: Arc<Federation<SqliteStore>>,
-}
-
-impl Node {
-    fn addr(&self) -> SocketAddr {
-        self.running.addr
-    }
-
-    fn link(&self) -> SocketAddr {
-        self.fed.local_addr()
-    }
-
-    async fn stop(self) {
-        self.running.stop().await;
+        tls,
+        ..peer(name, address, SECRET)
     }
 }
 
@@ -95,46 +70,24 @@ async fn node(
     identity: Option<&Identity>,
     peers: Vec<PeerConfig>,
 ) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    add_users(dir.path(), users);
-    let options = RealmOptions {
-        name: name.into(),
-        ..options()
-    };
-    let running = start(
-        dir.path(),
-        options,
-        Arc::new(SystemClock::default()),
-        Model::Async,
-    )
-    .await;
-    let mut config = FederationConfig::new("127.0.0.1:0".parse().unwrap(), peers);
-    config.backoff_max = Duration::from_millis(300);
-    config.lookup_timeout = Duration::from_secs(10);
-    config.identity = identity.cloned();
-    let fed = Federation::start(
-        &running.realm,
-        running.realm.store().clone(),
-        config,
-        running.shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    Node {
-        _dir: dir,
-        running,
-        fed,
-    }
-}
-
-async fn wait_up(fed: &Federation<SqliteStore>, peer: &str) {
-    tokio::time::timeout(TIMEOUT, async {
-        while !fed.is_up(peer) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    node_config(name, users, peers, |config| {
+        config.backoff_max = Duration::from_millis(300);
+        config.identity = identity.cloned();
     })
     .await
-    .expect("link up in time");
+}
+
+/// realm2 with james, presenting `identity`, only dialled by realm1, which it checks by `tls`.
+async fn realm2(identity: Option<&Identity>, tls: Option<PeerTls>) -> Node {
+    let peers = vec![tls_peer("realm1", nowhere(), tls)];
+    node("realm2", &["james"], identity, peers).await
+}
+
+/// realm1 with messi, presenting `identity`, dialling realm2 at `address`, which it checks by
+/// `tls`.
+async fn realm1(identity: Option<&Identity>, address: SocketAddr, tls: Option<PeerTls>) -> Node {
+    let peers = vec![tls_peer("realm2", address, tls)];
+    node("realm1", &["messi"], identity, peers).await
 }
 
 /// Waits until `fed`'s link state for `peer` carries a reason containing `needle`; returns it.
@@ -158,26 +111,6 @@ async fn wait_reason(fed: &Federation<SqliteStore>, peer: &str, needle: &str) ->
     found.unwrap_or_else(|_| panic!("no reason with {needle:?} for {peer}; last: {last:?}"))
 }
 
-/// Reads the inbox until `n` messages arrived (failing on more), returning (sender, body).
-async fn collect(c: &mut Client, token: &str, n: usize) -> Vec<(String, String)> {
-    let mut got = Vec::new();
-    tokio::time::timeout(TIMEOUT, async {
-        while got.len() < n {
-            let r = c.call(&format!("inbox {token}")).await;
-            assert!(ok(&r), "{r}");
-            let b = bodies(&r);
-            if b.is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            got.extend(b);
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", got.len()));
-    assert_eq!(got.len(), n, "more messages than sent: {got:?}");
-    got
-}
-
 /// Sends messi@realm1 → james@realm2 (queued while the link is down) and checks that after the
 /// refusals nothing reached james.
 async fn nothing_delivered(r1: &Node, r2: &Node) {
@@ -198,25 +131,9 @@ async fn nothing_delivered(r1: &Node, r2: &Node) {
 async fn a_pinned_mtls_link_delivers_both_ways() {
     let ca = Authority::create("test CA").unwrap();
     let (id1, id2) = (leaf(&ca), leaf(&ca));
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&id1)).await;
     // With the CA check on both sides too.
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer(
-            "realm2",
-            r2.link(),
-            Some((id2.fingerprint(), ca_of(&ca))),
-        )],
-    )
-    .await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned_from(&id2, &ca)).await;
     wait_up(&r1.fed, "realm2").await;
     wait_up(&r2.fed, "realm1").await;
     let (mut messi, tm) = login(r1.addr(), "messi").await;
@@ -245,21 +162,9 @@ async fn a_pinned_mtls_link_delivers_both_ways() {
 async fn a_wrong_pin_is_refused_and_nothing_is_delivered() {
     let ca = Authority::create("test CA").unwrap();
     let (id1, id2, other) = (leaf(&ca), leaf(&ca), leaf(&ca));
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&id1)).await;
     // realm1 pins a key realm2 does not hold.
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", r2.link(), pinned(&other))],
-    )
-    .await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned(&other)).await;
     let reason = wait_reason(&r1.fed, "realm2", "is not the pinned one").await;
     assert!(
         reason.contains(&id2.fingerprint().to_string()),
@@ -276,24 +181,8 @@ async fn a_certificate_from_another_ca_is_refused_when_ca_is_set() {
     let foreign = Authority::create("another CA").unwrap();
     let (id1, id2) = (leaf(&ca), leaf(&foreign));
     // The dialer checks: realm2's key is pinned, but its certificate is from another CA.
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer(
-            "realm2",
-            r2.link(),
-            Some((id2.fingerprint(), ca_of(&ca))),
-        )],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&id1)).await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned_from(&id2, &ca)).await;
     wait_reason(&r1.fed, "realm2", "was not issued by the CA").await;
     nothing_delivered(&r1, &r2).await;
     r1.stop().await;
@@ -302,24 +191,8 @@ async fn a_certificate_from_another_ca_is_refused_when_ca_is_set() {
     // The listener checks: realm1's key is pinned, its certificate is from another CA.
     let id1 = leaf(&foreign);
     let id2 = leaf(&ca);
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer(
-            "realm1",
-            nowhere(),
-            Some((id1.fingerprint(), ca_of(&ca))),
-        )],
-    )
-    .await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", r2.link(), pinned(&id2))],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned_from(&id1, &ca)).await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned(&id2)).await;
     let theirs = wait_reason(&r1.fed, "realm2", "was not issued by the CA").await;
     assert!(theirs.contains("refused by"), "{theirs}");
     let ours = wait_reason(&r2.fed, "realm1", "was not issued by the CA").await;
@@ -337,20 +210,8 @@ async fn an_expired_certificate_is_refused() {
     let now = SystemTime::now();
     let id1 = leaf(&ca);
     let expired = leaf_valid(&ca, now - 30 * DAY, now - DAY);
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&expired),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", r2.link(), pinned(&expired))],
-    )
-    .await;
+    let r2 = realm2(Some(&expired), pinned(&id1)).await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned(&expired)).await;
     wait_reason(&r1.fed, "realm2", "expired").await;
     nothing_delivered(&r1, &r2).await;
     r1.stop().await;
@@ -361,20 +222,8 @@ async fn an_expired_certificate_is_refused() {
 async fn a_plaintext_dialer_is_refused_by_a_peer_that_requires_tls() {
     let ca = Authority::create("test CA").unwrap();
     let (id1, id2) = (leaf(&ca), leaf(&ca));
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        None,
-        vec![peer("realm2", r2.link(), None)],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&id1)).await;
+    let r1 = realm1(None, r2.link(), None).await;
     let theirs = wait_reason(&r1.fed, "realm2", "connected in plaintext").await;
     assert!(theirs.contains("must be mutual TLS"), "{theirs}");
     wait_reason(&r2.fed, "realm1", "connected in plaintext").await;
@@ -388,20 +237,8 @@ async fn a_dial_answered_without_tls_is_refused() {
     let ca = Authority::create("test CA").unwrap();
     let (id1, id2) = (leaf(&ca), leaf(&ca));
     // A plaintext realm (no TLS at all) closes a TLS connection.
-    let r2 = node(
-        "realm2",
-        &["james"],
-        None,
-        vec![peer("realm1", nowhere(), None)],
-    )
-    .await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", r2.link(), pinned(&id2))],
-    )
-    .await;
+    let r2 = realm2(None, None).await;
+    let r1 = realm1(Some(&id1), r2.link(), pinned(&id2)).await;
     wait_reason(&r1.fed, "realm2", "during the TLS handshake").await;
     nothing_delivered(&r1, &r2).await;
     r1.stop().await;
@@ -419,13 +256,7 @@ async fn a_dial_answered_without_tls_is_refused() {
                 .await;
         }
     });
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", addr, pinned(&id2))],
-    )
-    .await;
+    let r1 = realm1(Some(&id1), addr, pinned(&id2)).await;
     wait_reason(&r1.fed, "realm2", "did not answer with TLS").await;
     answers.abort();
     r1.stop().await;
@@ -493,8 +324,8 @@ async fn a_pinned_key_cannot_claim_another_realms_name() {
         &["james"],
         Some(&id2),
         vec![
-            peer("realm1", nowhere(), pinned(&id1)),
-            peer("realm3", nowhere(), pinned(&id3)),
+            tls_peer("realm1", nowhere(), pinned(&id1)),
+            tls_peer("realm3", nowhere(), pinned(&id3)),
         ],
     )
     .await;
@@ -514,14 +345,7 @@ async fn a_pinned_key_cannot_claim_another_realms_name() {
     let mut s = tls_dial(r2.link(), &id3, id2.fingerprint()).await;
     s.write_all(&hello("realm3", "realm2")).await.unwrap();
     s.flush().await.unwrap();
-    let mut framer = LinkFramer::new(DEFAULT_MAX_FRAME);
-    let mut frames = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    while frames.is_empty() {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before answering");
-        framer.feed(&buf[..n], &mut frames).unwrap();
-    }
+    let frames = first_frames(&mut s).await;
     assert!(matches!(frames[0], Frame::Challenge { .. }), "{frames:?}");
     r2.stop().await;
 }
@@ -576,13 +400,7 @@ async fn a_relay_with_pinned_certificates_cannot_splice_two_links() {
     // The attacker holds two valid certificates whose keys the realms pin: realm1 pins `to_dialer`
     // as realm2's, realm2 pins `to_listener` as realm1's (a stolen key each, or a mistake).
     let (to_dialer, to_listener) = (leaf(&ca), leaf(&ca));
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&to_listener))],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&to_listener)).await;
 
     let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
@@ -633,13 +451,7 @@ async fn a_relay_with_pinned_certificates_cannot_splice_two_links() {
             }
         })
     };
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", relay_addr, pinned(&to_dialer))],
-    )
-    .await;
+    let r1 = realm1(Some(&id1), relay_addr, pinned(&to_dialer)).await;
     let reason = wait_reason(&r1.fed, "realm2", "channel binding does not match").await;
     assert!(
         reason.contains("failed authentication as realm2 over TLS"),
@@ -698,87 +510,15 @@ async fn a_relay_with_pinned_certificates_cannot_splice_two_links() {
     r2.stop().await;
 }
 
-/// A TCP relay whose connections the test can cut (TLS runs end to end through it).
-struct Relay {
-    addr: SocketAddr,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accepts: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let list = Arc::clone(&conns);
-        let accepts = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let Ok(mut outbound) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                list.lock().unwrap().push(tokio::spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }));
-            }
-        });
-        Self {
-            addr,
-            conns,
-            accepts,
-        }
-    }
-
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_link_cut_mid_transfer_loses_and_duplicates_nothing() {
     let ca = Authority::create("test CA").unwrap();
     let (id1, id2) = (leaf(&ca), leaf(&ca));
-    let r2 = node(
-        "realm2",
-        &["james"],
-        Some(&id2),
-        vec![peer("realm1", nowhere(), pinned(&id1))],
-    )
-    .await;
-    let relay = Relay::start(r2.link()).await;
-    let r1 = node(
-        "realm1",
-        &["messi"],
-        Some(&id1),
-        vec![peer("realm2", relay.addr, pinned(&id2))],
-    )
-    .await;
+    let r2 = realm2(Some(&id2), pinned(&id1)).await;
+    let relay = Relay::start(Some(r2.link())).await;
+    let r1 = realm1(Some(&id1), relay.addr, pinned(&id2)).await;
     wait_up(&r1.fed, "realm2").await;
-    let (mut messi, tm) = login(r1.addr(), "messi").await;
-    const N: usize = 1500;
-    let mut batch = Vec::new();
-    for i in 0..N {
-        batch.extend_from_slice(format!("send {tm} james@realm2 m{i:05}\r\n").as_bytes());
-        if (i + 1) % 300 == 0 {
-            messi.send_raw(&batch).await;
-            batch.clear();
-            for k in 0..300 {
-                if k == 150 {
-                    relay.cut();
-                }
-                let r = messi.reply().await.unwrap();
-                assert!(ok(&r), "{r}");
-            }
-            relay.cut();
-        }
-    }
-    let (mut james, tj) = login(r2.addr(), "james").await;
-    let got = collect(&mut james, &tj, N).await;
-    let expected: Vec<(String, String)> = (0..N)
-        .map(|i| ("messi@realm1".to_owned(), format!("m{i:05}")))
-        .collect();
-    assert_eq!(got, expected, "every message once, in order");
+    transfer_through_cuts(&r1, &r2, &relay).await;
     relay.accepts.abort();
     r1.stop().await;
     r2.stop().await;

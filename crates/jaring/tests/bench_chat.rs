@@ -8,25 +8,11 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::storage::UserRecord;
 use serde_json::Value;
 use support::ServerProcess;
 
-/// Users u0..u{USERS-1}, password `pw`, at the cheapest hash cost so logins are instant.
+/// Users u0..u{USERS-1}, password `pw` (see [`support::bench_users`]).
 const USERS: usize = 8;
-
-fn make_users(dir: &Path) {
-    let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
-    let users = (0..USERS)
-        .map(|i| UserRecord {
-            name: format!("u{i}"),
-            display_name: format!("User {i}"),
-            password_hash: hash.clone(),
-        })
-        .collect();
-    support::add_users(dir, users);
-}
 
 /// Starts a realm on port 0 over `dir` and returns it with the port it logged.
 fn serve(dir: &Path) -> (ServerProcess, u16) {
@@ -66,7 +52,7 @@ fn bench(port: u16, pid: Option<u32>, extra: &[&str]) -> Value {
 #[test]
 fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
     let tmp = tempfile::tempdir().unwrap();
-    make_users(&tmp.path().join("data"));
+    support::bench_users(&tmp.path().join("data"), USERS);
     let (server, port) = serve(tmp.path());
     let pid = server.pid();
 
@@ -120,7 +106,7 @@ fn bench_chat_sends_durable_messages_and_holds_idle_connections() {
 #[test]
 fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
     let tmp = tempfile::tempdir().unwrap();
-    make_users(&tmp.path().join("data"));
+    support::bench_users(&tmp.path().join("data"), USERS);
     let (_server, port) = serve(tmp.path());
     // Many connections and a thousand group members, all missing: each run tries one login.
     for (workload, hint) in [

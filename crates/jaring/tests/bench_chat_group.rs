@@ -6,23 +6,13 @@ mod support;
 
 use std::process::Command;
 
-use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::storage::UserRecord;
 use serde_json::Value;
 use support::ServerProcess;
 
 #[test]
 fn bench_chat_group_delivers_every_message_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
-    let users = (0..20)
-        .map(|i| UserRecord {
-            name: format!("u{i}"),
-            display_name: format!("User {i}"),
-            password_hash: hash.clone(),
-        })
-        .collect();
-    support::add_users(&tmp.path().join("data"), users);
+    support::bench_users(&tmp.path().join("data"), 20);
     let config = tmp.path().join("realm.toml");
     std::fs::write(
         &config,

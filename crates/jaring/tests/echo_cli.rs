@@ -2,11 +2,8 @@
 
 mod support;
 
-use std::io::Write as _;
-
 use predicates::prelude::*;
-use sha2::{Digest as _, Sha256};
-use support::{ServerProcess, jaring};
+use support::{ServerProcess, echo_verifies, jaring, noise};
 
 /// A `jaring echo serve` process on a free port; killed when dropped.
 struct EchoServer(ServerProcess);
@@ -21,25 +18,6 @@ impl EchoServer {
         cmd.args(["echo", "client", "--port", &self.0.port.to_string()]);
         cmd
     }
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]
@@ -76,34 +54,7 @@ fn a_message_comes_back_in_chunks() {
 #[test]
 fn a_file_and_stdin_are_echoed_and_verified() {
     let server = EchoServer::start(&["--model", "threads"]);
-    let data = noise(1 << 20);
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(&data).expect("write temp file");
-    let hash = sha256_hex(&data);
-    let expected = format!("echoed {} bytes in", data.len());
-    server
-        .client()
-        .args(["--file", file.path().to_str().expect("utf-8 path")])
-        .assert()
-        .success()
-        .stdout(
-            predicate::str::contains(expected.clone()).and(predicate::str::contains(hash.clone())),
-        );
-    server
-        .client()
-        .args(["--file", "-"])
-        .write_stdin(data)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(expected).and(predicate::str::contains(hash)));
-    // An empty file is a valid, if short, stream.
-    server
-        .client()
-        .args(["--file", "-"])
-        .write_stdin(Vec::new())
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("echoed 0 bytes"));
+    echo_verifies(|| server.client(), noise(0x2545_F491_4F6C_DD1D, 1 << 20));
 }
 
 #[test]

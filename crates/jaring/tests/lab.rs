@@ -416,14 +416,7 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
 
 /// Starts `jaring <args…>` and returns its log lines up to the runtime's "listening" line.
 fn log_until_listening(args: &[&str]) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = support::spawn_logging(args);
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use predicates::prelude::*;
-use support::{ServerProcess, jaring};
+use support::{ServerProcess, bench_failure, jaring};
 
 fn serve(extra: &[&str]) -> ServerProcess {
     ServerProcess::start(&["time", "serve"], extra)
@@ -92,16 +92,7 @@ fn a_bench_against_a_dead_port_fails_at_once_with_one_line() {
     drop(dead);
     for workload in [&["time"][..], &["echo"], &["chat"], &["chat", "--group"]] {
         // A 600 s run: only failing before it starts ends within the command's 60 s timeout.
-        let out = jaring()
-            .arg("bench")
-            .args(workload)
-            .args(["--port", &port, "--duration", "600"])
-            .assert()
-            .code(1)
-            .get_output()
-            .stderr
-            .clone();
-        let err = String::from_utf8(out).unwrap();
+        let err = bench_failure(&[workload, &["--port", port.as_str()]].concat());
         assert_eq!(err.lines().count(), 1, "{workload:?}: {err}");
         assert!(
             err.contains("cannot connect to 127.0.0.1:") && err.contains("is the server running"),

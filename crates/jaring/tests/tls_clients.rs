@@ -8,29 +8,15 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jaring_chat::password::{PasswordCost, hash_blocking};
-use jaring_chat::storage::UserRecord;
 use predicates::prelude::*;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use support::{ChatClient, ServerProcess, TestPki, jaring};
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use support::{
+    ChatClient, ServerProcess, TestPki, bench_failure, bench_users, echo_verifies, jaring, noise,
+};
 
 /// `jaring <args…>`'s stdout as JSON, asserting success.
 fn json(args: &[&str]) -> Value {
@@ -95,36 +81,14 @@ fn echo_client_speaks_tls_in_every_mode_and_verifies_a_file_byte_for_byte() {
         .stdout("hello\nsecond line\n");
 
     // Several MiB, not a multiple of any buffer: every byte must come back before the close.
-    let data = noise(5 * 1024 * 1024 + 12_345);
-    let hash: String = Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(&data).unwrap();
-    let expected = format!("echoed {} bytes in", data.len());
-    jaring()
-        .args(&client)
-        .args(["--file", file.path().to_str().unwrap()])
-        .assert()
-        .success()
-        .stdout(
-            predicate::str::contains(expected.clone()).and(predicate::str::contains(hash.clone())),
-        );
-    jaring()
-        .args(&client)
-        .args(["--file", "-"])
-        .write_stdin(data)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(expected).and(predicate::str::contains(hash)));
-    jaring()
-        .args(&client)
-        .args(["--file", "-"])
-        .write_stdin(Vec::new())
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("echoed 0 bytes"));
+    echo_verifies(
+        || {
+            let mut cmd = jaring();
+            cmd.args(&client);
+            cmd
+        },
+        noise(0x9E37_79B9_7F4A_7C15, 5 * 1024 * 1024 + 12_345),
+    );
 }
 
 #[test]
@@ -177,22 +141,9 @@ fn a_wrong_ca_fails_with_the_tls_hint_and_insecure_warns() {
         );
 }
 
-/// Users u0..u7, password `pw`, at the cheapest hash cost, in `dir`'s realm store.
-fn make_users(dir: &Path) {
-    let hash = hash_blocking("pw", PasswordCost::INSECURE_TEST).unwrap();
-    let users = (0..8)
-        .map(|i| UserRecord {
-            name: format!("u{i}"),
-            display_name: format!("User {i}"),
-            password_hash: hash.clone(),
-        })
-        .collect();
-    support::add_users(dir, users);
-}
-
 /// A realm on port 0 whose client port takes TLS (with the test leaf) and plaintext.
 fn tls_realm(dir: &Path, pki: &TestPki) -> ServerProcess {
-    make_users(&dir.join("data"));
+    bench_users(&dir.join("data"), 8);
     let config = dir.join("realm.toml");
     std::fs::write(
         &config,
@@ -529,23 +480,7 @@ fn the_bench_probe_fails_fast_on_a_port_without_tls_or_a_wrong_ca() {
     ] {
         let started = Instant::now();
         // A 600 s run: only failing before it starts ends within the command's timeout.
-        let out = jaring()
-            .args([
-                "bench",
-                workload,
-                "--tls",
-                "--ca",
-                &ca,
-                "--port",
-                &port.to_string(),
-            ])
-            .args(["--duration", "600"])
-            .assert()
-            .code(1)
-            .get_output()
-            .stderr
-            .clone();
-        let err = String::from_utf8(out).unwrap();
+        let err = bench_failure(&[workload, "--tls", "--ca", &ca, "--port", &port.to_string()]);
         assert_eq!(err.lines().count(), 1, "{workload} on {port}: {err}");
         assert!(err.contains("TLS"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(30), "{err}");

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::identity::certs_from_pem;
@@ -15,17 +15,65 @@ use crate::{Identity, TlsError, provider};
 /// and TLS 1.3 clients that do not take tickets).
 const SESSION_CACHE: usize = 1024;
 
-/// A key log writing to `$SSLKEYLOGFILE`, only when that variable is set: it lets Wireshark
-/// decrypt a capture, so it must never be on by accident.
-pub(crate) fn key_log() -> Option<Arc<dyn rustls::KeyLog>> {
-    std::env::var_os("SSLKEYLOGFILE").map(|_| Arc::new(rustls::KeyLogFile::new()) as _)
+/// Points `slot` (a configuration's `key_log`) at `$SSLKEYLOGFILE`, only when that variable is
+/// set: it lets Wireshark decrypt a capture, so it must never be on by accident.
+pub(crate) fn log_keys(slot: &mut Arc<dyn rustls::KeyLog>) {
+    if std::env::var_os("SSLKEYLOGFILE").is_some() {
+        *slot = Arc::new(rustls::KeyLogFile::new());
+    }
 }
+
+/// Maps a rustls error from building a configuration to [`TlsError::Config`] about `context`.
+pub(crate) fn config_err(context: &'static str) -> impl Fn(rustls::Error) -> TlsError {
+    move |source| TlsError::Config { context, source }
+}
+
+/// The handshake-signature methods that `ServerCertVerifier` and `ClientCertVerifier` declare
+/// alike, for a verifier whose field `$provider` is an `Arc<CryptoProvider>`: they verify with
+/// that provider's algorithms, whatever the verifier thinks of the certificate itself.
+macro_rules! handshake_signatures {
+    ($provider:tt) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.$provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.$provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.$provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+pub(crate) use handshake_signatures;
 
 /// A server configuration for the services: TLS 1.2 and 1.3, no client authentication,
 /// session resumption by stateless tickets and by a session cache, key log to
 /// `$SSLKEYLOGFILE` when set.
 pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let config_err = |context| move |source| TlsError::Config { context, source };
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(config_err("protocol versions"))?
@@ -36,9 +84,7 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsErro
     // session id (TLS 1.2, `openssl s_client -reconnect`).
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_err("ticketer"))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    if let Some(log) = key_log() {
-        config.key_log = log;
-    }
+    log_keys(&mut config.key_log);
     Ok(Arc::new(config))
 }
 
@@ -61,10 +107,7 @@ pub enum Trust {
 pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|source| TlsError::Config {
-            context: "protocol versions",
-            source,
-        })?;
+        .map_err(config_err("protocol versions"))?;
     let mut config = match trust {
         Trust::System => builder
             .with_root_certificates(system_roots()?)
@@ -77,9 +120,7 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsErro
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
             .with_no_client_auth(),
     };
-    if let Some(log) = key_log() {
-        config.key_log = log;
-    }
+    log_keys(&mut config.key_log);
     Ok(Arc::new(config))
 }
 
@@ -155,37 +196,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    handshake_signatures!(0);
 }
 
 #[cfg(test)]

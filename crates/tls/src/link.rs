@@ -4,17 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    AlertDescription, CertificateError, DigitallySignedStruct, DistinguishedName, OtherError,
-    RootCertStore, SignatureScheme,
-};
+use rustls::{AlertDescription, CertificateError, DistinguishedName, OtherError, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 
-use crate::config::key_log;
+use crate::config::{config_err, handshake_signatures, log_keys};
 use crate::{Fingerprint, Identity, TlsError, provider};
 
 /// What a link accepts from its peer.
@@ -36,21 +33,13 @@ pub fn link_server_config(
     let verifier = PinVerifier::new(trust, true)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Config {
-            context: "link protocol versions",
-            source,
-        })?
+        .map_err(config_err("link protocol versions"))?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(id.chain().to_vec(), id.key().clone_key())
-        .map_err(|source| TlsError::Config {
-            context: "link certificate",
-            source,
-        })?;
+        .map_err(config_err("link certificate"))?;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    if let Some(log) = key_log() {
-        config.key_log = log;
-    }
+    log_keys(&mut config.key_log);
     Ok(Arc::new(config))
 }
 
@@ -63,21 +52,13 @@ pub fn link_client_config(
     let verifier = PinVerifier::new(trust, false)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Config {
-            context: "link protocol versions",
-            source,
-        })?
+        .map_err(config_err("link protocol versions"))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(id.chain().to_vec(), id.key().clone_key())
-        .map_err(|source| TlsError::Config {
-            context: "link certificate",
-            source,
-        })?;
+        .map_err(config_err("link certificate"))?;
     config.resumption = rustls::client::Resumption::disabled();
-    if let Some(log) = key_log() {
-        config.key_log = log;
-    }
+    log_keys(&mut config.key_log);
     Ok(Arc::new(config))
 }
 
@@ -100,11 +81,17 @@ impl std::error::Error for PinMismatch {}
 #[derive(Debug)]
 struct PinVerifier {
     pins: Vec<Fingerprint>,
-    /// The chain check for the side that verifies a server (`ca` set).
-    roots: Option<Arc<RootCertStore>>,
-    /// The chain check for the side that verifies a client (`ca` set).
-    client_chain: Option<Arc<dyn ClientCertVerifier>>,
+    /// The chain check, when `ca` is set.
+    chain: Option<Chain>,
     provider: Arc<CryptoProvider>,
+}
+
+/// How a [`PinVerifier`] checks the chain to `ca`: for a server certificate against the roots,
+/// for a client certificate by webpki's client verifier (client-auth key usage).
+#[derive(Debug)]
+enum Chain {
+    Server(Arc<RootCertStore>),
+    Client(Arc<dyn ClientCertVerifier>),
 }
 
 impl PinVerifier {
@@ -113,7 +100,7 @@ impl PinVerifier {
             return Err(TlsError::NoPins);
         }
         let provider = provider();
-        let (mut roots_out, mut client_chain) = (None, None);
+        let mut chain = None;
         if let Some(ca) = trust.ca {
             let mut roots = RootCertStore::empty();
             for cert in ca {
@@ -123,7 +110,7 @@ impl PinVerifier {
                 })?;
             }
             let roots = Arc::new(roots);
-            if verifies_clients {
+            chain = Some(if verifies_clients {
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     roots,
                     provider.clone(),
@@ -133,17 +120,44 @@ impl PinVerifier {
                     context: "link CA",
                     source: rustls::Error::General(e.to_string()),
                 })?;
-                client_chain = Some(verifier);
+                Chain::Client(verifier)
             } else {
-                roots_out = Some(roots);
-            }
+                Chain::Server(roots)
+            });
         }
         Ok(Self {
             pins: trust.pins,
-            roots: roots_out,
-            client_chain,
+            chain,
             provider,
         })
+    }
+
+    /// The whole check of the peer's certificate, either side: the pin and the validity period
+    /// by hand, then the chain, if any, by webpki.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        self.check(end_entity, now)?;
+        match &self.chain {
+            None => {}
+            Some(Chain::Server(roots)) => {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &parsed,
+                    roots,
+                    intermediates,
+                    now,
+                    self.provider.signature_verification_algorithms.all,
+                )?;
+            }
+            Some(Chain::Client(verifier)) => {
+                verifier.verify_client_cert(end_entity, intermediates, now)?;
+            }
+        }
+        Ok(())
     }
 
     /// The pin and the validity period, checked by hand (the chain, if any, by webpki after).
@@ -177,12 +191,6 @@ impl PinVerifier {
         }
         Ok(())
     }
-
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -194,52 +202,13 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, now)?;
-        if let Some(roots) = &self.roots {
-            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &parsed,
-                roots,
-                intermediates,
-                now,
-                self.provider.signature_verification_algorithms.all,
-            )?;
-        }
+        self.verify(end_entity, intermediates, now)?;
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Links are TLS 1.3 only, so this is not reached; verifying anyway is the safe answer.
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes()
-    }
+    // Links are TLS 1.3 only, so TLS 1.2 signatures are not reached; verifying them anyway is
+    // the safe answer.
+    handshake_signatures!(provider);
 }
 
 impl ClientCertVerifier for PinVerifier {
@@ -258,44 +227,11 @@ impl ClientCertVerifier for PinVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, now)?;
-        if let Some(chain) = &self.client_chain {
-            chain.verify_client_cert(end_entity, intermediates, now)?;
-        }
+        self.verify(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes()
-    }
+    handshake_signatures!(provider);
 }
 
 /// Why a link handshake was refused, told apart so that the log line can say which and what

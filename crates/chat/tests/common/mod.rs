@@ -1,6 +1,8 @@
 //! Shared test harness: a realm on 127.0.0.1:0 with cheap password hashing, and a raw client.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod federation;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

@@ -22,6 +22,105 @@ pub fn jaring() -> assert_cmd::Command {
     cmd
 }
 
+/// Spawns `jaring <args…>` logging at info level, without colours, to a piped stderr (stdout
+/// discarded).
+pub fn spawn_logging<I, A>(args: I) -> Child
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<OsStr>,
+{
+    Command::new(cargo_bin("jaring"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jaring")
+}
+
+/// `len` bytes of xorshift noise from `seed`: no pattern a buffer size could line up with.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Echoes `data` with the echo client `client()` makes, as a file and from stdin, then an empty
+/// stdin: each run must report every byte echoed and, for `data`, its SHA-256.
+pub fn echo_verifies(client: impl Fn() -> assert_cmd::Command, data: Vec<u8>) {
+    use predicates::prelude::*;
+    use sha2::{Digest as _, Sha256};
+    use std::io::Write as _;
+
+    let hash: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(&data).expect("write temp file");
+    let expected = format!("echoed {} bytes in", data.len());
+    client()
+        .args(["--file", file.path().to_str().expect("utf-8 path")])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(expected.clone()).and(predicate::str::contains(hash.clone())),
+        );
+    client()
+        .args(["--file", "-"])
+        .write_stdin(data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(expected).and(predicate::str::contains(hash)));
+    // An empty file is a valid, if short, stream.
+    client()
+        .args(["--file", "-"])
+        .write_stdin(Vec::new())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("echoed 0 bytes"));
+}
+
+/// `jaring bench <args…> --duration 600`, which must fail (exit code 1) long before that: its
+/// stderr.
+pub fn bench_failure(args: &[&str]) -> String {
+    let out = jaring()
+        .arg("bench")
+        .args(args)
+        .args(["--duration", "600"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    String::from_utf8(out).expect("utf-8 stderr")
+}
+
+/// Users u0..u{n-1} (display name "User i"), password `pw` at the cheapest hash cost so logins
+/// are instant, in the realm store in `dir`.
+pub fn bench_users(dir: &Path, n: usize) {
+    let hash = jaring_chat::password::hash_blocking(
+        "pw",
+        jaring_chat::password::PasswordCost::INSECURE_TEST,
+    )
+    .expect("hash");
+    let users = (0..n)
+        .map(|i| jaring_chat::storage::UserRecord {
+            name: format!("u{i}"),
+            display_name: format!("User {i}"),
+            password_hash: hash.clone(),
+        })
+        .collect();
+    add_users(dir, users);
+}
+
 /// A `jaring … serve` process on a free loopback port; killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -112,14 +211,7 @@ impl ServerProcess {
         I: IntoIterator<Item = A>,
         A: AsRef<OsStr>,
     {
-        let mut child = Command::new(cargo_bin("jaring"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jaring");
+        let mut child = spawn_logging(args);
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let deadline = Instant::now() + PATIENCE;
