@@ -41,9 +41,10 @@ RUST_LOG=warn taskset -c 0 "$JARING" echo serve --bind 127.0.0.1 --port $P_ECHO 
   --tls-cert "$CERT" --tls-key "$KEY" --tls-port $P_ECHO_TLS & PID_ECHO=$!
 RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $P_TIME --tz UTC \
   --tls-cert "$CERT" --tls-key "$KEY" & PID_TIME=$!
-# socat: the TLS echo people reach for, and a TLS terminator in front of the plaintext time port.
-taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_ECHO,reuseaddr,fork,cert="$CERT",key="$KEY",verify=0 PIPE & PID_SOCAT_ECHO=$!
-taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_TIME,reuseaddr,fork,cert="$CERT",key="$KEY",verify=0 \
+# socat: the TLS echo people reach for, and a TLS terminator in front of the plaintext time port;
+# nodelay on both sides (without it Nagle holds the reply: 71 connections/s instead of 279).
+taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_ECHO,reuseaddr,fork,nodelay,cert="$CERT",key="$KEY",verify=0 PIPE & PID_SOCAT_ECHO=$!
+taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_TIME,reuseaddr,fork,nodelay,cert="$CERT",key="$KEY",verify=0 \
   TCP:127.0.0.1:$P_TIME,nodelay & PID_SOCAT_TIME=$!
 pids+=($PID_ECHO $PID_TIME $PID_SOCAT_ECHO $PID_SOCAT_TIME)
 for p in $P_ECHO $P_ECHO_TLS $P_SOCAT_ECHO $P_TIME $P_SOCAT_TIME; do wait_port $p; done
