@@ -14,6 +14,7 @@ use jaring_proto::federation::{
     DEFAULT_MAX_FRAME, Frame, LinkFramer, MAX_MEMBER_LIST_BYTES, VERSION, fit_members,
 };
 use jaring_runtime::CancellationToken;
+use jaring_runtime::transport::TLS_HANDSHAKE_RECORD;
 use rand::{Rng as _, RngExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,10 +43,6 @@ const OUTBOX_BATCH_BYTES: usize = 1024 * 1024;
 /// The shortest ping interval, whatever the configured idle limit (a tiny one would only burn
 /// writes).
 const MIN_PING_EVERY: Duration = Duration::from_millis(50);
-
-/// The first byte of a TLS connection (a handshake record). A plaintext link starts with a frame,
-/// a JSON object: `{`.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The server name a dialer sends when the peer's address has no usable host name. Links check
 /// the peer's pinned key, never a name, so this only fills the handshake's SNI field.
