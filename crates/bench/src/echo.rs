@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::{self, Clock, LoadOptions, Report, Throughput, Worker};
-use crate::net::{REQUEST_TIMEOUT, Tls, connect_for, io_kind, open_for};
+use crate::net::{REQUEST_TIMEOUT, Tls, io_kind};
 
 /// Bytes per write in `stream` mode unless `--size` says otherwise: large writes, few syscalls.
 pub const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
@@ -92,7 +92,7 @@ async fn stream(target: SocketAddr, size: usize, mut w: Worker) -> (Worker, u64)
     let mut sink = Sink::new();
     let mut echoed = 0u64;
     while !w.done() {
-        let Some(stream) = connect_for(target, &mut w).await else {
+        let Some(stream) = w.connect(target).await else {
             continue;
         };
         // Both directions work on a shared `&TcpStream` through readiness, so one task drives both.
@@ -379,7 +379,7 @@ async fn stream_tls(target: SocketAddr, tls: &Tls, size: usize, mut w: Worker) -
     let mut sink = vec![0u8; SINK_CHUNK];
     let mut echoed = 0u64;
     while !w.done() {
-        let Some(stream) = open_for(target, Some(tls), &mut w).await else {
+        let Some(stream) = w.open(target, Some(tls)).await else {
             continue;
         };
         let (reader, mut writer) = tokio::io::split(stream);
@@ -423,7 +423,7 @@ async fn round_trips(
     let mut buf = vec![0u8; size];
     let mut echoed = 0u64;
     while !w.done() {
-        let Some(stream) = open_for(target, tls, &mut w).await else {
+        let Some(stream) = w.open(target, tls).await else {
             continue;
         };
         // Compiled once per transport, so plaintext runs on the socket itself.

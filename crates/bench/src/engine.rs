@@ -1,13 +1,16 @@
 //! Runs workloads on N connections for a bounded time and reports what happened.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use jaring_runtime::ClientStream;
 use serde::Serialize;
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -218,6 +221,37 @@ impl Worker {
                 .requests
                 .fetch_add(PUBLISH_EVERY, Ordering::Relaxed);
             self.unpublished = 0;
+        }
+    }
+
+    /// [`net::connect`](crate::net::connect) for this worker: on failure the error is recorded,
+    /// the worker pauses and `None` is returned (the caller tries again while the run lasts).
+    pub(crate) async fn connect(&mut self, target: SocketAddr) -> Option<TcpStream> {
+        match crate::net::connect(target).await {
+            Ok(s) => Some(s),
+            Err(kind) => {
+                self.error_pause(kind).await;
+                None
+            }
+        }
+    }
+
+    /// [`net::open`](crate::net::open) for this worker: the connection's handshake is counted;
+    /// on failure the error is recorded, the worker pauses and `None` is returned.
+    pub(crate) async fn open(
+        &mut self,
+        target: SocketAddr,
+        tls: Option<&crate::net::Tls>,
+    ) -> Option<ClientStream> {
+        match crate::net::open(target, tls).await {
+            Ok(s) => {
+                self.opened(&s);
+                Some(s)
+            }
+            Err(kind) => {
+                self.error_pause(kind).await;
+                None
+            }
         }
     }
 

@@ -11,8 +11,6 @@ use jaring_runtime::ClientStream;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use crate::engine::Worker;
-
 /// How long a worker waits for a connect or a reply before counting an error and trying again.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -72,38 +70,6 @@ pub async fn open(target: SocketAddr, tls: Option<&Tls>) -> Result<ClientStream,
             io::ErrorKind::TimedOut => "tls handshake timeout".to_owned(),
             _ => format!("tls handshake: {e}"),
         })
-}
-
-/// [`connect`] for worker `w`: on failure the error is recorded, the worker pauses and `None`
-/// is returned (the caller tries again while the run lasts).
-pub(crate) async fn connect_for(target: SocketAddr, w: &mut Worker) -> Option<TcpStream> {
-    match connect(target).await {
-        Ok(s) => Some(s),
-        Err(kind) => {
-            w.error_pause(kind).await;
-            None
-        }
-    }
-}
-
-/// [`open`] for worker `w`: the handshake of the connection is counted; on failure the error is
-/// recorded, the worker pauses and `None` is returned (the caller tries again while the run
-/// lasts).
-pub(crate) async fn open_for(
-    target: SocketAddr,
-    tls: Option<&Tls>,
-    w: &mut Worker,
-) -> Option<ClientStream> {
-    match open(target, tls).await {
-        Ok(s) => {
-            w.opened(&s);
-            Some(s)
-        }
-        Err(kind) => {
-            w.error_pause(kind).await;
-            None
-        }
-    }
 }
 
 /// A TLS handshake over `tcp` within `timeout`.

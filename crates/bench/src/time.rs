@@ -10,7 +10,7 @@ use jaring_runtime::ClientStream;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::engine::{self, LoadOptions, Report, Worker};
-use crate::net::{REQUEST_TIMEOUT, Tls, io_kind, open, open_for};
+use crate::net::{REQUEST_TIMEOUT, Tls, io_kind, open};
 
 /// Which TIME workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub async fn run(target: SocketAddr, mode: Mode, opts: &LoadOptions) -> Report {
 
 async fn persistent(target: SocketAddr, tls: Option<&Tls>, mut w: Worker) -> Worker {
     while !w.done() {
-        let Some(stream) = open_for(target, tls, &mut w).await else {
+        let Some(stream) = w.open(target, tls).await else {
             continue;
         };
         // The loop is compiled once per transport, so plaintext runs on the socket itself.
