@@ -30,10 +30,7 @@ pub struct Tls {
 impl Tls {
     /// TLS with `config`, verifying the server as `host` (a name or an address).
     pub fn new(config: Arc<rustls::ClientConfig>, host: &str) -> Result<Self, String> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(bare.to_owned()).map_err(|_| {
-            format!("{host}: not a host name or address a TLS certificate can name")
-        })?;
+        let name = jaring_tls::server_name(host).map_err(|e| e.to_string())?;
         Ok(Self { config, name })
     }
 
@@ -72,17 +69,9 @@ pub async fn open(target: SocketAddr, tls: Option<&Tls>) -> Result<ClientStream,
         })
 }
 
-/// A TLS handshake over `tcp` within `timeout`.
+/// A TLS handshake over `tcp` within `timeout` (the runtime's, with this run's settings).
 pub async fn handshake(tcp: TcpStream, tls: &Tls, timeout: Duration) -> io::Result<ClientStream> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-    match tokio::time::timeout(timeout, connector.connect(tls.name.clone(), tcp)).await {
-        Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no TLS handshake within {} s", timeout.as_secs_f64()),
-        )),
-    }
+    jaring_runtime::handshake(tcp, &tls.config, tls.name.clone(), timeout).await
 }
 
 /// A report key for an I/O error: the operation and the error's kind, not its full text.

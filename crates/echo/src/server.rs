@@ -223,27 +223,44 @@ async fn serve_stream<T: Transport>(stream: &mut T, conn: &Conn, stats: &EchoSta
         };
         stats.took(n, n);
         watch.touch();
-        let echo = async {
-            stream.write_all(&buf[..n]).await?;
-            stream.flush().await
-        };
-        let written = match watch.run(echo).await {
-            Wait::Ready(result) => result,
-            Wait::Idle => return End::Idle,
-            Wait::Slow => return End::SlowRequest,
-            Wait::Shutdown => {
-                // What we took is given back within the grace period.
-                let rest = async {
-                    stream.write_all(&buf[..n]).await?;
-                    stream.flush().await
-                };
-                let _ = tokio::time::timeout(conn.grace.min(conn.idle_timeout), rest).await;
-                stats.gave(n);
-                return End::Shutdown;
+        // Written piece by piece so that a shutdown in the middle knows what is still owed: a
+        // write either took its bytes or did not, so nothing is sent twice.
+        let mut pos = 0;
+        let mut stopping = None;
+        while pos < n || stream.holds_output() {
+            let step = async {
+                if pos < n {
+                    stream.write(&buf[pos..n]).await
+                } else {
+                    stream.flush().await.map(|()| 0)
+                }
+            };
+            let wrote = match stopping {
+                Some(deadline) => match tokio::time::timeout_at(deadline, step).await {
+                    Ok(result) => result,
+                    Err(_) => return End::Shutdown,
+                },
+                None => match watch.run(step).await {
+                    Wait::Ready(result) => result,
+                    Wait::Idle => return End::Idle,
+                    Wait::Slow => return End::SlowRequest,
+                    Wait::Shutdown => {
+                        // What we took is given back within the grace period.
+                        let grace = conn.grace.min(conn.idle_timeout);
+                        stopping = Some(tokio::time::Instant::now() + grace);
+                        continue;
+                    }
+                },
+            };
+            match wrote {
+                Ok(0) if pos < n => return End::Error(io::ErrorKind::WriteZero.into()),
+                Ok(k) => pos += k,
+                Err(e) => return End::Error(e),
             }
-        };
-        if let Err(e) = written {
-            return End::Error(e);
+        }
+        if stopping.is_some() {
+            stats.gave(n);
+            return End::Shutdown;
         }
         stats.gave(n);
         watch.touch();

@@ -258,53 +258,21 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// `openssl s_client -verify_return_error -CAfile CA` to 127.0.0.1:`port`: sends `auth USER
-/// PASSWORD` (`login`) and returns the JSON reply read over TLS.
+/// `openssl s_client` (verifying against `ca`) to 127.0.0.1:`port`: sends `auth USER PASSWORD`
+/// (`login`) and returns the JSON reply read over TLS.
 fn openssl_chat_auth(port: u16, ca: &Path, login: &str) -> Value {
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-crlf", "-verify_return_error"])
-        .args(["-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
-        .arg(ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stdin stays open until the reply is in: s_client closes the connection at its EOF.
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("auth {login}\n").as_bytes())
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut framer = ReplyFramer::new(1 << 20);
-        let mut stdout = stdout;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(v) = framer.poll_reply().unwrap() {
-                let _ = tx.send(Some(v));
-                return;
-            }
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = tx.send(None);
-                    return;
-                }
-                Ok(n) => framer.handle_input(&buf[..n]),
-            }
-        }
-    });
-    let reply = rx.recv_timeout(PATIENCE);
-    drop(stdin);
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    match reply {
+    let (out, stderr) = support::openssl_s_client(
+        port,
+        ca,
+        &["-quiet", "-crlf"],
+        format!("auth {login}\n").as_bytes(),
+        |seen| seen.windows(4).any(|w| w == b"\r\n\r\n"),
+    );
+    let mut framer = ReplyFramer::new(1 << 20);
+    framer.handle_input(&out);
+    match framer.poll_reply() {
         Ok(Some(v)) => v,
-        other => panic!(
-            "no reply over openssl s_client ({other:?}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        other => panic!("no reply over openssl s_client ({other:?}): {stderr}"),
     }
 }
 

@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::{ServerProcess, jaring};
 
@@ -122,30 +122,14 @@ fn the_time_port_serves_strict_python_openssl_and_a_plaintext_client_at_once() {
         assert!(got.contains("JAM "), "{got}");
     }
     if support::have_tool("openssl", &["version"], "tls_cli") {
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-            .args([
-                "-ign_eof",
-                "-CAfile",
-                &ca,
-                "-verify_return_error",
-                "-verify_hostname",
-            ])
-            .arg("localhost")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"TIME\r\nQUIT\r\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let (out, _) = support::openssl_s_client(
+            server.port,
+            Path::new(&ca),
+            &["-verify_hostname", "localhost"],
+            b"TIME\r\nQUIT\r\n",
+            |seen| seen.windows(4).any(|w| w == b"JAM "),
+        );
+        let text = String::from_utf8_lossy(&out);
         assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
         assert!(text.contains("JAM "), "{text}");
     }

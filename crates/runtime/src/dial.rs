@@ -163,29 +163,40 @@ pub async fn connect(
     let Some(tls) = tls else {
         return Ok(ClientStream::Tcp(tcp));
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(bare.to_owned()).map_err(|_| DialError::ServerName {
+    let name = jaring_tls::server_name(host).map_err(|_| DialError::ServerName {
         host: host.to_owned(),
     })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-    let failed = |source| DialError::Tls {
-        host: host.to_owned(),
-        port,
-        source,
-    };
+    handshake(tcp, &tls.config, name, timeout)
+        .await
+        .map_err(|source| DialError::Tls {
+            host: host.to_owned(),
+            port,
+            source,
+        })
+}
+
+/// A client TLS handshake over `tcp` within `timeout`, verifying the server as `name`. A
+/// timeout is an error of kind `TimedOut` (a plaintext server waits for a request and says
+/// nothing).
+pub async fn handshake(
+    tcp: TcpStream,
+    config: &Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+    timeout: Duration,
+) -> io::Result<ClientStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(ClientStream::Tls(Box::new(stream))),
-        Ok(Err(e)) => Err(failed(e)),
-        Err(_) => Err(failed(io::Error::new(
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
                 "no handshake within {} s (a plaintext server waits for a request and says nothing)",
                 timeout.as_secs_f64()
             ),
-        ))),
+        )),
     }
 }
-
 /// Connects to `host:port`, trying each resolved address in turn, each within `timeout`, with
 /// TCP_NODELAY set (every jaring protocol is request/reply).
 pub async fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, DialError> {

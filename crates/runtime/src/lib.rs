@@ -30,7 +30,7 @@ pub mod service;
 pub mod transport;
 
 pub use config::{Limits, ListenConfig, Model, ServerConfig, TlsListen, TlsMode};
-pub use dial::{ClientStream, ClientTls, DialError, connect, dial};
+pub use dial::{ClientStream, ClientTls, DialError, connect, dial, handshake};
 pub use driver::{Conn, End, LineDeadline, Wait, Watch};
 pub use jaring_proto::Flow;
 pub use server::{BindError, IPV6_PREFIX_BITS, Server, Stats, address_key};

@@ -597,3 +597,51 @@ fn utf8(path: PathBuf) -> String {
         .into_string()
         .expect("a UTF-8 temp path")
 }
+
+/// `openssl s_client` to 127.0.0.1:`port`, trusting only `ca` and refusing any verification
+/// failure, with `extra` flags: sends `input`, keeps stdin open (s_client hangs up at its EOF)
+/// until what it printed satisfies `done` or the server closes, within [`PATIENCE`]. Returns its
+/// stdout and stderr.
+pub fn openssl_s_client(
+    port: u16,
+    ca: &Path,
+    extra: &[&str],
+    input: &[u8],
+    done: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> (Vec<u8>, String) {
+    use std::io::{Read as _, Write as _};
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-verify_return_error", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(ca)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write to s_client");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if done(&seen) {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    let seen = rx.recv_timeout(PATIENCE).unwrap_or_default();
+    drop(stdin);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait for s_client");
+    (seen, String::from_utf8_lossy(&out.stderr).into_owned())
+}
