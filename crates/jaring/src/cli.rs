@@ -673,9 +673,14 @@ pub enum ChatCommand {
     /// Manage users, offline, against the realm's data directory (stop the server first).
     #[command(subcommand)]
     User(UserCommand),
-    /// Interactive client, like the lab's (scriptable when stdin is piped).
-    #[command(after_help = "Examples:\n  jaring chat client\n  \
-        printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889")]
+    /// Interactive client: messages pushed as they arrive, reconnects by itself (scriptable when
+    /// stdin is piped: exit status 1 if a command failed, 2 on a usage error).
+    #[command(
+        after_help = "Examples:\n  jaring chat client              # then: auth messi, /query henderson, hi\n  \
+        jaring chat client --server realm.example.org --tls\n  \
+        printf 'auth messi surabaya\\nsend henderson hello\\n' | jaring chat client --server 127.0.0.1:8889\n  \
+        echo 'auth henderson surabaya' | jaring chat client --json --linger 5   # messages pushed within 5 s"
+    )]
     Client(ClientArgs),
     /// The realm's link certificate: print the key fingerprint its peers pin.
     #[command(subcommand)]
@@ -817,15 +822,27 @@ pub enum UserCommand {
 /// `jaring chat client`
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The realm, as host:port.
-    #[arg(long, default_value = "127.0.0.1:8889")]
-    pub server: String,
-    /// Print each reply as raw JSON.
+    /// The realm, as HOST or HOST:PORT (`[::1]:8889` for IPv6 with a port) [default:
+    /// 127.0.0.1:8889].
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "host")]
+    pub server: Option<String>,
+    /// The realm's host name or address (as --server HOST).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The realm's client port [default: 8889, or the port in --server].
+    #[arg(long, short)]
+    pub port: Option<u16>,
+    /// Print every reply and pushed message as one JSON object per line (the client's own
+    /// acks and pings excepted).
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for the connection and for each reply.
+    /// Seconds to wait for the connection, and for a reply before the connection counts as
+    /// dead (and is made again).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// Piped input: after its end, keep showing pushed messages for SECS seconds, then exit.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub linger: f64,
     /// TLS to the realm (a realm serves it on its client port with `[tls]` in its config).
     #[command(flatten)]
     pub tls: TlsClientArgs,

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
         Command::Man { dir } => cmd::man(dir.as_deref()),
-        command => run_async(command),
+        command => run_async(command, cli.global.color),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +66,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_async(command: Command) -> CmdResult {
+/// Runs an async subcommand; `color` is `--color` (the chat client colours nicks by it).
+fn run_async(command: Command, color: cli::ColorChoice) -> CmdResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("jaring-worker")
@@ -79,7 +80,7 @@ fn run_async(command: Command) -> CmdResult {
             Command::Time(args) => cmd::time::run(args).await,
             Command::Echo(args) => cmd::echo::run(args).await,
             Command::Info(args) => cmd::info::run(args).await,
-            Command::Chat(args) => cmd::chat::run(args).await,
+            Command::Chat(args) => cmd::chat::run(args, color).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Tls(args) => cmd::tls::run(args).await,

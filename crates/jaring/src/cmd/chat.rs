@@ -17,8 +17,8 @@ use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
 use crate::cli::{
-    ChatCommand, ChatTlsCommand, FingerprintArgs, ModelArg, RealmLocation, ServeArgs, UserCommand,
-    seconds,
+    ChatCommand, ChatTlsCommand, ClientArgs, ColorChoice, FingerprintArgs, ModelArg, RealmLocation,
+    ServeArgs, UserCommand, seconds,
 };
 use crate::cmd::{bind_failure, client_tls, load_tls, tls_listen, tls_mode};
 use crate::{CmdResult, Failure, signal};
@@ -37,7 +37,7 @@ impl RealmLocation {
 }
 
 /// Runs a `jaring chat` subcommand.
-pub async fn run(command: ChatCommand) -> CmdResult {
+pub async fn run(command: ChatCommand, color: ColorChoice) -> CmdResult {
     match command {
         ChatCommand::Serve(args) => serve(args).await,
         ChatCommand::Config => {
@@ -45,21 +45,60 @@ pub async fn run(command: ChatCommand) -> CmdResult {
             Ok(())
         }
         ChatCommand::User(cmd) => user(cmd).await,
-        ChatCommand::Client(args) => {
-            let opts = jaring_chat::client::ClientOptions {
-                server: args.server,
-                json: args.json,
-                timeout: seconds("timeout", args.timeout)?,
-                tls: client_tls(&args.tls)?,
-            };
-            tokio::task::spawn_blocking(move || {
-                jaring_chat::client::run(&opts, &mut std::io::stdout().lock())
-            })
-            .await
-            .map_err(|e| anyhow!("client failed: {e}"))??;
-            Ok(())
-        }
+        ChatCommand::Client(args) => client(args, color).await,
         ChatCommand::Tls(ChatTlsCommand::Fingerprint(args)) => tls_fingerprint(&args),
+    }
+}
+
+/// `jaring chat client`: exit status 1 if a command failed, 2 if a line was a usage error.
+async fn client(args: ClientArgs, color: ColorChoice) -> CmdResult {
+    use jaring_chat::client::{ClientOptions, DEFAULT_PORT, Outcome, parse_server};
+    let (host, port) = match (&args.server, &args.host) {
+        (Some(server), _) => {
+            let (host, port) = parse_server(server).ok_or_else(|| {
+                Failure::Usage(anyhow!(
+                    "--server {server}: not HOST or HOST:PORT (e.g. 127.0.0.1:8889, [::1]:8889)"
+                ))
+            })?;
+            match (port, args.port) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Failure::Usage(anyhow!(
+                        "--server {server} says port {a} and --port says {b}: give one"
+                    )));
+                }
+                (a, b) => (host, a.or(b)),
+            }
+        }
+        (None, Some(host)) => (host.clone(), args.port),
+        (None, None) => ("127.0.0.1".to_owned(), args.port),
+    };
+    let color = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
+    };
+    let opts = ClientOptions {
+        host,
+        port: port.unwrap_or(DEFAULT_PORT),
+        json: args.json,
+        color,
+        timeout: seconds("timeout", args.timeout)?,
+        tls: client_tls(&args.tls)?,
+        linger: seconds("linger", args.linger)?,
+    };
+    match jaring_chat::client::run(opts).await? {
+        Outcome::Success => Ok(()),
+        Outcome::Failed(n) => Err(Failure::Runtime(anyhow!(
+            "{n} command{} failed (see above)",
+            if n == 1 { "" } else { "s" }
+        ))),
+        Outcome::Usage(n) => Err(Failure::Usage(anyhow!(
+            "{n} line{} could not be run as typed (see the usage above)",
+            if n == 1 { "" } else { "s" }
+        ))),
     }
 }
 
