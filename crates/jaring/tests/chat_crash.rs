@@ -105,7 +105,7 @@ fn pushed_messages_survive_kill_9_exactly_once_in_order() {
     let mut got: Vec<u64> = Vec::new();
     let mut cursor = 0i64;
     // Read what is pushed, keeping the cursor as a client does.
-    let mut take = |w: &mut ChatClient, got: &mut Vec<u64>, cursor: &mut i64, until: usize| {
+    let take = |w: &mut ChatClient, got: &mut Vec<u64>, cursor: &mut i64, until: usize| {
         while got.len() < until {
             let Some(v) = w.reply() else { return };
             if v["event"] == "private" {
