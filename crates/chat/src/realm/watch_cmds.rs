@@ -12,7 +12,7 @@ use tracing::error;
 
 use super::{ConnState, Realm};
 use crate::groups::{GroupPush, WatchHandle};
-use crate::storage::Store;
+use crate::storage::{ReadCursor, Store};
 use crate::token::token_hash;
 
 /// A `watch` the realm accepted: what the connection needs to start pushing.
@@ -55,6 +55,7 @@ impl<S: Store> Realm<S> {
             error!(error = %e, %user, "cannot mark pushed messages delivered");
             ok = false;
         }
+        let mut moved = Vec::new();
         for c in cursors {
             if let Cursor::Group(group, seq) = c {
                 let key = self.group_key(group);
@@ -64,9 +65,21 @@ impl<S: Store> Realm<S> {
                     .membership(&key, user)
                     .is_some_and(|m| m.read_seq < *seq)
                 {
-                    self.advance_cursor(&key, user, *seq, true).await;
+                    self.groups.advance(&key, user, *seq);
+                    moved.push(ReadCursor {
+                        group: key,
+                        user: user.to_owned(),
+                        seq: *seq,
+                    });
                 }
             }
+        }
+        // One write for all of them: a client in many groups acknowledges them together.
+        if !moved.is_empty()
+            && let Err(e) = self.store.advance_cursors(moved).await
+        {
+            error!(error = %e, %user, "cannot store read cursors");
+            ok = false;
         }
         if ok { Ok(()) } else { Err(()) }
     }
