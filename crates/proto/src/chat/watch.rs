@@ -184,6 +184,46 @@ impl Ping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn cursor() -> impl Strategy<Value = Cursor> {
+        prop_oneof![
+            (0i64..i64::MAX).prop_map(Cursor::Private),
+            (
+                "[a-z0-9][a-z0-9_.-]{0,12}",
+                proptest::option::of("[a-z][a-z0-9]{0,6}"),
+                0i64..1 << 40
+            )
+                .prop_map(|(name, realm, seq)| {
+                    let addr = match realm {
+                        Some(r) => format!("{name}@{r}"),
+                        None => name,
+                    };
+                    Cursor::Group(Address::parse(&addr).expect("valid"), seq)
+                }),
+        ]
+    }
+
+    proptest! {
+        /// What a client encodes, the server parses back to the same cursors.
+        #[test]
+        fn cursors_survive_the_wire(cursors in proptest::collection::vec(cursor(), 1..20)) {
+            let ack = Ack { token: "T".into(), cursors };
+            let mut line = Vec::new();
+            ack.encode(&mut line);
+            let text = std::str::from_utf8(&line).expect("ascii");
+            let parsed = crate::chat::parse_command(text.trim_end().as_bytes()).expect("parses");
+            prop_assert_eq!(parsed, crate::chat::Command::Ack(ack));
+        }
+
+        /// No input makes the cursor parser panic; what it accepts encodes back to itself.
+        #[test]
+        fn any_word_is_a_cursor_or_an_error(word in "\\PC{0,40}") {
+            if let Ok(c) = Cursor::parse(&word, WATCH_USAGE) {
+                prop_assert_eq!(Cursor::parse(&c.to_string(), WATCH_USAGE).ok(), Some(c));
+            }
+        }
+    }
 
     #[test]
     fn cursors_parse_and_encode_back() {
