@@ -15,10 +15,11 @@
 //! large channels); `members` lists who is in.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use jaring_proto::chat::event::{Event, GroupMessage, MemberChange, encode_event};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::storage::{GroupRecord, MemberRecord, StoredGroupMessage};
 
@@ -60,11 +61,72 @@ struct Member {
     live: usize,
 }
 
+/// A group message on its way to a watching connection: the group's address and the event.
+pub type GroupPush = (Arc<str>, Arc<Pushed>);
+
+/// The hub's end of a watching connection (`watch`): group messages are queued to it, private
+/// messages and endings only wake it (it reads private messages from storage, in `seq` order,
+/// however the wake-ups raced). Bounded: a connection that does not take its events falls behind
+/// and is told so (`watch_end`), and the queue is dropped.
+#[derive(Debug)]
+pub struct WatchHandle {
+    id: u64,
+    user: String,
+    /// SHA-256 of the token that started it: logging that token out ends it.
+    token: [u8; 32],
+    tx: mpsc::Sender<GroupPush>,
+    wake: Notify,
+    ended: Mutex<Option<String>>,
+}
+
+impl WatchHandle {
+    /// Wakes the connection: a private message may be waiting, or the watch has ended.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next [`WatchHandle::wake`] (or at once if one happened since the last).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Ends the watch (the connection writes `watch_end` with `reason`); the first reason stays.
+    pub fn end(&self, reason: impl Into<String>) {
+        lock(&self.ended).get_or_insert_with(|| reason.into());
+        self.wake();
+    }
+
+    /// Why the watch ended, if it did.
+    pub fn ended(&self) -> Option<String> {
+        lock(&self.ended).clone()
+    }
+
+    /// Whose messages it carries.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Queues a group message; a full queue ends the watch (the connection fell behind).
+    fn push(&self, item: GroupPush, cap: usize) {
+        if self.tx.try_send(item).is_err() && !self.tx.is_closed() {
+            self.end(format!(
+                "you fell {cap} events behind, so the server stopped pushing; resume with: \
+                 watch TOKEN CURSOR…"
+            ));
+        }
+    }
+}
+
+/// Why a watch was taken over: written to the connection that watched before.
+pub const WATCH_MOVED: &str = "watching moved to another connection";
+
 #[derive(Debug, Default)]
 struct GroupState {
     members: HashMap<String, Member>,
     last_seq: i64,
     ring: Option<broadcast::Sender<Arc<Pushed>>>,
+    /// Members with a watching connection, which every message of the group is queued to.
+    watching: HashMap<String, Arc<WatchHandle>>,
     /// Members of other realms (`user@realm`), counted by realm: the peers this group's messages
     /// are fed to.
     peers: BTreeMap<String, usize>,
@@ -93,6 +155,7 @@ impl GroupState {
 
     fn remove_member(&mut self, user: &str) -> Option<Member> {
         let m = self.members.remove(user)?;
+        self.watching.remove(user);
         if let Some((_, realm)) = user.split_once('@')
             && let Some(n) = self.peers.get_mut(realm)
         {
@@ -125,6 +188,9 @@ pub struct Hub {
     live_queue: usize,
     presence_max: usize,
     feed: OnceLock<FeedHook>,
+    /// The watching connection of each user that has one. Lock order: `groups`, then this.
+    watchers: Mutex<HashMap<String, Arc<WatchHandle>>>,
+    next_watch: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -213,7 +279,94 @@ impl Hub {
             live_queue: live_queue.max(1),
             presence_max,
             feed: OnceLock::new(),
+            watchers: Mutex::default(),
+            next_watch: AtomicU64::new(1),
         }
+    }
+
+    /// Starts pushing `user`'s messages to a new watching connection, ending the watch they had
+    /// (see [`WATCH_MOVED`]). Returns its handle, its queue of group messages, and each group the
+    /// user is a member of with the member's read cursor at this instant: every message after
+    /// that is either in storage already or will be queued.
+    pub fn watch(
+        &self,
+        user: &str,
+        token: [u8; 32],
+    ) -> (
+        Arc<WatchHandle>,
+        mpsc::Receiver<GroupPush>,
+        Vec<(String, i64)>,
+    ) {
+        let (tx, rx) = mpsc::channel(self.live_queue);
+        let handle = Arc::new(WatchHandle {
+            id: self.next_watch.fetch_add(1, Ordering::Relaxed),
+            user: user.to_owned(),
+            token,
+            tx,
+            wake: Notify::new(),
+            ended: Mutex::default(),
+        });
+        let mut map = lock(&self.groups);
+        let mut cursors = Vec::new();
+        for (name, g) in map.iter_mut() {
+            if let Some(m) = g.members.get(user) {
+                cursors.push((name.clone(), m.read_seq));
+                g.watching.insert(user.to_owned(), Arc::clone(&handle));
+            }
+        }
+        let old = lock(&self.watchers).insert(user.to_owned(), Arc::clone(&handle));
+        drop(map);
+        if let Some(old) = old {
+            old.end(WATCH_MOVED);
+        }
+        (handle, rx, cursors)
+    }
+
+    /// A watching connection stopped watching: forgets its handle (unless another took over).
+    pub fn unwatch(&self, handle: &WatchHandle) {
+        let mut map = lock(&self.groups);
+        for g in map.values_mut() {
+            if g.watching
+                .get(&handle.user)
+                .is_some_and(|h| h.id == handle.id)
+            {
+                g.watching.remove(&handle.user);
+            }
+        }
+        let mut watchers = lock(&self.watchers);
+        if watchers
+            .get(&handle.user)
+            .is_some_and(|h| h.id == handle.id)
+        {
+            watchers.remove(&handle.user);
+        }
+    }
+
+    /// A private message to `user` was committed: wakes their watching connection, if any.
+    pub fn wake_private(&self, user: &str) {
+        if let Some(h) = lock(&self.watchers).get(user) {
+            h.wake();
+        }
+    }
+
+    /// Ends the watch of whoever watches with the token whose SHA-256 is `token` (logged out).
+    pub fn end_watches_of(&self, token: &[u8; 32], reason: &str) {
+        let watchers = lock(&self.watchers);
+        for h in watchers.values().filter(|h| &h.token == token) {
+            h.end(reason);
+        }
+    }
+
+    /// For each group `user` is a member of with messages after their read cursor, how many.
+    pub fn unread(&self, user: &str) -> BTreeMap<String, u64> {
+        lock(&self.groups)
+            .iter()
+            .filter_map(|(name, g)| {
+                let m = g.members.get(user)?;
+                let n = g.last_seq - m.read_seq;
+                (n > 0).then(|| (name.clone(), n.unsigned_abs()))
+            })
+            .collect()
     }
 
     /// Sets what is called when a group with members on a peer realm changes (federation sets it
@@ -314,8 +467,13 @@ impl Hub {
         let g = map
             .entry(group.to_owned())
             .or_insert_with(|| GroupState::new(read_seq));
-        if g.add_member(user, read_seq) && user.contains('@') {
-            self.wake_peers(g);
+        if g.add_member(user, read_seq) {
+            if user.contains('@') {
+                self.wake_peers(g);
+            } else if let Some(h) = lock(&self.watchers).get(user) {
+                // A watching user who joins is pushed the group's messages from now on.
+                g.watching.insert(user.to_owned(), Arc::clone(h));
+            }
         }
         g.members.len() <= self.presence_max
     }
@@ -341,9 +499,9 @@ impl Hub {
         if !g.peers.is_empty() {
             self.wake_peers(g);
         }
-        let Some(ring) = &g.ring else {
+        if g.ring.is_none() && g.watching.is_empty() {
             return;
-        };
+        }
         let mut bytes = Vec::with_capacity(160 + m.body.len());
         encode_event(
             &Event::Message(GroupMessage {
@@ -357,12 +515,21 @@ impl Hub {
             }),
             &mut bytes,
         );
-        // An error only means no receiver is left; the ring is dropped when the last one goes.
-        let _ = ring.send(Arc::new(Pushed {
+        let pushed = Arc::new(Pushed {
             seq: stored.seq,
             bytes: bytes.into_boxed_slice(),
             left: None,
-        }));
+        });
+        if !g.watching.is_empty() {
+            let name: Arc<str> = Arc::from(m.group.as_str());
+            for h in g.watching.values() {
+                h.push((Arc::clone(&name), Arc::clone(&pushed)), self.live_queue);
+            }
+        }
+        if let Some(ring) = &g.ring {
+            // An error only means no receiver is left; the ring is dropped when the last one goes.
+            let _ = ring.send(pushed);
+        }
     }
 
     /// Pushes a join (`leave` false) or leave to the group's live sessions.

@@ -16,6 +16,7 @@
 //!   [`limiter`]: failed-login limits; [`clock`]: injected time.
 //! - [`groups`]: [`groups::Hub`], the groups in memory and their live fan-out; [`live`]: the
 //!   connection loop of a live group session.
+//! - [`watch`]: [`watch::Watch`], a watching connection's pushed events (`watch`, `ack`).
 //! - [`remote`]: [`remote::Remote`], what the realm asks of its links to other realms.
 //! - [`federation`]: authenticated links to peer realms, the durable outbox, `user@realm`, and
 //!   groups across realms (`group@realm`, replicas fed by the group's home realm).
@@ -37,6 +38,7 @@ pub mod remote;
 pub mod server;
 pub mod storage;
 pub mod token;
+pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use realm::{Realm, RealmOptions};

@@ -33,6 +33,7 @@ use crate::groups::Pushed;
 use crate::realm::{LiveSession, Realm, wire_group_message};
 use crate::storage::Store;
 use crate::storage::StoredGroupMessage;
+use crate::watch::Watch;
 
 /// How often a live session stores its member's read cursor (it is always stored when the session
 /// ends). After a server crash, `inboxgroup` may return again what was pushed in this window; each
@@ -274,7 +275,9 @@ async fn post_last_lines<S: Store>(
 }
 
 /// Runs the live session until it ends. `out` holds the `group` OK (for a classic session, the
-/// joiner's `<user> telah bergabung`), written first.
+/// joiner's `<user> telah bergabung`), written first. A watching connection's other streams
+/// (private messages, other groups) keep being pushed during the session.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: Store, T: Transport>(
     realm: &Realm<S>,
     mut live: LiveSession,
@@ -283,27 +286,39 @@ pub async fn run<S: Store, T: Transport>(
     buf: &mut [u8],
     out: &mut Vec<u8>,
     conn: &Conn,
+    watch: &mut Option<Watch>,
 ) -> LiveEnd {
+    let group = live.group.clone();
+    if let Some(w) = watch.as_mut() {
+        w.enter_live(&group);
+    }
+    let mut pushed = live.subscription.read_seq;
     session.enter_live();
-    let end = if live.classic {
+    let mut input = if live.classic {
         // Whatever arrived behind the `group` line is the start of the classic client's chunks.
         let mut chunker = ClassicChunker::new(session.max_line());
         chunker.feed(&session.take_buffered());
-        let mut input = Input::Chunks(chunker);
-        drive(realm, &mut live, stream, &mut input, buf, out, conn).await
+        Input::Chunks(chunker)
     } else {
-        drive(
-            realm,
-            &mut live,
-            stream,
-            &mut Input::Lines(session),
-            buf,
-            out,
-            conn,
-        )
-        .await
+        Input::Lines(&mut *session)
     };
+    let end = drive(
+        realm,
+        &mut live,
+        stream,
+        &mut input,
+        buf,
+        out,
+        conn,
+        watch,
+        &mut pushed,
+    )
+    .await;
+    drop(input);
     session.leave_live();
+    if let Some(w) = watch.as_mut() {
+        w.leave_live(&group, pushed);
+    }
     end
 }
 
@@ -332,7 +347,7 @@ async fn end_with<T: Transport>(
     }
 }
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn drive<S: Store, T: Transport>(
     realm: &Realm<S>,
     live: &mut LiveSession,
@@ -341,6 +356,8 @@ async fn drive<S: Store, T: Transport>(
     buf: &mut [u8],
     out: &mut Vec<u8>,
     conn: &Conn,
+    watch: &mut Option<Watch>,
+    pushed: &mut i64,
 ) -> LiveEnd {
     let group = live.group.clone();
     let classic = live.classic;
@@ -358,12 +375,13 @@ async fn drive<S: Store, T: Transport>(
     }
 
     // What the member missed before this session: from storage, a page at a time.
-    let mut cursor = live.subscription.read_seq;
+    let cursor = pushed;
+    *cursor = live.subscription.read_seq;
     let page = realm.options().inbox_max_messages.max(1);
     loop {
         let msgs = match realm
             .store()
-            .group_messages(&group, cursor, page, realm.options().inbox_max_bytes)
+            .group_messages(&group, *cursor, page, realm.options().inbox_max_bytes)
             .await
         {
             Ok(m) => m,
@@ -379,19 +397,19 @@ async fn drive<S: Store, T: Transport>(
                 .await;
             }
         };
-        let mut upto = cursor;
+        let mut upto = *cursor;
         for m in &msgs.messages {
             push_stored(classic, m, out);
             upto = m.seq;
         }
         match write_watching(stream, out, live, cap, idle).await {
-            Ok(()) => cursor = upto,
+            Ok(()) => *cursor = upto,
             Err(WriteFail::Lagging) => {
                 let end = end_with(stream, live, out, slow, conn).await;
                 if matches!(end, LiveEnd::Ended) {
-                    cursor = upto;
+                    *cursor = upto;
                 }
-                realm.advance_cursor(&group, &user, cursor, true).await;
+                realm.advance_cursor(&group, &user, *cursor, true).await;
                 return end;
             }
             Err(WriteFail::Io(e)) => {
@@ -400,7 +418,7 @@ async fn drive<S: Store, T: Transport>(
                 let mut lines = Vec::new();
                 take_unread(stream, input, buf, &mut lines);
                 post_last_lines(realm, &group, &user, lines).await;
-                realm.advance_cursor(&group, &user, cursor, true).await;
+                realm.advance_cursor(&group, &user, *cursor, true).await;
                 return LiveEnd::Closed(End::Error(e));
             }
         }
@@ -409,8 +427,8 @@ async fn drive<S: Store, T: Transport>(
             break;
         }
     }
-    realm.advance_cursor(&group, &user, cursor, true).await;
-    let mut stored_cursor = cursor;
+    realm.advance_cursor(&group, &user, *cursor, true).await;
+    let mut stored_cursor = *cursor;
     let mut last_flush = Instant::now();
     let mut idle_deadline = Instant::now() + idle;
     let flush = realm.options().live_flush;
@@ -463,7 +481,7 @@ async fn drive<S: Store, T: Transport>(
         if exiting && commit.is_none() && lines.is_empty() {
             // Events already in the ring (the member's own last lines among them) are given
             // before the final OK rather than left for inboxgroup.
-            let mut upto = cursor;
+            let mut upto = *cursor;
             while out.len() < DEFAULT_LIVE_BATCH {
                 match live.subscription.events.try_recv() {
                     Ok(p) if p.seq == 0 || p.seq > upto => {
@@ -477,15 +495,15 @@ async fn drive<S: Store, T: Transport>(
             live.close();
             if !out.is_empty() {
                 match write_out(stream, out, idle).await {
-                    Ok(()) => cursor = upto,
+                    Ok(()) => *cursor = upto,
                     Err(e) => break 'live LiveEnd::Closed(End::Error(e)),
                 }
             }
             // Over before the final OK, so the member may go live again (on any connection) as
             // soon as they read it; the next session starts after what this one handed out.
-            if cursor > stored_cursor {
-                realm.advance_cursor(&group, &user, cursor, true).await;
-                stored_cursor = cursor;
+            if *cursor > stored_cursor {
+                realm.advance_cursor(&group, &user, *cursor, true).await;
+                stored_cursor = *cursor;
             }
             live.end();
             let written = if classic {
@@ -499,9 +517,9 @@ async fn drive<S: Store, T: Transport>(
             }
             break 'live LiveEnd::Exit;
         }
-        if last_flush.elapsed() >= DEFAULT_CURSOR_FLUSH && cursor > stored_cursor {
-            realm.advance_cursor(&group, &user, cursor, true).await;
-            stored_cursor = cursor;
+        if last_flush.elapsed() >= DEFAULT_CURSOR_FLUSH && *cursor > stored_cursor {
+            realm.advance_cursor(&group, &user, *cursor, true).await;
+            stored_cursor = *cursor;
             last_flush = Instant::now();
         }
         let reading = lines.len() < DEFAULT_LIVE_LINES && !exiting;
@@ -530,7 +548,7 @@ async fn drive<S: Store, T: Transport>(
             event = live.subscription.events.recv() => {
                 // Batch what else arrives within the flush interval into the same write.
                 tokio::time::sleep_until(last_write + flush).await;
-                let mut upto = cursor;
+                let mut upto = *cursor;
                 let mut lagged = false;
                 let mut left = false;
                 let mut next = match event {
@@ -564,7 +582,7 @@ async fn drive<S: Store, T: Transport>(
                 match write_watching(stream, out, live, cap, idle).await {
                     Ok(()) => {
                         // The hub hears of it with the periodic store (one lock less per write).
-                        cursor = upto;
+                        *cursor = upto;
                         last_write = Instant::now();
                         idle_deadline = last_write + idle;
                     }
@@ -576,7 +594,7 @@ async fn drive<S: Store, T: Transport>(
                     let end = end_with(stream, live, out, slow.clone(), conn).await;
                     if matches!(end, LiveEnd::Ended) {
                         // What was still unwritten got through with the `end` event.
-                        cursor = upto;
+                        *cursor = upto;
                     }
                     break end;
                 }
@@ -590,6 +608,13 @@ async fn drive<S: Store, T: Transport>(
                         conn,
                     )
                     .await;
+                }
+            }
+            // A watching connection's private messages and other groups, between batches.
+            () = crate::watch::due(watch) => {
+                crate::watch::push_due(realm, watch, out).await;
+                if let Err(e) = write_out(stream, out, idle).await {
+                    break LiveEnd::Closed(End::Error(e));
                 }
             }
             // The classic client paused: what it sent is one post.
@@ -615,8 +640,8 @@ async fn drive<S: Store, T: Transport>(
             post_last_lines(realm, &group, &user, lines).await;
         }
     }
-    if cursor > stored_cursor {
-        realm.advance_cursor(&group, &user, cursor, true).await;
+    if *cursor > stored_cursor {
+        realm.advance_cursor(&group, &user, *cursor, true).await;
     }
     debug!(%group, %user, ?end, "live session over");
     end

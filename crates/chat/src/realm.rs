@@ -24,8 +24,10 @@ use tracing::{error, info, warn};
 mod group_cmds;
 #[cfg(test)]
 mod tests;
+mod watch_cmds;
 
 pub use group_cmds::{LiveSession, wire_group_message};
+pub use watch_cmds::WatchStart;
 
 use crate::clock::Clock;
 use crate::groups::{DEFAULT_LIVE_QUEUE, DEFAULT_PRESENCE_MAX_MEMBERS, Hub};
@@ -63,7 +65,7 @@ pub const BAD_LOGIN: &str = "wrong user name or password";
 pub const BAD_TOKEN: &str = "unknown or expired token; log in again with: auth USER PASSWORD";
 
 /// The ERROR when storage fails: details go to the log, not to the client.
-const STORAGE_FAILED: &str = "the server could not store this; try again later";
+pub(crate) const STORAGE_FAILED: &str = "the server could not store this; try again later";
 
 /// Everything configurable about a realm's behaviour.
 #[derive(Debug, Clone)]
@@ -142,14 +144,17 @@ struct User {
 pub struct ConnState {
     peer: IpAddr,
     online_as: HashSet<String>,
+    idle_timeout: Duration,
 }
 
 impl ConnState {
-    /// A new connection from `peer`.
-    pub fn new(peer: IpAddr) -> Self {
+    /// A new connection from `peer`, closed after `idle_timeout` without a request (the `watch`
+    /// reply tells the client, so it can ping in time).
+    pub fn new(peer: IpAddr, idle_timeout: Duration) -> Self {
         Self {
             peer,
             online_as: HashSet::new(),
+            idle_timeout,
         }
     }
 }
@@ -179,6 +184,8 @@ pub enum Outcome {
     Deliver(Delivery),
     /// The connection is now a live group session.
     Live(LiveSession),
+    /// The connection now watches: push its user's messages.
+    Watch(WatchStart),
 }
 
 impl Drop for Delivery {
@@ -349,7 +356,7 @@ impl<S: Store> Realm<S> {
             Command::Send(c) => self.send(conn, c, out).await,
             Command::Inbox(c) => {
                 return self
-                    .inbox(conn, &c.token, out)
+                    .inbox(conn, &c.token, c.since, out)
                     .await
                     .map_or(Outcome::Replied, Outcome::Deliver);
             }
@@ -368,7 +375,7 @@ impl<S: Store> Realm<S> {
             Command::SendGroup(c) => self.sendgroup(conn, c, out).await,
             Command::InboxGroup(c) => {
                 return self
-                    .inboxgroup(conn, &c.token, &c.group, out)
+                    .inboxgroup(conn, &c.token, &c.group, c.since, out)
                     .await
                     .map_or(Outcome::Replied, Outcome::Deliver);
             }
@@ -382,6 +389,15 @@ impl<S: Store> Realm<S> {
             }
             Command::Leave(c) => self.leave_cmd(conn, &c.token, &c.group, out).await,
             Command::Realms(c) => self.realms(conn, &c.token, out).await,
+            Command::Watch(c) => {
+                let idle = conn.idle_timeout.as_secs();
+                return self
+                    .watch(conn, c, idle, out)
+                    .await
+                    .map_or(Outcome::Replied, Outcome::Watch);
+            }
+            Command::Ack(c) => self.ack(conn, c, out).await,
+            Command::Ping(c) => self.ping(conn, c, out).await,
         }
         Outcome::Replied
     }
@@ -509,13 +525,40 @@ impl<S: Store> Realm<S> {
             let _ = self.store.delete_tokens(vec![old]).await;
         }
         self.mark_online(conn, &c.user);
+        let (unread, unread_more) = self.unread_private(&c.user).await;
         reply::encode(
             &AuthOk {
                 status: Status::Ok,
                 tokenid: token,
+                unread,
+                unread_more,
+                unread_groups: self.groups.unread(&c.user),
             },
             out,
         );
+    }
+
+    /// The user's undelivered private messages counted by sender (at most the first
+    /// `inbox_max_messages` and `inbox_max_bytes` of them; `true` when more wait).
+    async fn unread_private(&self, user: &str) -> (BTreeMap<String, u64>, bool) {
+        let limit = self.options.inbox_max_messages.max(1);
+        let page = match self
+            .store
+            .pending(user, limit + 1, self.options.inbox_max_bytes)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                // Counting is a courtesy: the login itself succeeded.
+                warn!(error = %e, %user, "cannot count unread messages");
+                return (BTreeMap::new(), false);
+            }
+        };
+        let mut counts = BTreeMap::new();
+        for m in page.messages.iter().take(limit) {
+            *counts.entry(m.message.sender.clone()).or_default() += 1;
+        }
+        (counts, page.cut || page.messages.len() > limit)
     }
 
     /// Keeps a login's new hash of its user's password, now at the configured cost, in storage
@@ -700,7 +743,13 @@ impl<S: Store> Realm<S> {
                         (0..n).map(|_| Err(StoreError::Stopped)).collect()
                     }
                 },
-                _ => self.store.insert_messages(messages).await,
+                _ => {
+                    let stored = self.store.insert_messages(messages).await;
+                    for m in stored.iter().flatten() {
+                        self.groups.wake_private(&m.message.recipient);
+                    }
+                    stored
+                }
             };
             results.push(stored.into_iter());
         }
@@ -782,9 +831,17 @@ impl<S: Store> Realm<S> {
         &self,
         conn: &mut ConnState,
         token: &str,
+        since: Option<i64>,
         out: &mut Vec<u8>,
     ) -> Option<Delivery> {
         let user = self.resolve(conn, token, out).await?;
+        if let Some(since) = since.filter(|s| *s > 0)
+            && let Err(e) = self.store.mark_delivered(&user, since).await
+        {
+            error!(error = %e, "cannot mark messages delivered");
+            reply::encode_error(STORAGE_FAILED, out);
+            return None;
+        }
         if !lock(&self.leases).insert(user.clone()) {
             // Another connection of this user is being handed these very messages right now.
             reply::encode(&InboxOk::default(), out);
@@ -847,6 +904,8 @@ impl<S: Store> Realm<S> {
         };
         let hash = token_hash(token);
         lock(&self.tokens).remove(&hash);
+        self.groups
+            .end_watches_of(&hash, "the token was logged out; log in again and watch");
         if conn.online_as.remove(&user) {
             let mut online = lock(&self.online);
             if let Some(n) = online.get_mut(&user) {
@@ -1034,8 +1093,8 @@ pub(crate) fn encode_seq_page<T: Clone, R: serde::Serialize>(
     );
 }
 
-fn wire_message(m: &StoredMessage) -> Message {
-    let m = &m.message;
+pub(crate) fn wire_message(stored: &StoredMessage) -> Message {
+    let m = &stored.message;
     Message {
         msg_from: m.sender_display.clone(),
         msg_to: m.recipient_display.clone(),
@@ -1044,6 +1103,7 @@ fn wire_message(m: &StoredMessage) -> Message {
         from: m.sender.clone(),
         to: m.recipient.clone(),
         sent_at: m.sent_at,
+        seq: stored.seq,
     }
 }
 

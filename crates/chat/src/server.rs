@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use jaring_proto::chat::event::{Event, Notice, encode_event};
 use jaring_proto::chat::send::Send;
 use jaring_proto::chat::{ChatSession, Command, Request, encode_error};
 use jaring_runtime::driver::{linger_async, write_out};
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use crate::live::{self, LiveEnd};
 use crate::realm::{ConnState, Delivery, Outcome, Realm};
 use crate::storage::Store;
+use crate::watch::Watch;
 
 /// How often expired tokens are swept from memory and storage.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -150,7 +152,7 @@ impl<S: Store> ChatServer<S> {
                 Ok(s) => s,
                 Err(e) => return LiveEnd::Closed(End::Error(e)),
             };
-            let end = live::run(&self.realm, l, &mut s, session, buf, out, conn).await;
+            let end = live::run(&self.realm, l, &mut s, session, buf, out, conn, &mut None).await;
             if matches!(end, LiveEnd::Exit | LiveEnd::Ended | LiveEnd::TooLong)
                 && let Err(e) = write_out(&mut s, out, conn.grace.min(conn.idle_timeout)).await
             {
@@ -164,6 +166,252 @@ impl<S: Store> ChatServer<S> {
         }
         end
     }
+
+    /// The async connection loop, from wherever the connection stands: a new connection, or one
+    /// a connection thread hands over when it starts watching (its session may hold requests
+    /// already read; `out` may hold replies not yet written).
+    #[allow(clippy::too_many_lines)]
+    async fn run_async<T: Transport>(
+        &self,
+        stream: &mut T,
+        conn: &Conn,
+        mut session: ChatSession,
+        mut state: ConnState,
+        mut out: Vec<u8>,
+        mut watch: Option<Watch>,
+    ) -> End {
+        // Allocated only while there is something to read: an idle connection holds no read
+        // buffer (10,000 idle connections would otherwise hold 40 MiB of them).
+        let mut buf = Vec::new();
+        let idle = conn.idle_timeout;
+        let mut last_active = Instant::now();
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        let cancelled = conn.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        // The last inbox reply's messages, delivered once the client sends its next request.
+        let mut unconfirmed = None;
+        // While a request line is unfinished: when it must be finished by.
+        let mut line_deadline: Option<Instant> = None;
+        // The connection was in a JSON live session when it ended: it takes events.
+        let mut live_json = false;
+        if !out.is_empty()
+            && let Err(e) = write_out(stream, &mut out, idle).await
+        {
+            return End::Error(e);
+        }
+
+        let end = 'conn: loop {
+            if !session.has_request() {
+                let ready = tokio::select! {
+                    biased;
+                    () = &mut cancelled => break End::Shutdown,
+                    ready = readable(stream) => ready,
+                    () = crate::watch::due(&mut watch) => {
+                        crate::watch::push_due(&self.realm, &mut watch, &mut out).await;
+                        if let Err(e) = write_out(stream, &mut out, idle).await {
+                            break End::Error(e);
+                        }
+                        continue;
+                    }
+                    () = &mut idle_timer => {
+                        let now = Instant::now();
+                        if line_deadline.is_some_and(|d| now >= d) {
+                            break End::SlowRequest;
+                        }
+                        let deadline = last_active + idle;
+                        if now >= deadline {
+                            break End::Idle;
+                        }
+                        idle_timer
+                            .as_mut()
+                            .reset(line_deadline.map_or(deadline, |d| d.min(deadline)));
+                        continue;
+                    }
+                };
+                if let Err(e) = ready {
+                    break End::Error(e);
+                }
+                // Through `poll_read` rather than `try_read`: when a read leaves room in the buffer
+                // the socket is drained, and `poll_read` then clears its readiness, so the next
+                // wait does not begin with a `recv` that can only say "nothing yet" (one syscall
+                // per request, not two, with one request in flight).
+                let n = match stream.read_now(read_buffer(&mut buf, conn.read_buffer)) {
+                    Poll::Ready(Ok(0)) => break End::Eof,
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => break End::Error(e),
+                    Poll::Pending => {
+                        // Nothing to read after all: the connection is idle.
+                        buf = Vec::new();
+                        continue;
+                    }
+                };
+                last_active = Instant::now();
+                session.handle_input(&buf[..n]);
+                // A line started and not finished must be finished by its deadline, however
+                // slowly its bytes trickle in (each of which keeps the idle timer happy).
+                match (session.partial(), line_deadline) {
+                    (true, None) => {
+                        let deadline = last_active + conn.line_timeout;
+                        line_deadline = Some(deadline);
+                        if deadline < idle_timer.deadline() {
+                            idle_timer.as_mut().reset(deadline);
+                        }
+                    }
+                    (false, Some(_)) => line_deadline = None,
+                    _ => {}
+                }
+                if n < buf.len() {
+                    // The read drained the socket (see `read_now`): until it is readable again
+                    // the connection is idle, and an idle connection holds no read buffer.
+                    buf = Vec::new();
+                }
+            }
+            let mut held = None;
+            while let Some(request) = held.take().or_else(|| session.poll_request()) {
+                self.acknowledge(&mut unconfirmed).await;
+                match request {
+                    Request::Command(Command::Send(first)) => {
+                        let sends = gather_sends(first, &mut session, &mut held);
+                        self.realm.send_many(&mut state, sends, &mut out).await;
+                    }
+                    Request::Command(cmd) => {
+                        match self.realm.execute(&mut state, cmd, &mut out).await {
+                            Outcome::Replied => {}
+                            Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
+                            Outcome::Watch(start) => {
+                                // A watch again on this connection starts over from its cursors.
+                                // The old watch goes first: its handle leaves the hub.
+                                drop(watch.take());
+                                watch = Some(Watch::new(Arc::clone(self.realm.hub()), start));
+                                crate::watch::push_due(&self.realm, &mut watch, &mut out).await;
+                            }
+                            Outcome::Live(l) => {
+                                let classic = l.classic;
+                                let end = live::run(
+                                    &self.realm,
+                                    l,
+                                    stream,
+                                    &mut session,
+                                    read_buffer(&mut buf, conn.read_buffer),
+                                    &mut out,
+                                    conn,
+                                    &mut watch,
+                                )
+                                .await;
+                                match end {
+                                    LiveEnd::Exit | LiveEnd::Ended => {}
+                                    LiveEnd::TooLong => {
+                                        let _ =
+                                            write_out(stream, &mut out, conn.grace.min(idle)).await;
+                                        linger_async(stream, &mut buf).await;
+                                        self.realm.disconnect(&mut state);
+                                        return End::Closed;
+                                    }
+                                    LiveEnd::Closed(end) => {
+                                        live_json = !classic;
+                                        break 'conn end;
+                                    }
+                                }
+                                last_active = Instant::now();
+                            }
+                        }
+                    }
+                    Request::Invalid(e) => encode_error(e, &mut out),
+                    Request::TooLong(t) => {
+                        ChatSession::encode_too_long(t, &mut out);
+                        let _ = write_out(stream, &mut out, conn.grace.min(idle)).await;
+                        linger_async(stream, read_buffer(&mut buf, conn.read_buffer)).await;
+                        self.realm.disconnect(&mut state);
+                        return End::Closed;
+                    }
+                    // Live lines are taken by the live session's own loop.
+                    Request::Live(_) => {}
+                }
+                if out.len() >= DEFAULT_REPLY_BUDGET
+                    && let Err(e) = write_out(stream, &mut out, idle).await
+                {
+                    break 'conn End::Error(e);
+                }
+            }
+            if let Err(e) = write_out(stream, &mut out, idle).await {
+                break End::Error(e);
+            }
+            if out.capacity() > KEEP_REPLY_BUFFER {
+                out = Vec::new();
+            }
+        };
+        self.realm.disconnect(&mut state);
+        let events = watch.is_some() || live_json;
+        drop(watch);
+        if farewell(&mut session, &end, events, conn, &mut out) {
+            let _ = write_out(stream, &mut out, conn.grace.min(idle)).await;
+            linger_async(stream, read_buffer(&mut buf, conn.read_buffer)).await;
+        }
+        end
+    }
+
+    /// A connection thread's connection starts watching: the rest of it runs as the async loop
+    /// (it must wait on the socket and the pushed events at once), on a non-blocking duplicate
+    /// of the socket, driven from this thread.
+    fn watch_blocking(
+        &self,
+        stream: &std::net::TcpStream,
+        conn: &Conn,
+        session: ChatSession,
+        state: ConnState,
+        out: Vec<u8>,
+        watch: Watch,
+    ) -> End {
+        let dup = match stream.try_clone().and_then(|d| {
+            d.set_nonblocking(true)?;
+            Ok(d)
+        }) {
+            Ok(d) => d,
+            Err(e) => return End::Error(e),
+        };
+        self.handle.block_on(async {
+            let mut s = match TcpStream::from_std(dup) {
+                Ok(s) => s,
+                Err(e) => return End::Error(e),
+            };
+            self.run_async(&mut s, conn, session, state, out, Some(watch))
+                .await
+        })
+    }
+}
+
+/// Appends what a connection is told as the server closes it; whether to write it and linger.
+/// A connection that takes events (watching, or in a JSON live session) gets a `closing` event;
+/// one in command mode that idled gets nothing, because the classic client would read a notice
+/// as the reply to the command it sends next.
+fn farewell(
+    session: &mut ChatSession,
+    end: &End,
+    events: bool,
+    conn: &Conn,
+    out: &mut Vec<u8>,
+) -> bool {
+    let closing = |reason: String, out: &mut Vec<u8>| {
+        encode_event(&Event::Closing(Notice { reason }), out);
+    };
+    match end {
+        End::Idle if events => closing(
+            format!(
+                "idle for {} s; closing the connection",
+                conn.idle_timeout.as_secs()
+            ),
+            out,
+        ),
+        End::Idle => {}
+        End::Shutdown if events => {
+            closing("server shutting down; closing the connection".into(), out);
+        }
+        End::Shutdown => session.handle_shutdown(out),
+        End::SlowRequest => session.handle_slow_request(conn.line_timeout.as_secs(), out),
+        _ => return false,
+    }
+    true
 }
 
 impl<S: Store> Handler for ChatServer<S> {
@@ -182,155 +430,10 @@ impl<S: Store> Handler for ChatServer<S> {
     }
 
     async fn serve_async<T: Transport>(self: Arc<Self>, mut stream: T, conn: Conn) -> End {
-        let mut session = ChatSession::new(self.max_line);
-        let mut state = ConnState::new(conn.info.peer.ip());
-        // Allocated only while there is something to read: an idle connection holds no read
-        // buffer (10,000 idle connections would otherwise hold 40 MiB of them).
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        let idle = conn.idle_timeout;
-        let mut last_active = Instant::now();
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-        let cancelled = conn.shutdown.cancelled();
-        tokio::pin!(cancelled);
-        // The last inbox reply's messages, delivered once the client sends its next request.
-        let mut unconfirmed = None;
-        // While a request line is unfinished: when it must be finished by.
-        let mut line_deadline: Option<Instant> = None;
-
-        let end = 'conn: loop {
-            let ready = tokio::select! {
-                biased;
-                () = &mut cancelled => break End::Shutdown,
-                ready = readable(&mut stream) => ready,
-                () = &mut idle_timer => {
-                    let now = Instant::now();
-                    if line_deadline.is_some_and(|d| now >= d) {
-                        break End::SlowRequest;
-                    }
-                    let deadline = last_active + idle;
-                    if now >= deadline {
-                        break End::Idle;
-                    }
-                    idle_timer
-                        .as_mut()
-                        .reset(line_deadline.map_or(deadline, |d| d.min(deadline)));
-                    continue;
-                }
-            };
-            if let Err(e) = ready {
-                break End::Error(e);
-            }
-            // Through `poll_read` rather than `try_read`: when a read leaves room in the buffer the
-            // socket is drained, and `poll_read` then clears its readiness, so the next wait does
-            // not begin with a `recv` that can only say "nothing yet" (one syscall per request,
-            // not two, with one request in flight).
-            let n = match stream.read_now(read_buffer(&mut buf, conn.read_buffer)) {
-                Poll::Ready(Ok(0)) => break End::Eof,
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => break End::Error(e),
-                Poll::Pending => {
-                    // Nothing to read after all: the connection is idle.
-                    buf = Vec::new();
-                    continue;
-                }
-            };
-            last_active = Instant::now();
-            session.handle_input(&buf[..n]);
-            // A line started and not finished must be finished by its deadline, however slowly
-            // its bytes trickle in (each of which keeps the idle timer happy).
-            match (session.partial(), line_deadline) {
-                (true, None) => {
-                    let deadline = last_active + conn.line_timeout;
-                    line_deadline = Some(deadline);
-                    if deadline < idle_timer.deadline() {
-                        idle_timer.as_mut().reset(deadline);
-                    }
-                }
-                (false, Some(_)) => line_deadline = None,
-                _ => {}
-            }
-            if n < buf.len() {
-                // The read drained the socket (see `read_now`): until it is readable again the
-                // connection is idle, and an idle connection holds no read buffer.
-                buf = Vec::new();
-            }
-            let mut held = None;
-            while let Some(request) = held.take().or_else(|| session.poll_request()) {
-                self.acknowledge(&mut unconfirmed).await;
-                match request {
-                    Request::Command(Command::Send(first)) => {
-                        let sends = gather_sends(first, &mut session, &mut held);
-                        self.realm.send_many(&mut state, sends, &mut out).await;
-                    }
-                    Request::Command(cmd) => {
-                        match self.realm.execute(&mut state, cmd, &mut out).await {
-                            Outcome::Replied => {}
-                            Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
-                            Outcome::Live(l) => {
-                                let end = live::run(
-                                    &self.realm,
-                                    l,
-                                    &mut stream,
-                                    &mut session,
-                                    read_buffer(&mut buf, conn.read_buffer),
-                                    &mut out,
-                                    &conn,
-                                )
-                                .await;
-                                match end {
-                                    LiveEnd::Exit | LiveEnd::Ended => {}
-                                    LiveEnd::TooLong => {
-                                        let _ =
-                                            write_out(&mut stream, &mut out, conn.grace.min(idle))
-                                                .await;
-                                        linger_async(&mut stream, &mut buf).await;
-                                        self.realm.disconnect(&mut state);
-                                        return End::Closed;
-                                    }
-                                    LiveEnd::Closed(end) => break 'conn end,
-                                }
-                                last_active = Instant::now();
-                            }
-                        }
-                    }
-                    Request::Invalid(e) => encode_error(e, &mut out),
-                    Request::TooLong(t) => {
-                        ChatSession::encode_too_long(t, &mut out);
-                        let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
-                        linger_async(&mut stream, read_buffer(&mut buf, conn.read_buffer)).await;
-                        self.realm.disconnect(&mut state);
-                        return End::Closed;
-                    }
-                    // Live lines are taken by the live session's own loop.
-                    Request::Live(_) => {}
-                }
-                if out.len() >= DEFAULT_REPLY_BUDGET
-                    && let Err(e) = write_out(&mut stream, &mut out, idle).await
-                {
-                    break 'conn End::Error(e);
-                }
-            }
-            if let Err(e) = write_out(&mut stream, &mut out, idle).await {
-                break End::Error(e);
-            }
-            if out.capacity() > KEEP_REPLY_BUFFER {
-                out = Vec::new();
-            }
-        };
-        self.realm.disconnect(&mut state);
-        match &end {
-            End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
-            End::SlowRequest => session.handle_slow_request(conn.line_timeout.as_secs(), &mut out),
-            End::Shutdown => session.handle_shutdown(&mut out),
-            _ => {}
-        }
-        if matches!(end, End::Idle | End::SlowRequest | End::Shutdown) {
-            let _ = write_out(&mut stream, &mut out, conn.grace.min(idle)).await;
-            linger_async(&mut stream, read_buffer(&mut buf, conn.read_buffer)).await;
-        }
-        end
+        let session = ChatSession::new(self.max_line);
+        let state = ConnState::new(conn.info.peer.ip(), conn.idle_timeout);
+        self.run_async(&mut stream, &conn, session, state, Vec::new(), None)
+            .await
     }
 
     fn serve_blocking(self: Arc<Self>, mut stream: std::net::TcpStream, conn: Conn) -> End {
@@ -342,7 +445,7 @@ impl<S: Store> Handler for ChatServer<S> {
             return End::Error(e);
         }
         let mut session = ChatSession::new(self.max_line);
-        let mut state = ConnState::new(conn.info.peer.ip());
+        let mut state = ConnState::new(conn.info.peer.ip(), conn.idle_timeout);
         let mut buf = vec![0u8; conn.read_buffer];
         let mut out = Vec::new();
         let mut unconfirmed = None;
@@ -372,6 +475,10 @@ impl<S: Store> Handler for ChatServer<S> {
                         match outcome {
                             Outcome::Replied => {}
                             Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
+                            Outcome::Watch(start) => {
+                                let w = Watch::new(Arc::clone(self.realm.hub()), start);
+                                return self.watch_blocking(&stream, &conn, session, state, out, w);
+                            }
                             Outcome::Live(l) => {
                                 match self.live_blocking(
                                     l,
@@ -408,16 +515,8 @@ impl<S: Store> Handler for ChatServer<S> {
             out.clear();
         };
         self.realm.disconnect(&mut state);
-        match &end {
-            End::Idle => session.handle_idle_timeout(idle.as_secs(), &mut out),
-            End::SlowRequest => session.handle_slow_request(conn.line_timeout.as_secs(), &mut out),
-            End::Shutdown => session.handle_shutdown(&mut out),
-            _ => {}
-        }
-        if matches!(
-            end,
-            End::Idle | End::SlowRequest | End::Shutdown | End::Closed
-        ) {
+        let said = farewell(&mut session, &end, false, &conn, &mut out);
+        if said || matches!(end, End::Closed) {
             let _ = stream.set_write_timeout(Some(conn.grace.min(idle)));
             let _ = stream.write_all(&out);
             if stream.shutdown(Shutdown::Write).is_ok() {

@@ -477,3 +477,59 @@ async fn classic_group_mode_async() {
 async fn classic_group_mode_threads() {
     classic_group_mode(Model::Threads).await;
 }
+
+/// The classic client's replies byte for byte (only the token, ids and times vary), and what it
+/// meets after the idle timeout: a closed connection, never a stale frame it would take for the
+/// reply to the command it sends next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_replies_byte_for_byte_and_a_silent_idle_close() {
+    let (_dir, r) = realm_with(&["messi", "henderson"], options(), |c| {
+        c.limits.idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    let mut a = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let auth = text(classic_call_raw(&mut a, "auth messi messipw \r\n").await);
+    let t = &auth[r#"{"status":"OK","tokenid":""#.len()..][..64];
+    assert_eq!(
+        auth,
+        format!(r#"{{"status":"OK","tokenid":"{t}","unread":{{}},"unread_groups":{{}}}}"#)
+            + "\r\n\r\n"
+    );
+    let sent = text(classic_call_raw(&mut a, &format!("send {t} henderson  hi son \r\n")).await);
+    let id = &sent[r#"{"status":"OK","message":"Message Sent","id":""#.len()..][..36];
+    assert_eq!(
+        sent,
+        format!(r#"{{"status":"OK","message":"Message Sent","id":"{id}"}}"#) + "\r\n\r\n"
+    );
+    let mut b = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let auth = text(classic_call_raw(&mut b, "auth henderson hendersonpw \r\n").await);
+    assert!(auth.contains(r#""unread":{"messi":1}"#), "{auth}");
+    let tb = &auth[r#"{"status":"OK","tokenid":""#.len()..][..64];
+    let inbox = text(classic_call_raw(&mut b, &format!("inbox {tb} \r\n")).await);
+    let v: serde_json::Value = serde_json::from_str(&inbox[..inbox.len() - 4]).unwrap();
+    let m = &v["messages"]["messi"][0];
+    assert_eq!(
+        inbox,
+        format!(
+            r#"{{"status":"OK","messages":{{"messi":[{{"msg_from":"MESSI","msg_to":"HENDERSON","msg":" hi son","id":"{id}","from":"messi","to":"henderson","sent_at":{},"seq":{}}}]}}}}"#,
+            m["sent_at"], m["seq"]
+        ) + "\r\n\r\n"
+    );
+    // Quiet past the idle timeout: the server closes without writing anything.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let _ = a.write_all(format!("inbox {t} \r\n").as_bytes()).await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(TIMEOUT, a.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "a stray frame: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(b);
+    r.stop().await;
+}

@@ -1480,3 +1480,53 @@ async fn a_trickling_peer_cannot_stretch_the_handshake_nor_hold_a_link() {
     assert!(cut, "a link that never finished a frame in 20 s was kept");
     r1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_arriving_over_a_link_are_pushed_to_a_watching_user() {
+    let (r1, r2) = pair(&["messi"], &["james"]).await;
+    let (mut messi, tm) = login(r1.addr(), "messi").await;
+    let (mut james, tj) = login(r2.addr(), "james").await;
+    // james joins realm1's group through realm2, then only watches (no live session).
+    let j = messi.call(&format!("sendgroup {tm} football hello")).await;
+    assert!(ok(&j), "{j}");
+    let j = james.call(&format!("group {tj} football@realm1")).await;
+    assert!(ok(&j), "{j}");
+    james.send_raw(b"exit\r\n").await;
+    loop {
+        let v = james.reply().await.unwrap();
+        if v.get("status").is_some() {
+            assert!(ok(&v), "{v}");
+            break;
+        }
+    }
+    let w = james.call(&format!("watch {tj}")).await;
+    assert_eq!(w["message"], "Watching", "{w}");
+    for i in 0..5 {
+        assert!(ok(&messi
+            .call(&format!("send {tm} james@realm2 p{i}"))
+            .await));
+        assert!(ok(&messi
+            .call(&format!("sendgroup {tm} football g{i}"))
+            .await));
+    }
+    let (mut private, mut group) = (Vec::new(), Vec::new());
+    while private.len() < 5 || group.len() < 5 {
+        let v = james.reply().await.expect("a frame");
+        match v["event"].as_str() {
+            Some("private") => private.push(v),
+            Some("message") => {
+                assert_eq!(v["group"], "football@realm1", "{v}");
+                group.push(v["msg"].as_str().unwrap().to_owned());
+            }
+            _ => panic!("unexpected frame {v}"),
+        }
+    }
+    let texts: Vec<&str> = private.iter().map(|e| e["msg"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["p0", "p1", "p2", "p3", "p4"]);
+    assert_eq!(private[0]["from"], "messi@realm1");
+    // The link's message frame carries no display name (docs/federation.md): the address stands in.
+    assert_eq!(private[0]["msg_from"], "messi@realm1");
+    assert_eq!(group, ["g0", "g1", "g2", "g3", "g4"]);
+    r1.stop().await;
+    r2.stop().await;
+}

@@ -1592,11 +1592,16 @@ async fn handle_frames<S: Storage>(
         }
     }
     if !incoming.is_empty() {
+        let recipients: HashSet<String> = incoming.iter().map(|m| m.recipient.clone()).collect();
         // Acknowledge only what is committed; on failure the peer resends after the reconnect.
         fed.store
             .receive(incoming)
             .await
             .map_err(|e| format!("cannot store incoming messages: {e}"))?;
+        // Committed: watching recipients are pushed them now, like local messages.
+        for user in &recipients {
+            realm.hub().wake_private(user);
+        }
     }
     if !posts.is_empty() {
         realm
@@ -1651,11 +1656,19 @@ async fn handle_frames<S: Storage>(
             .map_err(|_| "link writer stopped".to_owned())?;
     }
     if !settled.is_empty() {
+        let bounced: HashSet<String> = settled
+            .iter()
+            .filter_map(|s| s.bounce.as_ref().map(|b| b.recipient.clone()))
+            .collect();
         fed.store
             .settle(pname, settled)
             .await
             .map_err(|e| format!("cannot settle the outbox: {e}"))?;
         room.notify_one();
+        // A bounce notice is a private message to the sender: pushed like any other.
+        for user in &bounced {
+            realm.hub().wake_private(user);
+        }
     }
     refused.map_or(Ok(()), Err)
 }

@@ -622,11 +622,15 @@ impl<S: Store> Realm<S> {
         conn: &mut ConnState,
         token: &str,
         group: &Address,
+        since: Option<i64>,
         out: &mut Vec<u8>,
     ) -> Option<Delivery> {
         let user = self.resolve(conn, token, out).await?;
         let group = self.group_name(group, out).await?;
-        self.require_member(&group, &user, out)?;
+        let read_seq = self.require_member(&group, &user, out)?;
+        if let Some(since) = since.filter(|s| *s > read_seq) {
+            self.advance_cursor(&group, &user, since, true).await;
+        }
         let key = lease_key(&user, &group);
         let read_seq = {
             let mut leases = lock(&self.leases);

@@ -69,7 +69,10 @@ fn bodies(messages: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_message_waits_in_the_inbox_until_the_reply_is_confirmed() {
     let realm = realm(&["messi", "henderson"]).await;
-    let (mut a, mut b) = (ConnState::new(PEER), ConnState::new(PEER));
+    let (mut a, mut b) = (
+        ConnState::new(PEER, std::time::Duration::from_secs(300)),
+        ConnState::new(PEER, std::time::Duration::from_secs(300)),
+    );
     let ta = login(&realm, &mut a, "messi").await;
     let tb = login(&realm, &mut b, "henderson").await;
     for body in ["one", "two"] {
@@ -107,7 +110,7 @@ async fn a_message_waits_in_the_inbox_until_the_reply_is_confirmed() {
 #[tokio::test]
 async fn tokens_speak_only_for_their_user_and_end_at_logout() {
     let realm = realm(&["messi", "henderson"]).await;
-    let mut a = ConnState::new(PEER);
+    let mut a = ConnState::new(PEER, std::time::Duration::from_secs(300));
     let ta = login(&realm, &mut a, "messi").await;
     let r = call(&realm, &mut a, "auth messi wrong").await;
     assert_eq!(r["status"], "ERROR");
@@ -129,7 +132,7 @@ async fn tokens_speak_only_for_their_user_and_end_at_logout() {
 #[tokio::test]
 async fn a_restart_keeps_users_tokens_and_undelivered_messages() {
     let realm1 = realm(&["messi", "henderson"]).await;
-    let mut a = ConnState::new(PEER);
+    let mut a = ConnState::new(PEER, std::time::Duration::from_secs(300));
     let ta = login(&realm1, &mut a, "messi").await;
     let r = call(&realm1, &mut a, &format!("send {ta} henderson kept")).await;
     assert_eq!(r["status"], "OK");
@@ -143,7 +146,7 @@ async fn a_restart_keeps_users_tokens_and_undelivered_messages() {
     let realm2 = Realm::open(options, store, Arc::new(ManualClock::default()))
         .await
         .unwrap();
-    let mut b = ConnState::new(PEER);
+    let mut b = ConnState::new(PEER, std::time::Duration::from_secs(300));
     let r = call(&realm2, &mut a, &format!("users {ta}")).await;
     assert_eq!(r["status"], "OK", "the token survived: {r}");
     let tb = login(&realm2, &mut b, "henderson").await;
@@ -154,7 +157,10 @@ async fn a_restart_keeps_users_tokens_and_undelivered_messages() {
 #[tokio::test]
 async fn group_posts_are_ordered_gap_free_and_read_from_each_members_cursor() {
     let realm = realm(&["messi", "henderson"]).await;
-    let (mut a, mut b) = (ConnState::new(PEER), ConnState::new(PEER));
+    let (mut a, mut b) = (
+        ConnState::new(PEER, std::time::Duration::from_secs(300)),
+        ConnState::new(PEER, std::time::Duration::from_secs(300)),
+    );
     let ta = login(&realm, &mut a, "messi").await;
     let tb = login(&realm, &mut b, "henderson").await;
     let r = call(&realm, &mut a, &format!("sendgroup {ta} chess before")).await;
@@ -267,7 +273,7 @@ async fn a_message_to_another_realm_goes_to_the_federation_in_the_senders_name()
     let realm = realm(&["messi"]).await;
     let remote = Arc::new(Recorder::default());
     realm.set_remote(Arc::clone(&remote) as Arc<dyn Remote>);
-    let mut a = ConnState::new(PEER);
+    let mut a = ConnState::new(PEER, std::time::Duration::from_secs(300));
     let ta = login(&realm, &mut a, "messi").await;
     let r = call(&realm, &mut a, &format!("send {ta} ronaldo@realm2 ola")).await;
     assert_eq!(r["status"], "OK", "{r}");

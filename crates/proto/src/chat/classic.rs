@@ -110,7 +110,8 @@ pub fn render_event(event: &Event, out: &mut Vec<u8>) {
         Event::Message(m) => (&m.from, None),
         Event::Join(c) => (&c.user, Some(" telah bergabung")),
         Event::Leave(c) => (&c.user, Some(" meninggalkan group")),
-        Event::End(_) => return,
+        // Classic clients never watch; a live session's end is written the lab's way.
+        Event::End(_) | Event::Private(_) | Event::WatchEnd(_) | Event::Closing(_) => return,
     };
     if !out.is_empty() {
         out.push(b'\n');

@@ -3,7 +3,7 @@
 use crate::chat::address::{AddressError, excerpt};
 use crate::chat::{
     auth, group, groups, history, inbox, inboxgroup, leave, logout, members, next_param, realms,
-    send, sendgroup, users,
+    send, sendgroup, users, watch,
 };
 
 /// A request, parsed. Each variant's struct lives in its own module with its parser and encoder.
@@ -35,10 +35,16 @@ pub enum Command {
     Leave(leave::Leave),
     /// `realms TOKEN`
     Realms(realms::Realms),
+    /// `watch TOKEN [CURSOR…]`
+    Watch(watch::Watch),
+    /// `ack TOKEN CURSOR…`
+    Ack(watch::Ack),
+    /// `ping [TOKEN]`
+    Ping(watch::Ping),
 }
 
 /// The commands this realm knows, for error messages.
-pub const COMMANDS: &str = "auth, send, inbox, logout, users, history, group, sendgroup, inboxgroup, groups, members, leave, realms";
+pub const COMMANDS: &str = "auth, send, inbox, logout, users, history, group, sendgroup, inboxgroup, groups, members, leave, realms, watch, ack, ping";
 
 /// Why a request line was refused. The connection stays open; the `Display` text is the ERROR's
 /// `message`.
@@ -88,6 +94,9 @@ impl Command {
             Self::Members(_) => members::WORD,
             Self::Leave(_) => leave::WORD,
             Self::Realms(_) => realms::WORD,
+            Self::Watch(_) => watch::WATCH,
+            Self::Ack(_) => watch::ACK,
+            Self::Ping(_) => watch::PING,
         }
     }
 
@@ -107,6 +116,9 @@ impl Command {
             Self::Members(c) => c.encode(out),
             Self::Leave(c) => c.encode(out),
             Self::Realms(c) => c.encode(out),
+            Self::Watch(c) => c.encode(out),
+            Self::Ack(c) => c.encode(out),
+            Self::Ping(c) => c.encode(out),
         }
     }
 }
@@ -149,6 +161,12 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         Command::Leave(leave::Leave::parse(params)?)
     } else if word.eq_ignore_ascii_case(realms::WORD) {
         Command::Realms(realms::Realms::parse(params)?)
+    } else if word.eq_ignore_ascii_case(watch::WATCH) {
+        Command::Watch(watch::Watch::parse(params)?)
+    } else if word.eq_ignore_ascii_case(watch::ACK) {
+        Command::Ack(watch::Ack::parse(params)?)
+    } else if word.eq_ignore_ascii_case(watch::PING) {
+        Command::Ping(watch::Ping::parse(params)?)
     } else {
         return Err(ParseError::Unknown(excerpt(word)));
     };
@@ -215,8 +233,22 @@ mod tests {
         assert_eq!(
             parse("inbox abc "),
             Ok(Command::Inbox(inbox::Inbox {
-                token: "abc".into()
+                token: "abc".into(),
+                since: None,
             }))
+        );
+        assert_eq!(
+            parse("inbox abc 41"),
+            Ok(Command::Inbox(inbox::Inbox {
+                token: "abc".into(),
+                since: Some(41),
+            }))
+        );
+        assert!(
+            parse("inbox abc x")
+                .expect_err("not a seq")
+                .to_string()
+                .contains("SINCE must be")
         );
         // The classic client builds the message as " w1 w2", so its line has two spaces after TO.
         assert_eq!(

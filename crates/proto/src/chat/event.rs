@@ -1,4 +1,5 @@
-//! Events a live group session pushes, framed so a client can always tell them from replies.
+//! Events a live group session or a watching connection is pushed, framed so a client can always
+//! tell them from replies.
 //!
 //! An event is one JSON object with an `"event"` field (and never a `"status"` field), followed by
 //! `\r\n\r\n`, exactly like a reply: the same [`crate::chat::ReplyFramer`] splits both, and the
@@ -51,6 +52,13 @@ pub struct Ended {
     pub reason: String,
 }
 
+/// Why the server stopped pushing to a watching connection, or is about to close it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Why, for people.
+    pub reason: String,
+}
+
 /// A pushed event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -63,6 +71,13 @@ pub enum Event {
     Leave(MemberChange),
     /// The server ended this live session; the connection is in command mode again.
     End(Ended),
+    /// A private message to the watching user (`watch`).
+    Private(crate::chat::reply::Message),
+    /// The server stopped pushing to this connection (`watch`); it stays open.
+    #[serde(rename = "watch_end")]
+    WatchEnd(Notice),
+    /// The server is about to close this connection.
+    Closing(Notice),
 }
 
 /// Appends `event` and the frame end; pure ASCII, like replies (see [`crate::chat::ascii`]).

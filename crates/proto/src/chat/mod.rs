@@ -20,6 +20,8 @@
 //!   events a live session pushes, and their framing, in [`event`].
 //! - [`reply`]: the reply objects, their encoder and a bounded reply framer for clients; every reply
 //!   and event is pure ASCII JSON, written through [`ascii::AsciiFormatter`].
+//! - Pushed events that survive reconnects: [`watch`] (`watch`, `ack`, `ping` and their cursors);
+//!   the events themselves in [`event`].
 //! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
 
 pub mod address;
@@ -43,6 +45,7 @@ pub mod send;
 pub mod sendgroup;
 pub mod session;
 pub mod users;
+pub mod watch;
 
 pub use address::{Address, AddressError};
 pub use command::{Command, ParseError, parse_command};

@@ -36,6 +36,32 @@ pub struct AuthOk {
     pub status: Status,
     /// The session token every other command takes.
     pub tokenid: String,
+    /// Private messages not yet delivered, by sender address (an addition: the classic client
+    /// ignores it).
+    #[serde(default)]
+    pub unread: std::collections::BTreeMap<String, u64>,
+    /// True when more were waiting than were counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unread_more: bool,
+    /// For each group the user is a member of with messages after their read cursor, how many.
+    #[serde(default)]
+    pub unread_groups: std::collections::BTreeMap<String, u64>,
+}
+
+/// The OK of `watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchOk {
+    /// Always OK.
+    pub status: Status,
+    /// `Watching`.
+    pub message: String,
+    /// Whose messages are pushed.
+    pub user: String,
+    /// Seconds of silence from the client after which the server closes the connection: send
+    /// `ping` well within it.
+    pub idle_timeout: u64,
+    /// Private messages pushed beyond the last acknowledged one, at most.
+    pub private_window: u64,
 }
 
 /// The OK of `send`: the lab's fields plus the id the message was stored under.
@@ -66,6 +92,10 @@ pub struct Message {
     pub to: String,
     /// When the realm committed it, in milliseconds since the Unix epoch.
     pub sent_at: i64,
+    /// The realm's commit order: it increases from message to message to one recipient (the
+    /// cursor of `inbox TOKEN SINCE`, `watch` and `ack`).
+    #[serde(default)]
+    pub seq: i64,
 }
 
 /// The OK of `inbox`: messages grouped by sender address, each group oldest first.
@@ -288,6 +318,7 @@ mod tests {
             from: "messi".into(),
             to: "henderson".into(),
             sent_at: 1,
+            seq: 7,
         };
         let inbox = InboxOk {
             messages: vec![("zed".into(), vec![]), ("messi".into(), vec![m])],

@@ -104,6 +104,11 @@ impl ChatSession {
         })
     }
 
+    /// Whether a complete request waits to be taken with [`ChatSession::poll_request`].
+    pub fn has_request(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The server accepted `group`: from the next line on, lines are live messages.
     pub fn enter_live(&mut self) {
         self.live = true;
