@@ -106,3 +106,104 @@ fn a_memory_realm_from_the_command_line_serves_and_keeps_nothing() {
         "nothing survives a memory realm's restart"
     );
 }
+
+/// Runs the client on `script` with `args`: its exit code, stdout and stderr.
+fn run_client(args: &[&str], script: &str) -> (Option<i32>, String, String) {
+    let out = jaring()
+        .args(["chat", "client"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .write_stdin(script)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn piped_use_exits_1_when_a_command_fails_and_2_on_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let server = ServerProcess::start(&["chat", "serve"], &["--data-dir", data.to_str().unwrap()]);
+    let at = format!("127.0.0.1:{}", server.port);
+    let server_args = ["--server", at.as_str()];
+
+    let (code, out, err) = run_client(&server_args, "auth messi surabaya\nsend henderson hi\n");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("logged in as messi") && out.contains("sent"),
+        "{out}"
+    );
+
+    let (code, out, err) = run_client(&server_args, "auth messi wrong\n");
+    assert_eq!(code, Some(1), "a refused login fails the run: {out}{err}");
+    assert!(out.contains("wrong user name or password"), "{out}");
+
+    let (code, out, _) = run_client(&server_args, "inbox\n");
+    assert_eq!(code, Some(1), "a command before auth fails: {out}");
+    assert!(out.contains("not logged in"), "{out}");
+
+    let (code, out, _) = run_client(&server_args, "auth messi surabaya\nsend nobody hi\n");
+    assert_eq!(code, Some(1), "an ERROR reply fails the run: {out}");
+    assert!(out.contains("no user \"nobody\""), "{out}");
+
+    // The usage is the command's own, and the run goes on after it.
+    let (code, out, err) = run_client(
+        &server_args,
+        "auth messi surabaya\nsend henderson\nhistory\ndance\nsend henderson still sent\n",
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.contains("usage: send TO MESSAGE"), "{out}");
+    assert!(out.contains("usage: history PEER [N]"), "{out}");
+    assert!(out.contains("unknown command \"dance\""), "{out}");
+    assert!(
+        out.ends_with("sent\n"),
+        "the line after the mistakes still ran: {out}"
+    );
+    assert!(err.contains("could not be run as typed"), "{err}");
+
+    // auth USER alone asks for the password at a terminal; a script must give it.
+    let (code, out, _) = run_client(&server_args, "auth messi\n");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("usage: auth messi PASSWORD"), "{out}");
+}
+
+#[test]
+fn the_server_is_host_or_host_and_port_and_the_port_defaults_to_8889() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let server = ServerProcess::start(&["chat", "serve"], &["--data-dir", data.to_str().unwrap()]);
+    let port = server.port.to_string();
+    for args in [
+        vec!["--server", "127.0.0.1", "--port", port.as_str()],
+        vec!["--host", "127.0.0.1", "--port", port.as_str()],
+        vec!["--server", "localhost", "-p", port.as_str()],
+    ] {
+        let (code, out, err) = run_client(&args, "auth messi surabaya\nrealms\n");
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+        assert!(out.contains("realm realm1"), "{args:?}: {out}");
+    }
+    let both = format!("127.0.0.1:{port}");
+    let (code, _, err) = run_client(&["--server", &both, "--port", "1"], "");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("give one"), "{err}");
+    let (code, _, err) = run_client(&["--server", "127.0.0.1:http"], "");
+    assert_eq!(code, Some(2), "{err}");
+
+    // Without a port, 8889: the client connects there (if the port is free to listen on here).
+    match std::net::TcpListener::bind("127.0.0.1:8889") {
+        Ok(listener) => {
+            let (code, out, err) = run_client(&["--server", "127.0.0.1"], "help\n");
+            assert_eq!(code, Some(0), "{out}{err}");
+            listener.set_nonblocking(true).unwrap();
+            assert!(
+                listener.accept().is_ok(),
+                "the client connected to port 8889"
+            );
+        }
+        Err(e) => eprintln!("default port not checked: 127.0.0.1:8889 is taken here ({e})"),
+    }
+}

@@ -645,3 +645,159 @@ pub fn openssl_s_client(
     let out = child.wait_with_output().expect("wait for s_client");
     (seen, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A free loopback port (bound, then released): for a server that must come back on the same
+/// port after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `jaring chat client <args…>` as a running process with a piped stdin (kept open until
+/// [`ClientProcess::finish`]) whose stdout lines and stderr lines are collected as they come.
+pub struct ClientProcess {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// Every stdout line so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every stderr line so far (the client's notices: Disconnected, Reconnected, …).
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ClientProcess {
+    /// Starts the client with `args` after `chat client`.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(cargo_bin("jaring"))
+            .args(["chat", "client"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("TZ", "UTC")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jaring chat client");
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().expect("lines").push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Types `line` (a line end is added).
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to the client");
+        stdin.flush().expect("flush");
+    }
+
+    /// Stdout lines parsed as JSON (with `--json`), skipping any that are not.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Closes stdin (the end of input) and waits for the exit: its code.
+    pub fn finish(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the client did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay on a loopback port to `upstream` that can reset every connection through it: an
+/// RST to both ends (SO_LINGER 0, then the socket's only descriptor closed), no FIN first.
+pub struct Relay {
+    /// Where clients connect.
+    pub port: u16,
+    reset: tokio::sync::broadcast::Sender<()>,
+    /// Connections accepted so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    /// Starts relaying to 127.0.0.1:`upstream`, on a runtime of its own.
+    pub fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let (reset, _) = tokio::sync::broadcast::channel(16);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (resets, count) = (reset.clone(), std::sync::Arc::clone(&accepted));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let mut reset = resets.subscribe();
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let Ok(mut server) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = reset.recv() => {
+                                for s in [&client, &server] {
+                                    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        Self {
+            port,
+            reset,
+            accepted,
+        }
+    }
+
+    /// Resets every connection through the relay now.
+    pub fn reset_all(&self) {
+        let _ = self.reset.send(());
+    }
+}
