@@ -209,8 +209,27 @@ fn at_a_terminal_pushed_messages_do_not_garble_the_typed_line_and_drops_are_show
     server.kill9();
     term.wait_row("Disconnected", |r| r.contains("Disconnected"));
     term.wait_row("the reconnect plan", |r| r.contains("reconnecting in"));
+    // A line typed while it is down waits for the reconnect.
+    term.type_text("/msg messi typed while down");
+    term.enter();
+    term.wait_row("the line is kept", |r| {
+        r.contains("will be sent once reconnected")
+    });
+    // A new password ends henderson's sessions: the token is refused after the restart, and the
+    // client logs in again with the password it kept.
+    support::jaring()
+        .args(["chat", "user", "passwd", "henderson", "--data-dir"])
+        .arg(&data)
+        .write_stdin("surabaya\n")
+        .assert()
+        .success();
     let _server = realm(port, &data);
     term.wait_row("Reconnected", |r| r.contains("Reconnected"));
+    support::wait_for("the line typed while down to arrive", PATIENCE, || {
+        inbox_texts(port, "messi")
+            .iter()
+            .any(|t| t == "typed while down")
+    });
     let mut messi = ChatClient::connect(port);
     let tm = messi.auth("messi", "surabaya");
     messi.ok(&format!("send {tm} henderson after the restart"));

@@ -151,6 +151,7 @@ fn every_message_exactly_once_in_order_through_a_connection_reset_at_random_poin
     stop.store(true, Ordering::SeqCst);
     let (relay, resets) = resetter.join().unwrap();
     let reconnects = relay.accepted.load(Ordering::SeqCst);
+    eprintln!("{resets} resets, {reconnects} connections");
     assert!(
         reconnects > 1,
         "the client reconnected after the resets ({resets} resets, {reconnects} connections)"
@@ -225,4 +226,40 @@ fn a_pinging_client_outlives_a_2_s_idle_timeout_and_gets_everything() {
         "the pinging client was never dropped: {said}"
     );
     assert_eq!(client.finish(), Some(0));
+}
+
+#[test]
+fn a_client_whose_messages_another_client_took_does_not_take_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let server = ServerProcess::start(&["chat", "serve"], &["--data-dir", data.to_str().unwrap()]);
+    let first = start_client(server.port, &[]);
+    let second = start_client(server.port, &[]);
+    wait_for("the first client to hear it moved", PATIENCE, || {
+        first.json_lines().iter().any(|v| v["event"] == "watch_end")
+    });
+    // Were the first to take the stream back, the two would take turns and the second would
+    // miss messages.
+    std::thread::sleep(Duration::from_secs(2));
+    let private: Vec<String> = (0..20)
+        .map(|i| format!("send {{T}} henderson p{i:04}"))
+        .collect();
+    flood(server.port, "messi", &private);
+    wait_for("the second client to get them all", PATIENCE, || {
+        shown(&second).0.len() >= 20
+    });
+    let (got, _) = shown(&second);
+    let want: Vec<String> = (0..20).map(|i| format!("p{i:04}")).collect();
+    assert_eq!(got, want);
+    assert!(
+        shown(&first).0.is_empty(),
+        "the first client does not watch any more"
+    );
+    assert!(
+        notices(&first).contains("/watch takes them back"),
+        "{}",
+        notices(&first)
+    );
+    assert_eq!(first.finish(), Some(0));
+    assert_eq!(second.finish(), Some(0));
 }
