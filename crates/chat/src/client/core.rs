@@ -595,9 +595,10 @@ impl Core {
                     self.send_watch(&token, None).await;
                 }
             }
+            // Also when not watching (another client took the stream): the realm closes a
+            // quiet connection, and reconnecting every idle timeout would only be noise.
             if let (Some(every), Some(token), Some(conn)) =
                 (self.ping_every, self.token.clone(), &self.conn)
-                && self.watching
                 && now.duration_since(conn.last_write) >= every
             {
                 self.send(format!("ping {token}"), What::Quiet).await;
@@ -988,7 +989,18 @@ impl Core {
             }
             (Kind::Realms, true) => self.realm = v["realm"].as_str().map(str::to_owned),
             (Kind::Inbox, true) => {
-                // What an inbox shows is shown: the watch must not show it again.
+                // What was pushed and shown already is not shown again (the text, not the JSON,
+                // which stays the realm's reply); what the inbox shows, the watch then drops.
+                let shown = self.cursors.private;
+                if !self.out.json
+                    && let Some(by_sender) = v["messages"].as_object_mut()
+                {
+                    for list in by_sender.values_mut() {
+                        if let Some(list) = list.as_array_mut() {
+                            list.retain(|m| !is_at_or_below(m, shown));
+                        }
+                    }
+                }
                 let most = v["messages"]
                     .as_object()
                     .into_iter()
@@ -997,11 +1009,17 @@ impl Core {
                     .filter_map(|m| m["seq"].as_u64())
                     .max();
                 if let Some(most) = most {
-                    self.cursors.private = Some(self.cursors.private.map_or(most, |c| c.max(most)));
+                    self.cursors.private = Some(shown.map_or(most, |c| c.max(most)));
                 }
             }
             (Kind::InboxGroup, true) => {
                 let group = v["group"].as_str().unwrap_or(&req.args).to_owned();
+                let shown = self.cursors.groups.get(&group).copied();
+                if !self.out.json
+                    && let Some(list) = v["messages"].as_array_mut()
+                {
+                    list.retain(|m| !is_at_or_below(m, shown));
+                }
                 let most = v["messages"]
                     .as_array()
                     .into_iter()
@@ -1009,7 +1027,7 @@ impl Core {
                     .filter_map(|m| m["seq"].as_u64())
                     .max();
                 if let Some(most) = most {
-                    let c = self.cursors.groups.entry(group).or_default();
+                    let c = self.cursors.groups.entry(group).or_insert(most);
                     *c = (*c).max(most);
                 }
             }
@@ -1054,6 +1072,14 @@ impl Core {
     /// At the end: acknowledge what was shown (or ping, which tells the realm the last inbox
     /// reply arrived) and wait for the replies, so the next run does not see it again.
     async fn goodbye(&mut self) {
+        if !self.waiting.is_empty() {
+            let n = self.waiting.len();
+            self.out.notice(&format!(
+                "{n} typed line{} NOT sent: the connection is down",
+                if n == 1 { " was" } else { "s were" }
+            ));
+            self.failures += 1;
+        }
         for _ in 0..3 {
             if self.token.is_none() || self.conn.as_ref().is_none_or(|c| !c.ready) {
                 return;
@@ -1076,6 +1102,11 @@ impl Core {
             }
         }
     }
+}
+
+/// Whether message `m`'s `seq` is at or below `cursor` (already shown).
+fn is_at_or_below(m: &Value, cursor: Option<u64>) -> bool {
+    matches!((m["seq"].as_u64(), cursor), (Some(seq), Some(c)) if seq <= c)
 }
 
 /// The `/`-word that repeats a request of `kind`.
