@@ -68,6 +68,10 @@ impl Tmux {
         );
     }
 
+    fn tab(&self) {
+        assert!(self.run(&["send-keys", "-t", "t", "Tab"]).status.success());
+    }
+
     fn enter(&self) {
         assert!(
             self.run(&["send-keys", "-t", "t", "Enter"])
@@ -236,7 +240,14 @@ fn at_a_terminal_pushed_messages_do_not_garble_the_typed_line_and_drops_are_show
     term.wait_row("a message pushed after the reconnect", |r| {
         r.ends_with("<messi> after the restart")
     });
-    term.type_text("/query messi");
+    // Tab completes commands and names (messi is known from the users list and the messages).
+    term.type_text("/que");
+    term.tab();
+    term.type_text("mes");
+    term.tab();
+    term.wait_row("the completed line", |r| {
+        r == "henderson@realm1> /query messi"
+    });
     term.enter();
     term.wait_row("the prompt in a conversation", |r| {
         r.starts_with("henderson@realm1 [messi]>")

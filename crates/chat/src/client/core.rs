@@ -710,16 +710,9 @@ impl Core {
             .target
             .as_ref()
             .map_or_else(String::new, |t| format!(" [{}]", t.name()));
-        let state = match (&self.conn, self.next_attempt) {
-            (None, Some(at)) => {
-                let left = at.saturating_duration_since(Instant::now());
-                format!(" (reconnecting in {})", seconds(left))
-            }
-            (None, None) => " (reconnecting)".to_owned(),
-            (Some(c), _) if !c.ready => " (connecting)".to_owned(),
-            _ => String::new(),
-        };
-        *lock(&self.shared.prompt) = format!("{who}{place}{state}> ");
+        // The connection's state is not in the prompt: rustyline draws a prompt once per line,
+        // so a state in it would be stale by the time it changed (notices say it instead).
+        *lock(&self.shared.prompt) = format!("{who}{place}> ");
         *lock(&self.shared.in_conversation) = self.target.is_some();
     }
 
