@@ -167,6 +167,9 @@ fn at_a_terminal_pushed_messages_do_not_garble_the_typed_line_and_drops_are_show
 
     // Half a line typed, then a message arrives.
     term.type_text("/msg messi hello wor");
+    term.wait_row("the half line", |r| {
+        r == "henderson@realm1> /msg messi hello wor"
+    });
     let mut messi = ChatClient::connect(port);
     let tm = messi.auth("messi", "surabaya");
     messi.ok(&format!("send {tm} henderson pushed while you type"));
