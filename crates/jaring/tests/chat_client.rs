@@ -212,3 +212,60 @@ fn the_server_is_host_or_host_and_port_and_the_port_defaults_to_8889() {
         Err(e) => eprintln!("default port not checked: 127.0.0.1:8889 is taken here ({e})"),
     }
 }
+
+#[test]
+fn messages_show_local_hh_mm_and_nicks_coloured_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let server = ServerProcess::start(&["chat", "serve"], &["--data-dir", data.to_str().unwrap()]);
+    let at = format!("127.0.0.1:{}", server.port);
+    let mut messi = ChatClient::connect(server.port);
+    let tm = messi.auth("messi", "surabaya");
+    messi.ok(&format!("send {tm} henderson what time is it"));
+
+    let show = |tz: &str, color: &str, no_color: bool| {
+        let mut cmd = jaring();
+        cmd.args(["--color", color, "chat", "client", "--server", &at])
+            .env("TZ", tz)
+            .write_stdin("auth henderson surabaya\nhistory messi 1\n");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // `[hh:mm]` of the line that carries the message.
+    let minutes = |shown: &str| -> i32 {
+        let line = shown
+            .lines()
+            .find(|l| l.contains("what time is it"))
+            .unwrap_or_else(|| panic!("{shown}"));
+        let at = line.find('[').unwrap();
+        let hh: i32 = line[at + 1..at + 3].parse().unwrap();
+        let mm: i32 = line[at + 4..at + 6].parse().unwrap();
+        hh * 60 + mm
+    };
+    let utc = show("UTC", "never", false);
+    let jakarta = show("Asia/Jakarta", "never", false);
+    // Jakarta is UTC+7 all year (the minute may tick between the two runs).
+    let diff = (minutes(&jakarta) - minutes(&utc)).rem_euclid(24 * 60);
+    assert!((7 * 60..=7 * 60 + 1).contains(&diff), "{utc}\n{jakarta}");
+    assert!(!utc.contains('\x1b'), "--color never: {utc:?}");
+
+    let coloured = show("UTC", "always", true);
+    assert!(
+        coloured.contains("\x1b["),
+        "--color always wins over NO_COLOR: {coloured:?}"
+    );
+    let again = show("UTC", "always", true);
+    let nick = |s: &str| {
+        let at = s.find("messi\x1b[0m").unwrap();
+        s[s[..at].rfind("\x1b[").unwrap()..at].to_owned()
+    };
+    assert_eq!(nick(&coloured), nick(&again), "a nick keeps its colour");
+    // auto: not a terminal here, so no colour.
+    assert!(!show("UTC", "auto", false).contains('\x1b'));
+}
