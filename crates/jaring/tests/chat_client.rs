@@ -170,6 +170,18 @@ fn piped_use_exits_1_when_a_command_fails_and_2_on_a_usage_error() {
     );
     assert!(err.contains("could not be run as typed"), "{err}");
 
+    // With --json, stdout holds only the realm's JSON; the client's own complaints go to stderr.
+    let (code, out, err) = run_client(
+        &["--server", at.as_str(), "--json"],
+        "auth messi surabaya\nsend henderson\n",
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+    for line in out.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("{e}: {line:?} is not JSON"));
+    }
+    assert!(err.contains("usage: send TO MESSAGE"), "{err}");
+
     // auth USER alone asks for the password at a terminal; a script must give it.
     let (code, out, _) = run_client(&server_args, "auth messi\n");
     assert_eq!(code, Some(2), "{out}");

@@ -149,6 +149,16 @@ impl Out {
         }
     }
 
+    /// A mistake the client itself found (a usage error, no login): with `--json` on stderr,
+    /// so stdout holds only the realm's JSON.
+    fn error(&mut self, text: &str) {
+        if self.json && self.printer.is_none() {
+            drop(writeln!(std::io::stderr().lock(), "{text}"));
+        } else {
+            self.line(text);
+        }
+    }
+
     fn json(&mut self, v: &Value) {
         self.line(&v.to_string());
     }
@@ -434,12 +444,12 @@ impl Core {
             },
             Parsed::Usage(usage) => {
                 self.usage_errors += 1;
-                self.out.line(&format!("error: {usage}"));
+                self.out.error(&format!("error: {usage}"));
             }
             Parsed::NeedPassword(user) => {
                 // A terminal asks before the line gets here; a script must give it.
                 self.usage_errors += 1;
-                self.out.line(&format!(
+                self.out.error(&format!(
                     "error: usage: auth {user} PASSWORD (only a terminal can ask for the password)"
                 ));
             }
@@ -484,7 +494,7 @@ impl Core {
     fn not_logged_in(&mut self) {
         self.failures += 1;
         self.out
-            .line("error: not logged in; auth USER PASSWORD first (or auth USER)");
+            .error("error: not logged in; auth USER PASSWORD first (or auth USER)");
     }
 
     /// Sends one request.
@@ -627,7 +637,7 @@ impl Core {
                 again.push((req, done));
             } else {
                 self.failures += 1;
-                self.out.line(&format!(
+                self.out.error(&format!(
                     "error: the connection dropped before the reply to `{req}`: it may or may \
                      not have been done"
                 ));
