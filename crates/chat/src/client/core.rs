@@ -381,7 +381,11 @@ impl Core {
                 self.failures += 1;
                 return;
             }
-            if self.conn.is_none() {
+            let local = !matches!(
+                command::parse(&line, self.target.as_ref()),
+                Parsed::Request(_) | Parsed::Watch
+            );
+            if self.conn.is_none() && !local {
                 self.out
                     .notice("not connected: this line will be sent once reconnected");
             }
@@ -393,14 +397,24 @@ impl Core {
         self.waiting.push_back((line, done));
     }
 
-    /// Runs waiting lines, one at a time, while the connection is ready for them.
+    /// Runs waiting lines, one at a time, while the connection is ready for them; lines the
+    /// client answers itself (help, quit, /query, a usage error) run even while it is down.
     async fn run_waiting(&mut self) {
-        while !self.quit
-            && self.conn.as_ref().is_some_and(|c| c.ready)
-            && !self.busy()
-            && let Some((line, done)) = self.waiting.pop_front()
-        {
-            self.execute(&line, done).await;
+        while !self.quit && !self.busy() {
+            let ready = self.conn.as_ref().is_some_and(|c| c.ready);
+            let Some((line, _)) = self.waiting.front() else {
+                return;
+            };
+            let local = !matches!(
+                command::parse(line, self.target.as_ref()),
+                Parsed::Request(_) | Parsed::Watch
+            );
+            if !(ready || local) {
+                return;
+            }
+            if let Some((line, done)) = self.waiting.pop_front() {
+                self.execute(&line, done).await;
+            }
         }
     }
 
