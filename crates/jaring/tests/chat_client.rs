@@ -281,3 +281,43 @@ fn messages_show_local_hh_mm_and_nicks_coloured_only_when_asked() {
     // auto: not a terminal here, so no colour.
     assert!(!show("UTC", "auto", false).contains('\x1b'));
 }
+
+#[test]
+fn while_the_realm_is_down_help_and_quit_still_answer_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("realm");
+    let mut server =
+        ServerProcess::start(&["chat", "serve"], &["--data-dir", data.to_str().unwrap()]);
+    let at = format!("127.0.0.1:{}", server.port);
+    let mut client = support::ClientProcess::start(&["--server", &at]);
+    client.type_line("auth messi surabaya");
+    support::wait_for("the login", support::PATIENCE, || {
+        client
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("logged in as messi"))
+    });
+    server.kill9();
+    support::wait_for("Disconnected", support::PATIENCE, || {
+        client
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Disconnected"))
+    });
+    client.type_line("help");
+    support::wait_for("the help", support::PATIENCE, || {
+        client
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("/query TO"))
+    });
+    client.type_line("quit");
+    // Within PATIENCE, long before a script would give up on the realm (DEFAULT_PIPED_GIVE_UP).
+    assert_eq!(client.finish(), Some(0));
+}
