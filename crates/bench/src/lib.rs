@@ -13,6 +13,9 @@
 //! - [`chat_group`]: the CHAT group workload (`--group`): members in one group, senders at a fixed
 //!   rate, deliveries per second, send→receive latency, lost and duplicated deliveries; speaks the
 //!   jaring protocol or IRC (to compare with ngIRCd).
+//! - [`chat_push`]: the CHAT push workload (`--push`): connections that `watch`, senders of private
+//!   messages to them at a fixed rate, send→pushed latency, lost and duplicated messages, and the
+//!   server's memory with every watcher opted in.
 //! - [`echo`]: the ECHO workloads, `stream` (throughput) and `round-trip`.
 //! - [`time`]: the TIME workloads, `persistent` and `churn`.
 //! - [`net`]: connecting the same way everywhere, in plaintext or TLS ([`net::Tls`]: one
@@ -25,6 +28,7 @@
 
 pub mod chat;
 pub mod chat_group;
+pub mod chat_push;
 pub mod echo;
 pub mod engine;
 pub mod net;

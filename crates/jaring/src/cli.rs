@@ -356,10 +356,12 @@ pub enum BenchWorkload {
         jaring bench chat --connections 100 --json\n  \
         jaring bench chat --idle --connections 10000 --duration 5 --server-pid 1234\n  \
         jaring bench chat --group --members 1000 --senders 10 --rate 250 --duration 10\n  \
-        jaring bench chat --group --protocol irc --port 6667 --members 1000 --rate 250\n\
+        jaring bench chat --group --protocol irc --port 6667 --members 1000 --rate 250\n  \
+        jaring bench chat --push --watchers 100 --senders 4 --rate 100 --duration 10\n\
         The bench users (u0, u1, …, password surabaya) must exist: senders are u0..u{N-1},\n\
         receivers the next --receivers users. bench/chat/run.sh shows how to create them;\n\
-        bench/chat/run_group.sh runs the group workload against jaring and ngIRCd side by side.")]
+        bench/chat/run_group.sh runs the group workload against jaring and ngIRCd side by side;\n\
+        bench/chat/push.sh the push workload (senders u0.., then watchers).")]
     Chat(BenchChatArgs),
 }
 
@@ -588,9 +590,22 @@ pub struct BenchChatArgs {
     /// Group workload: members in the group (users PREFIX0 … must exist on a realm).
     #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_group::DEFAULT_MEMBERS)]
     pub members: usize,
-    /// Group workload: the first N members also send.
+    /// Group workload: the first N members also send. Push workload: sending connections (users
+    /// PREFIX0 …, the watchers follow them).
     #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_group::DEFAULT_SENDERS)]
     pub senders: usize,
+    /// Push workload: --watchers connections each log in and `watch`; --senders connections send
+    /// private messages to watchers picked at random, --rate a second in all (default 100);
+    /// send→pushed latency, messages lost and duplicated (exit 1 if any), and with the server's
+    /// pid its memory with every watcher opted in (--connections is not used).
+    #[arg(long, conflicts_with_all = ["group", "idle", "drain", "cross_realm"])]
+    pub push: bool,
+    /// Push workload: watching connections (users PREFIX{senders} …).
+    #[arg(long, value_name = "N", default_value_t = jaring_bench::chat_push::DEFAULT_WATCHERS)]
+    pub watchers: usize,
+    /// Push workload: send at most N messages in all (the run also ends at --duration).
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
     /// Group workload: speak the jaring protocol, or IRC (to drive ngIRCd the same way).
     #[arg(long, value_enum, default_value_t = GroupProtocol::Jaring)]
     pub protocol: GroupProtocol,

@@ -108,10 +108,12 @@ fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
     let tmp = tempfile::tempdir().unwrap();
     support::bench_users(&tmp.path().join("data"), USERS);
     let (_server, port) = serve(tmp.path());
-    // Many connections and a thousand group members, all missing: each run tries one login.
+    // Many connections, a thousand group members or watchers, all missing: each run tries one
+    // login.
     for (workload, hint) in [
         (&["--connections", "50"][..], "bench/chat/run.sh"),
         (&["--group", "--members", "1000"], "bench/chat/run_group.sh"),
+        (&["--push", "--watchers", "1000"], "bench/chat/push.sh"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
             .args(["bench", "chat", "--user-prefix", "nobody", "--port"])
@@ -128,7 +130,55 @@ fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
         );
         assert!(err.contains(hint), "{err}");
     }
-    // Two failed logins from this address: a real user here is not locked out.
+    // Three failed logins from this address: a real user here is not locked out.
     let mut real = support::ChatClient::connect(port);
     real.auth("u1", "pw");
+}
+
+#[test]
+fn bench_chat_push_pushes_every_message_once_and_leaves_nothing_unacknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    support::bench_users(&tmp.path().join("data"), USERS);
+    let (server, port) = serve(tmp.path());
+    let pid = server.pid();
+    // A message from before the run, never acknowledged: pushed at the first watch, not counted
+    // as the run's, and acknowledged, so the second run is pushed nothing stale.
+    let mut before = support::ChatClient::connect(port);
+    let token = before.auth("u0", "pw");
+    before.ok(&format!("send {token} u2 left over from an earlier run"));
+    for (round, extra) in [
+        (0, &["--duration", "1"][..]),
+        (1, &["--duration", "10", "--messages", "50"]),
+    ] {
+        let mut args = vec![
+            "--push",
+            "--watchers",
+            "5",
+            "--senders",
+            "2",
+            "--rate",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        let r = bench(port, Some(pid), &args);
+        assert_eq!(r["mode"], "push", "{r}");
+        assert_eq!(r["watchers"], 5);
+        let sent = r["sent"].as_u64().unwrap();
+        assert!(sent > 0, "{r}");
+        if round == 1 {
+            assert_eq!(sent, 50, "{r}");
+        }
+        assert_eq!(r["pushed"].as_u64().unwrap(), sent, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["duplicated"], 0, "{r}");
+        assert_eq!(r["out_of_order"], 0, "{r}");
+        assert_eq!(r["send_errors"], 0, "{r}");
+        assert_eq!(r["watches_ended"], 0, "{r}");
+        assert_eq!(r["ack_errors"], 0, "{r}");
+        assert_eq!(r["stale"], if round == 0 { 1 } else { 0 }, "{r}");
+        assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
+        let s = &r["server"];
+        assert_eq!(s["pid"], pid);
+        assert!(s["rss_watching_kib"].as_u64().unwrap() > 0, "{r}");
+    }
 }

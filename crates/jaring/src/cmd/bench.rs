@@ -15,6 +15,7 @@ use crate::cmd::{client_tls, seconds};
 use crate::{CmdResult, Failure};
 
 mod group;
+mod push;
 
 /// Runs a `jaring bench` workload.
 pub async fn run(args: BenchArgs) -> CmdResult {
@@ -24,7 +25,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             "an echo stream has no requests to pace",
         ),
         BenchWorkload::Chat(c) => (
-            !c.group && (c.idle || c.drain || c.pipeline > 1),
+            !c.group && !c.push && (c.idle || c.drain || c.pipeline > 1),
             "chat paces single sends only: not with --idle, --drain or --pipeline",
         ),
         BenchWorkload::Time(_) => (false, ""),
@@ -35,14 +36,14 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         BenchWorkload::Chat(c) => &c.load,
     };
     if let BenchWorkload::Chat(c) = &args.workload
-        && (c.group || c.drain)
+        && (c.group || c.drain || c.push)
         && (load.interval.is_some()
             || load.csv.is_some()
             || load.hdr_out.is_some()
             || load.plot.is_some())
     {
         return Err(Failure::Usage(anyhow!(
-            "--interval, --csv, --hdr-out and --plot are for time, echo and chat sends, not --group or --drain"
+            "--interval, --csv, --hdr-out and --plot are for time, echo and chat sends, not --group, --push or --drain"
         )));
     }
     if let Some(rate) = load.rate {
@@ -78,6 +79,7 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             report
         }
         BenchWorkload::Chat(c) if c.group => return group::run(&c).await,
+        BenchWorkload::Chat(c) if c.push => return push::run(&c).await,
         BenchWorkload::Chat(c) if c.drain => {
             let (target, opts) = prepare(&c.load, c.port).await?;
             let mut chat = chat_options(&c)?;
