@@ -17,14 +17,19 @@
 # compiled in and cannot be lifted; the senders' rates here stay well inside it.
 #
 # Users: u0 … u{MEMBERS-1}, password surabaya, created as bench/chat/run.sh does (cheap hashes for
-# the bench users only; logging in happens before the clock starts).
+# the bench users only; logging in happens before the clock starts). The realm is configured with
+# that cheap cost too, as run.sh does: at the default cost it rehashes every password at login,
+# which made the setup of 1,000 members take most of a run's time (logins are not measured).
+#
+# BEFORE_BIN=path adds a third contender, "jaring-before" (another jaring binary, e.g. a build of
+# the commit before a change), run the same way in the same rounds: before/after in one run.
 #
 # Cores: each server pinned to CPU 0, the load generator to CPU 1. Rounds interleave the servers.
 # Bounded: about ROUNDS x |RATES| x 2 x (DURATION + ~8) s, 2-3 minutes by default, plus a release
 # build if one is needed.
 #
 # Usage: bench/chat/run_group.sh   (env: ROUNDS=2 DURATION=8 MEMBERS=1000 SENDERS=10 RATES="250 500" SIZE=64
-#                                    JARING_BIN=)
+#                                    JARING_BIN= BEFORE_BIN=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-2}
@@ -44,7 +49,8 @@ python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get insta
 # JARING_BIN=path uses that binary instead of building (for measuring a fixed build while the
 # tree changes).
 if [ -n "${JARING_BIN:-}" ]; then JARING=$(realpath "$JARING_BIN")
-else cargo build --release --locked -q -p jaring; JARING=$PWD/target/release/jaring; fi
+else cargo build --release --locked -q -p jaring; JARING=$(realpath "${CARGO_TARGET_DIR:-target}")/release/jaring; fi
+BEFORE=${BEFORE_BIN:+$(realpath "$BEFORE_BIN")}
 OUT=$(mktemp -d)
 ulimit -n "$(( MEMBERS * 3 + 1000 > $(ulimit -n) ? MEMBERS * 3 + 1000 : $(ulimit -n) ))" 2>/dev/null || true
 SERVER_PID=
@@ -58,6 +64,19 @@ trap cleanup EXIT
 # The bench users, in a template data directory that each jaring start copies.
 . bench/chat/users.sh
 make_users "$OUT" "$JARING" "$MEMBERS"
+
+cat > "$OUT/realm.toml" <<CONF
+# The bench realm: defaults (synchronous = full), except the bench users' cheap password cost.
+[realm]
+name = "bench"
+data_dir = "data"
+[listen]
+bind = "127.0.0.1"
+port = $PORT_JARING
+[passwords]
+memory_kib = 8
+iterations = 1
+CONF
 
 cat > "$OUT/ngircd.conf" <<CONF
 [Global]
@@ -93,10 +112,9 @@ wait_port() {
   echo "server on port $1 did not start" >&2; exit 1
 }
 
-start_jaring() {
+start_jaring() { # BINARY
   rm -rf "$OUT/data"; cp -r "$OUT/template" "$OUT/data"
-  taskset -c 0 "$JARING" chat serve --data-dir "$OUT/data" --bind 127.0.0.1 --port $PORT_JARING \
-    2>"$OUT/jaring.log" & SERVER_PID=$!
+  taskset -c 0 "$1" chat serve --config "$OUT/realm.toml" 2>"$OUT/jaring.log" & SERVER_PID=$!
   wait_port $PORT_JARING
 }
 start_irc() {
@@ -112,11 +130,21 @@ stop() {
 }
 
 : > "$OUT/results"
+# How busy the machine was (other work shares both cores): printed with the table.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# The order rotates from round to round: whoever runs first in a round was measured worse (one
+# binary in both slots, 1,000 members at 100 msg/s: p99 163 ms first, 19 ms second), so a fixed
+# order would favour the later contenders. Use ROUNDS that is a multiple of the contenders.
+SERVERS=(jaring ${BEFORE:+jaring-before} ngircd)
 for round in $(seq "$ROUNDS"); do
   for rate in $RATES; do
-    for server in jaring ngircd; do
-      if [ $server = jaring ]; then start_jaring; args=(--port $PORT_JARING --protocol jaring)
-      else start_irc; args=(--port $PORT_IRC --protocol irc); fi
+    for ((k = 0; k < ${#SERVERS[@]}; k++)); do
+      server=${SERVERS[$(( (k + round - 1) % ${#SERVERS[@]} ))]}
+      case $server in
+        jaring) start_jaring "$JARING"; args=(--port $PORT_JARING --protocol jaring) ;;
+        jaring-before) start_jaring "$BEFORE"; args=(--port $PORT_JARING --protocol jaring) ;;
+        *) start_irc; args=(--port $PORT_IRC --protocol irc) ;;
+      esac
       echo "round $round: $server, $rate msg/s" >&2
       taskset -c 1 "$JARING" bench chat --group "${args[@]}" --members "$MEMBERS" --senders "$SENDERS" \
         --rate "$rate" --size "$SIZE" --duration "$DURATION" --json \
@@ -126,6 +154,8 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+echo "Load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
 python3 - "$OUT/results" "$MEMBERS" "$SENDERS" "$SIZE" "$DURATION" <<'PY'
 import json, sys, statistics
 rows = {}

@@ -188,7 +188,8 @@ pub struct LimitsSection {
     pub live_queue: Option<usize>,
     /// Largest group whose joins and leaves are pushed as events (default 100).
     pub presence_max_members: Option<usize>,
-    /// Least milliseconds between two writes of a live group session (default 10).
+    /// Least milliseconds between two writes of a live session in a group of more than 100 live
+    /// sessions (default 10); smaller groups write each event at once.
     pub live_flush_ms: Option<u64>,
     /// Groups one user may create (default 100).
     pub groups_per_user: Option<usize>,
@@ -553,7 +554,8 @@ max_reply_bytes = 1048576
 live_queue = 4096
 # In groups with more members than this, joins and leaves are not pushed (n joins would cost n²).
 presence_max_members = 100
-# A live group session writes at most once per this many ms; events in between share the write.
+# In a group with more than 100 live sessions, a session writes at most once per this many ms
+# (events in between share the write); smaller groups write each event at once.
 live_flush_ms = 10
 # One user may create at most this many groups (groups are never deleted); past it, `group` or
 # `sendgroup` to a new name is refused with an ERROR, and joining existing groups still works.

@@ -29,7 +29,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
-use crate::groups::Pushed;
+use crate::groups::{DEFAULT_EAGER_MAX_LIVE, Pushed};
 use crate::realm::{LiveSession, Realm, wire_group_message};
 use crate::storage::Store;
 use crate::storage::StoredGroupMessage;
@@ -62,6 +62,9 @@ pub const DEFAULT_CLASSIC_PAUSE: Duration = Duration::from_millis(100);
 /// Most reads of what a closed live session's socket still holds (its lines are posted); a
 /// socket's receive buffer is a few MiB at most, so this only bounds a peer that keeps sending.
 const DRAIN_READS: usize = 64;
+
+/// How often a live session looks again at how many live sessions its group has.
+const SIZE_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a blocked write looks at how far its session has fallen behind.
 const LAG_CHECK: Duration = Duration::from_millis(20);
@@ -432,7 +435,13 @@ async fn drive<S: Store, T: Transport>(
     let mut last_flush = Instant::now();
     let mut idle_deadline = Instant::now() + idle;
     let flush = realm.options().live_flush;
-    let mut last_write = Instant::now() - flush;
+    let mut last_write = Instant::now()
+        .checked_sub(flush)
+        .unwrap_or_else(Instant::now);
+    // Looked at on the first event, not at the start: members joining one after another would
+    // otherwise each see the group as it was before the others came.
+    let mut eager = false;
+    let mut size_checked: Option<Instant> = None;
     let mut quiet_at = Instant::now() + DEFAULT_CLASSIC_QUIET;
     let cancelled = conn.shutdown.cancelled();
     tokio::pin!(cancelled);
@@ -546,8 +555,16 @@ async fn drive<S: Store, T: Transport>(
                 Err(e) => break LiveEnd::Closed(End::Error(e)),
             },
             event = live.subscription.events.recv() => {
-                // Batch what else arrives within the flush interval into the same write.
-                tokio::time::sleep_until(last_write + flush).await;
+                // A large group batches what else arrives within the flush interval into the
+                // same write; a small one writes at once (see `DEFAULT_EAGER_MAX_LIVE`). The size
+                // is looked at once a second, not on every event: the hub is shared.
+                if size_checked.is_none_or(|at| at.elapsed() >= SIZE_CHECK) {
+                    eager = realm.hub().live_sessions(&group) <= DEFAULT_EAGER_MAX_LIVE;
+                    size_checked = Some(Instant::now());
+                }
+                if !eager {
+                    tokio::time::sleep_until(last_write + flush).await;
+                }
                 let mut upto = *cursor;
                 let mut lagged = false;
                 let mut left = false;

@@ -94,7 +94,8 @@ pub struct RealmOptions {
     pub live_queue: usize,
     /// Largest group whose joins and leaves are pushed as events.
     pub presence_max_members: usize,
-    /// Least time between two writes of a live session (batching).
+    /// Least time between two writes of a live session in a large group (batching; see
+    /// [`crate::groups::DEFAULT_EAGER_MAX_LIVE`]).
     pub live_flush: Duration,
     /// Groups one user may create.
     pub groups_per_user: usize,

@@ -212,6 +212,41 @@ async fn join_message_exit_threads() {
     live_flow(Model::Threads).await;
 }
 
+/// A quiet group does not wait for the flush interval: with `live_flush` set to an hour, each
+/// message, sent only after the previous one arrived (so each is written well within the hour
+/// after the last write, with nothing else waiting), still reaches every live member, the sender
+/// included. Batching holds events back only when they queue up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_group_delivers_without_waiting_for_the_flush_interval() {
+    let opts = RealmOptions {
+        live_flush: std::time::Duration::from_secs(3600),
+        ..options()
+    };
+    let (_dir, r) = realm_with(&["messi", "henderson"], opts, Model::Async).await;
+    let (mut a, ta) = login(r.addr, "messi").await;
+    let (mut b, tb) = login(r.addr, "henderson").await;
+    assert!(ok(&go_live(&mut a, &ta, "quiet").await));
+    assert!(ok(&go_live(&mut b, &tb, "quiet").await));
+    // henderson's join was a write to messi's session; every message below follows it within
+    // the hour.
+    let join = a.reply().await.unwrap();
+    assert_eq!(join["event"], "join", "{join}");
+    for i in 1..=5 {
+        let (from, to) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        from.send_raw(format!("message {i}\r\n").as_bytes()).await;
+        let want = vec![(i, format!("message {i}"))];
+        assert_eq!(messages(to, 1).await, want);
+        assert_eq!(messages(from, 1).await, want);
+    }
+    assert!(ok(&exit_live(&mut a).await));
+    assert!(ok(&exit_live(&mut b).await));
+    r.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_commands_and_errors() {
     let (_dir, r) = realm_with(&["messi", "henderson"], options(), Model::Async).await;

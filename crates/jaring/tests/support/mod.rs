@@ -252,14 +252,20 @@ impl ServerProcess {
 
     /// Waits for the process to exit and returns its exit code (`None` if a signal ended it).
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "server exits");
-            std::thread::sleep(Duration::from_millis(20));
+        exit_code(&mut self.child, "the server did not exit")
+    }
+}
+
+/// Waits (at most [`PATIENCE`], else fails saying `stuck`) for `child` to exit: its exit code,
+/// `None` if a signal ended it.
+fn exit_code(child: &mut Child, stuck: &str) -> Option<i32> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
         }
+        assert!(Instant::now() < deadline, "{stuck}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -721,14 +727,7 @@ impl ClientProcess {
     /// Closes stdin (the end of input) and waits for the exit: its code.
     pub fn finish(mut self) -> Option<i32> {
         drop(self.stdin.take());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the client did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        exit_code(&mut self.child, "the client did not exit")
     }
 }
 
