@@ -168,7 +168,7 @@ fn chat_client_over_tls_beside_a_plaintext_client_on_the_same_port() {
     // A classic plaintext client, logged in and connected through the TLS clients' sessions.
     let mut plain = ChatClient::connect(realm.port);
     let token = plain.auth("u2", "pw");
-    let chat = |script: &str| {
+    let chat_with = |script: &str, extra: &[&str]| {
         jaring()
             .args([
                 "chat",
@@ -179,6 +179,7 @@ fn chat_client_over_tls_beside_a_plaintext_client_on_the_same_port() {
                 "--server",
                 &server,
             ])
+            .args(extra)
             .write_stdin(script.to_owned())
             .assert()
             .success()
@@ -186,6 +187,7 @@ fn chat_client_over_tls_beside_a_plaintext_client_on_the_same_port() {
             .stdout
             .clone()
     };
+    let chat = |script: &str| chat_with(script, &[]);
     let sent = String::from_utf8(chat(
         "auth u0 pw\nsend u1 hello over tls\nsend u2 to the plain one\nquit\n",
     ))
@@ -205,9 +207,11 @@ fn chat_client_over_tls_beside_a_plaintext_client_on_the_same_port() {
     plain.ok(&format!("send {token} u0 and back in plaintext"));
     let back = String::from_utf8(chat("auth u0 pw\ninbox\nquit\n")).unwrap();
     assert!(back.contains("and back in plaintext"), "{back}");
-    // A group: the post goes out and comes back pushed over the same TLS session.
-    let live = String::from_utf8(chat(
-        "auth u3 pw\ngroup tlsgroup\nhello group\nexit\nquit\n",
+    // A group: the post goes out and comes back pushed over the same TLS session. The push may
+    // come after the post's reply, so no `quit`: the input's end and a linger wait for it.
+    let live = String::from_utf8(chat_with(
+        "auth u3 pw\ngroup tlsgroup\nhello group\n",
+        &["--linger", "5"],
     ))
     .unwrap();
     assert!(live.contains("Joined group tlsgroup"), "{live}");
