@@ -12,12 +12,11 @@
 # e.g.   cargo build --release -p jaring && WORKLOAD=time bench/ab.sh /tmp/base/jaring target/release/jaring
 #        TLS=b bench/ab.sh target/release/jaring target/release/jaring     (TLS against plaintext)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 A=$(realpath "$1") B=$(realpath "$2")
-WORKLOAD=${WORKLOAD:-chat}
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-5}
-TLS=${TLS:-none}
+defaults WORKLOAD=chat ROUNDS=5 DURATION=5 TLS=none
 case $WORKLOAD in
   chat) CONNECTIONS=${CONNECTIONS:-100} ;;
   time) CONNECTIONS=${CONNECTIONS:-50} ;;
@@ -28,10 +27,10 @@ SIZE=${SIZE:-64}
 RECEIVERS=$(( (CONNECTIONS + 9) / 10 ))
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
 PORT=23310 TLS_PORT=23311
-command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
+need taskset util-linux
 OUT=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$OUT"; }
+cleanup() { stop_pid "$pid"; wait 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 
 tls_serve=() tls_bench=()
@@ -41,22 +40,10 @@ if [ "$TLS" != none ]; then
   tls_bench=(--tls --ca "$OUT/tls/ca.pem")
 fi
 if [ "$WORKLOAD" = chat ]; then
-  . bench/chat/users.sh
   # Made by A, the older build as a rule: B opens (and migrates) what A wrote.
   make_users "$OUT" "$A" $(( CONNECTIONS + RECEIVERS ))
-  cat > "$OUT/realm.toml" <<CONF
-[realm]
-name = "bench"
-data_dir = "data"
-[listen]
-bind = "127.0.0.1"
-port = $PORT
-[passwords]
-memory_kib = 8
-iterations = 1
-CONF
+  bench_realm $PORT > "$OUT/realm.toml"
 fi
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 # serve BINARY: starts the server under test on CPU 0 (pid in $pid).
 serve() {
@@ -68,7 +55,7 @@ serve() {
       RUST_LOG=warn taskset -c 0 "$1" time serve --bind 127.0.0.1 --port $PORT --tz UTC "${tls_serve[@]}" & pid=$! ;;
     echo)
       local t=()
-      [ "$TLS" != none ] && t=("${tls_serve[@]}" --tls-port $TLS_PORT)
+      [ "$TLS" != none ] && t=("${tls_serve[@]}" --tls-port "$TLS_PORT")
       RUST_LOG=warn taskset -c 0 "$1" echo serve --bind 127.0.0.1 --port $PORT "${t[@]}" & pid=$!
       [ "$TLS" != none ] && wait_port $TLS_PORT ;;
   esac
@@ -85,19 +72,17 @@ bench() {
   case $WORKLOAD in
     chat) flags+=(--size "$SIZE") ;;
   esac
-  local before; before=$(ticks "$pid")
+  local before; before=$(cpu_ticks "$pid")
   taskset -c 1 "$B" bench "$WORKLOAD" --port "$port" --connections "$CONNECTIONS" \
     --duration "$DURATION" --json "${flags[@]}" > "$OUT/$side-$round.json" 2> "$OUT/$side-$round.err" || true
-  echo $(( $(ticks "$pid") - before )) > "$OUT/$side-$round.ticks"
+  echo $(( $(cpu_ticks "$pid") - before )) > "$OUT/$side-$round.ticks"
 }
-# Server CPU (user + system, in clock ticks) from /proc.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     serve "${!side}"
     bench "$side"
-    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+    stop_pid "$pid"; pid=
   done
   echo "round $round of $ROUNDS done" >&2
 done

@@ -1,34 +1,19 @@
 #!/usr/bin/env bash
 # The chat realm on PostgreSQL, side by side with pgbench doing the same inserts on the same
-# PostgreSQL server, and with the Python lab server, in one run; prints markdown tables.
+# PostgreSQL server, the realm on SQLite and the Python lab server, in one run; prints markdown
+# tables. Method: bench/results/methodology-postgres.md.
 #
-# Cases, each for DURATION s, interleaved round by round so drift hits them alike:
-# - jaring-pg: `jaring chat serve` with [storage] backend = "postgres", under `jaring bench chat`:
-#   CONNECTIONS senders (default 100), one send in flight each, SIZE-byte messages, CONNECTIONS/10
-#   receivers polling `inbox`. A message counts once PostgreSQL committed it (its OK); every
-#   acknowledged message is checked to arrive exactly once.
-# - pgbench-1: pgbench, CONNECTIONS clients, each transaction one INSERT of a message row into the
-#   realm's own `messages` table (same columns, same indexes), autocommit: one commit per row.
-# - pgbench-64: the same, 64 rows per transaction (one INSERT … SELECT over generate_series).
-# - jaring-sqlite: the same realm on its default SQLite store (for reference).
-# - python: the Python lab server (bench/chat/lab_chat_server.py: in memory, a thread a client).
-# CPU per message: the realm's own (its process) and PostgreSQL's (every `postgres` process of the
-# throwaway cluster), each read from /proc over the run.
+# Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin: apt-get install postgresql-15) and python3; a
+# throwaway cluster is created in a temp dir and removed at the end. Builds jaring in release unless
+# JARING_BIN names a binary to measure.
 #
-# Cores: nothing pinned. PostgreSQL, the server under test and the load generator share the
-# machine's cores as the scheduler places them (2 here), for every case alike.
-#
-# PostgreSQL: a throwaway cluster (initdb in a temp dir, fsync on, synchronous_commit on,
-# listen on 127.0.0.1:PG_PORT), removed at the end. As root, PostgreSQL runs as user postgres.
-#
-# Usage: bench/chat/postgres.sh   (env: ROUNDS=3 DURATION=10 CONNECTIONS=100 SIZE=64 KEEP=DIR PLOTS=DIR)
+# Usage: bench/chat/postgres.sh   (env: ROUNDS=3 DURATION=10 CONNECTIONS=100 SIZE=64 JARING_BIN= KEEP=DIR PLOTS=DIR)
 # PLOTS=DIR: the last round's `jaring bench chat` runs also draw `--plot` SVGs into DIR.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
-CONNECTIONS=${CONNECTIONS:-100}
-SIZE=${SIZE:-64}
+defaults ROUNDS=3 DURATION=10 CONNECTIONS=100 SIZE=64
 RECEIVERS=$(( (CONNECTIONS + 9) / 10 ))
 USERS=$(( CONNECTIONS + RECEIVERS ))
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
@@ -37,8 +22,7 @@ PORT_PG=23320 PORT_JARING=23321 PORT_SQLITE=23322 PORT_PYTHON=23323
 PGBIN=/usr/lib/postgresql/15/bin
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL 15 is not installed ($PGBIN/initdb): apt-get install postgresql-15" >&2; exit 1; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cargo build --release --locked -q -p jaring
-JARING=$PWD/target/release/jaring
+jaring_binary
 OUT=$(mktemp -d)
 chmod 755 "$OUT"
 [ "$(id -u)" = 0 ] && chown postgres: "$OUT"
@@ -47,7 +31,7 @@ cleanup() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$OUT/pg" -m immediate stop >/dev/null 2>&1 || true
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$OUT"/*.json "$OUT"/*.pgbench "$KEEP"/ 2>/dev/null || true; fi
+  keep_files "$OUT"/*.json "$OUT"/*.pgbench
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -66,28 +50,13 @@ psql postgres "CREATE DATABASE realm" && psql postgres "CREATE DATABASE pgb"
 
 # The bench users: u0 made by `jaring chat user add` at the cheapest Argon2id cost, the others
 # copies of its hash; the realm is configured with that cost too (a login rehashes to it).
-realm_toml() { # name port backend-lines
-  cat <<EOF
-[realm]
-name = "bench"
-data_dir = "$OUT/$1"
-[listen]
-bind = "127.0.0.1"
-port = $2
-[passwords]
-memory_kib = 8
-iterations = 1
-$3
-EOF
-}
-PG_STORAGE=$(printf '[storage]\nbackend = "postgres"\nurl = "postgresql://jaring@127.0.0.1:%s/realm"' $PORT_PG)
-realm_toml data-pg $PORT_JARING "$PG_STORAGE" > "$OUT/pg.toml"
-realm_toml data-sqlite $PORT_SQLITE "" > "$OUT/sqlite.toml"
+{ bench_realm $PORT_JARING "$OUT/data-pg"
+  printf '[storage]\nbackend = "postgres"\nurl = "postgresql://jaring@127.0.0.1:%s/realm"\n' $PORT_PG; } > "$OUT/pg.toml"
+bench_realm $PORT_SQLITE "$OUT/data-sqlite" > "$OUT/sqlite.toml"
 echo surabaya | RUST_LOG=warn "$JARING" chat user add u0 --config "$OUT/pg.toml"
 psql realm "INSERT INTO users (name, display_name, password_hash, created_at)
   SELECT 'u' || i, 'u' || i, (SELECT password_hash FROM users WHERE name = 'u0'), 0
   FROM generate_series(1, $USERS - 1) i"
-. bench/chat/users.sh
 make_users "$OUT" "$JARING" "$USERS"
 # pgbench's database gets the realm's schema, by a realm store opening it once.
 sed "s|/realm\"|/pgb\"|" "$OUT/pg.toml" > "$OUT/pgb.toml"
@@ -107,7 +76,6 @@ SELECT gen_random_uuid(), 'u' || :s, 'u' || :s, 'u' || :r, 'u' || :r, 'u' || :r 
 FROM generate_series(1, 64);
 EOF
 
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 # CPU seconds (user + system) of the PostgreSQL cluster: every live process of it, plus what its
 # exited backends used (the postmaster's reaped children's times: pgbench's connections end
 # with the run).
@@ -141,7 +109,7 @@ run_case() { # case round
   echo "$before $after" > "$OUT/$c-$r.pgcpu"
 }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" > "$OUT/load"
+echo "load average before: $(load_avg)" > "$OUT/load"
 for round in $(seq "$ROUNDS"); do
   for c in jaring-pg pgbench-1 pgbench-64 jaring-sqlite python; do
     case $c in
@@ -151,11 +119,11 @@ for round in $(seq "$ROUNDS"); do
       python) python3 bench/chat/lab_chat_server.py $PORT_PYTHON "$USERS" & pid[$c]=$!; wait_port $PORT_PYTHON ;;
     esac
     run_case "$c" "$round"
-    if [ -n "${pid[$c]:-}" ]; then kill "${pid[$c]}"; wait "${pid[$c]}" 2>/dev/null || true; unset "pid[$c]"; fi
+    if [ -n "${pid[$c]:-}" ]; then stop_pid "${pid[$c]}"; unset "pid[$c]"; fi
   done
   echo "round $round of $ROUNDS done" >&2
 done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/load"
+echo "load average after: $(load_avg)" >> "$OUT/load"
 
 python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" <<'PY'
 import json, os, re, statistics, sys

@@ -1,49 +1,25 @@
 #!/usr/bin/env bash
-# Push latency (issue #21): how long a private message takes from its sender starting to write the
-# `send` to a watching connection reading the `private` event, at 1, 100 and 10,000 opted-in
-# connections at low load, and the server's memory with every one of them watching.
+# Push latency (issue #21): send→pushed at 1, 100 and 10,000 watching connections, and the realm's
+# memory with all of them watching. Method: bench/results/methodology-push.md.
 #
-# Each case starts a throwaway jaring realm (SQLite, WAL, synchronous=FULL, the default: a message
-# is pushed once committed), runs `jaring bench chat --push` against it and stops it:
-# WATCHERS connections each log in and send `watch`; SENDERS connections send private messages to
-# watchers picked at random, RATE a second in all, for DURATION s; watchers acknowledge every
-# 100 ms and every 256 events (as jaring's client does). Reported: send→pushed p50/p90/p99/max,
-# messages sent, pushed, lost (sent with OK, never pushed within the run and a 10 s drain) and
-# duplicated (by message id): both must be 0 and the bench exits 1 if not. The server's RSS is read
-# before the bench connects and once every watcher watches (before the first message: WATCHERS
-# opted-in idle connections; target < 150 MiB at 10,000), as bench/chat/run.sh reads it for idle
-# connections.
-#
-# Users: u0 … u{SENDERS+max(WATCHERS)-1}, password surabaya, senders first, created as
-# bench/chat/run.sh does (cheap hashes for the bench users only; logging in happens before the
-# clock starts).
-#
-# Cores (LAYOUT): "pinned" (default), the realm on CPU 0 and the load generator on CPU 1
-# (taskset); "shared", nothing pinned. Rounds interleave the cases. Bounded: about
-# ROUNDS x |WATCHERS| x (DURATION + setup, ~15 s at 10,000 watchers) s, 2 minutes by default, plus
-# a release build if one is needed.
+# Needs taskset and python3 (installed from Debian if missing). Bounded: about ROUNDS x |WATCHERS|
+# x (DURATION + setup, ~15 s at 10,000 watchers) s, 2 minutes by default, plus a release build
+# unless JARING_BIN names a binary to measure. LAYOUT: pinned (realm on CPU 0, bench on CPU 1) or
+# shared (nothing pinned).
 #
 # Usage: bench/chat/push.sh   (env: ROUNDS=2 DURATION=10 WATCHERS="1 100 10000" SENDERS=4 RATE=100
 #                              SIZE=64 LAYOUT=pinned JARING_BIN= KEEP=DIR)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-2}
-DURATION=${DURATION:-10}
-WATCHERS=${WATCHERS:-"1 100 10000"}
-SENDERS=${SENDERS:-4}
-RATE=${RATE:-100}
-SIZE=${SIZE:-64}
-LAYOUT=${LAYOUT:-pinned}
+defaults ROUNDS=2 DURATION=10 "WATCHERS=1 100 10000" SENDERS=4 RATE=100 SIZE=64 LAYOUT=pinned
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding it.
 PORT=23330
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need taskset util-linux
-need python3 python3
-python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq libpython3-stdlib >/dev/null; }
-# JARING_BIN=path measures that binary instead of building one.
-if [ -n "${JARING_BIN:-}" ]; then JARING=$(realpath "$JARING_BIN")
-else cargo build --release --locked -q -p jaring; JARING=${CARGO_TARGET_DIR:-$PWD/target}/release/jaring; fi
+need_python_sqlite
+jaring_binary
 MAXW=0; for w in $WATCHERS; do [ "$w" -gt "$MAXW" ] && MAXW=$w; done
 USERS=$(( SENDERS + MAXW ))
 # The bench holds MAXW + SENDERS sockets, the realm as many: raise the soft limit (20,000 here).
@@ -51,56 +27,29 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $(( USERS + 200 )) ]; then
   echo "open files are limited to $(ulimit -n); $(( USERS + 200 )) are needed: lower WATCHERS" >&2; exit 1
 fi
-case $LAYOUT in
-  pinned) server_cpus=0 gen_cpus=1 ;;
-  shared) server_cpus=0-1 gen_cpus=0-1 ;;
-  *) echo "LAYOUT is pinned or shared" >&2; exit 2 ;;
-esac
+layout_cpus "$LAYOUT"
 OUT=$(mktemp -d)
 SERVER_PID=
 cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  stop_pid "$SERVER_PID"
   wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$OUT"/*.json "$KEEP"/ 2>/dev/null || true; fi
+  keep_files "$OUT"/*.json
   rm -rf "$OUT"
 }
 trap cleanup EXIT
 
-. bench/chat/users.sh
 make_users "$OUT" "$JARING" "$USERS"
-cat > "$OUT/realm.toml" <<EOF
-# The bench realm: defaults (synchronous = full), except room for every watcher from one address
-# and the bench users' cheap password cost (a realm rehashes a password to its configured cost at
-# login, which would make 10,000 logins take minutes; logins are not measured).
-[realm]
-name = "bench"
-data_dir = "data"
-[listen]
-bind = "127.0.0.1"
-port = $PORT
-[limits]
-max_connections = $(( USERS + 1000 ))
-max_connections_per_address = $(( USERS + 1000 ))
-[passwords]
-memory_kib = 8
-iterations = 1
-EOF
-if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then echo "port $PORT is in use: stop what listens there" >&2; exit 1; fi
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.1; done; echo "the realm never listened" >&2; exit 1; }
+# The bench realm, with room for every watcher from one address.
+{ bench_realm $PORT; realm_limits $(( USERS + 1000 )); } > "$OUT/realm.toml"
+ports_free $PORT
 start() {
   rm -rf "$OUT/data"; cp -r "$OUT/template" "$OUT/data"
   RUST_LOG=warn taskset -c "$server_cpus" "$JARING" chat serve --config "$OUT/realm.toml" 2>>"$OUT/realm.log" & SERVER_PID=$!
-  wait_port
+  wait_port $PORT
 }
-stop() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
-}
+stop() { stop_pid "$SERVER_PID"; SERVER_PID=; }
 
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
+load_avg > "$OUT/load-before"
 echo "load average before the runs: $(cat "$OUT/load-before")" >&2
 status=0
 for round in $(seq "$ROUNDS"); do
@@ -113,7 +62,7 @@ for round in $(seq "$ROUNDS"); do
     stop
   done
 done
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
+load_avg > "$OUT/load-after"
 
 python3 - "$OUT" "$ROUNDS" "$WATCHERS" "$SENDERS" "$RATE" "$DURATION" "$SIZE" "$LAYOUT" <<'PY'
 import json, os, platform, statistics, sys

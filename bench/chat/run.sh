@@ -1,67 +1,29 @@
 #!/usr/bin/env bash
-# Runs, side by side: jaring's chat realm (SQLite, WAL, synchronous=FULL: every OK is on disk) and
-# the faithful Python version of the lab chat server (bench/chat/lab_chat_server.py: in memory,
-# a thread per client), under `jaring bench chat`, and prints markdown tables of results and ratios.
+# Chat: jaring's realm (SQLite, synchronous=FULL, and the same with synchronous=NORMAL) against the
+# Python lab server (bench/chat/lab_chat_server.py) under `jaring bench chat`: durable sends,
+# pipelined sends, idle connections; prints markdown tables of results and ratios, every round's
+# ratio too. Method: bench/results/methodology-chat.md.
 #
-# Cases:
-# - send: CONNECTIONS sender connections (default 100), each logged in as its own user, send
-#   SIZE-byte private messages back to back, each waiting for its OK; CONNECTIONS/10 receiver
-#   connections poll `inbox`. Messages per second are acknowledged (for jaring: committed)
-#   messages; send→inbox latency runs from the sender starting to write the `send` to its receiver
-#   reading the `inbox` reply that carries the message. Every acknowledged message is checked to
-#   arrive exactly once. Each sender has one send in flight; a third jaring case keeps PIPELINE
-#   (default 8) in flight per sender (`--pipeline`), as a client that writes its next sends before
-#   reading the replies does (the lab's Python server cannot take that: it reads until its buffer
-#   ends in CR LF, so back-to-back requests would merge).
-# - idle: IDLE connections (default 10,000), each logged in as its own user, held for IDLE_HOLD s;
-#   the server's RSS (VmRSS from /proc/<pid>/status) once every one of them has answered an inbox.
-#
-# Users: u0, u1, … with password surabaya (the Python server's EXTRA_USERS). For jaring they are
-# created in a fresh data directory: one with `jaring chat user add` under a config whose Argon2id
-# cost is the cheapest Argon2 allows (8 KiB, 1 pass), the others copied from it with the same hash
-# (sqlite3), so that 10,000 logins do not take minutes. The bench realm is configured with that
-# cost too, since a realm rehashes a password to its configured cost at login; logging in
-# happens before the clock starts anyway. The realm's failed-login limits never trigger (every
-# login succeeds).
-#
-# Cores, in two layouts (LAYOUTS, default both): "pinned", each server on CPU 0 and the load
-# generator on CPU 1 (taskset), so a server has one core whatever it could do with two; and
-# "shared", nothing pinned, the scheduler placing server and generator on both cores as on any
-# 2-core machine. Ratios are taken within a layout (and, separately, best layout against best
-# layout). The servers are measured one at a time, interleaved round by round, so drift hits them
-# alike. With --server-pid the bench reads each server's CPU time over the run, so the tables also
-# show CPU per message, which other load on the machine disturbs much less than messages per second.
-#
-# Bounded: about ROUNDS x (layouts x 4 x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 2-3 minutes by default,
-# plus a release build if one is needed.
-#
-# Every round's ratio is printed too, not only the medians; KEEP=DIR also keeps each run's JSON
-# (`jaring bench chat --json`) there.
+# Needs taskset and python3 (installed from Debian if missing). Bounded: about ROUNDS x (layouts x 4
+# x (DURATION + ~3) + 2 x (IDLE_HOLD + ~10)) s, 2-3 minutes by default, plus a release build unless
+# JARING_BIN names a binary to measure. KEEP=DIR keeps each run's JSON (`jaring bench chat --json`);
+# PLOTS=DIR: the last round's runs also draw `jaring bench --plot` SVGs into DIR.
 #
 # Usage: bench/chat/run.sh   (env: ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 IDLE=10000 IDLE_HOLD=3
-#                             LAYOUTS="pinned shared" KEEP= PLOTS=)
-# PLOTS=DIR: the last round's runs also draw `jaring bench --plot` SVGs into DIR.
+#                             LAYOUTS="pinned shared" JARING_BIN= KEEP= PLOTS=)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-2}
-DURATION=${DURATION:-5}
-CONNECTIONS=${CONNECTIONS:-100}
-SIZE=${SIZE:-64}
-PIPELINE=${PIPELINE:-8}
-LAYOUTS=${LAYOUTS:-pinned shared}
-IDLE=${IDLE:-10000}
-IDLE_HOLD=${IDLE_HOLD:-3}
+defaults ROUNDS=2 DURATION=5 CONNECTIONS=100 SIZE=64 PIPELINE=8 "LAYOUTS=pinned shared" IDLE=10000 IDLE_HOLD=3
 RECEIVERS=$(( (CONNECTIONS + 9) / 10 ))
 USERS=$(( CONNECTIONS + RECEIVERS > IDLE ? CONNECTIONS + RECEIVERS : IDLE ))
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
 PORT_JARING=23300 PORT_PYTHON=23301 PORT_NORMAL=23302
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need taskset util-linux
-need python3 python3
-python3 -c 'import sqlite3' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq libpython3-stdlib >/dev/null; }
-cargo build --release --locked -q -p jaring
-JARING=$PWD/target/release/jaring
+need_python_sqlite
+jaring_binary
 OUT=$(mktemp -d)
 # Each side holds IDLE sockets plus a few: the default soft limit may be lower.
 ulimit -n "$(( IDLE + 1000 > $(ulimit -n) ? IDLE + 1000 : $(ulimit -n) ))" 2>/dev/null || true
@@ -69,52 +31,32 @@ declare -A pid
 cleanup() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$OUT"/*.json "$KEEP"/ 2>/dev/null || true; fi
+  keep_files "$OUT"/*.json
   rm -rf "$OUT"
 }
 trap cleanup EXIT
 
 # The bench users, in a template data directory that each server start copies.
-. bench/chat/users.sh
 make_users "$OUT" "$JARING" "$USERS"
-cat > "$OUT/realm.toml" <<EOF
-# The bench realm: defaults (synchronous = full), except room for the idle case's connections, all
-# from one address, and the bench users' cheap password cost: a realm rehashes a password to its
-# configured cost at login, which would make 10,000 logins take minutes (logins are not measured).
-[realm]
-name = "bench"
-data_dir = "data"
-[listen]
-bind = "127.0.0.1"
-port = $PORT_JARING
-[limits]
-max_connections = $(( IDLE + 1000 ))
-# Every bench connection comes from 127.0.0.1: let one address have them all.
-max_connections_per_address = $(( IDLE + 1000 ))
-[passwords]
-memory_kib = 8
-iterations = 1
-EOF
+# The bench realm, with room for the idle case's connections, all from 127.0.0.1.
+{ bench_realm $PORT_JARING; realm_limits $(( IDLE + 1000 )); } > "$OUT/realm.toml"
 # The same realm with synchronous = normal: a commit survives a crash of the server (kill -9) but
 # not of the machine. Measured beside the default to show what the fsync per commit costs.
 sed -e "s/^data_dir = .*/data_dir = \"data-normal\"/" -e "s/^port = .*/port = $PORT_NORMAL/" \
   "$OUT/realm.toml" > "$OUT/realm-normal.toml"
 printf '[storage]\nsynchronous = "normal"\n' >> "$OUT/realm-normal.toml"
 
-for port in $PORT_JARING $PORT_PYTHON $PORT_NORMAL; do
-  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use: stop what listens there" >&2; exit 1; fi
-done
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+ports_free $PORT_JARING $PORT_PYTHON $PORT_NORMAL
 start() { # cpus: fresh servers on them: jaring on copies of the template data directory, Python with USERS users
   local on=(taskset -c "$1")
   rm -rf "$OUT/data" "$OUT/data-normal" && cp -r "$OUT/template" "$OUT/data" && cp -r "$OUT/template" "$OUT/data-normal"
   RUST_LOG=warn "${on[@]}" "$JARING" chat serve --config "$OUT/realm.toml" & pid[jaring]=$!
   RUST_LOG=warn "${on[@]}" "$JARING" chat serve --config "$OUT/realm-normal.toml" & pid[normal]=$!
   "${on[@]}" python3 bench/chat/lab_chat_server.py $PORT_PYTHON "$USERS" & pid[python]=$!
-  wait_port $PORT_JARING; wait_port $PORT_NORMAL; wait_port $PORT_PYTHON
+  wait_port $PORT_JARING $PORT_NORMAL $PORT_PYTHON
 }
 stop() {
-  for s in "${!pid[@]}"; do kill "${pid[$s]}" 2>/dev/null || true; wait "${pid[$s]}" 2>/dev/null || true; done
+  for s in "${!pid[@]}"; do stop_pid "${pid[$s]}"; done
   pid=()
 }
 bench() { # server case args...
@@ -125,15 +67,8 @@ bench() { # server case args...
     > "$OUT/$server-$name-$layout-$round.json" 2> "$OUT/$server-$name-$layout-$round.err" || true
 }
 
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
+load_avg > "$OUT/load-before"
 echo "load average before the runs: $(cat "$OUT/load-before")" >&2
-layout_cpus() {
-  case $1 in
-    pinned) server_cpus=0 gen_cpus=1 ;;
-    shared) server_cpus=0-1 gen_cpus=0-1 ;;
-    *) echo "unknown layout $1 (pinned or shared)" >&2; exit 2 ;;
-  esac
-}
 for round in $(seq "$ROUNDS"); do
   for layout in $LAYOUTS; do
     layout_cpus "$layout"
@@ -158,7 +93,7 @@ for round in $(seq "$ROUNDS"); do
   stop
   echo "idle round $round of $ROUNDS done" >&2
 done
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
+load_avg > "$OUT/load-after"
 
 python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$IDLE" "$IDLE_HOLD" "$PIPELINE" "$LAYOUTS" <<'PY'
 import json, os, platform, statistics, sys

@@ -1,43 +1,31 @@
 #!/usr/bin/env bash
-# Runs, side by side: the loopback limit (iperf3), jaring's ECHO server (the default, splice(2)
-# through a pipe, and --copy), the labs' Python echo server and xinetd's built-in echo, under `jaring bench echo`
-# (and iperf3's own client for iperf3), and prints markdown tables of results and ratios.
+# Echo: the loopback limit (iperf3), jaring's ECHO server (splice, the default, and --copy), the
+# labs' Python echo server and xinetd's built-in echo under `jaring bench echo` (iperf3's own client
+# for iperf3), in a network namespace of its own; prints markdown tables of results and ratios.
+# Method: bench/results/methodology-echo.md.
 #
-# Cases: one stream, 50 concurrent streams (throughput of bytes echoed), and 1 KiB round trips on
-# 50 connections (round trips per second).
+# Needs taskset, python3, iperf3, xinetd and ip (installed from Debian if missing) and root (for the
+# namespace; NETNS=0 runs in the host's). Bounded: ROUNDS x layouts x 14 runs x DURATION s (default
+# 2 x 2 x 14 x 4 s, about 4 minutes) plus a release build unless JARING_BIN names a binary.
 #
-# Server CPU: each server's CPU time over each run is read from /proc, so the tables also show how
-# much of its core each server needed per Gbit/s (the load generator's core is often the limit).
-#
-# Cores, in two layouts (LAYOUTS, default both): "pinned", every server (and xinetd's
-# per-connection children) on CPU 0 and every load generator on CPU 1 with taskset, so a server
-# has one core whatever it could do with two; and "shared", nothing pinned, the scheduler placing
-# servers and generators on both cores as on any 2-core machine. Ratios are only taken within a
-# layout. One server is loaded at a time, all interleaved round by round so drift hits them alike.
-# Bounded: ROUNDS x layouts x 14 runs x DURATION s (default 2 x 2 x 14 x 4 s, about 4 minutes)
-# plus a release build if one is needed.
-#
-# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared" PLOTS=DIR)
+# Usage: bench/echo/run.sh     (env: ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 LAYOUTS="pinned shared"
+#                               CC=cubic NETNS=1 JARING_BIN= PLOTS=DIR)
 # PLOTS=DIR: the last round's `jaring bench echo` runs also draw `--plot` SVGs into DIR.
 set -euo pipefail
 SELF=$(realpath "$0") # to run itself again inside the namespace, from wherever it was started
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-2}
-DURATION=${DURATION:-4}
-CONNECTIONS=${CONNECTIONS:-50}
-SIZE=${SIZE:-131072}
-LAYOUTS=${LAYOUTS:-pinned shared}
-CC=${CC:-cubic}
+defaults ROUNDS=2 DURATION=4 CONNECTIONS=50 SIZE=131072 "LAYOUTS=pinned shared" CC=cubic
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
 PORT_JARING=23200 PORT_COPY=23201 PORT_PYTHON=23202 PORT_XINETD=23203 PORT_IPERF=23204
 
-need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need taskset util-linux
 need python3 python3
 need iperf3 iperf3
 need xinetd xinetd
 need ip iproute2
-cargo build --release --locked -q -p jaring
+jaring_binary
 # Everything below runs in a network namespace of its own (a private loopback), where TCP's
 # congestion control is set to CC for every contender alike without touching the host's. This
 # host defaults to bbr, whose pacing (without an fq qdisc, from timers on whichever CPU fires) on
@@ -51,7 +39,6 @@ if [ -n "${JARING_BENCH_IN_NETNS:-}" ]; then
   ip link set lo up
   echo "$CC" > /proc/sys/net/ipv4/tcp_congestion_control
 fi
-JARING=target/release/jaring
 OUT=$(mktemp -d)
 pids=()
 cleanup() {
@@ -93,16 +80,14 @@ start_servers() { # cpus
   "${on[@]}" python3 bench/echo/lab_echo_server.py $PORT_PYTHON & pid[python]=$!
   "${on[@]}" iperf3 --server --bind 127.0.0.1 --port $PORT_IPERF >/dev/null 2>&1 & pid[iperf3]=$!
   pids=("${pid[@]}")
-  for port in $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF; do
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  done
+  wait_port $PORT_JARING $PORT_COPY $PORT_PYTHON $PORT_XINETD $PORT_IPERF
 }
 stop_servers() {
   for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pid=() pids=()
 }
-echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-before"
+echo "load average before the runs: $(load_avg)" >&2
+load_avg > "$OUT/load-before"
 
 # CPU time (user + system, with reaped children: xinetd forks one per connection) of a server, in
 # clock ticks; the difference over a run is how much of its core the server used.
@@ -126,11 +111,7 @@ iperf() { # case streams
 }
 for round in $(seq "$ROUNDS"); do
   for layout in $LAYOUTS; do
-    case $layout in
-      pinned) server_cpus=0 gen_cpus=1 ;;
-      shared) server_cpus=0-1 gen_cpus=0-1 ;;
-      *) echo "unknown layout $layout (pinned or shared)" >&2; exit 2 ;;
-    esac
+    layout_cpus "$layout"
     start_servers "$server_cpus"
     iperf stream1 1
     for s in jaring copy python xinetd; do bench $s stream1 1 stream "$SIZE"; done
@@ -141,7 +122,7 @@ for round in $(seq "$ROUNDS"); do
   done
   echo "round $round of $ROUNDS done" >&2
 done
-cut -d' ' -f1-3 /proc/loadavg > "$OUT/load-after"
+load_avg > "$OUT/load-after"
 
 python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$SIZE" "$(getconf CLK_TCK)" "$LAYOUTS" \
   "$(cat /proc/sys/net/ipv4/tcp_congestion_control)" "${JARING_BENCH_IN_NETNS:+a network namespace of its own}" <<'PY'

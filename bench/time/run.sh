@@ -1,60 +1,63 @@
 #!/usr/bin/env bash
-# Runs jaring's TIME server, a bare tokio floor and the labs' Python server (as the lab has it, and
-# without its per-request log lines) side by side under
-# `jaring bench time` (persistent and churn), and prints a markdown table of results and ratios.
+# Time: jaring's TIME server against a bare tokio floor and the labs' Python server (as the lab has
+# it, and without its per-request log lines) under `jaring bench time` (persistent and churn);
+# prints a markdown table of results and ratios. Method: bench/results/methodology-time.md.
 #
-# Cores: every server is pinned to CPU 0 and the load generator to CPU 1 (taskset), one server
-# loaded at a time, the three interleaved round by round so drift hits all of them alike.
-# Bounded: ROUNDS x 2 modes x 4 servers x DURATION seconds (default about 2.5 minutes).
+# Needs taskset and python3 (installed from Debian if missing). Bounded: ROUNDS x 2 modes x 4
+# servers x DURATION seconds (default about 2.5 minutes), plus a release build of jaring and the
+# floor unless JARING_BIN and BARE_BIN name the binaries (bench/time/bare-tokio builds
+# bare-time-server).
 #
-# Usage: bench/time/run.sh            (env: ROUNDS=3 DURATION=5 CONNECTIONS=50 PLOTS=DIR)
+# Usage: bench/time/run.sh            (env: ROUNDS=3 DURATION=5 CONNECTIONS=50 JARING_BIN= BARE_BIN= PLOTS=DIR)
 # PLOTS=DIR: the last round's runs also draw `jaring bench --plot` SVGs into DIR.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
-CONNECTIONS=${CONNECTIONS:-50}
+defaults ROUNDS=3 DURATION=5 CONNECTIONS=50
 # Outside the ephemeral range (32768-60999 here), so no client socket can be holding them.
 PORT_JARING=23100 PORT_BARE=23101 PORT_PYTHON=23102 PORT_PYQUIET=23103
 
-command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
-command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
-cargo build --release --locked -q -p jaring -p bare-time-server
-JARING=target/release/jaring
+need taskset util-linux
+need python3 python3
+if [ -n "${BARE_BIN:-}" ]; then BARE=$(realpath "$BARE_BIN"); jaring_binary
+else
+  jaring_binary -p bare-time-server
+  # With JARING_BIN set, jaring_binary built nothing: build the floor alone.
+  [ -z "${JARING_BIN:-}" ] || cargo build --release --locked -q -p bare-time-server
+  BARE=$(realpath "${CARGO_TARGET_DIR:-target}")/release/bare-time-server
+fi
 OUT=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $PORT_JARING --tz UTC & PID_JARING=$!
-taskset -c 0 target/release/bare-time-server $PORT_BARE & PID_BARE=$!
+taskset -c 0 "$BARE" $PORT_BARE & PID_BARE=$!
 taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYTHON 2>/dev/null & PID_PYTHON=$!
 taskset -c 0 python3 bench/time/lab_time_server.py $PORT_PYQUIET --quiet 2>/dev/null & PID_PYQUIET=$!
-pids+=($PID_JARING $PID_BARE $PID_PYTHON $PID_PYQUIET)
-# Server CPU (user + system, in clock ticks) from /proc: steadier than requests/s on a shared machine.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-for port in $PORT_JARING $PORT_BARE $PORT_PYTHON $PORT_PYQUIET; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+pids+=("$PID_JARING" "$PID_BARE" "$PID_PYTHON" "$PID_PYQUIET")
+wait_port $PORT_JARING $PORT_BARE $PORT_PYTHON $PORT_PYQUIET
 
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_before=$(load_avg)
 for round in $(seq "$ROUNDS"); do
   for mode in persistent churn; do
     for server in bare jaring python pyquiet; do
       port_var="PORT_${server^^}" pid_var="PID_${server^^}"
-      before=$(ticks "${!pid_var}")
+      # Server CPU from /proc: steadier than requests/s on a shared machine.
+      before=$(cpu_ticks "${!pid_var}")
       plot=()
       if [ -n "${PLOTS:-}" ] && [ "$round" = "$ROUNDS" ]; then mkdir -p "$PLOTS"; plot=(--plot "$PLOTS/time-$server-$mode.svg"); fi
       taskset -c 1 "$JARING" bench time --port "${!port_var}" --mode $mode \
         --connections "$CONNECTIONS" --duration "$DURATION" --json "${plot[@]}" \
         > "$OUT/$server-$mode-$round.json" || true
-      echo $(( $(ticks "${!pid_var}") - before )) > "$OUT/$server-$mode-$round.ticks"
+      echo $(( $(cpu_ticks "${!pid_var}") - before )) > "$OUT/$server-$mode-$round.ticks"
       echo "round $round: $mode $server done" >&2
     done
   done
 done
 
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+load_after=$(load_avg)
 python3 - "$OUT" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$(getconf CLK_TCK)" "$load_before" "$load_after" <<'PY'
 import json, statistics, sys, os, platform, subprocess
 out, rounds, duration, conns, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])

@@ -1,32 +1,27 @@
 #!/usr/bin/env bash
-# TLS against the alternatives, in one run: echo over TLS (one stream) against jaring's plaintext
-# echo and socat's TLS echo (OPENSSL-LISTEN … PIPE); new TLS connections per second (full and
-# resumed handshakes) against a socat TLS terminator in front of jaring's plaintext time server
-# (what one deploys instead of native TLS) and plaintext churn; and chat durable sends over TLS
-# against plaintext to the same realm. Prints markdown tables and the issue's ratios.
+# TLS against the alternatives, in one run: echo over TLS against jaring's plaintext echo and
+# socat's; new TLS connections per second (full and resumed) against a socat TLS terminator; chat
+# durable sends over TLS against plaintext (bench/ab.sh). Prints markdown tables and the issue's
+# ratios. Method: bench/results/methodology-tls.md.
 #
-# Cores: every server is pinned to CPU 0 and `jaring bench` to CPU 1 (taskset); one server is
-# loaded at a time, servers interleaved round by round so drift hits all alike. Server CPU per
-# operation comes from /proc (socat's forked children are counted through its cutime/cstime).
+# Needs taskset, socat (installed from Debian if missing) and python3. Builds jaring in release
+# unless JARING_BIN names a binary to measure.
 #
-# Usage: bench/tls/run.sh        (env: ROUNDS=3 DURATION=5 CHURN_CONNECTIONS=4 CHAT_CONNECTIONS=100)
+# Usage: bench/tls/run.sh        (env: ROUNDS=3 DURATION=5 CHURN_CONNECTIONS=4 CHAT_CONNECTIONS=100 JARING_BIN=)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. "$(dirname "$0")/../lib.sh"
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
-CHURN_CONNECTIONS=${CHURN_CONNECTIONS:-4}
-CHAT_CONNECTIONS=${CHAT_CONNECTIONS:-100}
+defaults ROUNDS=3 DURATION=5 CHURN_CONNECTIONS=4 CHAT_CONNECTIONS=100
 # Outside the ephemeral range (32768-60999 here).
 P_ECHO=23500 P_ECHO_TLS=23501 P_SOCAT_ECHO=23502 P_TIME=23503 P_SOCAT_TIME=23504
-command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
-command -v socat >/dev/null || { apt-get update -qq && apt-get install -y -qq socat >/dev/null; }
-cargo build --release --locked -q -p jaring
-JARING=$(realpath target/release/jaring)
+need taskset util-linux
+need socat socat
+jaring_binary
 OUT=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 # CPU ticks of a server: its own, its reaped children's, and its live children's (socat forks one
 # per connection; a long echo stream's child is still running when the run ends).
 ticks() {
@@ -46,8 +41,8 @@ RUST_LOG=warn taskset -c 0 "$JARING" time serve --bind 127.0.0.1 --port $P_TIME 
 taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_ECHO,reuseaddr,fork,nodelay,cert="$CERT",key="$KEY",verify=0 PIPE & PID_SOCAT_ECHO=$!
 taskset -c 0 socat OPENSSL-LISTEN:$P_SOCAT_TIME,reuseaddr,fork,nodelay,cert="$CERT",key="$KEY",verify=0 \
   TCP:127.0.0.1:$P_TIME,nodelay & PID_SOCAT_TIME=$!
-pids+=($PID_ECHO $PID_TIME $PID_SOCAT_ECHO $PID_SOCAT_TIME)
-for p in $P_ECHO $P_ECHO_TLS $P_SOCAT_ECHO $P_TIME $P_SOCAT_TIME; do wait_port $p; done
+pids+=("$PID_ECHO" "$PID_TIME" "$PID_SOCAT_ECHO" "$PID_SOCAT_TIME")
+wait_port $P_ECHO $P_ECHO_TLS $P_SOCAT_ECHO $P_TIME $P_SOCAT_TIME
 
 # run NAME PID BENCH-ARGS…: one measured run, its JSON and the server's CPU ticks.
 run() {
@@ -56,7 +51,7 @@ run() {
   taskset -c 1 "$JARING" bench "$@" --duration "$DURATION" --json > "$OUT/$name-$round.json" 2> "$OUT/$name-$round.err" || true
   echo $(( $(ticks "$pid") - before )) > "$OUT/$name-$round.ticks"
 }
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_before=$(load_avg)
 for round in $(seq "$ROUNDS"); do
   run echo-plain $PID_ECHO echo --port $P_ECHO --connections 1
   run echo-tls $PID_ECHO echo --port $P_ECHO_TLS --connections 1 --tls --ca "$CA"
@@ -68,7 +63,7 @@ for round in $(seq "$ROUNDS"); do
   run churn-socat-resumed $PID_SOCAT_TIME time --mode churn --port $P_SOCAT_TIME --connections "$CHURN_CONNECTIONS" --tls --ca "$CA"
   echo "round $round of $ROUNDS done" >&2
 done
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+load_after=$(load_avg)
 
 # Chat: durable sends over TLS against plaintext, to one realm taking both (bench/ab.sh).
 ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CHAT_CONNECTIONS TLS=b WORKLOAD=chat \
