@@ -83,6 +83,8 @@ CREATE TABLE relayed_posts (
     seq BIGINT NOT NULL
 );
 ",
+    // 2: bench users (`jaring bench`); every user before them is a real one.
+    "ALTER TABLE users ADD COLUMN bench BOOLEAN NOT NULL DEFAULT false;",
 ];
 
 /// The schema version this build writes.
@@ -134,6 +136,7 @@ pub(crate) async fn migrate(client: &mut Client, database: &str) -> PgResult<i32
 mod tests {
     use std::str::FromStr as _;
 
+    use jaring_chat::storage::{Store as _, StoreError, UserAdmin as _, UserRecord};
     use jaring_testkit::pg::PgCluster;
     use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -179,6 +182,72 @@ mod tests {
             said.push(n);
         }
         assert!(said.is_empty(), "the server said: {said:?}");
+    }
+
+    /// A database at version 1 (before bench users) moves to the latest: its users stay, as
+    /// real users, and bench users can be added.
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_bench_flag_and_its_users_stay_real() {
+        let Some(pg) = PgCluster::start() else { return };
+        let url = pg.url();
+        let config = tokio_postgres::Config::from_str(&url).unwrap();
+        let (mut client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        {
+            // Version 1, as a jaring of that version left it.
+            let tx = client.transaction().await.unwrap();
+            tx.batch_execute(
+                "CREATE TABLE jaring_schema (version INTEGER PRIMARY KEY, \
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .unwrap();
+            tx.batch_execute(MIGRATIONS[0]).await.unwrap();
+            tx.batch_execute(
+                "INSERT INTO jaring_schema (version) VALUES (1); \
+                 INSERT INTO users (name, display_name, password_hash, created_at) \
+                 VALUES ('amy', 'Amy', 'h', 0);",
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        drop(client);
+        let store = crate::PostgresStore::open(&url).await.unwrap();
+        let users = store.users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(
+            !users[0].bench,
+            "a user from before the flag is a real user"
+        );
+        let bench = |name: &str| UserRecord {
+            name: name.into(),
+            display_name: name.into(),
+            password_hash: "cheap".into(),
+            bench: false,
+        };
+        assert!(matches!(
+            store.put_bench_users(vec![bench("amy")]).await,
+            Err(StoreError::UserExists(n)) if n == "amy"
+        ));
+        store.put_bench_users(vec![bench("b0")]).await.unwrap();
+        let flags: Vec<(String, bool)> = store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.name, u.bench))
+            .collect();
+        assert_eq!(flags, [("amy".into(), false), ("b0".into(), true)]);
+        store.close().await;
+        let (client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let version: i32 = client
+            .query_one("SELECT max(version) FROM jaring_schema", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[tokio::test]

@@ -281,6 +281,7 @@ async fn what_is_stored_is_there_after_the_store_is_reopened() {
         name: "amy".into(),
         display_name: "Amy".into(),
         password_hash: "$argon2id$x".into(),
+        bench: false,
     };
     store.add_user(amy.clone()).await.unwrap();
     assert!(matches!(

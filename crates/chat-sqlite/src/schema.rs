@@ -1,4 +1,4 @@
-//! The database file: its schema (`PRAGMA user_version` = 6), opening it with its pragmas and a
+//! The database file: its schema (`PRAGMA user_version` = 7), opening it with its pragmas and a
 //! start-up integrity check, moving a database of an older version over, telling start-up
 //! failures apart (damage, a full disk, a failed read or write), and the data directory's lock.
 //! The tables and the history of each version: `docs/design/storage.md#schema-and-migrations`.
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY NOT NULL,
     display_name TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    bench INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash BLOB PRIMARY KEY NOT NULL,
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, seq)
 ) WITHOUT ROWID;
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;
 "
 );
 
@@ -256,12 +257,29 @@ fn open_checked(path: &Path, sync: Synchronous) -> SqlResult<Connection> {
     if version < 5 {
         deliveries_to_cursors(&tx)?;
     }
+    if version < 7 {
+        add_bench(&tx)?;
+    }
     // A database written by an older version (or a crash before the writer's last catch-up)
     // may hold unindexed messages: index them now, so neither `history` nor a first `inbox`
     // scans more than a few.
     index_messages(&tx, &mut Postings::default())?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Adds `users.bench` (version 7: the bench users `jaring bench` makes) to an older database,
+/// whose users are all real ones.
+fn add_bench(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('users') WHERE name = 'bench'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE users ADD COLUMN bench INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
 }
 
 /// Moves a database older than version 5, which marked every delivered message
@@ -466,7 +484,9 @@ mod tests {
     use crate::store::SqliteStore;
     use crate::testing::{history, inbox, message, send, window};
     use crate::writer::{INSERT_MESSAGE, insert_message};
-    use jaring_chat::storage::{Store as _, conversation_key};
+    use jaring_chat::storage::{
+        Store as _, StoreError, UserAdmin as _, UserRecord, conversation_key,
+    };
 
     #[test]
     fn start_up_failures_name_the_file_and_say_what_failed() {
@@ -569,6 +589,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_6_database_gains_the_bench_flag_and_its_users_stay_real() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Version 6: users without `bench`.
+            let conn = older_version(
+                dir.path(),
+                "ALTER TABLE users DROP COLUMN bench; PRAGMA user_version = 6;",
+            );
+            conn.execute(
+                "INSERT INTO users (name, display_name, password_hash, created_at) \
+                 VALUES ('amy', 'Amy', 'h', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Synchronous::Full, 16).unwrap();
+        let users = store.users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(
+            !users[0].bench,
+            "a user from before the flag is a real user"
+        );
+        // The real user is never overwritten by a bench user; a new bench user is flagged.
+        let bench = |name: &str| UserRecord {
+            name: name.into(),
+            display_name: name.into(),
+            password_hash: "cheap".into(),
+            bench: false,
+        };
+        assert!(matches!(
+            store.put_bench_users(vec![bench("amy")]).await,
+            Err(StoreError::UserExists(n)) if n == "amy"
+        ));
+        store.put_bench_users(vec![bench("b0")]).await.unwrap();
+        let flags: Vec<(String, bool)> = store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.name, u.bench))
+            .collect();
+        assert_eq!(flags, [("amy".into(), false), ("b0".into(), true)]);
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        assert_eq!(
+            conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            7
+        );
+    }
+
+    #[tokio::test]
     async fn a_version_2_database_loses_the_unique_index_on_every_message_id() {
         let dir = tempfile::tempdir().unwrap();
         // Came over a federation link before the upgrade; its retry must still be a duplicate.
@@ -635,7 +706,7 @@ mod tests {
         assert_eq!(
             conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
                 .unwrap(),
-            6
+            7
         );
         let next = store
             .insert_message(message("amy", "bob", "m3"))

@@ -110,6 +110,17 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(&Connection) -> SqlResult<T> + Send + 'static,
     ) -> SqlResult<T> {
+        self.run_in_commit_then(job, |_| {}).await
+    }
+
+    /// [`Self::run_in_commit`], and `then` runs on the writer thread once `job` succeeded and its
+    /// transaction committed, before the answer goes out and before the writer's next
+    /// transaction (so nothing committed later sees what it has not done yet).
+    pub(crate) async fn run_in_commit_then<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connection) -> SqlResult<T> + Send + 'static,
+        then: impl FnOnce(&T) + Send + 'static,
+    ) -> SqlResult<T> {
         let (tx, rx) = oneshot::channel();
         let run: Box<dyn FnOnce(&Connection) -> AfterCommit + Send> = Box::new(move |conn| {
             // A savepoint per job: a job that fails leaves nothing behind, and the rest of the batch
@@ -130,6 +141,9 @@ impl SqliteStore {
             };
             Box::new(move |committed| {
                 let _ = tx.send(if committed {
+                    if let Ok(v) = &result {
+                        then(v);
+                    }
                     result
                 } else {
                     Err(Error::Stopped)

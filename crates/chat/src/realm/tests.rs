@@ -25,6 +25,7 @@ async fn realm(names: &[&str]) -> Realm<MemoryStore> {
                 display_name: n.to_uppercase(),
                 password_hash: hash_blocking(&format!("{n}pw"), PasswordCost::INSECURE_TEST)
                     .unwrap(),
+                bench: false,
             })
             .await
             .unwrap();

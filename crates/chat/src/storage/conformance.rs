@@ -2288,6 +2288,7 @@ fn user(name: &str, hash: &str) -> UserRecord {
         name: name.into(),
         display_name: format!("{name} (display)"),
         password_hash: hash.into(),
+        bench: false,
     }
 }
 

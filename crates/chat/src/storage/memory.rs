@@ -10,7 +10,7 @@
 //! state lock but under a second one taken before the state lock is released (see its `publish`),
 //! so each group's publications follow its `seq` order even when callers race.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use super::groups::{
 use super::messages::{
     NewMessage, Store, StoredMessage, TokenRecord, UserRecord, conversation_key,
 };
-use super::users::UserAdmin;
+use super::users::{BenchPurge, UserAdmin};
 use super::window::{Page, Window, WindowTaker};
 
 /// A store that keeps everything in memory. Cloning shares it.
@@ -207,6 +207,105 @@ impl State {
             },
         );
         Some(start)
+    }
+
+    /// Deletes the bench users and everything that is theirs (see
+    /// [`UserAdmin::purge_bench_users`]).
+    fn purge_bench(&mut self) -> BenchPurge {
+        let bench: BTreeSet<String> = self
+            .users
+            .values()
+            .filter(|u| u.bench)
+            .map(|u| u.name.clone())
+            .collect();
+        if bench.is_empty() {
+            return BenchPurge::default();
+        }
+        let mut purge = BenchPurge {
+            users: bench.iter().cloned().collect(),
+            ..BenchPurge::default()
+        };
+        // Private messages (and outgoing group posts) a bench user sent or received. Local
+        // addresses are bare names, so a peer's message to a bench user has it as recipient.
+        let gone: HashSet<i64> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| {
+                bench.contains(&m.message.sender) || bench.contains(&m.message.recipient)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &gone {
+            if let Some(m) = self.messages.remove(seq) {
+                self.federated_ids.remove(&m.message.id);
+            }
+        }
+        purge.private_messages = gone.len() as u64;
+        self.relayed_posts.retain(|_, seq| !gone.contains(seq));
+        for seqs in self.conversations.values_mut() {
+            seqs.retain(|s| !gone.contains(s));
+        }
+        self.conversations.retain(|_, seqs| !seqs.is_empty());
+        for seqs in self.inboxes.values_mut() {
+            seqs.retain(|s| !gone.contains(s));
+        }
+        self.inboxes
+            .retain(|recipient, seqs| !seqs.is_empty() && !bench.contains(recipient));
+        self.delivered
+            .retain(|recipient, _| !bench.contains(recipient));
+        for outbox in self.outbox.values_mut() {
+            outbox.retain(|seq, _| !gone.contains(seq));
+        }
+        self.outbox.retain(|_, outbox| !outbox.is_empty());
+        // Groups: what the bench users were in or created may go whole once they are gone.
+        let candidates: BTreeSet<String> = self
+            .members
+            .keys()
+            .filter(|(_, user)| bench.contains(user))
+            .map(|(group, _)| group.clone())
+            .chain(
+                self.groups
+                    .iter()
+                    .filter(|(_, g)| g.creator.as_ref().is_some_and(|c| bench.contains(c)))
+                    .map(|(name, _)| name.clone()),
+            )
+            .collect();
+        for g in self.groups.values_mut() {
+            let group_ids = &mut self.group_ids;
+            g.messages.retain(|_, m| {
+                let keep = !bench.contains(&m.message.sender);
+                if !keep {
+                    group_ids.remove(&m.message.id);
+                    purge.group_messages += 1;
+                }
+                keep
+            });
+        }
+        self.members.retain(|(_, user), _| !bench.contains(user));
+        let with_members: HashSet<&String> = self.members.keys().map(|(g, _)| g).collect();
+        let emptied: Vec<String> = candidates
+            .into_iter()
+            .filter(|g| !with_members.contains(g))
+            .collect();
+        for name in &emptied {
+            if let Some(g) = self.groups.remove(name) {
+                purge.group_messages += g.messages.len() as u64;
+                for m in g.messages.values() {
+                    self.group_ids.remove(&m.message.id);
+                }
+            }
+            self.feeds.retain(|(_, group), _| group != name);
+        }
+        purge.groups = emptied;
+        // A group a bench user created that stays counts against no one.
+        for g in self.groups.values_mut() {
+            if g.creator.as_ref().is_some_and(|c| bench.contains(c)) {
+                g.creator = None;
+            }
+        }
+        self.tokens.retain(|_, user| !bench.contains(user));
+        self.users.retain(|_, u| !u.bench);
+        purge
     }
 
     /// Stores a replica's message under its home `seq`; false if its id (or its place) is taken.
@@ -734,6 +833,29 @@ impl UserAdmin for MemoryStore {
         }
         state.tokens.retain(|_, user| user != name);
         Ok(())
+    }
+
+    async fn put_bench_users(&self, users: Vec<UserRecord>) -> StoreResult<()> {
+        let mut state = self.state();
+        // All or nothing: a real user's name is refused before anything changes.
+        if let Some(real) = users
+            .iter()
+            .find(|u| state.users.get(&u.name).is_some_and(|old| !old.bench))
+        {
+            return Err(StoreError::UserExists(real.name.clone()));
+        }
+        for mut user in users {
+            user.bench = true;
+            if state.users.contains_key(&user.name) {
+                state.tokens.retain(|_, name| *name != user.name);
+            }
+            state.users.insert(user.name.clone(), user);
+        }
+        Ok(())
+    }
+
+    async fn purge_bench_users(&self) -> StoreResult<BenchPurge> {
+        Ok(self.state().purge_bench())
     }
 }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use super::error::StoreResult;
 use super::window::{Page, Window};
 
-/// A user as stored: login name, display name and Argon2id password hash (PHC string).
+/// A user as stored: login name, display name, Argon2id password hash (PHC string) and whether
+/// it is a bench user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Login name (unique in the realm).
@@ -19,6 +20,10 @@ pub struct UserRecord {
     pub display_name: String,
     /// The Argon2id hash in PHC string form; the password itself is never stored.
     pub password_hash: String,
+    /// A bench user, made by `jaring bench` through a realm's admin socket: a cheap password hash
+    /// never upgraded, removed with everything it wrote by
+    /// [`UserAdmin::purge_bench_users`](super::UserAdmin::purge_bench_users).
+    pub bench: bool,
 }
 
 /// A message to store.

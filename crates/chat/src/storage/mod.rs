@@ -25,7 +25,7 @@ pub use groups::{
 };
 pub use memory::MemoryStore;
 pub use messages::{NewMessage, Store, StoredMessage, TokenRecord, UserRecord, conversation_key};
-pub use users::UserAdmin;
+pub use users::{BenchPurge, UserAdmin};
 pub use window::{Page, Window, WindowTaker};
 
 /// Everything a realm server needs of one backend: its messages and groups, its federation and

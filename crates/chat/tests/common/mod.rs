@@ -31,6 +31,7 @@ pub fn add_users(dir: &Path, names: &[&str]) {
             name: (*n).to_owned(),
             display_name: n.to_uppercase(),
             password_hash: hash_blocking(&format!("{n}pw"), PasswordCost::INSECURE_TEST).unwrap(),
+            bench: false,
         })
         .collect();
     with_store(dir, move |store| async move {

@@ -234,6 +234,7 @@ async fn run_realm<S: Storage>(
                     name: (*name).into(),
                     display_name: (*display).into(),
                     password_hash,
+                    bench: false,
                 })
                 .await
                 .map_err(store_failure)?;
@@ -497,6 +498,7 @@ async fn user_on<S: UserAdmin>(store: &S, config: &RealmConfig, cmd: UserCommand
                     display_name: display_name.unwrap_or_else(|| name.clone()),
                     name: name.clone(),
                     password_hash: hash,
+                    bench: false,
                 })
                 .await
                 .map_err(store_failure)?;

@@ -116,6 +116,7 @@ pub fn bench_users(dir: &Path, n: usize) {
             name: format!("u{i}"),
             display_name: format!("User {i}"),
             password_hash: hash.clone(),
+            bench: false,
         })
         .collect();
     add_users(dir, users);
