@@ -69,6 +69,21 @@ pub struct RealmConfig {
     /// `[[peer]]`: the realms this one links to.
     #[serde(default)]
     pub peer: Vec<PeerSection>,
+    /// `[admin]`: the admin socket.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: the Unix socket through which the realm's operator (the user it runs as, or
+/// root) manages users while it runs (`jaring chat user …`, `jaring bench chat`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// The socket's path (default `admin.sock` in the data directory); relative to the config
+    /// file.
+    pub socket: Option<PathBuf>,
+    /// Listen on it (default true).
+    pub enabled: Option<bool>,
 }
 
 /// `[tls]`: the realm's certificate and key. With them the client port takes TLS (beside
@@ -296,6 +311,12 @@ impl RealmConfig {
                 *f = parent.join(&*f);
             }
         }
+        if let Some(f) = &mut config.admin.socket
+            && f.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            *f = parent.join(&*f);
+        }
         for p in &mut config.peer {
             for f in [&mut p.secret_file, &mut p.ca].into_iter().flatten() {
                 if f.is_relative()
@@ -306,6 +327,30 @@ impl RealmConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Where the admin socket listens: `[admin] socket`, or `admin.sock` in the data directory;
+    /// `None` when `[admin] enabled = false`, or for a memory realm without a socket set (it
+    /// then listens in a private temporary directory, found by `jaring bench` through /proc).
+    pub fn admin_socket(&self) -> Option<PathBuf> {
+        if self.admin.enabled == Some(false) {
+            return None;
+        }
+        if let Some(s) = &self.admin.socket {
+            return Some(s.clone());
+        }
+        match self.backend() {
+            Backend::Memory => None,
+            Backend::Sqlite | Backend::Postgres => Some(
+                self.data_dir()
+                    .join(jaring_proto::chat::admin::ADMIN_SOCKET_FILE),
+            ),
+        }
+    }
+
+    /// Whether the admin socket listens at all.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin.enabled != Some(false)
     }
 
     /// The data directory.
@@ -601,6 +646,12 @@ max_batch = 4096
 only = false
 # A client's TLS handshake must finish within this many seconds of its first byte.
 handshake_timeout_secs = 10
+
+# The admin socket (docs/chat-admin.md): `jaring chat user …` and `jaring bench chat` manage users
+# through it while the realm runs. Only the user the realm runs as (and root) may use it.
+[admin]
+# socket = "jaring-chat/admin.sock"   # default: admin.sock in the data directory
+enabled = true
 
 # Federation (docs/federation.md): other realms this one exchanges messages with, as user@realm.
 # Peers connect to this port, never to the client port; both realms of a pair list each other

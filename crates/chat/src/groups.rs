@@ -366,6 +366,34 @@ impl Hub {
         }
     }
 
+    /// Forgets users and groups the operator deleted from storage (the admin socket's
+    /// `delete_user` and `purge_bench`): each user leaves every group, their watch ends with
+    /// `reason` and their creation count goes; each group in `groups` goes whole (its live
+    /// sessions see their ring close).
+    pub fn forget(&self, users: &[String], groups: &[String], reason: &str) {
+        let mut map = lock(&self.groups);
+        for g in groups {
+            map.remove(g);
+        }
+        for state in map.values_mut() {
+            for u in users {
+                state.remove_member(u);
+            }
+        }
+        let mut watchers = lock(&self.watchers);
+        for u in users {
+            if let Some(h) = watchers.remove(u) {
+                h.end(reason);
+            }
+        }
+        drop(watchers);
+        drop(map);
+        let mut created = lock(&self.created);
+        for u in users {
+            created.remove(u);
+        }
+    }
+
     /// For each group `user` is a member of with messages after their read cursor, how many.
     pub fn unread(&self, user: &str) -> BTreeMap<String, u64> {
         lock(&self.groups)

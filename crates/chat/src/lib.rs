@@ -22,9 +22,11 @@
 //!   groups across realms (`group@realm`, replicas fed by the group's home realm).
 //! - [`config`]: the realm's TOML configuration and its commented default.
 //! - [`client`]: `jaring chat client`, the interactive client.
+//! - [`admin`]: the admin socket: user administration of a running realm by its operator.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -115,6 +115,15 @@ impl Tokens {
         Some(entry.user)
     }
 
+    /// Forgets every token of `user` (password changed, user deleted); returns their hashes.
+    pub fn remove_user(&mut self, user: &str) -> Vec<[u8; 32]> {
+        let hashes: Vec<[u8; 32]> = self.by_user.remove(user).map(Vec::from).unwrap_or_default();
+        for h in &hashes {
+            self.by_hash.remove(h);
+        }
+        hashes
+    }
+
     /// Removes every expired token and returns their hashes.
     pub fn sweep(&mut self, now: Duration) -> Vec<[u8; 32]> {
         let idle = self.idle;

@@ -358,10 +358,12 @@ pub enum BenchWorkload {
         jaring bench chat --group --members 1000 --senders 10 --rate 250 --duration 10\n  \
         jaring bench chat --group --protocol irc --port 6667 --members 1000 --rate 250\n  \
         jaring bench chat --push --watchers 100 --senders 4 --rate 100 --duration 10\n\
-        The bench users (u0, u1, …, password surabaya) must exist: senders are u0..u{N-1},\n\
-        receivers the next --receivers users. bench/chat/run.sh shows how to create them;\n\
-        bench/chat/run_group.sh runs the group workload against jaring and ngIRCd side by side;\n\
-        bench/chat/push.sh the push workload (senders u0.., then watchers).")]
+        Bench users are u0, u1, …: senders first, then receivers (or watchers). Against a realm\n\
+        on this machine (`jaring lab`, `jaring chat serve`) the bench makes them through the\n\
+        realm's admin socket and removes them, and everything they wrote, when it ends\n\
+        (--keep-bench-users keeps them; --no-setup uses the users that exist). Elsewhere they must\n\
+        exist (password surabaya, or --password). bench/chat/run_group.sh runs the group workload\n\
+        against jaring and ngIRCd side by side; bench/chat/push.sh the push workload.")]
     Chat(BenchChatArgs),
 }
 
@@ -575,9 +577,17 @@ pub struct BenchChatArgs {
     /// Bench users are PREFIX0, PREFIX1, …: senders first, then receivers.
     #[arg(long, value_name = "PREFIX", default_value = jaring_bench::chat::DEFAULT_USER_PREFIX)]
     pub user_prefix: String,
-    /// Every bench user's password.
-    #[arg(long, default_value = jaring_bench::chat::DEFAULT_PASSWORD)]
-    pub password: String,
+    /// Every bench user's password [default: a random one when the bench makes its users,
+    /// else `surabaya`, what the bench scripts give them].
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Use the users that exist: never make bench users through the realm's admin socket.
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Keep the bench users the run made, and their messages (`jaring chat user purge-bench`
+    /// removes them later).
+    #[arg(long)]
+    pub keep_bench_users: bool,
     /// The server's process id: report its CPU time per message and its memory (from /proc)
     /// [default: the process listening on --port, when the target is on loopback].
     #[arg(long, value_name = "PID")]
@@ -639,6 +649,15 @@ pub struct BenchChatArgs {
     pub load: LoadArgs,
 }
 
+impl BenchChatArgs {
+    /// The bench users' password: `--password`, or the one the bench scripts give them.
+    pub fn password(&self) -> &str {
+        self.password
+            .as_deref()
+            .unwrap_or(jaring_bench::chat::DEFAULT_PASSWORD)
+    }
+}
+
 /// The protocol of `jaring bench chat --group`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GroupProtocol {
@@ -685,7 +704,8 @@ pub enum ChatCommand {
     /// Print a commented default realm configuration.
     #[command(after_help = "Example:\n  jaring chat config > realm.toml")]
     Config,
-    /// Manage users, offline, against the realm's data directory (stop the server first).
+    /// Manage users: of a running realm through its admin socket (docs/chat-admin.md), or of a
+    /// stopped one in its storage.
     #[command(subcommand)]
     User(UserCommand),
     /// Interactive client: messages pushed as they arrive, reconnects by itself (scriptable when
@@ -831,6 +851,16 @@ pub enum UserCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete every bench user (made by `jaring bench chat`) and everything they wrote: their
+    /// private messages, their group messages, and the groups only they were in.
+    #[command(
+        after_help = "Example:\n  jaring chat user purge-bench --config jaring-lab/realm1.toml"
+    )]
+    PurgeBench {
+        /// Where the realm's data is.
+        #[command(flatten)]
+        location: RealmLocation,
     },
 }
 

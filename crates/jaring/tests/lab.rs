@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jaring_proto::chat::ReplyFramer;
 use serde_json::Value;
-use support::{PATIENCE, have_tool, python_tls_call};
+use support::{PATIENCE, have_tool, python, python_tls_call};
 
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -456,4 +456,177 @@ fn a_demo_realm_stays_on_loopback_unless_told_and_then_warns() {
         "{lines:#?}"
     );
     assert!(!lines.iter().any(|l| l.contains("WARN")), "{lines:#?}");
+}
+
+/// Runs `jaring bench chat <args…> --json` to the end and returns its report and what it said on
+/// stderr.
+fn bench_json(args: &[&str]) -> (Value, String) {
+    let out = support::jaring()
+        .args(["bench", "chat", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bench {args:?} failed: {stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let report = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (report, stderr)
+}
+
+/// Rows of `table` (a table, maybe with a WHERE clause) in a lab realm's SQLite database.
+fn rows(db: &Path, table: &str) -> i64 {
+    const COUNT: &str = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+                         print(c.execute('SELECT count(*) FROM ' + sys.argv[2]).fetchone()[0])";
+    python(COUNT, &[db.to_str().unwrap(), table])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// #20's zero-setup chat bench: every chat workload runs against a fresh lab with no other step
+/// (the bench makes its users through each realm's admin socket), loses and duplicates nothing,
+/// never locks a real user out, and leaves nothing behind: no bench user, no message, no group.
+#[test]
+fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
+    if !have_tool(
+        "python3",
+        &["--version"],
+        "zero-setup bench (reads the lab's databases)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &["--no-tls"]);
+    let r1 = lab.ports["chat realm1"].to_string();
+    let r2 = lab.ports["chat realm2"].to_string();
+    let password = jaring_chat::realm::DEMO_PASSWORD;
+
+    // Sends, with a real user logging in again and again meanwhile.
+    let bench = {
+        let r1 = r1.clone();
+        std::thread::spawn(move || {
+            bench_json(&[
+                "-p",
+                &r1,
+                "-c",
+                "20",
+                "-d",
+                "2",
+                "--password",
+                "known-bench-pw",
+            ])
+        })
+    };
+    let port1 = lab.ports["chat realm1"];
+    let mut logins = 0;
+    while !bench.is_finished() {
+        let mut s = connect(port1);
+        let v = call(
+            &mut s,
+            &mut ReplyFramer::new(1 << 20),
+            &format!("auth messi {password}"),
+        );
+        assert_eq!(v["status"], "OK", "a real user was locked out: {v}");
+        logins += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (r, said) = bench.join().unwrap();
+    assert!(logins > 0);
+    assert!(said.contains("made 22 bench users"), "{said}");
+    assert!(said.contains("removed 22 bench users"), "{said}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["delivery"]["missing"], 0, "{r}");
+    assert_eq!(r["delivery"]["duplicates"], 0, "{r}");
+    // The password it was given is gone with the users.
+    let mut s = connect(port1);
+    let v = call(
+        &mut s,
+        &mut ReplyFramer::new(1 << 20),
+        "auth u0 known-bench-pw",
+    );
+    assert_eq!(v["status"], "ERROR", "{v}");
+
+    // A group, pushed messages, and across the link: each sets itself up the same way.
+    let (g, said) = bench_json(&[
+        "-p",
+        &r1,
+        "--group",
+        "--members",
+        "30",
+        "--senders",
+        "3",
+        "--rate",
+        "60",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(
+        (g["lost"].as_u64(), g["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{g}"
+    );
+    assert!(said.contains("removed 30 bench users"), "{said}");
+    let (p, said) = bench_json(&[
+        "-p",
+        &r2,
+        "--push",
+        "--watchers",
+        "10",
+        "--senders",
+        "2",
+        "--rate",
+        "40",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(
+        (p["lost"].as_u64(), p["duplicated"].as_u64()),
+        (Some(0), Some(0)),
+        "{p}"
+    );
+    assert!(said.contains("on realm realm2"), "{said}");
+    let (x, said) = bench_json(&[
+        "-p",
+        &r1,
+        "--cross-realm",
+        "--peer-port",
+        &r2,
+        "--peer-realm",
+        "realm2",
+        "-c",
+        "4",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(x["delivery"]["missing"], 0, "{x}");
+    assert!(said.contains("realm realm1 and realm2"), "{said}");
+
+    // While the lab runs, its users are listed as they are: no bench user left.
+    let list = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["chat", "user", "list", "--json", "--config"])
+        .arg(dir.path().join("realm1.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let users = users.as_array().unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|u| u["name"] == "messi" && u["online"].is_boolean())
+    );
+    assert!(users.iter().all(|u| u["bench"] == false), "{users:?}");
+    lab.stop();
+
+    for realm in ["realm1", "realm2"] {
+        let db = dir.path().join(realm).join("chat.db");
+        for table in ["messages", "group_messages", "groups", "outbox"] {
+            assert_eq!(rows(&db, table), 0, "{realm}: {table} keeps bench rows");
+        }
+        assert_eq!(rows(&db, "users WHERE bench = 1"), 0, "{realm}");
+    }
 }

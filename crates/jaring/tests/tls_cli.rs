@@ -7,9 +7,8 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use support::{ServerProcess, jaring};
+use support::{ServerProcess, jaring, python};
 
 /// `jaring tls init --dir DIR NAME…`, returning its JSON.
 fn init(dir: &Path, names: &[&str]) -> serde_json::Value {
@@ -23,22 +22,6 @@ fn init(dir: &Path, names: &[&str]) -> serde_json::Value {
         .stdout
         .clone();
     serde_json::from_slice(&out).unwrap()
-}
-
-/// Runs a Python program; its stdout, or a panic with its stderr.
-fn python(program: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The classic plaintext client: send, print everything until the server closes.

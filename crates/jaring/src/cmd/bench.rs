@@ -16,10 +16,27 @@ use crate::{CmdResult, Failure};
 
 mod group;
 mod push;
+mod users;
 
-/// Runs a `jaring bench` workload.
-pub async fn run(args: BenchArgs) -> CmdResult {
-    let paced = match &args.workload {
+/// Runs a `jaring bench` workload; a chat workload on a realm of this machine makes its users
+/// first and removes them after (see `users`).
+pub async fn run(mut args: BenchArgs) -> CmdResult {
+    // Checked before any user is made, so a usage error leaves nothing behind.
+    check(&args.workload)?;
+    let made = match &mut args.workload {
+        BenchWorkload::Chat(c) => users::prepare(c).await?,
+        _ => None,
+    };
+    let result = run_workload(args).await;
+    if let Some(made) = made {
+        made.finish().await;
+    }
+    result
+}
+
+/// The checks of the flags' combinations.
+fn check(workload: &BenchWorkload) -> Result<(), Failure> {
+    let paced = match workload {
         BenchWorkload::Echo(e) => (
             matches!(e.mode, EchoMode::Stream),
             "an echo stream has no requests to pace",
@@ -30,12 +47,12 @@ pub async fn run(args: BenchArgs) -> CmdResult {
         ),
         BenchWorkload::Time(_) => (false, ""),
     };
-    let load = match &args.workload {
+    let load = match workload {
         BenchWorkload::Time(t) => &t.load,
         BenchWorkload::Echo(e) => &e.load,
         BenchWorkload::Chat(c) => &c.load,
     };
-    if let BenchWorkload::Chat(c) = &args.workload
+    if let BenchWorkload::Chat(c) = workload
         && (c.group || c.drain || c.push)
         && (load.interval.is_some()
             || load.csv.is_some()
@@ -56,6 +73,10 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             )));
         }
     }
+    Ok(())
+}
+
+async fn run_workload(args: BenchArgs) -> CmdResult {
     let report = match args.workload {
         BenchWorkload::Time(t) => {
             let (target, opts) = prepare(&t.load, t.port).await?;
@@ -110,7 +131,16 @@ pub async fn run(args: BenchArgs) -> CmdResult {
             chat.tls.clone_from(&opts.tls);
             chat.server_pid = server_pid(&c, target).await;
             if c.cross_realm {
-                let peer = reachable(&c.load.host, c.peer_port, opts.tls.as_ref()).await?;
+                // --senders-only fills the outbox while the peer is down on purpose: no probe.
+                let peer = if c.senders_only {
+                    tokio::net::lookup_host((c.load.host.as_str(), c.peer_port))
+                        .await
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| anyhow!("cannot resolve {}:{}", c.load.host, c.peer_port))?
+                } else {
+                    reachable(&c.load.host, c.peer_port, opts.tls.as_ref()).await?
+                };
                 chat.peer = Some((peer, c.peer_realm.clone()));
             }
             chat.senders_only = c.senders_only;
@@ -304,7 +334,7 @@ fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Fa
         size: c.size,
         receivers: c.receivers.unwrap_or(0),
         user_prefix: c.user_prefix.clone(),
-        password: c.password.clone(),
+        password: c.password().to_owned(),
         server_pid: c.server_pid,
         pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)

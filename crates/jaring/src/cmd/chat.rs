@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use jaring_chat::admin::{AdminClient, AdminInfo, AdminListener, AdminSocketError};
 use jaring_chat::config::{Backend, DEFAULT_CONFIG, RealmConfig};
 use jaring_chat::federation::{Federation, FederationError};
 use jaring_chat::password::{PasswordCost, hash_blocking};
@@ -13,6 +14,7 @@ use jaring_chat::storage::{MemoryStore, Storage, StoreError, UserAdmin, UserReco
 use jaring_chat::{ChatServer, Realm, SystemClock};
 use jaring_chat_postgres::{PostgresOptions, PostgresStore};
 use jaring_chat_sqlite::SqliteStore;
+use jaring_proto::chat::admin::{AdminRequest, AdminUser, PurgeCounts};
 use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
 
@@ -202,6 +204,15 @@ async fn open_postgres(config: &RealmConfig, url: &str) -> anyhow::Result<Postgr
     Ok(PostgresStore::open_with(url, options).await?)
 }
 
+/// The backend's name as the admin socket's `hello` says it.
+fn backend_name(config: &RealmConfig) -> &'static str {
+    match config.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+        Backend::Memory => "memory",
+    }
+}
+
 /// Where a realm's data is, for its log line.
 fn storage_label(config: &RealmConfig) -> String {
     match config.backend() {
@@ -231,10 +242,10 @@ async fn run_realm<S: Storage>(
                 .map_err(|e| anyhow!("password hashing failed: {e}"))??;
             store
                 .add_user(UserRecord {
+                    bench: false,
                     name: (*name).into(),
                     display_name: (*display).into(),
                     password_hash,
-                    bench: false,
                 })
                 .await
                 .map_err(store_failure)?;
@@ -352,6 +363,34 @@ async fn run_realm<S: Storage>(
         client_addr.port(),
         if tls_mode_in_force.is_some() { " --tls --ca CA.pem" } else { "" }
     );
+    let admin = if config.admin_enabled() {
+        match AdminListener::bind(config.admin_socket().as_deref()).await {
+            Ok(listener) => {
+                tracing::info!(
+                    realm = realm.name(),
+                    path = %listener.path().display(),
+                    "admin socket ready: `jaring chat user …` and `jaring bench chat` manage users here"
+                );
+                let info = AdminInfo {
+                    client_port: client_addr.port(),
+                    federation_port: federation_addr.map(|a| a.port()),
+                    backend: backend_name(config).to_owned(),
+                };
+                Some(tokio::spawn(listener.serve(
+                    Arc::clone(&realm),
+                    info,
+                    shutdown.clone(),
+                )))
+            }
+            // The realm serves without it: users are then managed with the realm stopped.
+            Err(e) => {
+                tracing::warn!(realm = realm.name(), error = %e, "no admin socket");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let name = realm.name().to_owned();
     let handler = Arc::new(ChatServer::new(realm, max_line));
     let task = tokio::spawn(async move {
@@ -362,6 +401,9 @@ async fn run_realm<S: Storage>(
         };
         server.serve(Arc::clone(&handler), shutdown).await;
         let _ = sweeper.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     });
     Ok(StartedRealm {
         name,
@@ -456,9 +498,26 @@ async fn user(cmd: UserCommand) -> CmdResult {
         UserCommand::Add { location, .. }
         | UserCommand::Passwd { location, .. }
         | UserCommand::Del { location, .. }
-        | UserCommand::List { location, .. } => location.clone(),
+        | UserCommand::List { location, .. }
+        | UserCommand::PurgeBench { location } => location.clone(),
     };
     let config = location.load()?;
+    // A running realm is changed through its admin socket, so it sees the change at once.
+    if let Some(path) = config.admin_socket() {
+        match AdminClient::connect(&path).await {
+            Ok(client) => return user_online(client, cmd).await,
+            Err(AdminSocketError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                return Err(Failure::Usage(anyhow!(
+                    "the realm using {} runs as another user, and only that user (or root) may                      manage its users: run this as that user",
+                    path.display()
+                )));
+            }
+            // Not running (or an older realm without the socket): change the storage directly.
+            Err(_) => {}
+        }
+    }
     // Opening the store locks it (SQLite: the data directory; PostgreSQL: the database), so no
     // server starts under the command and none runs during it.
     match config.backend() {
@@ -518,21 +577,140 @@ async fn user_on<S: UserAdmin>(store: &S, config: &RealmConfig, cmd: UserCommand
         }
         UserCommand::List { json, .. } => {
             let users = store.list_users().await.map_err(store_failure)?;
-            let mut out = std::io::stdout().lock();
-            if json {
-                let list: Vec<_> = users
-                    .iter()
-                    .map(|u| serde_json::json!({"name": u.name, "display_name": u.display_name}))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(list))?;
-            } else {
-                for u in users {
-                    writeln!(out, "{:<32} {}", u.name, u.display_name)?;
-                }
-            }
+            let users: Vec<_> = users
+                .into_iter()
+                .map(|u| AdminUser {
+                    name: u.name,
+                    display_name: u.display_name,
+                    bench: u.bench,
+                    online: false,
+                })
+                .collect();
+            print_users(&users, json, false)?;
+        }
+        UserCommand::PurgeBench { .. } => {
+            let purged = store.purge_bench_users().await.map_err(store_failure)?;
+            print_purged(&PurgeCounts {
+                users: purged.users.len() as u64,
+                private_messages: purged.private_messages,
+                group_messages: purged.group_messages,
+                groups: purged.groups,
+            });
         }
     }
     Ok(())
+}
+
+/// `jaring chat user …` on a running realm, through its admin socket.
+async fn user_online(mut client: AdminClient, cmd: UserCommand) -> CmdResult {
+    let call = |e: AdminSocketError| Failure::Runtime(e.into());
+    let place = client.path().display().to_string();
+    match cmd {
+        UserCommand::Add {
+            name, display_name, ..
+        } => {
+            let password = ask_password(&name).await?;
+            client
+                .call(&AdminRequest::AddUser {
+                    name: name.clone(),
+                    display_name,
+                    password,
+                })
+                .await
+                .map_err(call)?;
+            eprintln!("added {name} to the running realm (through {place})");
+        }
+        UserCommand::Passwd { name, .. } => {
+            let password = ask_password(&name).await?;
+            client
+                .call(&AdminRequest::SetPassword {
+                    name: name.clone(),
+                    password,
+                })
+                .await
+                .map_err(call)?;
+            eprintln!("changed the password of {name}; their sessions ended");
+        }
+        UserCommand::Del { name, .. } => {
+            client
+                .call(&AdminRequest::DeleteUser { name: name.clone() })
+                .await
+                .map_err(call)?;
+            eprintln!("deleted {name}; their sessions ended");
+        }
+        UserCommand::List { json, .. } => {
+            let reply = client
+                .call(&AdminRequest::ListUsers {})
+                .await
+                .map_err(call)?;
+            print_users(&reply.users.unwrap_or_default(), json, true)?;
+        }
+        UserCommand::PurgeBench { .. } => {
+            let reply = client
+                .call(&AdminRequest::PurgeBench {})
+                .await
+                .map_err(call)?;
+            print_purged(&reply.purged.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// The user list: a table, or JSON (with `online` when the realm is running).
+fn print_users(users: &[AdminUser], json: bool, running: bool) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<_> = users
+            .iter()
+            .map(|u| {
+                let mut v = serde_json::json!({
+                    "name": u.name,
+                    "display_name": u.display_name,
+                    "bench": u.bench,
+                });
+                if running {
+                    v["online"] = serde_json::Value::Bool(u.online);
+                }
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+    } else {
+        for u in users {
+            let mut notes = Vec::new();
+            if u.bench {
+                notes.push("bench user");
+            }
+            if u.online {
+                notes.push("online");
+            }
+            let notes = if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", notes.join(", "))
+            };
+            writeln!(out, "{:<32} {}{notes}", u.name, u.display_name)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_purged(p: &PurgeCounts) {
+    eprintln!(
+        "removed {} bench users, {} private and {} group messages, and {} groups only they were in",
+        p.users,
+        p.private_messages,
+        p.group_messages,
+        p.groups.len()
+    );
+}
+
+/// Reads `name`'s new password (off the async workers: it waits on the terminal).
+async fn ask_password(name: &str) -> Result<String, Failure> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || read_password(&name))
+        .await
+        .map_err(|e| anyhow!("password entry failed: {e}"))?
 }
 
 /// Reads `name`'s new password (off the async workers: it waits on the terminal) and hashes it.

@@ -93,6 +93,7 @@ fn realm_config(
     let text = format!(
         "# Written by `jaring lab`; run this realm alone with:\n\
          #   jaring chat serve --config {file}\n\
+         # and manage its users, also while it runs: jaring chat user list --config {file}\n\
          [realm]\nname = \"{name}\"\ndata_dir = \"{name}\"\n\n\
          [listen]\nbind = \"{bind}\"\nport = {port}\n\n\
          {tls_section}\
@@ -449,6 +450,13 @@ pub async fn run(args: LabArgs) -> CmdResult {
         out,
         "  across realms: send james@realm2 hi (from realm1), send messi@realm1 hi (from realm2),\n\
          \x20                group football@realm1 (from realm2: a group of realm1, live on both)"
+    )?;
+    writeln!(
+        out,
+        "  users, also now: jaring chat user list --config {}\n\
+         \x20 load it:        jaring bench chat --port {} (bench users are made and removed for you)",
+        dir.join("realm1.toml").display(),
+        realm1.client_addr.port(),
     )?;
     if let Some((t, _)) = &tls {
         writeln!(

@@ -801,3 +801,19 @@ impl Relay {
         let _ = self.reset.send(());
     }
 }
+
+/// Runs a Python program; its stdout, or a panic with its stderr.
+pub fn python(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python printed UTF-8")
+}

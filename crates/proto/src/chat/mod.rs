@@ -22,9 +22,12 @@
 //!   and event is pure ASCII JSON, written through [`ascii::AsciiFormatter`].
 //! - Pushed events that survive reconnects: [`watch`] (`watch`, `ack`, `ping` and their cursors);
 //!   the events themselves in [`event`].
+//! - [`admin`]: the realm's admin socket (user administration of a running realm; not the
+//!   chat port).
 //! - [`session`]: [`ChatSession`], the per-connection state machine: bytes in, requests out.
 
 pub mod address;
+pub mod admin;
 pub mod ascii;
 pub mod auth;
 pub mod classic;

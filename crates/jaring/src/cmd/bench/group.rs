@@ -27,7 +27,7 @@ pub async fn run(c: &BenchChatArgs) -> CmdResult {
     opts.size = c.size.max(32);
     opts.duration = seconds("duration", c.load.duration)?;
     opts.user_prefix.clone_from(&c.user_prefix);
-    opts.password.clone_from(&c.password);
+    c.password().clone_into(&mut opts.password);
     if let Some(g) = &c.group_name {
         opts.group.clone_from(g);
     }

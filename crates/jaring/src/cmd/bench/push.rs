@@ -28,7 +28,7 @@ pub async fn run(c: &BenchChatArgs) -> CmdResult {
         // The tag, sender, number and nanoseconds fit in 48 bytes.
         size: c.size.max(48),
         user_prefix: c.user_prefix.clone(),
-        password: c.password.clone(),
+        password: c.password().to_owned(),
         tls: super::bench_tls(&c.load)?,
         ..PushOptions::default()
     };
