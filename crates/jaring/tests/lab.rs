@@ -601,6 +601,21 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
     assert_eq!(x["delivery"]["missing"], 0, "{x}");
     assert!(said.contains("realm realm1 and realm2"), "{said}");
 
+    // A user added while the lab runs can log in at once.
+    support::jaring()
+        .args(["chat", "user", "add", "newcomer", "--config"])
+        .arg(dir.path().join("realm1.toml"))
+        .write_stdin("fresh-pw\n")
+        .assert()
+        .success();
+    let mut s = connect(port1);
+    let v = call(
+        &mut s,
+        &mut ReplyFramer::new(1 << 20),
+        "auth newcomer fresh-pw",
+    );
+    assert_eq!(v["status"], "OK", "{v}");
+
     // While the lab runs, its users are listed as they are: no bench user left.
     let list = Command::new(env!("CARGO_BIN_EXE_jaring"))
         .args(["chat", "user", "list", "--json", "--config"])
