@@ -17,10 +17,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
-    FederationStore as _, GroupCursor, GroupRecord, GroupStore as _, JoinOutcome, MemberRecord,
-    MessageKind, NewGroupMessage, NewMessage, Page, Published, ReadCursor, ReplicaOutcome, Settled,
-    Storage, Store as _, StoreError, StoreResult, StoredGroupMessage, StoredMessage, TokenRecord,
-    UserAdmin as _, UserRecord, Window,
+    BenchPurge, FederationStore as _, GroupCursor, GroupRecord, GroupStore as _, JoinOutcome,
+    MemberRecord, MessageKind, NewGroupMessage, NewMessage, Page, Published, ReadCursor,
+    ReplicaOutcome, Settled, Storage, Store as _, StoreError, StoreResult, StoredGroupMessage,
+    StoredMessage, TokenRecord, UserAdmin as _, UserRecord, Window,
 };
 
 /// How the suite gets stores of one backend.
@@ -72,6 +72,9 @@ pub async fn run_all<B: Backend>(backend: &mut B) {
         check_tokens,
         check_rehash_password,
         check_user_admin,
+        check_put_bench_users,
+        check_purge_bench_users,
+        check_purge_without_bench_users,
         check_groups_join_and_leave,
         check_group_seqs_gap_free,
         check_concurrent_group_posts,
@@ -690,6 +693,518 @@ pub async fn check_user_admin<S: Storage>(store: &S) {
         bodies(&history),
         ["before bob left"],
         "a deleted user's messages stay in others' history"
+    );
+}
+
+/// Bench users: `put_bench_users` creates them flagged (whatever the records say) beside real
+/// users, replaces a bench user of the same name (new display name and hash, sessions ended),
+/// and refuses a real user's name, naming the first, writing nothing of the call.
+pub async fn check_put_bench_users<S: Storage>(store: &S) {
+    ok(store.add_user(user("amy", "amy-hash")).await, "add_user");
+    ok(
+        store
+            .put_bench_users(vec![user("b0", "h0"), user("b1", "h1")])
+            .await,
+        "put_bench_users",
+    );
+    let listed = ok(store.list_users().await, "list_users");
+    assert_eq!(
+        listed,
+        [
+            user("amy", "amy-hash"),
+            bench("b0", "h0"),
+            bench("b1", "h1")
+        ],
+        "bench users are listed flagged, real users not"
+    );
+    assert_eq!(
+        ok(store.users().await, "users"),
+        listed,
+        "users() returns the flag too"
+    );
+    for (n, who) in [(1, "b0"), (2, "b1"), (3, "amy")] {
+        ok(
+            store
+                .insert_token(TokenRecord {
+                    hash: [n; 32],
+                    user: who.into(),
+                })
+                .await,
+            "insert_token",
+        );
+    }
+    let renamed = UserRecord {
+        display_name: "Bench Zero".into(),
+        ..user("b0", "h0-new")
+    };
+    ok(
+        store
+            .put_bench_users(vec![renamed.clone(), user("b2", "h2")])
+            .await,
+        "put_bench_users replacing b0",
+    );
+    assert_eq!(
+        ok(store.list_users().await, "list_users"),
+        [
+            user("amy", "amy-hash"),
+            UserRecord {
+                bench: true,
+                ..renamed
+            },
+            bench("b1", "h1"),
+            bench("b2", "h2"),
+        ],
+        "a bench user put again gets the new display name and hash; a new one is added"
+    );
+    let left: Vec<String> = tokens(store).await.into_iter().map(|t| t.user).collect();
+    assert_eq!(
+        left,
+        ["b1", "amy"],
+        "a replaced bench user's sessions end, and only theirs"
+    );
+    let before = ok(store.list_users().await, "list_users");
+    match store
+        .put_bench_users(vec![
+            user("b3", "h3"),
+            user("b1", "h1-other"),
+            user("amy", "stolen"),
+            user("b4", "h4"),
+        ])
+        .await
+    {
+        Err(StoreError::UserExists(name)) => {
+            assert_eq!(name, "amy", "UserExists names the real user");
+        }
+        other => {
+            panic!("putting a real user's name as a bench user: want UserExists, got {other:?}")
+        }
+    }
+    assert_eq!(
+        ok(store.list_users().await, "list_users"),
+        before,
+        "a refused put writes nothing: no user created, no bench user replaced, the real one kept"
+    );
+    assert_eq!(
+        tokens(store).await.len(),
+        2,
+        "a refused put ends no session"
+    );
+}
+
+/// `purge_bench_users` deletes the bench users and exactly what is theirs, in every table: their
+/// sessions; private messages from, to and between them (local, from a peer, queued for a peer,
+/// a post on its way to a group homed on a peer); their group messages and memberships; the
+/// groups left with no member (whole: messages, feeds; a replica too), which can then be
+/// created again from scratch (`seq` 1 again). Real users' data stays as it was, `seq`s and
+/// all; a group a bench user created that keeps a real member stays, created by no one.
+pub async fn check_purge_bench_users<S: Storage>(store: &S) {
+    for name in ["amy", "bob"] {
+        ok(
+            store.add_user(user(name, &format!("{name}-hash"))).await,
+            "add_user",
+        );
+    }
+    ok(
+        store
+            .put_bench_users(vec![user("b0", "h0"), user("b1", "h1")])
+            .await,
+        "put_bench_users",
+    );
+    for (n, who) in [(1, "amy"), (2, "b0"), (3, "b1")] {
+        ok(
+            store
+                .insert_token(TokenRecord {
+                    hash: [n; 32],
+                    user: who.into(),
+                })
+                .await,
+            "insert_token",
+        );
+    }
+    // Private messages: real and real, bench and bench, real and bench both ways, from a peer
+    // to a bench user and to a real one, queued for the peer by each kind of user.
+    send(store, "amy", "bob", "real 1").await;
+    send(store, "b0", "b1", "bench to bench").await;
+    send(store, "amy", "b0", "real to bench").await;
+    send(store, "b1", "bob", "bench to real").await;
+    send(store, "bob", "amy", "real 2").await;
+    ok(
+        store
+            .receive(vec![
+                message("zed@far", "b0", "afar to bench"),
+                message("zed@far", "bob", "afar to real"),
+            ])
+            .await,
+        "receive",
+    );
+    for (kind, from, to, body) in [
+        (MessageKind::Private, "b0", "zed@far", "bench out"),
+        (MessageKind::Private, "amy", "zed@far", "real out"),
+        (MessageKind::GroupPost, "b1", "g@far", "bench post"),
+        (MessageKind::GroupPost, "amy", "g@far", "real post"),
+    ] {
+        ok(
+            store
+                .enqueue("far", kind, vec![message(from, to, body)])
+                .await,
+            "enqueue",
+        );
+    }
+    // b1 read their inbox; bob's is read (a store may keep it in memory from here on).
+    let b1_inbox = ok(store.pending("b1", 100, usize::MAX).await, "pending");
+    let b1_last = b1_inbox.messages.last().map_or(0, |m| m.seq);
+    ok(store.mark_delivered("b1", b1_last).await, "mark_delivered");
+    assert_eq!(
+        bodies_arc(&ok(store.pending("bob", 100, usize::MAX).await, "pending")),
+        ["real 1", "bench to real", "afar to real"],
+        "bob's inbox before the purge"
+    );
+    // Groups: bench users only (fed to a peer), mixed, made by a bench user but with a real
+    // member, real users only (fed too), and a replica only a bench user is in.
+    for (group, who) in [
+        ("benchonly", "b0"),
+        ("benchonly", "b1"),
+        ("mixed", "amy"),
+        ("mixed", "b0"),
+        ("mixed", "bob"),
+        ("benchmade", "b1"),
+        ("benchmade", "amy"),
+        ("realonly", "amy"),
+        ("realonly", "bob"),
+    ] {
+        ok(store.join_group(group, "here", who).await, "join_group");
+    }
+    for (group, from) in [
+        ("benchonly", "b0"),
+        ("benchonly", "b1"),
+        ("benchonly", "b0"),
+        ("mixed", "amy"),
+        ("mixed", "b0"),
+        ("mixed", "bob"),
+        ("mixed", "b0"),
+        ("mixed", "amy"),
+        ("benchmade", "b1"),
+        ("realonly", "bob"),
+    ] {
+        ok(
+            store
+                .insert_group_messages(vec![group_message(group, from, from)], nothing())
+                .await,
+            "insert_group_messages",
+        );
+    }
+    ok(
+        store
+            .advance_cursors(vec![
+                cursor("benchonly", "b0", 3),
+                cursor("mixed", "bob", 2),
+            ])
+            .await,
+        "advance_cursors",
+    );
+    for group in ["benchonly", "realonly"] {
+        ok(store.open_feed("far", group, 0).await, "open_feed");
+    }
+    ok(
+        store.join_replica("r@far", "far", "b0", 0).await,
+        "join_replica",
+    );
+    let replicated = ok(
+        store
+            .store_replica(
+                "far",
+                vec![replica_message("r@far", 1, "zed@far", "replicated")],
+                HashSet::new(),
+                nothing(),
+            )
+            .await,
+        "store_replica",
+    );
+    assert_eq!(
+        replicated.acks,
+        [gc("r@far", 1)],
+        "the replica's message is stored"
+    );
+    // What is real, as it reads before the purge.
+    let real_history = ok(
+        store
+            .conversation("amy", "bob", window(100, None, usize::MAX))
+            .await,
+        "history",
+    );
+    let mixed = ok(
+        store.group_messages("mixed", 0, 100, usize::MAX).await,
+        "group_messages",
+    );
+    let realonly = ok(
+        store.group_messages("realonly", 0, 100, usize::MAX).await,
+        "group_messages",
+    );
+    let amy_inbox = ok(store.pending("amy", 100, usize::MAX).await, "pending");
+
+    let purge = ok(store.purge_bench_users().await, "purge_bench_users");
+    assert_eq!(
+        purge,
+        BenchPurge {
+            users: vec!["b0".into(), "b1".into()],
+            // bench to bench, real to bench, bench to real, afar to bench, bench out, bench post.
+            private_messages: 6,
+            // benchonly's 3, mixed's 2 of b0, benchmade's 1 of b1, and r@far's 1 (gone whole).
+            group_messages: 7,
+            groups: vec!["benchonly".into(), "r@far".into()],
+        },
+        "what the purge says it deleted"
+    );
+    assert_eq!(
+        ok(store.list_users().await, "list_users"),
+        [user("amy", "amy-hash"), user("bob", "bob-hash")],
+        "the bench users are gone, the real ones as they were"
+    );
+    assert_eq!(
+        tokens(store).await,
+        [TokenRecord {
+            hash: [1; 32],
+            user: "amy".into()
+        }],
+        "the bench users' sessions are gone, the real ones' stay"
+    );
+    // Private messages.
+    assert_eq!(
+        ok(
+            store
+                .conversation("amy", "bob", window(100, None, usize::MAX))
+                .await,
+            "history",
+        ),
+        real_history,
+        "real users' history is untouched, seqs and all"
+    );
+    assert_eq!(
+        bodies(&real_history),
+        ["real 1", "real 2"],
+        "real users' history"
+    );
+    for (a, b) in [
+        ("b0", "b1"),
+        ("amy", "b0"),
+        ("b1", "bob"),
+        ("zed@far", "b0"),
+        ("b0", "zed@far"),
+    ] {
+        let page = ok(
+            store
+                .conversation(a, b, window(100, None, usize::MAX))
+                .await,
+            "history",
+        );
+        assert!(
+            page.messages.is_empty(),
+            "history of {a} and {b} is gone: {:?}",
+            bodies(&page)
+        );
+    }
+    assert_eq!(
+        bodies_arc(&ok(store.pending("bob", 100, usize::MAX).await, "pending")),
+        ["real 1", "afar to real"],
+        "a bench user's message to a real user is gone from their inbox (even one read before)"
+    );
+    assert_eq!(
+        ok(store.pending("amy", 100, usize::MAX).await, "pending"),
+        amy_inbox,
+        "a real user's inbox without bench messages is untouched"
+    );
+    for who in ["b0", "b1"] {
+        assert!(
+            ok(store.pending(who, 100, usize::MAX).await, "pending")
+                .messages
+                .is_empty(),
+            "{who}'s inbox is gone"
+        );
+    }
+    let out: Vec<String> = ok(store.outbox_after("far", 0, 100).await, "outbox_after")
+        .into_iter()
+        .map(|o| o.stored.message.body)
+        .collect();
+    assert_eq!(
+        out,
+        ["real out", "real post"],
+        "the bench users' queued messages and posts are gone from the outbox, real ones stay"
+    );
+    assert_eq!(
+        ok(store.outbox_counts().await, "outbox_counts"),
+        HashMap::from([("far".to_owned(), 2)]),
+        "outbox counts"
+    );
+    // Groups.
+    assert_eq!(
+        sorted_groups(store).await,
+        [
+            GroupRecord {
+                name: "benchmade".into(),
+                home: "here".into(),
+                last_seq: 1,
+                creator: None,
+            },
+            GroupRecord {
+                name: "mixed".into(),
+                home: "here".into(),
+                last_seq: 5,
+                creator: Some("amy".into()),
+            },
+            GroupRecord {
+                name: "realonly".into(),
+                home: "here".into(),
+                last_seq: 1,
+                creator: Some("amy".into()),
+            },
+        ],
+        "groups left with no member are gone; one a bench user made stays, made by no one"
+    );
+    assert_eq!(
+        memberships(store).await,
+        [
+            member("benchmade", "amy", 0),
+            member("mixed", "amy", 0),
+            member("mixed", "bob", 2),
+            member("realonly", "amy", 0),
+            member("realonly", "bob", 0),
+        ],
+        "only real users' memberships and read cursors stay"
+    );
+    let mixed_after = ok(
+        store.group_messages("mixed", 0, 100, usize::MAX).await,
+        "group_messages",
+    );
+    assert_eq!(
+        mixed_after.messages,
+        mixed
+            .messages
+            .iter()
+            .filter(|m| m.message.sender != "b0")
+            .cloned()
+            .collect::<Vec<_>>(),
+        "a mixed group keeps its real users' messages, seqs unchanged"
+    );
+    assert_eq!(
+        mixed_after
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        [1, 3, 5],
+        "the real messages' seqs in the mixed group"
+    );
+    assert_eq!(
+        ok(
+            store
+                .group_history("mixed", window(100, None, usize::MAX))
+                .await,
+            "group_history",
+        )
+        .messages,
+        mixed_after.messages,
+        "the mixed group's history is its real messages"
+    );
+    assert_eq!(
+        ok(
+            store.group_messages("realonly", 0, 100, usize::MAX).await,
+            "group_messages",
+        ),
+        realonly,
+        "a real group is untouched"
+    );
+    assert!(
+        ok(
+            store.group_messages("benchmade", 0, 100, usize::MAX).await,
+            "group_messages",
+        )
+        .messages
+        .is_empty(),
+        "the bench user's message in the group they made is gone"
+    );
+    for group in ["benchonly", "r@far"] {
+        assert!(
+            ok(
+                store.group_messages(group, 0, 100, usize::MAX).await,
+                "group_messages"
+            )
+            .messages
+            .is_empty(),
+            "{group}'s messages are gone"
+        );
+    }
+    assert_eq!(
+        feeds(store, "far").await,
+        [gc("realonly", 0)],
+        "a deleted group's feed goes with it"
+    );
+    // The bench-only group starts again from scratch.
+    let join = ok(
+        store.join_group("benchonly", "here", "amy").await,
+        "join_group",
+    );
+    assert_eq!(
+        join,
+        JoinOutcome {
+            created: true,
+            new_member: true,
+            read_seq: 0
+        },
+        "a deleted group is created anew"
+    );
+    let again = ok(
+        store
+            .insert_group_messages(vec![group_message("benchonly", "amy", "anew")], nothing())
+            .await,
+        "insert_group_messages",
+    );
+    assert_eq!(again[0].seq, 1, "a group created anew starts at seq 1");
+    assert_eq!(
+        bodies_group(&ok(
+            store.group_messages("benchonly", 0, 100, usize::MAX).await,
+            "group_messages"
+        )),
+        ["anew"],
+        "nothing of the deleted group shows in the new one"
+    );
+    // A bench user's name is free again; sends go on after the purge.
+    ok(
+        store.put_bench_users(vec![user("b0", "h0")]).await,
+        "put_bench_users after the purge",
+    );
+    let next = send(store, "amy", "bob", "real 3").await;
+    assert!(
+        next.seq > real_history.messages.last().map_or(0, |m| m.seq),
+        "seqs go on increasing after a purge"
+    );
+    assert_eq!(
+        bodies(&ok(
+            store
+                .conversation("amy", "bob", window(100, None, usize::MAX))
+                .await,
+            "history",
+        )),
+        ["real 1", "real 2", "real 3"],
+        "history after the purge"
+    );
+}
+
+/// With no bench user, `purge_bench_users` deletes nothing and says so.
+pub async fn check_purge_without_bench_users<S: Storage>(store: &S) {
+    ok(store.add_user(user("amy", "amy-hash")).await, "add_user");
+    ok(store.join_group("g", "here", "amy").await, "join_group");
+    ok(store.leave_group("g", "amy").await, "leave_group");
+    send(store, "amy", "bob", "hi").await;
+    let before = snapshot(store).await;
+    assert_eq!(
+        ok(store.purge_bench_users().await, "purge_bench_users"),
+        BenchPurge::default(),
+        "a purge without bench users"
+    );
+    assert_eq!(
+        snapshot(store).await,
+        before,
+        "a purge without bench users changes nothing (not even a group with no member)"
     );
 }
 
@@ -2067,6 +2582,10 @@ pub async fn check_reopen_keeps_everything<B: Backend>(backend: &mut B) {
         );
     }
     ok(
+        store.put_bench_users(vec![user("b0", "cheap")]).await,
+        "put_bench_users",
+    );
+    ok(
         store
             .insert_token(TokenRecord {
                 hash: [7; 32],
@@ -2289,6 +2808,13 @@ fn user(name: &str, hash: &str) -> UserRecord {
         display_name: format!("{name} (display)"),
         password_hash: hash.into(),
         bench: false,
+    }
+}
+
+fn bench(name: &str, hash: &str) -> UserRecord {
+    UserRecord {
+        bench: true,
+        ..user(name, hash)
     }
 }
 
