@@ -342,3 +342,98 @@ pub(crate) fn rehash_password(c: &Connection, name: &str, old: &str, new: &str) 
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use jaring_chat::config::Synchronous;
+    use jaring_chat::storage::Store as _;
+
+    use super::*;
+    use crate::index::HISTORY_INDEX_AFTER;
+    use crate::schema::DB_FILE;
+    use crate::testing::{history, inbox, send};
+
+    /// Every `seq` the bulk indexes name, that `messages` does not hold.
+    fn dangling(dir: &Path) -> Vec<i64> {
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let mut missing = Vec::new();
+        for table in ["history_index", "inbox_index"] {
+            let blobs: Vec<Vec<u8>> = conn
+                .prepare(&format!("SELECT seqs FROM {table}"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for seq in blobs.iter().flat_map(|b| b.chunks_exact(8)) {
+                let seq = i64::from_le_bytes(seq.try_into().unwrap());
+                let found: bool = conn
+                    .query_row(
+                        "SELECT count(*) > 0 FROM messages WHERE seq = ?1",
+                        [seq],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                if !found {
+                    missing.push(seq);
+                }
+            }
+        }
+        missing
+    }
+
+    /// The bulk indexes never name a purged message: neither right after the purge, nor once the
+    /// writer catches up with the messages it noted before it (some of them purged since).
+    #[tokio::test]
+    async fn a_purge_leaves_the_bulk_indexes_naming_only_stored_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal, 16).unwrap();
+        let bench = UserRecord {
+            name: "b0".into(),
+            display_name: "b0".into(),
+            password_hash: "cheap".into(),
+            bench: true,
+        };
+        store.put_bench_users(vec![bench]).await.unwrap();
+        send(&store, "amy", "bob", "r1").await;
+        send(&store, "b0", "bob", "from bench").await;
+        send(&store, "amy", "b0", "to bench").await;
+        send(&store, "bob", "amy", "r2").await;
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["r1", "from bench"]);
+        let purge = store.purge_bench_users().await.unwrap();
+        assert_eq!(purge.private_messages, 2);
+        assert!(
+            dangling(dir.path()).is_empty(),
+            "{:?}",
+            dangling(dir.path())
+        );
+        // Past the catch-up interval the next commit indexes what the writer noted, which
+        // includes the purged messages: it must read the table instead.
+        tokio::time::sleep(HISTORY_INDEX_AFTER + std::time::Duration::from_millis(100)).await;
+        send(&store, "amy", "bob", "r3").await;
+        send(&store, "amy", "bob", "r4").await;
+        let upto: i64 = Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .query_row("SELECT upto FROM history_indexed", [], |r| r.get(0))
+            .unwrap();
+        assert!(upto >= 5, "the writer caught up (upto {upto})");
+        assert!(
+            dangling(dir.path()).is_empty(),
+            "{:?}",
+            dangling(dir.path())
+        );
+        assert_eq!(history(&store, 10).await, ["r1", "r2", "r3", "r4"]);
+        assert_eq!(inbox(&store, dir.path(), "bob").await, ["r1", "r3", "r4"]);
+        assert!(inbox(&store, dir.path(), "b0").await.is_empty());
+        assert!(
+            store
+                .conversation("b0", "bob", crate::testing::window(10))
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+    }
+}
