@@ -442,6 +442,27 @@ impl Hub {
             .map_or(0, broadcast::Sender::receiver_count)
     }
 
+    /// The `n` largest groups: name, members, live sessions (largest first, then by name).
+    pub fn largest(&self, n: usize) -> Vec<(String, usize, usize)> {
+        let map = lock(&self.groups);
+        let mut all: Vec<(String, usize, usize)> = map
+            .iter()
+            .map(|(name, g)| {
+                let live = g.ring.as_ref().map_or(0, broadcast::Sender::receiver_count);
+                (name.clone(), g.members.len(), live)
+            })
+            .collect();
+        drop(map);
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    /// Groups in the realm.
+    pub fn group_count(&self) -> usize {
+        lock(&self.groups).len()
+    }
+
     /// The ring capacity: how far behind a live session may fall.
     pub fn live_queue(&self) -> usize {
         self.live_queue

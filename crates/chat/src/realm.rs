@@ -28,6 +28,7 @@ mod tests;
 mod watch_cmds;
 
 pub use admin_cmds::AdminError;
+
 pub use group_cmds::{LiveSession, wire_group_message};
 pub use watch_cmds::WatchStart;
 
@@ -199,6 +200,41 @@ impl Drop for Delivery {
     }
 }
 
+/// Groups [`Realm::overview`] lists, the largest first.
+pub const DEFAULT_OVERVIEW_GROUPS: usize = 10;
+
+/// A realm at one instant, for dashboards and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RealmOverview {
+    /// The realm's name.
+    pub realm: String,
+    /// Users.
+    pub users: u64,
+    /// Users logged in on at least one connection.
+    pub online: u64,
+    /// Live session tokens.
+    pub sessions: u64,
+    /// Failed logins since the realm started.
+    pub failed_logins: u64,
+    /// Groups.
+    pub groups: u64,
+    /// The largest groups.
+    pub largest_groups: Vec<GroupSize>,
+    /// Each link to a peer realm: state and outbox depth.
+    pub links: Vec<jaring_proto::chat::realms::PeerEntry>,
+}
+
+/// A group's size.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupSize {
+    /// The group's name.
+    pub name: String,
+    /// Members.
+    pub members: u64,
+    /// Live sessions open on it.
+    pub live: u64,
+}
+
 /// A chat realm: users, tokens, presence and the durable store behind them.
 pub struct Realm<S> {
     options: RealmOptions,
@@ -219,6 +255,8 @@ pub struct Realm<S> {
     dummy_hash: String,
     /// The federation, once started: how `user@realm` and unknown bare names reach peers.
     remote: OnceLock<Arc<dyn Remote>>,
+    /// Failed logins since the start (for the dashboard).
+    failed_logins: std::sync::atomic::AtomicU64,
 }
 
 /// Where an address leads.
@@ -304,6 +342,7 @@ impl<S: Store> Realm<S> {
             leases: Arc::default(),
             dummy_hash,
             remote: OnceLock::new(),
+            failed_logins: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -328,6 +367,36 @@ impl<S: Store> Realm<S> {
     /// Live tokens.
     pub fn token_count(&self) -> usize {
         lock(&self.tokens).len()
+    }
+
+    /// What the lab's dashboard and `/metrics` show of the realm now: its users and sessions,
+    /// its links (state and outbox depth) and its largest groups.
+    pub async fn overview(&self) -> RealmOverview {
+        let links = match self.remote.get() {
+            Some(r) => r.status().await,
+            None => Vec::new(),
+        };
+        RealmOverview {
+            realm: self.options.name.clone(),
+            users: self.user_count() as u64,
+            online: lock(&self.online).len() as u64,
+            sessions: self.token_count() as u64,
+            failed_logins: self
+                .failed_logins
+                .load(std::sync::atomic::Ordering::Relaxed),
+            groups: self.groups.group_count() as u64,
+            largest_groups: self
+                .groups
+                .largest(DEFAULT_OVERVIEW_GROUPS)
+                .into_iter()
+                .map(|(name, members, live)| GroupSize {
+                    name,
+                    members: members as u64,
+                    live: live as u64,
+                })
+                .collect(),
+            links,
+        }
     }
 
     /// Connects the realm to its federation; a second call is ignored.
@@ -511,6 +580,8 @@ impl<S: Store> Realm<S> {
             self.store_rehash(&c.user, old, new).await;
         }
         if !checked.matched {
+            self.failed_logins
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             lock(&self.limiter).fail(conn.peer, &c.user, self.clock.now());
             info!(peer = %conn.peer, user = %c.user, "failed login");
             reply::encode_error(BAD_LOGIN, out);

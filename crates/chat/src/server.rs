@@ -247,6 +247,7 @@ impl<S: Store> ChatServer<S> {
                     }
                 };
                 last_active = Instant::now();
+                conn.stats.moved(n as u64, 0);
                 session.handle_input(&buf[..n]);
                 // A line started and not finished must be finished by its deadline, however
                 // slowly its bytes trickle in (each of which keeps the idle timer happy).
@@ -268,14 +269,17 @@ impl<S: Store> ChatServer<S> {
                 }
             }
             let mut held = None;
+            let (mut answered, mut refused) = (0, 0);
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 self.acknowledge(&mut unconfirmed).await;
                 match request {
                     Request::Command(Command::Send(first)) => {
                         let sends = gather_sends(first, &mut session, &mut held);
+                        answered += sends.len() as u64;
                         self.realm.send_many(&mut state, sends, &mut out).await;
                     }
                     Request::Command(cmd) => {
+                        answered += 1;
                         match self.realm.execute(&mut state, cmd, &mut out).await {
                             Outcome::Replied => {}
                             Outcome::Deliver(delivery) => unconfirmed = Some(delivery),
@@ -317,8 +321,12 @@ impl<S: Store> ChatServer<S> {
                             }
                         }
                     }
-                    Request::Invalid(e) => encode_error(e, &mut out),
+                    Request::Invalid(e) => {
+                        refused += 1;
+                        encode_error(e, &mut out);
+                    }
                     Request::TooLong(t) => {
+                        conn.stats.failed(1);
                         ChatSession::encode_too_long(t, &mut out);
                         let _ = write_out(stream, &mut out, conn.grace.min(idle)).await;
                         linger_async(stream, read_buffer(&mut buf, conn.read_buffer)).await;
@@ -334,9 +342,11 @@ impl<S: Store> ChatServer<S> {
                     break 'conn End::Error(e);
                 }
             }
+            let wrote = out.len() as u64;
             if let Err(e) = write_out(stream, &mut out, idle).await {
                 break End::Error(e);
             }
+            count(conn, answered, refused, wrote, last_active);
             if out.capacity() > KEEP_REPLY_BUFFER {
                 out = Vec::new();
             }
@@ -460,15 +470,20 @@ impl<S: Store> Handler for ChatServer<S> {
                 break end;
             }
             let mut held = None;
+            let (mut answered, mut refused) = (0, 0);
+            let read_at = Instant::now();
+            conn.stats.moved(n as u64, 0);
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 self.handle.block_on(self.acknowledge(&mut unconfirmed));
                 match request {
                     Request::Command(Command::Send(first)) => {
                         let sends = gather_sends(first, &mut session, &mut held);
+                        answered += sends.len() as u64;
                         self.handle
                             .block_on(self.realm.send_many(&mut state, sends, &mut out));
                     }
                     Request::Command(cmd) => {
+                        answered += 1;
                         let outcome = self
                             .handle
                             .block_on(self.realm.execute(&mut state, cmd, &mut out));
@@ -495,8 +510,12 @@ impl<S: Store> Handler for ChatServer<S> {
                             }
                         }
                     }
-                    Request::Invalid(e) => encode_error(e, &mut out),
+                    Request::Invalid(e) => {
+                        refused += 1;
+                        encode_error(e, &mut out);
+                    }
                     Request::TooLong(t) => {
+                        conn.stats.failed(1);
                         ChatSession::encode_too_long(t, &mut out);
                         break 'conn End::Closed;
                     }
@@ -512,6 +531,7 @@ impl<S: Store> Handler for ChatServer<S> {
             if let Err(e) = stream.write_all(&out) {
                 break End::Error(e);
             }
+            count(&conn, answered, refused, out.len() as u64, read_at);
             out.clear();
         };
         self.realm.disconnect(&mut state);
@@ -535,4 +555,16 @@ impl<S: Store> Handler for ChatServer<S> {
         }
         end
     }
+}
+
+/// Adds one batch of requests to the server's counters: commands `answered` (each send counts),
+/// malformed lines `refused`, reply bytes `wrote`, and the service time since `read_at`.
+fn count(conn: &Conn, answered: u64, refused: u64, wrote: u64, read_at: Instant) {
+    if answered > 0 {
+        conn.stats.answered(answered, read_at.elapsed());
+    }
+    if refused > 0 {
+        conn.stats.failed(refused);
+    }
+    conn.stats.moved(0, wrote);
 }

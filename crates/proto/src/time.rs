@@ -138,6 +138,8 @@ pub fn encode_error(message: impl fmt::Display, out: &mut Vec<u8>) {
 pub struct TimeSession {
     framer: LineFramer,
     done: bool,
+    answered: u64,
+    refused: u64,
 }
 
 impl TimeSession {
@@ -146,6 +148,8 @@ impl TimeSession {
         Self {
             framer: LineFramer::new(max_line),
             done: false,
+            answered: 0,
+            refused: 0,
         }
     }
 
@@ -162,17 +166,25 @@ impl TimeSession {
             return Flow::Close;
         }
         let done = &mut self.done;
+        let (answered, refused) = (&mut self.answered, &mut self.refused);
         self.framer.feed(input, |line| {
             match line.map(parse_request) {
-                Ok(Ok(Request::Time)) => clock.now().encode_reply(out),
+                Ok(Ok(Request::Time)) => {
+                    clock.now().encode_reply(out);
+                    *answered += 1;
+                }
                 Ok(Ok(Request::Blank)) => {}
                 Ok(Ok(Request::Quit)) => {
                     *done = true;
                     return ControlFlow::Break(());
                 }
-                Ok(Err(bad)) => encode_error(bad, out),
+                Ok(Err(bad)) => {
+                    encode_error(bad, out);
+                    *refused += 1;
+                }
                 Err(too_long) => {
                     encode_error(format_args!("{too_long}; closing"), out);
+                    *refused += 1;
                     *done = true;
                     return ControlFlow::Break(());
                 }
@@ -217,6 +229,16 @@ impl TimeSession {
     pub fn handle_shutdown(&mut self, out: &mut Vec<u8>) {
         self.done = true;
         encode_error("server shutting down; closing", out);
+    }
+
+    /// `TIME` requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// Requests refused so far (unknown, not UTF-8, too long).
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Whether the session has ended (QUIT, EOF, an over-long line, a timeout or shutdown).

@@ -152,11 +152,15 @@ pub async fn drive_async<T: Transport, S: Session>(
             Wait::Ready(Err(e)) => break End::Error(e),
         };
         watch.touch();
+        let read_at = Instant::now();
+        let counted = (session.answered(), session.refused());
         let flow = session.handle_input(&buf[..n], &mut out);
         watch.partial(session.partial());
+        let wrote = out.len();
         if let Err(e) = write_out(&mut stream, &mut out, idle).await {
             break End::Error(e);
         }
+        count(ctx, &session, counted, n, wrote, read_at);
         if flow == Flow::Close {
             break End::Closed;
         }
@@ -190,6 +194,27 @@ pub async fn drive_async<T: Transport, S: Session>(
         }
     }
     end
+}
+
+/// Adds what one input did to the server's counters: the requests the session answered and
+/// refused since `before`, the bytes read and written, and the service time since `read_at`.
+fn count<S: Session>(
+    ctx: &Conn,
+    session: &S,
+    before: (u64, u64),
+    read: usize,
+    written: usize,
+    read_at: Instant,
+) {
+    let answered = session.answered().saturating_sub(before.0);
+    if answered > 0 {
+        ctx.stats.answered(answered, read_at.elapsed());
+    }
+    let refused = session.refused().saturating_sub(before.1);
+    if refused > 0 {
+        ctx.stats.failed(refused);
+    }
+    ctx.stats.moved(read as u64, written as u64);
 }
 
 /// Writes all of `out` within `limit` (and sends it on: a TLS transport's records are flushed),
@@ -267,6 +292,8 @@ pub fn drive_blocking<S: Session>(
             Ok(n) => n,
             Err(end) => break end,
         };
+        let read_at = std::time::Instant::now();
+        let counted = (session.answered(), session.refused());
         let flow = session.handle_input(&buf[..n], &mut out);
         if let Err(end) = line.partial(session.partial(), &stream, ctx) {
             break end;
@@ -274,6 +301,7 @@ pub fn drive_blocking<S: Session>(
         if let Err(e) = stream.write_all(&out) {
             break End::Error(e);
         }
+        count(ctx, &session, counted, n, out.len(), read_at.into());
         out.clear();
         if flow == Flow::Close {
             break End::Closed;

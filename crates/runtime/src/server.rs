@@ -68,12 +68,43 @@ pub enum BindError {
     },
 }
 
-/// Counters a running server keeps; cheap to read at any time, e.g. from tests.
+/// Counters a running server keeps; cheap to read at any time, e.g. from tests, `/metrics` and
+/// the lab's dashboard. Connections are counted by the runtime; requests, errors and bytes by
+/// the connection loops (the drivers here count what their sessions report, a service with a
+/// loop of its own counts through [`crate::Conn::stats`]).
 #[derive(Debug, Default)]
 pub struct Stats {
     accepted: AtomicU64,
     refused: AtomicU64,
     closed: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Sum of the requests' service times, in µs (from the read that completed them to the
+    /// write of their reply).
+    service_us: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Connections admitted so far.
+    pub accepted: u64,
+    /// Connections refused at a limit.
+    pub refused: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Requests answered (time: replies; chat: commands; echo: chunks echoed).
+    pub requests: u64,
+    /// Requests refused as malformed or failed.
+    pub errors: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Sum of the requests' service times, µs.
+    pub service_us: u64,
 }
 
 impl Stats {
@@ -95,6 +126,43 @@ impl Stats {
     /// Connections open right now.
     pub fn active(&self) -> u64 {
         self.accepted().saturating_sub(self.closed())
+    }
+
+    /// `n` requests answered, the last after `service` (from the read that completed it).
+    pub fn answered(&self, n: u64, service: Duration) {
+        self.requests.fetch_add(n, Ordering::Relaxed);
+        let us = u64::try_from(service.as_micros()).unwrap_or(u64::MAX);
+        self.service_us
+            .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
+    }
+
+    /// `n` requests refused or failed.
+    pub fn failed(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved: `read` from the client, `written` to it.
+    pub fn moved(&self, read: u64, written: u64) {
+        if read > 0 {
+            self.bytes_in.fetch_add(read, Ordering::Relaxed);
+        }
+        if written > 0 {
+            self.bytes_out.fetch_add(written, Ordering::Relaxed);
+        }
+    }
+
+    /// Every counter, read now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted(),
+            refused: self.refused(),
+            open: self.active(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            service_us: self.service_us.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -315,6 +383,7 @@ impl<S: Handler> Acceptor<S> {
             line_timeout: self.config.limits.line_timeout,
             grace: self.config.grace,
             shutdown: self.shutdown.clone(),
+            stats: Arc::clone(&self.stats),
         };
         // Small request/reply lines must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);

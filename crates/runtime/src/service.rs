@@ -97,6 +97,8 @@ pub struct Conn {
     pub grace: Duration,
     /// Cancelled when the server shuts down; a connection loop must watch it.
     pub shutdown: CancellationToken,
+    /// The server's counters: a loop of its own counts its requests, errors and bytes here.
+    pub stats: Arc<crate::Stats>,
 }
 
 /// The per-connection, sans-IO state of a protocol: bytes in, bytes out.
@@ -118,6 +120,17 @@ pub trait Session: Send + 'static {
     /// connection if the request is not complete within the line timeout.
     fn partial(&self) -> bool {
         false
+    }
+
+    /// Requests answered so far on this connection (the drivers add what each input adds to the
+    /// server's counters); 0 for a protocol without requests.
+    fn answered(&self) -> u64 {
+        0
+    }
+
+    /// Requests refused as malformed so far on this connection.
+    fn refused(&self) -> u64 {
+        0
     }
 
     /// A request was started and not finished within `limit`; the connection closes after this.

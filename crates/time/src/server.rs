@@ -96,6 +96,14 @@ impl Session for TimeConnection {
         self.proto.partial()
     }
 
+    fn answered(&self) -> u64 {
+        self.proto.answered()
+    }
+
+    fn refused(&self) -> u64 {
+        self.proto.refused()
+    }
+
     fn handle_slow_request(&mut self, limit: Duration, out: &mut Vec<u8>) {
         self.proto.handle_slow_request(limit.as_secs(), out);
     }

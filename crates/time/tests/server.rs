@@ -399,3 +399,31 @@ async fn ipv6_loopback_works() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// The server's counters (what `/metrics` and the lab's dashboard show) count every answered
+/// request, every refused one and the bytes, under both connection models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_count_requests_errors_and_bytes_under_every_model() {
+    for model in [Model::Async, Model::Threads] {
+        let server = start(model).await;
+        let mut s = connect(server.addr).await;
+        let sent = b"TIME\r\nNOPE\r\nTIME\r\n\r\nTIME\r\n";
+        s.write_all(sent).await.unwrap();
+        let lines = read_lines(&mut s, 4).await;
+        let got: usize = lines.iter().map(String::len).sum();
+        // Counted just after the replies are written: wait for it rather than race it.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let snap = loop {
+            let snap = server.stats.snapshot();
+            if snap.requests == 3 || tokio::time::Instant::now() > deadline {
+                break snap;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!((snap.requests, snap.errors), (3, 1), "{model:?}: {snap:?}");
+        assert_eq!(snap.bytes_in, sent.len() as u64, "{model:?}");
+        assert_eq!(snap.bytes_out, got as u64, "{model:?}");
+        assert_eq!(snap.open, 1, "{model:?}");
+        server.stop().await;
+    }
+}
