@@ -247,7 +247,7 @@ impl<S: Store> ChatServer<S> {
                     }
                 };
                 last_active = Instant::now();
-                conn.stats.moved(n as u64, 0);
+                conn.counters().moved(n as u64, 0);
                 session.handle_input(&buf[..n]);
                 // A line started and not finished must be finished by its deadline, however
                 // slowly its bytes trickle in (each of which keeps the idle timer happy).
@@ -326,7 +326,7 @@ impl<S: Store> ChatServer<S> {
                         encode_error(e, &mut out);
                     }
                     Request::TooLong(t) => {
-                        conn.stats.failed(1);
+                        conn.counters().failed(1);
                         ChatSession::encode_too_long(t, &mut out);
                         let _ = write_out(stream, &mut out, conn.grace.min(idle)).await;
                         linger_async(stream, read_buffer(&mut buf, conn.read_buffer)).await;
@@ -472,7 +472,7 @@ impl<S: Store> Handler for ChatServer<S> {
             let mut held = None;
             let (mut answered, mut refused) = (0, 0);
             let read_at = Instant::now();
-            conn.stats.moved(n as u64, 0);
+            conn.counters().moved(n as u64, 0);
             while let Some(request) = held.take().or_else(|| session.poll_request()) {
                 self.handle.block_on(self.acknowledge(&mut unconfirmed));
                 match request {
@@ -515,7 +515,7 @@ impl<S: Store> Handler for ChatServer<S> {
                         encode_error(e, &mut out);
                     }
                     Request::TooLong(t) => {
-                        conn.stats.failed(1);
+                        conn.counters().failed(1);
                         ChatSession::encode_too_long(t, &mut out);
                         break 'conn End::Closed;
                     }
@@ -561,10 +561,10 @@ impl<S: Store> Handler for ChatServer<S> {
 /// malformed lines `refused`, reply bytes `wrote`, and the service time since `read_at`.
 fn count(conn: &Conn, answered: u64, refused: u64, wrote: u64, read_at: Instant) {
     if answered > 0 {
-        conn.stats.answered(answered, read_at.elapsed());
+        conn.counters().answered(answered, read_at.elapsed());
     }
     if refused > 0 {
-        conn.stats.failed(refused);
+        conn.counters().failed(refused);
     }
-    conn.stats.moved(0, wrote);
+    conn.counters().moved(0, wrote);
 }

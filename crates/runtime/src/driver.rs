@@ -208,13 +208,13 @@ fn count<S: Session>(
 ) {
     let answered = session.answered().saturating_sub(before.0);
     if answered > 0 {
-        ctx.stats.answered(answered, read_at.elapsed());
+        ctx.counters().answered(answered, read_at.elapsed());
     }
     let refused = session.refused().saturating_sub(before.1);
     if refused > 0 {
-        ctx.stats.failed(refused);
+        ctx.counters().failed(refused);
     }
-    ctx.stats.moved(read as u64, written as u64);
+    ctx.counters().moved(read as u64, written as u64);
 }
 
 /// Writes all of `out` within `limit` (and sends it on: a TLS transport's records are flushed),

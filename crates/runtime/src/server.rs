@@ -77,6 +77,18 @@ pub struct Stats {
     accepted: AtomicU64,
     refused: AtomicU64,
     closed: AtomicU64,
+    /// Per-request counters, spread over cache lines by connection so that connections on
+    /// different cores do not fight over one line on every request.
+    shards: [Shard; STATS_SHARDS],
+}
+
+/// Shards of [`Stats`]' per-request counters.
+const STATS_SHARDS: usize = 16;
+
+/// One shard of the per-request counters; a connection counts into the shard of its id.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Shard {
     requests: AtomicU64,
     errors: AtomicU64,
     bytes_in: AtomicU64,
@@ -84,6 +96,31 @@ pub struct Stats {
     /// Sum of the requests' service times, in µs (from the read that completed them to the
     /// write of their reply).
     service_us: AtomicU64,
+}
+
+impl Shard {
+    /// `n` requests answered, the last after `service` (from the read that completed it).
+    pub fn answered(&self, n: u64, service: Duration) {
+        self.requests.fetch_add(n, Ordering::Relaxed);
+        let us = u64::try_from(service.as_micros()).unwrap_or(u64::MAX);
+        self.service_us
+            .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
+    }
+
+    /// `n` requests refused or failed.
+    pub fn failed(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved: `read` from the client, `written` to it.
+    pub fn moved(&self, read: u64, written: u64) {
+        if read > 0 {
+            self.bytes_in.fetch_add(read, Ordering::Relaxed);
+        }
+        if written > 0 {
+            self.bytes_out.fetch_add(written, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A copy of [`Stats`] at one instant.
@@ -128,27 +165,9 @@ impl Stats {
         self.accepted().saturating_sub(self.closed())
     }
 
-    /// `n` requests answered, the last after `service` (from the read that completed it).
-    pub fn answered(&self, n: u64, service: Duration) {
-        self.requests.fetch_add(n, Ordering::Relaxed);
-        let us = u64::try_from(service.as_micros()).unwrap_or(u64::MAX);
-        self.service_us
-            .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
-    }
-
-    /// `n` requests refused or failed.
-    pub fn failed(&self, n: u64) {
-        self.errors.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Bytes moved: `read` from the client, `written` to it.
-    pub fn moved(&self, read: u64, written: u64) {
-        if read > 0 {
-            self.bytes_in.fetch_add(read, Ordering::Relaxed);
-        }
-        if written > 0 {
-            self.bytes_out.fetch_add(written, Ordering::Relaxed);
-        }
+    /// The counters connection `id` counts into.
+    pub fn shard(&self, id: u64) -> &Shard {
+        &self.shards[(id % STATS_SHARDS as u64) as usize]
     }
 
     /// Every counter, read now.
@@ -157,12 +176,19 @@ impl Stats {
             accepted: self.accepted(),
             refused: self.refused(),
             open: self.active(),
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            service_us: self.service_us.load(Ordering::Relaxed),
+            requests: self.sum(|s| &s.requests),
+            errors: self.sum(|s| &s.errors),
+            bytes_in: self.sum(|s| &s.bytes_in),
+            bytes_out: self.sum(|s| &s.bytes_out),
+            service_us: self.sum(|s| &s.service_us),
         }
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 }
 

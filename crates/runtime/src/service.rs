@@ -97,8 +97,16 @@ pub struct Conn {
     pub grace: Duration,
     /// Cancelled when the server shuts down; a connection loop must watch it.
     pub shutdown: CancellationToken,
-    /// The server's counters: a loop of its own counts its requests, errors and bytes here.
+    /// The server's counters: a loop of its own counts its requests, errors and bytes in
+    /// [`Conn::counters`].
     pub stats: Arc<crate::Stats>,
+}
+
+impl Conn {
+    /// Where this connection counts its requests, errors and bytes.
+    pub fn counters(&self) -> &crate::Shard {
+        self.stats.shard(self.info.id)
+    }
 }
 
 /// The per-connection, sans-IO state of a protocol: bytes in, bytes out.
