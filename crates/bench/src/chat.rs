@@ -147,7 +147,7 @@ impl ChatOptions {
 pub enum ChatBenchError {
     /// A bench connection could not log in.
     #[error(
-        "cannot log in as {user} on the realm at {at}: {reason}; create the bench users there first (`bench/chat/run.sh` shows how) or pass --user-prefix and --password"
+        "cannot log in as {user} on the realm at {at}: {reason}; create the bench users there first (a realm on this machine gets them made by the bench itself, unless --no-setup; `bench/chat/run.sh` shows how) or pass --user-prefix and --password"
     )]
     Login {
         /// The user.

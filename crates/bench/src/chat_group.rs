@@ -163,7 +163,7 @@ pub enum GroupBenchError {
     /// The realm refused a member's login: the bench users are missing or their password is
     /// another.
     #[error(
-        "cannot log in as {user}: {reason}; create the bench users first (`bench/chat/run_group.sh` shows how) or pass --user-prefix and --password"
+        "cannot log in as {user}: {reason}; create the bench users first (a realm on this machine gets them made by the bench itself, unless --no-setup; `bench/chat/run_group.sh` shows how) or pass --user-prefix and --password"
     )]
     Login {
         /// The user.

@@ -186,7 +186,7 @@ impl PushReport {
 pub enum PushBenchError {
     /// A bench user could not log in: the users are missing or their password is another.
     #[error(
-        "cannot log in as {user}: {reason}; create the bench users first (`bench/chat/push.sh` shows how: senders are PREFIX0.., watchers follow) or pass --user-prefix and --password"
+        "cannot log in as {user}: {reason}; create the bench users first (a realm on this machine gets them made by the bench itself, unless --no-setup; `bench/chat/push.sh` shows how: senders are PREFIX0.., watchers follow) or pass --user-prefix and --password"
     )]
     Login {
         /// The user.

@@ -108,15 +108,22 @@ fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
     let tmp = tempfile::tempdir().unwrap();
     support::bench_users(&tmp.path().join("data"), USERS);
     let (_server, port) = serve(tmp.path());
-    // Many connections, a thousand group members or watchers, all missing: each run tries one
-    // login.
+    // Many connections, a thousand group members or watchers, all missing (and, with
+    // --no-setup, not made by the bench): each run tries one login.
     for (workload, hint) in [
         (&["--connections", "50"][..], "bench/chat/run.sh"),
         (&["--group", "--members", "1000"], "bench/chat/run_group.sh"),
         (&["--push", "--watchers", "1000"], "bench/chat/push.sh"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
-            .args(["bench", "chat", "--user-prefix", "nobody", "--port"])
+            .args([
+                "bench",
+                "chat",
+                "--no-setup",
+                "--user-prefix",
+                "nobody",
+                "--port",
+            ])
             .arg(port.to_string())
             .args(["--duration", "1"])
             .args(workload)
@@ -128,7 +135,7 @@ fn bench_chat_says_how_to_create_missing_users_and_locks_nobody_out() {
             err.contains("cannot log in as nobody0") && err.contains("wrong user name or password"),
             "{err}"
         );
-        assert!(err.contains(hint), "{err}");
+        assert!(err.contains(hint) && err.contains("--no-setup"), "{err}");
     }
     // Three failed logins from this address: a real user here is not locked out.
     let mut real = support::ChatClient::connect(port);

@@ -766,7 +766,7 @@ fn a_realm_from_before_the_storage_split_keeps_working() {
     beta.kill9();
     for realm in ["alpha", "beta"] {
         let db = dir.path().join(format!("{realm}-data/chat.db"));
-        assert_eq!(user_version(&db), 6, "{realm} migrated");
+        assert_eq!(user_version(&db), 7, "{realm} migrated");
     }
 }
 
@@ -819,14 +819,24 @@ fn user_administration(storage: Storage<'_>) {
     let mut c = ChatClient::connect(server.port);
     assert_eq!(c.call("auth amy one").unwrap()["status"], "ERROR");
     c.auth("amy", "three");
-    // The store is locked while a server runs on it: no change behind its back.
+    // While a server runs, the commands go through its admin socket: the change counts at
+    // once, in the running realm and in storage.
+    let mut r = ChatClient::connect(server.port);
+    let token = r.auth("rory", &support::password("rory"));
     let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
-    assert!(!ok, "a user was deleted under a running server: {err}");
+    assert!(ok && err.contains("deleted rory"), "{err}");
+    assert_eq!(
+        r.call(&format!("inbox {token}")).unwrap()["status"],
+        "ERROR"
+    );
+    let again = ChatClient::connect(server.port)
+        .call(&format!("auth rory {}", support::password("rory")))
+        .unwrap();
+    assert_eq!(again["status"], "ERROR");
+    assert_eq!(listed(&config), ["amy (\"Amy Pond\")"]);
     server.kill9();
     server.wait_exit();
-
-    let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
-    assert!(ok, "{err}");
+    // And it stays so after the realm stopped: it was in storage.
     assert_eq!(listed(&config), ["amy (\"Amy Pond\")"]);
     let (ok, _, err) = user_cmd(&config, &["del", "rory"], "");
     assert!(!ok && err.contains("jaring chat user list"), "{err}");

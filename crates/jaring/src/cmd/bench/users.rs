@@ -67,10 +67,11 @@ pub async fn prepare(c: &mut BenchChatArgs) -> Result<Option<BenchUsers>, Failur
             .await
             .ok()
             .flatten();
-        let found = match pid {
-            Some(pid) => find_for_port(pid, port).await,
-            None => None,
+        // Nothing listens (or not here): the run itself fails fast and says so, in one line.
+        let Some(pid) = pid else {
+            return Ok(None);
         };
+        let found = find_for_port(pid, port).await;
         let Some((path, info)) = found else {
             eprintln!(
                 "bench: no admin socket of the realm on {target} found (not on this machine, not \
