@@ -108,8 +108,14 @@ impl<S> std::fmt::Debug for WsTransport<S> {
 impl<S: Transport> WsTransport<S> {
     /// Wraps `stream`, on which the server already answered the handshake with 101; `part` is
     /// what was read past the request head (frames the client sent early). Lines (messages) over
-    /// `max_line` bytes are refused.
-    pub async fn accept(stream: S, part: Vec<u8>, max_line: usize) -> Self {
+    /// `max_line` bytes are refused. `liveness`: ping after this much quiet, drop after that much
+    /// more without a word ([`DEFAULT_PING_EVERY`], [`DEFAULT_PONG_TIMEOUT`]).
+    pub async fn accept(
+        stream: S,
+        part: Vec<u8>,
+        max_line: usize,
+        liveness: (Duration, Duration),
+    ) -> Self {
         let ws = WebSocketStream::from_partially_read(
             stream,
             part,
@@ -117,10 +123,10 @@ impl<S: Transport> WsTransport<S> {
             Some(config(max_line)),
         )
         .await;
-        Self::with_timers(ws, max_line, DEFAULT_PING_EVERY, DEFAULT_PONG_TIMEOUT)
+        Self::with_timers(ws, max_line, liveness.0, liveness.1)
     }
 
-    /// Wraps a WebSocket with other liveness timers (tests).
+    /// Wraps a WebSocket whose handshake is done.
     pub fn with_timers(
         ws: WebSocketStream<S>,
         max_line: usize,

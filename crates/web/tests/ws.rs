@@ -309,3 +309,48 @@ async fn wss_with_the_realm_certificate() {
     assert!(reply.contains(r#""status":"OK""#), "{reply}");
     web.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_ping_is_dropped_and_a_live_one_stays() {
+    let web = Web::start(&["ann"], |o| {
+        o.ping_every = Duration::from_millis(200);
+        o.pong_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // Dead: completes the handshake, then never reads or answers.
+    let mut dead = tokio::net::TcpStream::connect(web.web).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    dead.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Live: reads all the while (tungstenite answers pings as it reads).
+    let mut live = ws_open(&web, "/ws", None).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), client::recv(&mut live)).await;
+    assert!(quiet.is_err(), "the live peer was closed: {quiet:?}");
+    // The dead one saw the 101 and a ping, then the end.
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(support::TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match dead.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the dead peer is still connected");
+    let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(seen.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(
+        seen.get(head_end),
+        Some(&0x89),
+        "a ping frame after the 101"
+    );
+    let reply = support::call(&mut live, "auth ann annpw").await;
+    assert!(reply.contains(r#""status":"OK""#), "{reply}");
+    web.stop().await;
+}
