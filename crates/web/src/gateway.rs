@@ -234,6 +234,21 @@ impl WebServer {
             );
             return Route::Close;
         }
+        // No route takes a body: one sent anyway would be read as the next request.
+        if req.header("transfer-encoding").is_some()
+            || req
+                .header("content-length")
+                .is_some_and(|l| l.trim() != "0")
+        {
+            respond(
+                out,
+                400,
+                &[],
+                "text/plain; charset=utf-8",
+                b"no request here takes a body\n",
+            );
+            return Route::Close;
+        }
         let path = req.path();
         if let Some(realm) = self.realm(path) {
             let Some(realm) = realm else {

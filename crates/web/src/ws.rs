@@ -49,6 +49,9 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(30);
 /// (the chat loop's own reply budget, so the gateway adds no unbounded buffer).
 pub const DEFAULT_OUT_BUDGET: usize = jaring_chat::server::DEFAULT_REPLY_BUDGET;
 
+/// Capacity of the line buffer kept between messages; a longer line's buffer is given back.
+const KEEP_INPUT: usize = 4096;
+
 /// What the client is told when a message holds CR or LF.
 pub const LINE_BREAK_REFUSAL: &str = "one WebSocket message is one command: a message holding CR or \
      LF is not run; send each command as its own message, without CR or LF";
@@ -57,9 +60,12 @@ pub const LINE_BREAK_REFUSAL: &str = "one WebSocket message is one command: a me
 pub const BINARY_REFUSAL: &str =
     "commands are text messages; a binary message is not run: send the command as text";
 
-/// The WebSocket settings for a chat line limit of `max_line` bytes: no message or frame over it.
+/// The WebSocket settings for a chat line limit of `max_line` bytes: no message or frame over it,
+/// and the runtime's read buffer (tungstenite allocates 128 KiB per connection by default: 128 MiB
+/// for a thousand idle browsers).
 pub fn config(max_line: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(jaring_runtime::service::DEFAULT_READ_BUFFER)
         .max_message_size(Some(max_line))
         .max_frame_size(Some(max_line))
 }
@@ -232,6 +238,10 @@ impl<S: Transport> WsTransport<S> {
                     if t.as_str().contains(['\r', '\n']) {
                         self.refusal = Some(LINE_BREAK_REFUSAL);
                     } else {
+                        if self.input.capacity() > KEEP_INPUT {
+                            // One long line does not pin its buffer for the connection's life.
+                            self.input = Vec::new();
+                        }
                         self.input.clear();
                         self.input.extend_from_slice(t.as_bytes());
                         self.input.extend_from_slice(b"\r\n");

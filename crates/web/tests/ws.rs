@@ -233,6 +233,14 @@ async fn the_page_routes_answer_with_their_headers() {
         ("GET / HTTP/2.0\r\n\r\n", "505"),
         ("GET /\r\n\r\n", "400"),
         ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            "400",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
     ] {
         let r = http_get(web.web, req).await;
         assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{req:?}: {r}");
@@ -260,6 +268,10 @@ async fn the_idle_timeout_closes_a_quiet_websocket() {
     )
     .await;
     let mut ws = ws_open(&web, "/ws", None).await.unwrap();
+    let mut watching = ws_open(&web, "/ws", None).await.unwrap();
+    let t = support::token(&support::call(&mut watching, "auth ann annpw").await);
+    let ok = support::call(&mut watching, &format!("watch {t}")).await;
+    assert!(ok.contains("Watching"), "{ok}");
     let started = tokio::time::Instant::now();
     let end = tokio::time::timeout(support::TIMEOUT, support::recv(&mut ws))
         .await
@@ -269,6 +281,10 @@ async fn the_idle_timeout_closes_a_quiet_websocket() {
         "a command-mode connection is closed without a word"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // A watching one is told why, in a message of its own, then closed.
+    let closing = support::recv(&mut watching).await.unwrap();
+    assert!(closing.starts_with(r#"{"event":"closing""#), "{closing}");
+    assert_eq!(support::recv(&mut watching).await, None);
     web.stop().await;
 }
 
@@ -352,5 +368,16 @@ async fn a_peer_that_answers_no_ping_is_dropped_and_a_live_one_stays() {
     );
     let reply = support::call(&mut live, "auth ann annpw").await;
     assert!(reply.contains(r#""status":"OK""#), "{reply}");
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_port_has_the_runtimes_connection_limit() {
+    let web = Web::start_with(&["ann"], |_| {}, |c| c.limits.max_connections = 1).await;
+    let mut first = ws_open(&web, "/ws", None).await.unwrap();
+    let refused = http_get(web.web, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("server busy"), "{refused}");
+    assert!(support::call(&mut first, "hello").await.contains("ERROR"));
     web.stop().await;
 }
