@@ -98,9 +98,9 @@ async fn a_message_with_a_line_break_is_refused_not_run_as_two_commands() {
 async fn pipelined_messages_are_answered_in_order_around_a_refusal() {
     let web = Web::start(&["ann"], |_| {}).await;
     let mut ws = ws_open(&web, "/ws", None).await.unwrap();
-    for line in ["hello", "bad\nline", "auth ann wrong"] {
-        client::send(&mut ws, line).await.unwrap();
-    }
+    client::send_lines(&mut ws, &["hello", "bad\nline", "auth ann wrong"])
+        .await
+        .unwrap();
     let a = support::recv(&mut ws).await.unwrap();
     let b = support::recv(&mut ws).await.unwrap();
     let c = support::recv(&mut ws).await.unwrap();
@@ -379,5 +379,34 @@ async fn the_web_port_has_the_runtimes_connection_limit() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("server busy"), "{refused}");
     assert!(support::call(&mut first, "hello").await.contains("ERROR"));
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_all_answered_in_order() {
+    let web = Web::start(&["ann", "bob"], |_| {}).await;
+    let mut ws = ws_open(&web, "/ws", None).await.unwrap();
+    let t = support::token(&support::call(&mut ws, "auth ann annpw").await);
+    let lines: Vec<String> = (0..200).map(|i| format!("send {t} bob m{i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    client::send_lines(&mut ws, &refs).await.unwrap();
+    for i in 0..200 {
+        let r = support::recv(&mut ws).await.unwrap();
+        assert!(
+            r.starts_with(r#"{"status":"OK","message":"Message Sent""#),
+            "{i}: {r}"
+        );
+    }
+    let tb = support::token(&support::call(&mut ws, "auth bob bobpw").await);
+    let inbox = support::call(&mut ws, &format!("inbox {tb}")).await;
+    let v: serde_json::Value = serde_json::from_str(&inbox).unwrap();
+    let texts: Vec<&str> = v["messages"]["ann"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, want);
     web.stop().await;
 }
