@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`chat`]: the chat realm's client protocol (lines in, JSON replies out), its commands and session.
 //! - [`federation`]: the server-to-server link between realms (JSON frames, HMAC authentication).
+//! - [`http`]: the web port's bounded HTTP/1.1 request-head parser and the WebSocket accept key.
 //! - [`line`](mod@line): the bounded line framer every line protocol shares (CR LF or LF, a hard
 //!   length cap).
 //! - [`time`]: the TIME protocol (`TIME` → `JAM hh:mm:ss`), its session state machine and reply parser.
@@ -17,6 +18,7 @@
 
 pub mod chat;
 pub mod federation;
+pub mod http;
 pub mod line;
 pub mod time;
 
