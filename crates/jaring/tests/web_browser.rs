@@ -763,3 +763,47 @@ impl OtherSite {
         Self { port }
     }
 }
+
+/// The page's token is logged out behind its back (as an expiry would end it): the page logs in
+/// again with the password it holds in memory, watches again, and the next message arrives. The
+/// token is in session storage, never in the page's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_replaced_by_logging_in_again() {
+    let Some(mut driver) = Driver::start("token_refused") else {
+        return;
+    };
+    let lab = Lab::start();
+    let page = driver.browser().await;
+    page.log_in(&lab.url(), "realm1", "henderson", "surabaya")
+        .await;
+    let token = page
+        .js("return sessionStorage.getItem('jaring.token')", vec![])
+        .await;
+    let token = token
+        .as_str()
+        .expect("a token in session storage")
+        .to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    let url = page.client.current_url().await.unwrap();
+    assert!(!url.as_str().contains(&token), "the token is in the URL");
+
+    let mut other = ChatClient::connect(lab.port("chat realm1"));
+    other.ok(&format!("logout {token}"));
+    let fresh = page
+        .until(
+            "a new token",
+            PATIENCE,
+            "const t = sessionStorage.getItem('jaring.token');
+             return t !== arguments[0]
+               && document.getElementById('status').dataset.state === 'online' ? t : null",
+            vec![json!(token)],
+        )
+        .await;
+    assert_eq!(fresh.as_str().map(str::len), Some(64));
+    let messi = other.auth("messi", "surabaya");
+    other.ok(&format!("send {messi} henderson still there?"));
+    page.open("u:messi").await;
+    page.sees("still there?").await;
+    assert_eq!(page.texts().await, ["still there?"]);
+    page.close().await;
+}

@@ -246,10 +246,13 @@ function lastOrder(c) {
   return c.msgs.length ? c.msgs[c.msgs.length - 1].order : 0;
 }
 
-// The unread counts of the auth reply, shown until the pushed messages catch up with them.
+// The unread counts of the auth reply, shown until the pushed messages catch up with them (a
+// conversation already holding messages counts what arrives instead: no stale count after a
+// login again).
 function hintUnread(a) {
-  for (const [peer, n] of Object.entries(a.unread || {})) conv('u:' + peer).hint = n;
-  for (const [g, n] of Object.entries(a.unread_groups || {})) conv('g:' + g).hint = n;
+  const hint = (key, n) => { const c = conv(key); if (!c.msgs.length) c.hint = n; };
+  for (const [peer, n] of Object.entries(a.unread || {})) hint('u:' + peer, n);
+  for (const [g, n] of Object.entries(a.unread_groups || {})) hint('g:' + g, n);
   scheduleRender();
 }
 
