@@ -3,7 +3,8 @@
 //! two realms; a third shares a group with the terminal client; the page's WebSocket is reset
 //! every 2 s while 1,000 group posts and 500 private messages arrive, and it shows each exactly
 //! once, in order; a message of HTML shows as text; a page of another origin cannot open the
-//! WebSocket. Screenshots go to `target/web-screenshots/`.
+//! WebSocket; a token logged out behind the page's back is replaced by logging in again.
+//! Screenshots go to `target/web-screenshots/`.
 //!
 //! Without `chromium` or `chromedriver` each test says so in one line and passes, except under
 //! `CI=true`, where it fails (`.ci/run` installs them).
