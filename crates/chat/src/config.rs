@@ -72,6 +72,24 @@ pub struct RealmConfig {
     /// `[admin]`: the admin socket.
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[web]`: the web port (the chat page and its WebSocket).
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// `[web]`: the web port, where browsers get the chat page and its WebSocket (`/ws`). Off unless
+/// a port is set (here or with `--web-port`). It binds the client port's address and takes TLS
+/// when `[tls]` has a certificate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Port (0: any free port; unset: no web port).
+    pub port: Option<u16>,
+    /// Origins besides the page's own that may open the WebSocket, e.g.
+    /// `"https://chat.example.org"` (a browser names the page's site in `Origin`; another site's
+    /// page is refused, so it cannot use a visitor's session).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[admin]`: the Unix socket through which the realm's operator (the user it runs as, or
@@ -653,6 +671,14 @@ handshake_timeout_secs = 10
 # socket = "jaring-chat/admin.sock"   # default: admin.sock in the data directory
 enabled = true
 
+# The web port (docs/chat-protocol.md, "WebSocket"): the chat page at http://HOST:PORT/ and its
+# WebSocket at /ws. Off unless a port is set (or --web-port); it listens on [listen] bind and
+# takes TLS beside plaintext when [tls] has a certificate.
+[web]
+# port = 8080
+# Pages of other sites that may open the WebSocket (the page's own site always may).
+allowed_origins = []
+
 # Federation (docs/federation.md): other realms this one exchanges messages with, as user@realm.
 # Peers connect to this port, never to the client port; both realms of a pair list each other
 # with the same secret (generate one with `openssl rand -hex 32`).
@@ -703,6 +729,8 @@ mod tests {
             Some(jaring_proto::chat::DEFAULT_MAX_LINE)
         );
         assert_eq!(c.storage(), (Synchronous::Full, DEFAULT_MAX_BATCH));
+        assert_eq!(c.web.port, None);
+        assert!(c.web.allowed_origins.is_empty());
     }
 
     #[test]

@@ -780,6 +780,10 @@ pub struct ServeArgs {
     /// `memory` keeps nothing across a restart (demos).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub storage: Option<StorageArg>,
+    /// Serve the chat page and its WebSocket (`/ws`) on this port [default: the config's `[web]
+    /// port`, else none]; 0 lets the system choose. Same bind address and TLS as the client port.
+    #[arg(long, value_name = "PORT")]
+    pub web_port: Option<u16>,
     /// TLS on the client port [default: the config's `[tls]`].
     #[command(flatten)]
     pub tls: SharedTlsArgs,
@@ -936,6 +940,12 @@ pub struct LabArgs {
     /// first start), time and the realms take TLS beside plaintext, echo on --echo-tls-port.
     #[arg(long)]
     pub no_tls: bool,
+    /// The chat page and its WebSocket, for both realms (`/ws/realm1`, `/ws/realm2`).
+    #[arg(long, value_name = "PORT", default_value_t = jaring_web::DEFAULT_PORT)]
+    pub web_port: u16,
+    /// No web port.
+    #[arg(long)]
+    pub no_web: bool,
 }
 
 #[cfg(test)]

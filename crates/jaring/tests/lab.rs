@@ -115,6 +115,44 @@ impl Drop for Lab {
     }
 }
 
+/// The lab's one web port: both realms, listed by `/realms`, and a message across the link
+/// between two WebSockets.
+#[test]
+fn the_lab_serves_both_realms_on_its_web_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        &dir.path().join("lab"),
+        &["--bind", "127.0.0.1", "--no-tls"],
+    );
+    let port = *lab.ports.get("web").expect("a web row in the table");
+    let mut s = connect(port);
+    s.write_all(b"GET /realms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(
+        page.ends_with(r#"{"realms":["realm1","realm2"]}"#),
+        "{page}"
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(support::web::lab_across_realms(port));
+    lab.stop();
+}
+
+#[test]
+fn the_lab_without_a_web_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        &dir.path().join("lab"),
+        &["--bind", "127.0.0.1", "--no-tls", "--no-web"],
+    );
+    assert!(!lab.ports.contains_key("web"), "{}", lab.printed);
+    lab.stop();
+}
+
 #[test]
 fn the_lab_starts_and_every_client_works_against_it() {
     every_client_works(false);

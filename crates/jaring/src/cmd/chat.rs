@@ -147,6 +147,10 @@ pub struct StartedRealm {
     pub client_addr: std::net::SocketAddr,
     /// Where peers connect, when federation is configured.
     pub federation_addr: Option<std::net::SocketAddr>,
+    /// The realm's chat as a web port serves it (the lab serves both realms on one).
+    pub web: jaring_web::WebRealm,
+    /// The realm's line limit: a web port's WebSocket messages are capped at it.
+    pub max_line: usize,
     /// Ends when the realm has stopped (after `shutdown`).
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -321,6 +325,14 @@ async fn run_realm<S: Storage>(
         .tls
         .handshake_timeout(config.tls.handshake_timeout_secs.map(|s| s.max(1)));
     let tls_mode_in_force = server_config.tls.as_ref().map(|t| t.mode);
+    // The web port: the client port's address, limits and TLS, on its own port; always the
+    // async model (a WebSocket waits on the peer and on pushed events at once).
+    let web_config = args.web_port.or(config.web.port).map(|port| {
+        let mut c = server_config.clone();
+        c.listen.port = port;
+        c.model = Model::Async;
+        c
+    });
     let server = Server::bind(server_config).await.map_err(bind_failure)?;
     let client_addr = server.local_addr();
     if seed.is_some() && !bind.is_loopback() {
@@ -393,6 +405,24 @@ async fn run_realm<S: Storage>(
     };
     let name = realm.name().to_owned();
     let handler = Arc::new(ChatServer::new(realm, max_line));
+    let web = jaring_web::WebRealm {
+        name: name.clone(),
+        endpoint: Arc::clone(&handler) as Arc<dyn jaring_web::ChatEndpoint>,
+    };
+    let web_task = match web_config {
+        Some(c) => {
+            let (_, task) = serve_web(
+                c,
+                vec![web.clone()],
+                config.web.allowed_origins.clone(),
+                max_line,
+                shutdown.clone(),
+            )
+            .await?;
+            Some(task)
+        }
+        None => None,
+    };
     let task = tokio::spawn(async move {
         let sweeper = {
             let handler = Arc::clone(&handler);
@@ -401,6 +431,9 @@ async fn run_realm<S: Storage>(
         };
         server.serve(Arc::clone(&handler), shutdown).await;
         let _ = sweeper.await;
+        if let Some(web) = web_task {
+            let _ = web.await;
+        }
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -409,8 +442,47 @@ async fn run_realm<S: Storage>(
         name,
         client_addr,
         federation_addr,
+        web,
+        max_line,
         task,
     })
+}
+
+/// Binds a web port serving `realms` (the first is `/ws`'s) with `config`'s address, limits and
+/// TLS, logs where, and serves it until `shutdown`: its address (with the real port) and the
+/// task that ends when it has stopped.
+pub async fn serve_web(
+    config: ServerConfig,
+    realms: Vec<jaring_web::WebRealm>,
+    allowed_origins: Vec<String>,
+    max_line: usize,
+    shutdown: CancellationToken,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), Failure> {
+    let tls_only = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == jaring_runtime::TlsMode::Only);
+    let server = Server::bind(config).await.map_err(bind_failure)?;
+    let addr = server.local_addr();
+    let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
+    let web = Arc::new(jaring_web::WebServer::new(jaring_web::WebOptions {
+        realms,
+        allowed_origins,
+        max_line,
+    }));
+    let scheme = if tls_only { "https" } else { "http" };
+    let shown = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    tracing::info!(
+        realm = %names.join(","),
+        port = addr.port(),
+        "web ready: {scheme}://{shown}/"
+    );
+    let task = tokio::spawn(async move { server.serve(web, shutdown).await });
+    Ok((addr, task))
 }
 
 async fn serve(args: ServeArgs) -> CmdResult {

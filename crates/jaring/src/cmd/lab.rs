@@ -20,7 +20,7 @@ use jaring_tls::pki::{LabLeaf, LabTls};
 use jiff::tz::TimeZone;
 
 use crate::cli::{LabArgs, ModelArg, RealmLocation, ServeArgs};
-use crate::cmd::chat::{DEFAULT_DEMO_BIND, Seed, start_realm};
+use crate::cmd::chat::{DEFAULT_DEMO_BIND, Seed, serve_web, start_realm};
 use crate::cmd::{bind_failure, load_tls};
 use crate::{CmdResult, Failure, signal};
 
@@ -257,6 +257,8 @@ fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
         grace: jaring_runtime::config::DEFAULT_GRACE.as_secs_f64(),
         federation_port: Some(federation_port),
         storage: None,
+        // The lab serves one web port for both realms itself.
+        web_port: None,
         tls: crate::cli::SharedTlsArgs::default(),
     }
 }
@@ -440,6 +442,35 @@ pub async fn run(args: LabArgs) -> CmdResult {
                 how: "server-to-server only (HMAC-authenticated peers)".into(),
             });
         }
+    }
+    // One web port for both realms: the page picks one at login (`/ws/realm1`, `/ws/realm2`).
+    // Like the realms' ports: loopback unless --bind, since the demo passwords are public.
+    if !args.no_web {
+        let mut c = ServerConfig::on_port(z(args.web_port));
+        c.listen.bind = realm_bind;
+        c.tls = listen_with(lab_tls, "realm1", TlsMode::Both)?;
+        let (addr, task) = serve_web(
+            c,
+            vec![realm1.web.clone(), realm2.web.clone()],
+            Vec::new(),
+            realm1.max_line.min(realm2.max_line),
+            shutdown.clone(),
+        )
+        .await?;
+        let addr = loopback(realm_bind, addr.port());
+        table.push(Row {
+            what: "web".into(),
+            addr,
+            how: format!(
+                "open http://{addr}/ in a browser (both realms){}",
+                if lab_tls.is_some() {
+                    format!("; https with --ca {ca}")
+                } else {
+                    String::new()
+                }
+            ),
+        });
+        tasks.push(task);
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "jaring lab: data in {}", dir.display())?;

@@ -4,6 +4,8 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -178,6 +180,28 @@ impl ServerProcess {
             };
             let client = port_after("--server 127.0.0.1:").expect("client port in log line");
             Some((client, port_after("federation=127.0.0.1:")))
+        })
+    }
+
+    /// Runs `jaring chat serve --bind 127.0.0.1 --port 0 --web-port 0 <extra…>` and waits for
+    /// its "web ready" line; `port` is the client port, `federation_port` holds the web port.
+    pub fn realm_web(extra: &[&str]) -> Self {
+        let mut args: Vec<&str> = vec!["chat", "serve", "--bind", "127.0.0.1", "--port", "0"];
+        args.extend(["--web-port", "0"]);
+        args.extend(extra);
+        let mut client = None;
+        Self::spawn(args, move |line| {
+            let number = |key: &str| -> Option<u16> {
+                let rest = &line[line.find(key)? + key.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            if line.contains("chat realm ready") {
+                client = number("--server 127.0.0.1:");
+            }
+            let web = number("web ready: http://127.0.0.1:")
+                .or_else(|| number("web ready: https://127.0.0.1:"))?;
+            Some((client.expect("the client port is logged first"), Some(web)))
         })
     }
 
