@@ -415,10 +415,7 @@ function renderLog(c, switched) {
   let at = list.firstChild;
   for (const m of c.msgs) {
     if (!m.node) m.node = messageNode(m);
-    if (m.seq && m.node.dataset.seq !== String(m.seq)) {
-      m.node.dataset.seq = String(m.seq);
-      m.node.classList.remove('unconfirmed');
-    }
+    if (m.seq && m.node.dataset.seq !== String(m.seq)) m.node.dataset.seq = String(m.seq);
     if (at === m.node) at = at.nextSibling;
     else list.insertBefore(m.node, at);
   }
@@ -429,7 +426,7 @@ function renderLog(c, switched) {
 
 function messageNode(m) {
   const mine = m.from === S.user;
-  const li = el('li', 'msg' + (mine ? ' mine' : '') + (m.seq ? '' : ' unconfirmed'));
+  const li = el('li', 'msg' + (mine ? ' mine' : ''));
   if (m.seq) li.dataset.seq = String(m.seq);
   const meta = el('div', 'meta');
   meta.append(el('span', 'from', mine ? 'you' : m.from));
