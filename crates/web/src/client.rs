@@ -126,6 +126,26 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     send_message(ws, Message::text(line)).await
 }
 
+/// Sends each of `lines` as its own text message with one flush for all (a pipelining client,
+/// such as a load generator, pays one write for a batch).
+pub async fn send_lines<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    lines: &[&str],
+) -> Result<(), ClientError> {
+    let mut ws = std::pin::Pin::new(ws);
+    for line in lines {
+        std::future::poll_fn(|cx| ws.as_mut().poll_ready(cx))
+            .await
+            .map_err(ws_io)?;
+        ws.as_mut()
+            .start_send(Message::text(*line))
+            .map_err(ws_io)?;
+    }
+    std::future::poll_fn(|cx| ws.as_mut().poll_flush(cx))
+        .await
+        .map_err(ws_io)
+}
+
 /// Sends `msg` (and flushes it).
 pub async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,

@@ -12,6 +12,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use jaring_chat::ChatServer;
 use jaring_chat::storage::Store;
@@ -149,6 +150,25 @@ pub struct WebOptions {
     pub allowed_origins: Vec<String>,
     /// The chat's line limit: no WebSocket message may be longer.
     pub max_line: usize,
+    /// A quiet WebSocket is pinged after this long ([`crate::ws::DEFAULT_PING_EVERY`]).
+    pub ping_every: Duration,
+    /// A pinged WebSocket that sends nothing for this long is dropped
+    /// ([`crate::ws::DEFAULT_PONG_TIMEOUT`]).
+    pub pong_timeout: Duration,
+}
+
+impl WebOptions {
+    /// Serves `realms` (the first is `/ws`'s) with lines up to `max_line` bytes, no other
+    /// origins, and the default liveness timers.
+    pub fn new(realms: Vec<WebRealm>, max_line: usize) -> Self {
+        Self {
+            realms,
+            allowed_origins: Vec::new(),
+            max_line,
+            ping_every: crate::ws::DEFAULT_PING_EVERY,
+            pong_timeout: crate::ws::DEFAULT_PONG_TIMEOUT,
+        }
+    }
 }
 
 /// The web port as a runtime [`Handler`]. See the [module docs](self).
@@ -211,6 +231,21 @@ impl WebServer {
                 &[("Allow", "GET")],
                 "text/plain; charset=utf-8",
                 b"only GET is served here\n",
+            );
+            return Route::Close;
+        }
+        // No route takes a body: one sent anyway would be read as the next request.
+        if req.header("transfer-encoding").is_some()
+            || req
+                .header("content-length")
+                .is_some_and(|l| l.trim() != "0")
+        {
+            respond(
+                out,
+                400,
+                &[],
+                "text/plain; charset=utf-8",
+                b"no request here takes a body\n",
             );
             return Route::Close;
         }
@@ -364,9 +399,13 @@ impl WebServer {
                 Route::Upgrade(realm) => {
                     debug!(conn = conn.info.id, realm = %realm.name, "websocket open");
                     let endpoint = Arc::clone(&realm.endpoint);
-                    let ws =
-                        WsTransport::accept(AnyTransport::new(stream), buf, self.options.max_line)
-                            .await;
+                    let ws = WsTransport::accept(
+                        AnyTransport::new(stream),
+                        buf,
+                        self.options.max_line,
+                        (self.options.ping_every, self.options.pong_timeout),
+                    )
+                    .await;
                     return endpoint.serve_ws(ws, conn).await;
                 }
             }

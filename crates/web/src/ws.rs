@@ -49,6 +49,9 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(30);
 /// (the chat loop's own reply budget, so the gateway adds no unbounded buffer).
 pub const DEFAULT_OUT_BUDGET: usize = jaring_chat::server::DEFAULT_REPLY_BUDGET;
 
+/// Capacity of the line buffer kept between messages; a longer line's buffer is given back.
+const KEEP_INPUT: usize = 4096;
+
 /// What the client is told when a message holds CR or LF.
 pub const LINE_BREAK_REFUSAL: &str = "one WebSocket message is one command: a message holding CR or \
      LF is not run; send each command as its own message, without CR or LF";
@@ -57,9 +60,12 @@ pub const LINE_BREAK_REFUSAL: &str = "one WebSocket message is one command: a me
 pub const BINARY_REFUSAL: &str =
     "commands are text messages; a binary message is not run: send the command as text";
 
-/// The WebSocket settings for a chat line limit of `max_line` bytes: no message or frame over it.
+/// The WebSocket settings for a chat line limit of `max_line` bytes: no message or frame over it,
+/// and the runtime's read buffer (tungstenite allocates 128 KiB per connection by default: 128 MiB
+/// for a thousand idle browsers).
 pub fn config(max_line: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(jaring_runtime::service::DEFAULT_READ_BUFFER)
         .max_message_size(Some(max_line))
         .max_frame_size(Some(max_line))
 }
@@ -108,8 +114,14 @@ impl<S> std::fmt::Debug for WsTransport<S> {
 impl<S: Transport> WsTransport<S> {
     /// Wraps `stream`, on which the server already answered the handshake with 101; `part` is
     /// what was read past the request head (frames the client sent early). Lines (messages) over
-    /// `max_line` bytes are refused.
-    pub async fn accept(stream: S, part: Vec<u8>, max_line: usize) -> Self {
+    /// `max_line` bytes are refused. `liveness`: ping after this much quiet, drop after that much
+    /// more without a word ([`DEFAULT_PING_EVERY`], [`DEFAULT_PONG_TIMEOUT`]).
+    pub async fn accept(
+        stream: S,
+        part: Vec<u8>,
+        max_line: usize,
+        liveness: (Duration, Duration),
+    ) -> Self {
         let ws = WebSocketStream::from_partially_read(
             stream,
             part,
@@ -117,10 +129,10 @@ impl<S: Transport> WsTransport<S> {
             Some(config(max_line)),
         )
         .await;
-        Self::with_timers(ws, max_line, DEFAULT_PING_EVERY, DEFAULT_PONG_TIMEOUT)
+        Self::with_timers(ws, max_line, liveness.0, liveness.1)
     }
 
-    /// Wraps a WebSocket with other liveness timers (tests).
+    /// Wraps a WebSocket whose handshake is done.
     pub fn with_timers(
         ws: WebSocketStream<S>,
         max_line: usize,
@@ -226,6 +238,10 @@ impl<S: Transport> WsTransport<S> {
                     if t.as_str().contains(['\r', '\n']) {
                         self.refusal = Some(LINE_BREAK_REFUSAL);
                     } else {
+                        if self.input.capacity() > KEEP_INPUT {
+                            // One long line does not pin its buffer for the connection's life.
+                            self.input = Vec::new();
+                        }
                         self.input.clear();
                         self.input.extend_from_slice(t.as_bytes());
                         self.input.extend_from_slice(b"\r\n");

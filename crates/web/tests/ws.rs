@@ -98,9 +98,9 @@ async fn a_message_with_a_line_break_is_refused_not_run_as_two_commands() {
 async fn pipelined_messages_are_answered_in_order_around_a_refusal() {
     let web = Web::start(&["ann"], |_| {}).await;
     let mut ws = ws_open(&web, "/ws", None).await.unwrap();
-    for line in ["hello", "bad\nline", "auth ann wrong"] {
-        client::send(&mut ws, line).await.unwrap();
-    }
+    client::send_lines(&mut ws, &["hello", "bad\nline", "auth ann wrong"])
+        .await
+        .unwrap();
     let a = support::recv(&mut ws).await.unwrap();
     let b = support::recv(&mut ws).await.unwrap();
     let c = support::recv(&mut ws).await.unwrap();
@@ -233,6 +233,14 @@ async fn the_page_routes_answer_with_their_headers() {
         ("GET / HTTP/2.0\r\n\r\n", "505"),
         ("GET /\r\n\r\n", "400"),
         ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            "400",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400",
+        ),
     ] {
         let r = http_get(web.web, req).await;
         assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{req:?}: {r}");
@@ -260,6 +268,10 @@ async fn the_idle_timeout_closes_a_quiet_websocket() {
     )
     .await;
     let mut ws = ws_open(&web, "/ws", None).await.unwrap();
+    let mut watching = ws_open(&web, "/ws", None).await.unwrap();
+    let t = support::token(&support::call(&mut watching, "auth ann annpw").await);
+    let ok = support::call(&mut watching, &format!("watch {t}")).await;
+    assert!(ok.contains("Watching"), "{ok}");
     let started = tokio::time::Instant::now();
     let end = tokio::time::timeout(support::TIMEOUT, support::recv(&mut ws))
         .await
@@ -269,6 +281,10 @@ async fn the_idle_timeout_closes_a_quiet_websocket() {
         "a command-mode connection is closed without a word"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // A watching one is told why, in a message of its own, then closed.
+    let closing = support::recv(&mut watching).await.unwrap();
+    assert!(closing.starts_with(r#"{"event":"closing""#), "{closing}");
+    assert_eq!(support::recv(&mut watching).await, None);
     web.stop().await;
 }
 
@@ -307,5 +323,90 @@ async fn wss_with_the_realm_certificate() {
     .unwrap();
     let reply = support::call(&mut ws, "auth ann annpw").await;
     assert!(reply.contains(r#""status":"OK""#), "{reply}");
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_ping_is_dropped_and_a_live_one_stays() {
+    let web = Web::start(&["ann"], |o| {
+        o.ping_every = Duration::from_millis(200);
+        o.pong_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // Dead: completes the handshake, then never reads or answers.
+    let mut dead = tokio::net::TcpStream::connect(web.web).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    dead.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Live: reads all the while (tungstenite answers pings as it reads).
+    let mut live = ws_open(&web, "/ws", None).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), client::recv(&mut live)).await;
+    assert!(quiet.is_err(), "the live peer was closed: {quiet:?}");
+    // The dead one saw the 101 and a ping, then the end.
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(support::TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match dead.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the dead peer is still connected");
+    let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(seen.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(
+        seen.get(head_end),
+        Some(&0x89),
+        "a ping frame after the 101"
+    );
+    let reply = support::call(&mut live, "auth ann annpw").await;
+    assert!(reply.contains(r#""status":"OK""#), "{reply}");
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_port_has_the_runtimes_connection_limit() {
+    let web = Web::start_with(&["ann"], |_| {}, |c| c.limits.max_connections = 1).await;
+    let mut first = ws_open(&web, "/ws", None).await.unwrap();
+    let refused = http_get(web.web, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("server busy"), "{refused}");
+    assert!(support::call(&mut first, "hello").await.contains("ERROR"));
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_all_answered_in_order() {
+    let web = Web::start(&["ann", "bob"], |_| {}).await;
+    let mut ws = ws_open(&web, "/ws", None).await.unwrap();
+    let t = support::token(&support::call(&mut ws, "auth ann annpw").await);
+    let lines: Vec<String> = (0..200).map(|i| format!("send {t} bob m{i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    client::send_lines(&mut ws, &refs).await.unwrap();
+    for i in 0..200 {
+        let r = support::recv(&mut ws).await.unwrap();
+        assert!(
+            r.starts_with(r#"{"status":"OK","message":"Message Sent""#),
+            "{i}: {r}"
+        );
+    }
+    let tb = support::token(&support::call(&mut ws, "auth bob bobpw").await);
+    let inbox = support::call(&mut ws, &format!("inbox {tb}")).await;
+    let v: serde_json::Value = serde_json::from_str(&inbox).unwrap();
+    let texts: Vec<&str> = v["messages"]["ann"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["msg"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, want);
     web.stop().await;
 }

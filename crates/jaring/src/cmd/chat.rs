@@ -465,11 +465,9 @@ pub async fn serve_web(
     let server = Server::bind(config).await.map_err(bind_failure)?;
     let addr = server.local_addr();
     let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
-    let web = Arc::new(jaring_web::WebServer::new(jaring_web::WebOptions {
-        realms,
-        allowed_origins,
-        max_line,
-    }));
+    let mut options = jaring_web::WebOptions::new(realms, max_line);
+    options.allowed_origins = allowed_origins;
+    let web = Arc::new(jaring_web::WebServer::new(options));
     let scheme = if tls_only { "https" } else { "http" };
     let shown = if addr.ip().is_unspecified() {
         std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())

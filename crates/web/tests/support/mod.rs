@@ -65,17 +65,16 @@ impl Web {
                 .unwrap(),
         );
         let max_line = jaring_proto::chat::DEFAULT_MAX_LINE;
-        let mut web_options = WebOptions {
-            realms: Vec::new(),
-            allowed_origins: Vec::new(),
-            max_line,
-        };
+        let mut web_options = WebOptions::new(Vec::new(), max_line);
         tune(&mut web_options);
         let chat = Arc::new(ChatServer::new(Arc::clone(&realm), web_options.max_line));
-        web_options.realms.push(WebRealm {
-            name: realm.name().to_owned(),
-            endpoint: chat.clone(),
-        });
+        web_options.realms.insert(
+            0,
+            WebRealm {
+                name: realm.name().to_owned(),
+                endpoint: chat.clone(),
+            },
+        );
         let loopback = |port| {
             let mut c = ServerConfig::on_port(port);
             c.listen.bind = "127.0.0.1".parse().unwrap();
