@@ -3,7 +3,8 @@
 //! two realms; a third shares a group with the terminal client; the page's WebSocket is reset
 //! every 2 s while 1,000 group posts and 500 private messages arrive, and it shows each exactly
 //! once, in order; a message of HTML shows as text; a page of another origin cannot open the
-//! WebSocket; a token logged out behind the page's back is replaced by logging in again.
+//! WebSocket; a token logged out behind the page's back is replaced by logging in again; over
+//! the lab's TLS the page chats over https and wss.
 //! Screenshots go to `target/web-screenshots/`.
 //!
 //! Without `chromium` or `chromedriver` each test says so in one line and passes, except under
@@ -81,6 +82,11 @@ impl Driver {
 
     /// A new browser (a WebDriver session with a fresh profile).
     async fn browser(&mut self) -> Browser {
+        self.browser_with(json!({})).await
+    }
+
+    /// A new browser with more WebDriver capabilities (`caps`, an object).
+    async fn browser_with(&mut self, more: Value) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| (*s).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
@@ -90,9 +96,10 @@ impl Driver {
             // An alert() stays open for the test to find, instead of being dismissed.
             "unhandledPromptBehavior": "ignore",
         });
-        let Value::Object(caps) = caps else {
-            unreachable!()
+        let (Value::Object(mut caps), Value::Object(more)) = (caps, more) else {
+            unreachable!("both are JSON objects")
         };
+        caps.extend(more);
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
@@ -346,9 +353,19 @@ struct Lab {
 
 impl Lab {
     fn start() -> Self {
+        Self::start_with(&["--no-tls"])
+    }
+
+    /// With the lab's own TLS (its web port then takes https and http alike).
+    fn start_tls() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-            .args(["lab", "--ephemeral", "--bind", "127.0.0.1", "--no-tls"])
+            .args(["lab", "--ephemeral", "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--web-port", "0", "--dir"])
             .arg(dir.path().join("lab"))
             .env("NO_COLOR", "1")
@@ -810,5 +827,37 @@ async fn a_refused_token_is_replaced_by_logging_in_again() {
     page.open("u:messi").await;
     page.sees("still there?").await;
     assert_eq!(page.texts().await, ["still there?"]);
+    page.close().await;
+}
+
+/// Over the lab's TLS: the page loaded over https talks to the realm over wss (a page of https
+/// cannot open a plain ws:// socket) and chats both ways. The browser is told to accept the lab's
+/// own CA's certificate, as a person would after installing `ca.pem`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_page_chats_over_wss() {
+    let Some(mut driver) = Driver::start("https_and_wss") else {
+        return;
+    };
+    let lab = Lab::start_tls();
+    let url = format!("https://127.0.0.1:{}/", lab.port("web"));
+    let page = driver
+        .browser_with(json!({ "acceptInsecureCerts": true }))
+        .await;
+    page.log_in(&url, "realm1", "henderson", "surabaya").await;
+    let scheme = page.js("return location.protocol", vec![]).await;
+    assert_eq!(scheme, json!("https:"));
+
+    let mut messi = ChatClient::connect(lab.port("chat realm1"));
+    let token = messi.auth("messi", "surabaya");
+    messi.ok(&format!("send {token} henderson over tls?"));
+    page.open("u:messi").await;
+    page.sees("over tls?").await;
+    page.say("over wss, yes").await;
+    page.sees("over wss, yes").await;
+    let inbox = messi.ok(&format!("inbox {token}"));
+    assert_eq!(
+        inbox["messages"]["henderson"][0]["msg"], "over wss, yes",
+        "{inbox}"
+    );
     page.close().await;
 }
