@@ -4,7 +4,8 @@
 //! every 2 s while 1,000 group posts and 500 private messages arrive, and it shows each exactly
 //! once, in order; a message of HTML shows as text; a page of another origin cannot open the
 //! WebSocket; a token logged out behind the page's back is replaced by logging in again; over
-//! the lab's TLS the page chats over https and wss.
+//! the lab's TLS the page chats over https and wss; a quiet page pings and keeps its WebSocket
+//! under a 2 s idle timeout.
 //! Screenshots go to `target/web-screenshots/`.
 //!
 //! Without `chromium` or `chromedriver` each test says so in one line and passes, except under
@@ -859,5 +860,67 @@ async fn over_https_the_page_chats_over_wss() {
         inbox["messages"]["henderson"][0]["msg"], "over wss, yes",
         "{inbox}"
     );
+    page.close().await;
+}
+
+/// A realm with a 2 s idle timeout (`chat serve --web-port`, one realm, no realm picker): the page
+/// pings at a third of it while nothing happens, so over 7 quiet seconds its WebSocket stays the
+/// one it opened (no new connection through the relay), and a message then arrives on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_page_pings_and_keeps_its_websocket() {
+    let Some(mut driver) = Driver::start("idle_pings") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = support::ServerProcess::realm_web(&[
+        "--storage",
+        "memory",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--idle-timeout",
+        "2",
+    ]);
+    let relay = Relay::start(server.federation_port.unwrap());
+    let page = driver.browser().await;
+    let url = format!("http://127.0.0.1:{}/", relay.port);
+    page.goto(&url).await;
+    page.until(
+        "the realm list",
+        PATIENCE,
+        "return document.getElementById('login-realm').options.length === 1",
+        vec![],
+    )
+    .await;
+    let picker_hidden = page
+        .js(
+            "return document.getElementById('login-realm').parentElement.hidden",
+            vec![],
+        )
+        .await;
+    assert_eq!(picker_hidden, json!(true), "one realm: no picker");
+    page.type_into("#login-user", "henderson").await;
+    page.type_into("#login-password", "surabaya").await;
+    page.click("#login-button").await;
+    page.until(
+        "the page to connect",
+        PATIENCE,
+        "return document.getElementById('status').dataset.state === 'online'",
+        vec![],
+    )
+    .await;
+    let before = relay.accepted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        relay.accepted.load(Ordering::SeqCst),
+        before,
+        "the page had to reconnect: the realm closed its quiet WebSocket"
+    );
+    let mut messi = ChatClient::connect(server.port);
+    let token = messi.auth("messi", "surabaya");
+    messi.ok(&format!("send {token} henderson still awake?"));
+    page.open("u:messi").await;
+    page.sees("still awake?").await;
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), before);
     page.close().await;
 }
