@@ -479,6 +479,18 @@ async fn two_realms_chat_and_a_browser_shares_a_group_with_the_terminal_client()
         ["hello james, from realm1", "hi messi, realm2 here"]
     );
     messi.screenshot("chat-private").await;
+    // The realms panel: this realm and its link to realm2, up.
+    messi.click("#show-realms").await;
+    messi
+        .until(
+            "realm2's link up in the realms panel",
+            PATIENCE,
+            "return [...document.querySelectorAll('#panel-list .person')].some(li =>
+               li.querySelector('.pname').textContent === 'realm2'
+               && li.querySelector('.pdetail').textContent.startsWith('up'))",
+            vec![],
+        )
+        .await;
 
     // The terminal client joins football and posts; the page in the same group sees it live.
     let henderson = driver.browser().await;
