@@ -5,7 +5,7 @@
 //! once, in order; a message of HTML shows as text; a page of another origin cannot open the
 //! WebSocket; a token logged out behind the page's back is replaced by logging in again; over
 //! the lab's TLS the page chats over https and wss; a quiet page pings and keeps its WebSocket
-//! under a 2 s idle timeout.
+//! under a 2 s idle timeout; scrolling up loads older history, in order, down to the first.
 //! Screenshots go to `target/web-screenshots/`.
 //!
 //! Without `chromium` or `chromedriver` each test says so in one line and passes, except under
@@ -934,5 +934,51 @@ async fn a_quiet_page_pings_and_keeps_its_websocket() {
     page.open("u:messi").await;
     page.sees("still awake?").await;
     assert_eq!(relay.accepted.load(Ordering::SeqCst), before);
+    page.close().await;
+}
+
+/// History and scroll-back: 120 posts made before henderson joins are history, not unread; the
+/// page shows the newest page of them on opening and the older ones as it is scrolled up, each
+/// once, in order, down to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrolling_up_loads_older_history_in_order() {
+    const POSTS: usize = 120;
+    let Some(mut driver) = Driver::start("scroll_back") else {
+        return;
+    };
+    let lab = Lab::start();
+    flood(
+        lab.port("chat realm1"),
+        "messi",
+        (0..POSTS).map(|i| format!("sendgroup {{T}} archive h{i:03}")),
+    );
+    let page = driver.browser().await;
+    page.log_in(&lab.url(), "realm1", "henderson", "surabaya")
+        .await;
+    page.join("archive").await;
+    page.until(
+        "the newest page of history",
+        PATIENCE,
+        "return document.querySelectorAll('#msgs .msg').length > 0",
+        vec![],
+    )
+    .await;
+    let first_page = page.texts().await;
+    assert!(
+        first_page.len() < POSTS && first_page.last().map(String::as_str) == Some("h119"),
+        "{first_page:?}"
+    );
+    page.until(
+        "every older page, scrolling up",
+        PATIENCE,
+        "const log = document.getElementById('log'); log.scrollTop = 0;
+         log.dispatchEvent(new Event('scroll'));
+         return document.querySelectorAll('#msgs .msg').length >= arguments[0]
+           && document.getElementById('log-top').textContent.startsWith('the beginning')",
+        vec![json!(POSTS)],
+    )
+    .await;
+    let want: Vec<String> = (0..POSTS).map(|i| format!("h{i:03}")).collect();
+    assert_eq!(page.texts().await, want);
     page.close().await;
 }
