@@ -1,0 +1,56 @@
+//! The page's files as embedded: small (the issue's budget), no inline script or style (the CSP
+//! forbids them, so they would not run), and no way for text to become HTML in app.js.
+#![allow(clippy::unwrap_used)]
+
+use jaring_web::assets::{APP_CSS, APP_JS, INDEX_HTML};
+
+/// The issue's budget for the whole page.
+const MAX_PAGE_BYTES: usize = 40 * 1024;
+
+#[test]
+fn the_page_fits_its_budget() {
+    let total = INDEX_HTML.len() + APP_JS.len() + APP_CSS.len();
+    eprintln!("page: {total} bytes (index.html + app.js + app.css)");
+    assert!(total <= MAX_PAGE_BYTES, "the page is {total} bytes");
+}
+
+#[test]
+fn the_html_has_no_inline_script_or_style_and_loads_its_own_files() {
+    let html = INDEX_HTML.to_ascii_lowercase();
+    assert!(!html.contains("<style"), "an inline <style>");
+    assert!(!html.contains(" style="), "a style attribute");
+    // An event handler attribute: ` on` then letters then `=`.
+    for (i, _) in html.match_indices(" on") {
+        let name: String = html[i + 3..]
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        let after = html[i + 3 + name.len()..].chars().next();
+        assert!(
+            name.is_empty() || after != Some('='),
+            "an inline handler: on{name}="
+        );
+    }
+    for tag in html.split("<script").skip(1) {
+        let head = &tag[..tag.find('>').unwrap()];
+        assert!(head.contains("src="), "an inline <script>");
+    }
+    assert!(html.contains(r#"src="/app.js""#));
+    assert!(html.contains(r#"href="/app.css""#));
+}
+
+#[test]
+fn app_js_never_parses_text_as_html() {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        ".style.",
+        "setAttribute('style'",
+    ] {
+        assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+    }
+}
