@@ -982,3 +982,76 @@ async fn scrolling_up_loads_older_history_in_order() {
     assert_eq!(page.texts().await, want);
     page.close().await;
 }
+
+/// The lab's dashboard moves while a bench runs: the time card's rate, read from the page, rises
+/// above zero within seconds; realm1's card shows its link up; `/metrics` counts the same
+/// requests in the Prometheus text format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_moves_while_a_bench_runs() {
+    let Some(mut driver) = Driver::start("dashboard") else {
+        return;
+    };
+    let lab = Lab::start();
+    let page = driver.browser().await;
+    page.goto(&format!("{}lab", lab.url())).await;
+    let rate = "const e = document.querySelector('[data-key=\"time\"] .rate'); \
+                return e && e.dataset.value !== undefined ? Number(e.dataset.value) : null";
+    page.until("the time card", PATIENCE, rate, vec![]).await;
+    let port = lab.port("time").to_string();
+    let bench = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_jaring"))
+            .args(["bench", "time", "--port", &port, "--duration", "6"])
+            .args(["--connections", "2"])
+            .output()
+            .unwrap()
+    });
+    let moving = "const e = document.querySelector('[data-key=\"time\"] .rate'); \
+                  const v = Number(e.dataset.value); return v > 0 ? v : null";
+    let seen = page
+        .until("the time card's rate to move", PATIENCE, moving, vec![])
+        .await;
+    assert!(seen.as_f64().unwrap() > 0.0, "{seen}");
+    page.until(
+        "realm1's link shown up",
+        PATIENCE,
+        "return document.querySelectorAll('[data-key=\"realm1\"] .links td.up').length > 0 || null",
+        vec![],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    page.screenshot("lab-dashboard").await;
+    let out = bench.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = http_get(lab.port("web"), "/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("jaring_requests_total{service=\"time\""))
+        .unwrap_or_else(|| panic!("no time requests in /metrics:\n{metrics}"));
+    let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count > 0, "{line}");
+    assert!(
+        metrics.contains("jaring_chat_link_up{realm=\"realm1\",peer=\"realm2\"} 1"),
+        "{metrics}"
+    );
+    page.close().await;
+}
+
+/// `GET path` on the web port: the body.
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}

@@ -28,6 +28,7 @@ use tokio::runtime::Handle;
 use tracing::debug;
 
 use crate::assets;
+use crate::lab::Board;
 use crate::ws::WsTransport;
 
 /// The Content-Security-Policy every response carries: the page's own script, style and
@@ -155,6 +156,9 @@ pub struct WebOptions {
     /// A pinged WebSocket that sends nothing for this long is dropped
     /// ([`crate::ws::DEFAULT_PONG_TIMEOUT`]).
     pub pong_timeout: Duration,
+    /// What `/lab`, `/lab/stats` and `/metrics` show (empty: only the realms' own numbers,
+    /// once the caller adds them).
+    pub board: Board,
 }
 
 impl WebOptions {
@@ -167,6 +171,7 @@ impl WebOptions {
             max_line,
             ping_every: crate::ws::DEFAULT_PING_EVERY,
             pong_timeout: crate::ws::DEFAULT_PONG_TIMEOUT,
+            board: Board::new(),
         }
     }
 }
@@ -268,6 +273,11 @@ impl WebServer {
             "/app.js" => ("text/javascript; charset=utf-8", assets::APP_JS.as_bytes()),
             "/app.css" => ("text/css; charset=utf-8", assets::APP_CSS.as_bytes()),
             "/realms" => ("application/json", self.realms_json.as_bytes()),
+            "/lab" => ("text/html; charset=utf-8", assets::LAB_HTML.as_bytes()),
+            "/lab.js" => ("text/javascript; charset=utf-8", assets::LAB_JS.as_bytes()),
+            "/lab.css" => ("text/css; charset=utf-8", assets::LAB_CSS.as_bytes()),
+            "/lab/stats" => return Route::Board(BoardFormat::Json),
+            "/metrics" => return Route::Board(BoardFormat::Prometheus),
             _ => {
                 respond(
                     out,
@@ -387,13 +397,35 @@ impl WebServer {
             let rest = buf.split_off(len);
             buf = rest;
             debug!(conn = conn.info.id, method = %req.method, path = %req.path(), "web request");
-            let route = self.route(&req, &mut out);
+            let started = tokio::time::Instant::now();
+            let mut route = self.route(&req, &mut out);
+            if let Route::Board(format) = route {
+                // Read now, from the servers' own counters (nothing samples in the background).
+                let sample = self.options.board.sample().await;
+                let (ctype, body) = match format {
+                    BoardFormat::Json => (
+                        "application/json",
+                        serde_json::to_vec(&sample).unwrap_or_default(),
+                    ),
+                    BoardFormat::Prometheus => (
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        crate::lab::prometheus(&sample).into_bytes(),
+                    ),
+                };
+                respond(&mut out, 200, &[], ctype, &body);
+                route = Route::Next;
+            }
+            let wrote = out.len() as u64;
             if let Err(e) = write_out(&mut stream, &mut out, conn.idle_timeout).await {
                 return End::Error(e);
             }
+            // An HTTP request is one request; a WebSocket's commands are counted by the chat
+            // loop that runs on it, into the same counters.
+            conn.counters().answered(1, started.elapsed());
+            conn.counters().moved(len as u64, wrote);
             match route {
                 Route::Next if req.keep_alive() => {}
-                Route::Next | Route::Close => {
+                Route::Next | Route::Close | Route::Board(_) => {
                     return close(&mut stream, &mut out, &conn, End::Closed).await;
                 }
                 Route::Upgrade(realm) => {
@@ -421,6 +453,17 @@ enum Route<'a> {
     Close,
     /// Answered with 101: the connection is a WebSocket to this realm now.
     Upgrade(&'a WebRealm),
+    /// Not answered yet: the board, read now, in this format.
+    Board(BoardFormat),
+}
+
+/// How the board is asked for.
+#[derive(Debug, Clone, Copy)]
+enum BoardFormat {
+    /// `/lab/stats`.
+    Json,
+    /// `/metrics`.
+    Prometheus,
 }
 
 /// Writes what is left, then closes lingering (so the peer reads our last response).

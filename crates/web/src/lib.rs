@@ -12,13 +12,15 @@
 //!   a realm offers the web port.
 //! - [`ws`]: [`WsTransport`], the framing at each edge, and liveness pings.
 //! - [`client`]: a WebSocket client of the web port (tests, benches).
-//! - [`assets`]: the page, embedded in the binary.
+//! - [`lab`]: [`lab::Board`], what the lab's dashboard (`/lab`, `/lab/stats`) and `/metrics` show.
+//! - [`assets`]: the page and the dashboard, embedded in the binary.
 
 #![forbid(unsafe_code)]
 
 pub mod assets;
 pub mod client;
 pub mod gateway;
+pub mod lab;
 pub mod ws;
 
 pub use gateway::{AnyTransport, CSP, ChatEndpoint, WebOptions, WebRealm, WebServer};

@@ -2,7 +2,7 @@
 //! forbids them, so they would not run), and no way for text to become HTML in app.js.
 #![allow(clippy::unwrap_used)]
 
-use jaring_web::assets::{APP_CSS, APP_JS, INDEX_HTML};
+use jaring_web::assets::{APP_CSS, APP_JS, INDEX_HTML, LAB_HTML, LAB_JS};
 
 /// The issue's budget for the whole page.
 const MAX_PAGE_BYTES: usize = 40 * 1024;
@@ -16,7 +16,13 @@ fn the_page_fits_its_budget() {
 
 #[test]
 fn the_html_has_no_inline_script_or_style_and_loads_its_own_files() {
-    let html = INDEX_HTML.to_ascii_lowercase();
+    no_inline_code(INDEX_HTML, "/app.js", "/app.css");
+    no_inline_code(LAB_HTML, "/lab.js", "/lab.css");
+}
+
+/// The chat page and the lab's dashboard alike: scripts and styles only from their own files.
+fn no_inline_code(html: &str, js: &str, css: &str) {
+    let html = html.to_ascii_lowercase();
     assert!(!html.contains("<style"), "an inline <style>");
     assert!(!html.contains(" style="), "a style attribute");
     // An event handler attribute: ` on` then letters then `=`.
@@ -35,8 +41,8 @@ fn the_html_has_no_inline_script_or_style_and_loads_its_own_files() {
         let head = &tag[..tag.find('>').unwrap()];
         assert!(head.contains("src="), "an inline <script>");
     }
-    assert!(html.contains(r#"src="/app.js""#));
-    assert!(html.contains(r#"href="/app.css""#));
+    assert!(html.contains(&format!("src=\"{js}\"")));
+    assert!(html.contains(&format!("href=\"{css}\"")));
 }
 
 #[test]
@@ -52,5 +58,6 @@ fn app_js_never_parses_text_as_html() {
         "setAttribute('style'",
     ] {
         assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        assert!(!LAB_JS.contains(sink), "lab.js uses {sink}");
     }
 }

@@ -17,6 +17,7 @@ use jaring_chat_sqlite::SqliteStore;
 use jaring_proto::chat::admin::{AdminRequest, AdminUser, PurgeCounts};
 use jaring_runtime::config::{DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT};
 use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, ServerConfig};
+use jaring_web::lab::{Board, ServiceSource};
 
 use crate::cli::{
     ChatCommand, ChatTlsCommand, ClientArgs, ColorChoice, FingerprintArgs, ModelArg, RealmLocation,
@@ -151,6 +152,11 @@ pub struct StartedRealm {
     pub web: jaring_web::WebRealm,
     /// The realm's line limit: a web port's WebSocket messages are capped at it.
     pub max_line: usize,
+    /// The client port's counters and the realm itself, for a dashboard.
+    pub board: (
+        Arc<jaring_runtime::Stats>,
+        Arc<dyn jaring_web::lab::RealmSource>,
+    ),
     /// Ends when the realm has stopped (after `shutdown`).
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -404,6 +410,10 @@ async fn run_realm<S: Storage>(
         None
     };
     let name = realm.name().to_owned();
+    let board = (
+        server.stats(),
+        Arc::clone(&realm) as Arc<dyn jaring_web::lab::RealmSource>,
+    );
     let handler = Arc::new(ChatServer::new(realm, max_line));
     let web = jaring_web::WebRealm {
         name: name.clone(),
@@ -411,11 +421,20 @@ async fn run_realm<S: Storage>(
     };
     let web_task = match web_config {
         Some(c) => {
+            let mut lab = Board::new();
+            lab.service(ServiceSource {
+                name: format!("chat {name}"),
+                addr: client_addr.to_string(),
+                stats: Arc::clone(&board.0),
+                bytes: None,
+            });
+            lab.realm(Arc::clone(&board.1));
             let (_, task) = serve_web(
                 c,
                 vec![web.clone()],
                 config.web.allowed_origins.clone(),
                 max_line,
+                lab,
                 shutdown.clone(),
             )
             .await?;
@@ -444,6 +463,7 @@ async fn run_realm<S: Storage>(
         federation_addr,
         web,
         max_line,
+        board,
         task,
     })
 }
@@ -456,6 +476,7 @@ pub async fn serve_web(
     realms: Vec<jaring_web::WebRealm>,
     allowed_origins: Vec<String>,
     max_line: usize,
+    mut board: Board,
     shutdown: CancellationToken,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), Failure> {
     let tls_only = config
@@ -465,8 +486,15 @@ pub async fn serve_web(
     let server = Server::bind(config).await.map_err(bind_failure)?;
     let addr = server.local_addr();
     let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
+    board.service(ServiceSource {
+        name: "web".into(),
+        addr: addr.to_string(),
+        stats: server.stats(),
+        bytes: None,
+    });
     let mut options = jaring_web::WebOptions::new(realms, max_line);
     options.allowed_origins = allowed_origins;
+    options.board = board;
     let web = Arc::new(jaring_web::WebServer::new(options));
     let scheme = if tls_only { "https" } else { "http" };
     let shown = if addr.ip().is_unspecified() {

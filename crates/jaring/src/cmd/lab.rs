@@ -23,6 +23,7 @@ use crate::cli::{LabArgs, ModelArg, RealmLocation, ServeArgs};
 use crate::cmd::chat::{DEFAULT_DEMO_BIND, Seed, serve_web, start_realm};
 use crate::cmd::{bind_failure, load_tls};
 use crate::{CmdResult, Failure, signal};
+use jaring_web::lab::{Board, ServiceSource};
 
 /// The file, under `--dir`, holding the secret the two realms share (created on first start).
 pub const SECRET_FILE: &str = "federation.secret";
@@ -327,6 +328,14 @@ pub async fn run(args: LabArgs) -> CmdResult {
             how: format!("jaring time client --port {port} --tls --ca {ca}"),
         });
     }
+    // What the web port's dashboard shows: every service of the lab.
+    let mut board = Board::new();
+    board.service(ServiceSource {
+        name: "time".into(),
+        addr: time_addr.to_string(),
+        stats: time.stats(),
+        bytes: None,
+    });
     let service = Arc::new(TimeService::new(
         TimeZone::system(),
         jaring_runtime::Limits::default().max_line,
@@ -361,6 +370,13 @@ pub async fn run(args: LabArgs) -> CmdResult {
         });
         let token = shutdown.clone();
         let server = Arc::new(EchoServer::new(EchoConfig::default()));
+        let echoed = server.stats();
+        board.service(ServiceSource {
+            name: label.into(),
+            addr: addr.to_string(),
+            stats: echo.stats(),
+            bytes: Some(Arc::new(move || echoed.echoed())),
+        });
         tasks.push(tokio::spawn(async move { echo.serve(server, token).await }));
     }
 
@@ -449,11 +465,21 @@ pub async fn run(args: LabArgs) -> CmdResult {
         let mut c = ServerConfig::on_port(z(args.web_port));
         c.listen.bind = realm_bind;
         c.tls = listen_with(lab_tls, "realm1", TlsMode::Both)?;
+        for realm in [&realm1, &realm2] {
+            board.service(ServiceSource {
+                name: format!("chat {}", realm.name),
+                addr: loopback(realm_bind, realm.client_addr.port()).to_string(),
+                stats: Arc::clone(&realm.board.0),
+                bytes: None,
+            });
+            board.realm(Arc::clone(&realm.board.1));
+        }
         let (addr, task) = serve_web(
             c,
             vec![realm1.web.clone(), realm2.web.clone()],
             Vec::new(),
             realm1.max_line.min(realm2.max_line),
+            std::mem::take(&mut board),
             shutdown.clone(),
         )
         .await?;
