@@ -124,7 +124,15 @@ impl AdminListener {
             std::fs::create_dir_all(parent).map_err(bind_err)?;
         }
         let (reach, dir) = reachable(&path).map_err(bind_err)?;
-        if std::fs::symlink_metadata(&path).is_ok() {
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt as _;
+            // Only a socket is ours to replace: any other file there is someone's data.
+            if !meta.file_type().is_socket() {
+                return Err(bind_err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                )));
+            }
             if UnixStream::connect(&reach).await.is_ok() {
                 return Err(AdminSocketError::InUse(path));
             }
@@ -471,6 +479,24 @@ mod tests {
         assert!(!may_administer(1001, 1000));
         assert!(may_administer(0, 0));
         assert!(!may_administer(65534, 0));
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_any_other_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_SOCKET_FILE);
+        // A socket left by a realm that died (bound, never served, listener gone).
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = AdminListener::bind(Some(&path)).await.unwrap();
+        // One that answers is in use.
+        let taken = AdminListener::bind(Some(&path)).await.unwrap_err();
+        assert!(matches!(taken, AdminSocketError::InUse(_)), "{taken}");
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"precious").unwrap();
+        let refused = AdminListener::bind(Some(&path)).await.unwrap_err();
+        assert!(refused.to_string().contains("not a socket"), "{refused}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     }
 
     #[test]
