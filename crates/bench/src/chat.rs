@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jaring_proto::chat::ReplyFramer;
-use jaring_runtime::ClientStream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -113,6 +112,8 @@ pub struct ChatOptions {
     pub pipeline: usize,
     /// Speak TLS on every connection (the realm serves it on its client port).
     pub tls: Option<Tls>,
+    /// Over the web port's WebSocket instead of the chat port (send and idle modes).
+    pub ws: Option<crate::net::WsTarget>,
 }
 
 impl ChatOptions {
@@ -129,6 +130,7 @@ impl ChatOptions {
             senders_only: false,
             pipeline: 1,
             tls: None,
+            ws: None,
         }
     }
 
@@ -164,7 +166,7 @@ pub enum ChatBenchError {
 
 /// One logged-in connection with its reply framer.
 struct Client {
-    stream: ClientStream,
+    stream: crate::net::BenchStream,
     framer: ReplyFramer,
     buf: Vec<u8>,
     line: Vec<u8>,
@@ -177,24 +179,11 @@ impl Client {
     async fn login(
         target: SocketAddr,
         tls: Option<&Tls>,
+        ws: Option<&crate::net::WsTarget>,
         user: &str,
         password: &str,
     ) -> Result<Self, String> {
-        let stream =
-            match tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(target))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(format!("connect: {e}")),
-                Err(_) => return Err("connect timeout".to_owned()),
-            };
-        let _ = stream.set_nodelay(true);
-        let stream = match tls {
-            None => ClientStream::Tcp(stream),
-            Some(tls) => crate::net::handshake(stream, tls, REQUEST_TIMEOUT)
-                .await
-                .map_err(|e| format!("TLS handshake: {e}"))?,
-        };
+        let stream = crate::net::BenchStream::open(target, tls, ws).await?;
         let mut client = Self {
             stream,
             framer: ReplyFramer::new(MAX_REPLY),
@@ -355,7 +344,15 @@ async fn login_all(
     // The first user alone: if the bench users are missing, one failed login says so, where
     // hundreds at once would also lock this address out of the realm for a minute.
     let user = format!("{}{first}", opts.user_prefix);
-    match Client::login(target, opts.tls.as_ref(), &user, &opts.password).await {
+    match Client::login(
+        target,
+        opts.tls.as_ref(),
+        opts.ws.as_ref(),
+        &user,
+        &opts.password,
+    )
+    .await
+    {
         Ok(c) => clients[0] = Some(c),
         Err(reason) => {
             return Err(ChatBenchError::Login {
@@ -372,9 +369,10 @@ async fn login_all(
         let password = opts.password.clone();
         let permits = Arc::clone(&permits);
         let tls = opts.tls.clone();
+        let ws = opts.ws.clone();
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let r = Client::login(target, tls.as_ref(), &user, &password).await;
+            let r = Client::login(target, tls.as_ref(), ws.as_ref(), &user, &password).await;
             (n, user, r)
         });
     }
@@ -436,7 +434,7 @@ pub async fn drain(
     stop: &crate::engine::Stop,
 ) -> Result<DrainReport, ChatBenchError> {
     let user = format!("{}0", opts.user_prefix);
-    let mut c = Client::login(target, opts.tls.as_ref(), &user, &opts.password)
+    let mut c = Client::login(target, opts.tls.as_ref(), None, &user, &opts.password)
         .await
         .map_err(|reason| ChatBenchError::Login {
             user: user.clone(),

@@ -78,3 +78,102 @@ pub async fn handshake(tcp: TcpStream, tls: &Tls, timeout: Duration) -> io::Resu
 pub fn io_kind(op: &str, e: &io::Error) -> String {
     format!("{op}: {}", e.kind())
 }
+
+/// A chat connection of the load generator: the TCP port's stream (plain or TLS), or the web
+/// port's WebSocket seen as that same stream ([`jaring_web::client::Lines`]), so every chat
+/// workload speaks either without knowing which.
+#[derive(Debug)]
+pub enum BenchStream {
+    /// The chat port.
+    Direct(ClientStream),
+    /// The web port's `/ws…`.
+    Ws(Box<jaring_web::client::Lines<ClientStream>>),
+}
+
+/// Where a `--ws` bench opens its WebSockets: the request target and the `Host` it sends.
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    /// `/ws` or `/ws/<realm>`.
+    pub path: String,
+    /// The `Host` header.
+    pub host: String,
+}
+
+impl BenchStream {
+    /// Opens a chat connection to `target`: TCP, TLS with `tls`, then the WebSocket with `ws`.
+    pub async fn open(
+        target: SocketAddr,
+        tls: Option<&Tls>,
+        ws: Option<&WsTarget>,
+    ) -> Result<Self, String> {
+        let stream = open(target, tls).await?;
+        let Some(ws) = ws else {
+            return Ok(Self::Direct(stream));
+        };
+        let upgrade = jaring_web::client::Upgrade {
+            path: &ws.path,
+            host: &ws.host,
+            origin: None,
+        };
+        let opened =
+            tokio::time::timeout(REQUEST_TIMEOUT, jaring_web::client::open(stream, &upgrade))
+                .await
+                .map_err(|_| "websocket handshake timeout".to_owned())?
+                .map_err(|e| format!("websocket: {e}"))?;
+        Ok(Self::Ws(Box::new(jaring_web::client::Lines::new(opened))))
+    }
+
+    /// Whether its TLS session was resumed.
+    pub fn resumed(&self) -> bool {
+        match self {
+            Self::Direct(s) => s.resumed(),
+            Self::Ws(l) => l.get_ref().resumed(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for BenchStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Ws(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for BenchStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Direct(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Ws(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Ws(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Ws(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}

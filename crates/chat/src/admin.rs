@@ -468,6 +468,25 @@ pub async fn find_for_port(pid: u32, client_port: u16) -> Option<(PathBuf, Realm
     None
 }
 
+/// The admin socket of realm `realm` among those of process `pid` (a `--ws` bench knows the
+/// realm, not its client port).
+pub async fn find_for_realm(pid: u32, realm: &str) -> Option<(PathBuf, RealmInfo)> {
+    let paths = tokio::task::spawn_blocking(move || sockets_of(pid))
+        .await
+        .ok()?;
+    for path in paths {
+        let Ok(mut client) = AdminClient::connect(&path).await else {
+            continue;
+        };
+        if let Ok(info) = client.hello().await
+            && info.realm == realm
+        {
+            return Some((path, info));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -581,6 +581,13 @@ pub struct BenchChatArgs {
     /// else `surabaya`, what the bench scripts give them].
     #[arg(long)]
     pub password: Option<String>,
+    /// Over the web port's WebSocket (--port is then the web port, e.g. the lab's 8080): the same
+    /// commands, one message each (send and idle workloads).
+    #[arg(long)]
+    pub ws: bool,
+    /// With --ws: the WebSocket's path (`/ws/realm2` picks a realm of the lab's web port).
+    #[arg(long, value_name = "PATH", default_value = "/ws", requires = "ws")]
+    pub ws_path: String,
     /// Use the users that exist: never make bench users through the realm's admin socket.
     #[arg(long)]
     pub no_setup: bool,

@@ -638,6 +638,26 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
     ]);
     assert_eq!(x["delivery"]["missing"], 0, "{x}");
     assert!(said.contains("realm realm1 and realm2"), "{said}");
+    // Over the web port's WebSocket (realm2 by its path): the same workload, set up the same way.
+    let web = lab.ports["web"].to_string();
+    let (w, said) = bench_json(&[
+        "-p",
+        &web,
+        "--ws",
+        "--ws-path",
+        "/ws/realm2",
+        "-c",
+        "4",
+        "-d",
+        "1",
+    ]);
+    assert!(w["requests"].as_u64().unwrap() > 0, "{w}");
+    assert_eq!(w["delivery"]["missing"], 0, "{w}");
+    assert_eq!(w["delivery"]["duplicates"], 0, "{w}");
+    assert!(
+        said.contains("on realm realm2") && said.contains("removed 5 bench users"),
+        "{said}"
+    );
 
     // A user added while the lab runs can log in at once.
     support::jaring()

@@ -197,3 +197,126 @@ fn ws_io(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
         other => ClientError::Io(std::io::Error::other(other.to_string())),
     }
 }
+
+/// A WebSocket of the web port seen as the TCP port's byte stream: what is written is split
+/// into lines, each sent as one text message (without its CR LF); each message received reads
+/// as its text followed by CR LF CR LF, the TCP port's framing. So a client written for the TCP
+/// port (the load generator's) runs on the web port unchanged.
+pub struct Lines<S> {
+    ws: WebSocketStream<S>,
+    /// Received and not read yet.
+    incoming: Vec<u8>,
+    read_at: usize,
+    /// Written and not sent yet (an unfinished line stays until its CR LF).
+    outgoing: Vec<u8>,
+}
+
+impl<S> std::fmt::Debug for Lines<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("incoming", &(self.incoming.len() - self.read_at))
+            .field("outgoing", &self.outgoing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Lines<S> {
+    /// Wraps an open WebSocket.
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        Self {
+            ws,
+            incoming: Vec::new(),
+            read_at: 0,
+            outgoing: Vec::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        self.ws.get_ref()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Lines<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use futures_core::Stream as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.read_at < this.incoming.len() {
+                let n = buf.remaining().min(this.incoming.len() - this.read_at);
+                buf.put_slice(&this.incoming[this.read_at..this.read_at + n]);
+                this.read_at += n;
+                return Poll::Ready(Ok(()));
+            }
+            this.incoming.clear();
+            this.read_at = 0;
+            match std::pin::Pin::new(&mut this.ws).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None | Some(Ok(Message::Close(_)))) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+                }
+                Poll::Ready(Some(Ok(Message::Text(t)))) => {
+                    this.incoming.extend_from_slice(t.as_bytes());
+                    this.incoming.extend_from_slice(b"\r\n\r\n");
+                }
+                Poll::Ready(Some(Ok(Message::Binary(b)))) => {
+                    this.incoming.extend_from_slice(&b);
+                    this.incoming.extend_from_slice(b"\r\n\r\n");
+                }
+                // Pings are answered by the WebSocket layer on the next write or flush.
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lines<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.outgoing.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let io = |e: tokio_tungstenite::tungstenite::Error| std::io::Error::other(e.to_string());
+        while let Some(end) = memchr::memmem::find(&this.outgoing, b"\r\n") {
+            let mut ws = std::pin::Pin::new(&mut this.ws);
+            match ws.as_mut().poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io(e))),
+                Poll::Ready(Ok(())) => {}
+            }
+            let line = String::from_utf8_lossy(&this.outgoing[..end]).into_owned();
+            this.outgoing.drain(..end + 2);
+            if let Err(e) = ws.start_send(Message::text(line)) {
+                return Poll::Ready(Err(io(e)));
+            }
+        }
+        std::pin::Pin::new(&mut this.ws).poll_flush(cx).map_err(io)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.ws)
+            .poll_close(cx)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}

@@ -63,6 +63,14 @@ fn check(workload: &BenchWorkload) -> Result<(), Failure> {
             "--interval, --csv, --hdr-out and --plot are for time, echo and chat sends, not --group, --push or --drain"
         )));
     }
+    if let BenchWorkload::Chat(c) = workload
+        && c.ws
+        && (c.group || c.push || c.drain || c.cross_realm)
+    {
+        return Err(Failure::Usage(anyhow!(
+            "--ws drives the send and idle workloads, not --group, --push, --drain or --cross-realm"
+        )));
+    }
     if let Some(rate) = load.rate {
         if paced.0 {
             return Err(Failure::Usage(anyhow!("--rate: {}", paced.1)));
@@ -336,6 +344,10 @@ fn chat_options(c: &BenchChatArgs) -> Result<jaring_bench::chat::ChatOptions, Fa
         user_prefix: c.user_prefix.clone(),
         password: c.password().to_owned(),
         server_pid: c.server_pid,
+        ws: c.ws.then(|| jaring_bench::net::WsTarget {
+            path: c.ws_path.clone(),
+            host: format!("{}:{}", c.load.host, c.port),
+        }),
         pipeline: usize::from(c.pipeline),
         ..ChatOptions::new(mode)
     })

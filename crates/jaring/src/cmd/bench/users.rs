@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use jaring_chat::admin::{AdminClient, find_for_port};
+use jaring_chat::admin::{AdminClient, find_for_port, find_for_realm};
 use jaring_proto::chat::admin::{AdminRequest, DEFAULT_MAX_BENCH_USERS};
 use rand::RngExt as _;
 
@@ -71,7 +71,14 @@ pub async fn prepare(c: &mut BenchChatArgs) -> Result<Option<BenchUsers>, Failur
         let Some(pid) = pid else {
             return Ok(None);
         };
-        let found = find_for_port(pid, port).await;
+        let found = if c.ws {
+            match ws_realm(&c.ws_path, target).await {
+                Some(realm) => find_for_realm(pid, &realm).await,
+                None => None,
+            }
+        } else {
+            find_for_port(pid, port).await
+        };
         let Some((path, info)) = found else {
             eprintln!(
                 "bench: no admin socket of the realm on {target} found (not on this machine, not \
@@ -188,4 +195,28 @@ fn local_host(host: &str) -> Option<std::net::IpAddr> {
 fn random_password() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The realm a `--ws` bench reaches: the one its path names (`/ws/realm2`), else the web port's
+/// default, the first of its `GET /realms` (plain HTTP; `None` when that fails).
+async fn ws_realm(path: &str, web: SocketAddr) -> Option<String> {
+    if let Some(name) = path.strip_prefix("/ws/").filter(|n| !n.is_empty()) {
+        return Some(name.to_owned());
+    }
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(web).await.ok()?;
+        let req = format!("GET /realms HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut text = Vec::new();
+        s.take(64 * 1024).read_to_end(&mut text).await.ok()?;
+        let text = String::from_utf8_lossy(&text);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        v["realms"][0].as_str().map(str::to_owned)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+        .await
+        .ok()
+        .flatten()
 }
