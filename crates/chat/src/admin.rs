@@ -77,13 +77,23 @@ pub enum AdminSocketError {
         /// Why.
         source: std::io::Error,
     },
-    /// The realm refused (not its operator) or the connection broke.
+    /// The connection broke, or the answer was not one.
     #[error("the admin socket {path} failed: {reason}")]
     Call {
         /// The path.
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The realm answered and refused (not its operator, a name taken, …).
+    #[error("the realm refused (through {path}): {reason}")]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// The realm's words.
+        reason: String,
+        /// The reply's `code`, when it has one.
+        code: Option<String>,
     },
 }
 
@@ -301,7 +311,10 @@ async fn execute<S: Storage>(
                 created: Some(n),
                 ..AdminReply::done()
             },
-            Err(e) => AdminReply::failed(e.to_string()),
+            Err(e) => AdminReply {
+                code: e.code().map(str::to_owned),
+                ..AdminReply::failed(e.to_string())
+            },
         },
         AdminRequest::PurgeBench {} => match realm.admin_purge_bench().await {
             Ok(purged) => AdminReply {
@@ -389,11 +402,13 @@ impl AdminClient {
         let reply: AdminReply =
             serde_json::from_slice(&line).map_err(|e| fail(format!("unreadable reply ({e})")))?;
         if !reply.ok {
-            return Err(fail(
-                reply
+            return Err(AdminSocketError::Refused {
+                path: self.path.clone(),
+                reason: reply
                     .error
                     .unwrap_or_else(|| "refused without a reason".into()),
-            ));
+                code: reply.code,
+            });
         }
         Ok(reply)
     }

@@ -148,6 +148,10 @@ async fn bench_users_are_cheap_never_real_and_go_with_everything_they_wrote() {
         refused.to_string().contains("\"c0\" is a real user"),
         "{refused}"
     );
+    assert!(
+        matches!(&refused, AdminSocketError::Refused { code: Some(c), .. } if c == "real_user"),
+        "{refused:?}"
+    );
     assert!(!ok(&auth(&r, "c1", "bp").await.1));
     assert!(ok(&auth(&r, "c0", "c0pw").await.1));
 

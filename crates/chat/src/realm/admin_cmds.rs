@@ -34,6 +34,16 @@ pub enum AdminError {
     Password(#[from] crate::password::PasswordError),
 }
 
+impl AdminError {
+    /// The admin reply's `code` for it, if programs tell it apart.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::RealUser(_) => Some(jaring_proto::chat::admin::CODE_REAL_USER),
+            _ => None,
+        }
+    }
+}
+
 /// What the sessions of a deleted or changed user are told when their watch ends.
 const ENDED: &str = "your account was changed by the realm's operator; log in again";
 

@@ -16,6 +16,9 @@ pub const DEFAULT_ADMIN_MAX_LINE: usize = 16 * 1024;
 /// Cap on the bench users one `put_bench_users` creates.
 pub const DEFAULT_MAX_BENCH_USERS: u32 = 100_000;
 
+/// The `code` of a `put_bench_users` refused because a name is a real user's.
+pub const CODE_REAL_USER: &str = "real_user";
+
 /// The admin socket's file name in a realm's data directory.
 pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
 
@@ -114,6 +117,9 @@ pub struct AdminReply {
     /// What went wrong and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure, for programs: [`CODE_REAL_USER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// `hello`'s answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<RealmInfo>,

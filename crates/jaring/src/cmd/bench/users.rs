@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use jaring_chat::admin::{AdminClient, find_for_port, find_for_realm};
-use jaring_proto::chat::admin::{AdminRequest, DEFAULT_MAX_BENCH_USERS};
+use jaring_chat::admin::{AdminClient, AdminSocketError, find_for_port, find_for_realm};
+use jaring_proto::chat::admin::{AdminRequest, CODE_REAL_USER, DEFAULT_MAX_BENCH_USERS};
 use rand::RngExt as _;
 
 use crate::Failure;
@@ -111,8 +111,9 @@ pub async fn prepare(c: &mut BenchChatArgs) -> Result<Option<BenchUsers>, Failur
                     keep: false,
                 };
                 partial.finish().await;
-                let text = e.to_string();
-                if text.contains("is a real user") {
+                let real = matches!(&e, AdminSocketError::Refused { code: Some(c), .. }
+                    if c == CODE_REAL_USER);
+                if real {
                     eprintln!(
                         "bench: realm {realm} has real users named {}…: using the users that \
                          exist (pass --user-prefix to have the bench make its own)",
