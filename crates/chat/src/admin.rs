@@ -464,9 +464,10 @@ pub fn sockets_of(pid: u32) -> Vec<PathBuf> {
     found
 }
 
-/// The admin socket of the realm whose clients connect to `client_port` on this machine: among
-/// the sockets of process `pid` (see [`sockets_of`]), the one whose `hello` names that port.
-pub async fn find_for_port(pid: u32, client_port: u16) -> Option<(PathBuf, RealmInfo)> {
+/// The admin socket among those of process `pid` (see [`sockets_of`]) whose realm's `hello`
+/// is the one `wanted`: by its client port (`jaring bench chat`), or by its name (a `--ws`
+/// bench knows the realm, not its client port).
+pub async fn find(pid: u32, wanted: impl Fn(&RealmInfo) -> bool) -> Option<(PathBuf, RealmInfo)> {
     let paths = tokio::task::spawn_blocking(move || sockets_of(pid))
         .await
         .ok()?;
@@ -475,26 +476,7 @@ pub async fn find_for_port(pid: u32, client_port: u16) -> Option<(PathBuf, Realm
             continue;
         };
         if let Ok(info) = client.hello().await
-            && info.client_port == client_port
-        {
-            return Some((path, info));
-        }
-    }
-    None
-}
-
-/// The admin socket of realm `realm` among those of process `pid` (a `--ws` bench knows the
-/// realm, not its client port).
-pub async fn find_for_realm(pid: u32, realm: &str) -> Option<(PathBuf, RealmInfo)> {
-    let paths = tokio::task::spawn_blocking(move || sockets_of(pid))
-        .await
-        .ok()?;
-    for path in paths {
-        let Ok(mut client) = AdminClient::connect(&path).await else {
-            continue;
-        };
-        if let Ok(info) = client.hello().await
-            && info.realm == realm
+            && wanted(&info)
         {
             return Some((path, info));
         }

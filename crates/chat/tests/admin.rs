@@ -34,6 +34,15 @@ async fn admin(r: &Running, dir: &Path) -> std::path::PathBuf {
     path
 }
 
+async fn hello(path: &Path) -> jaring_proto::chat::admin::RealmInfo {
+    AdminClient::connect(path)
+        .await
+        .unwrap()
+        .hello()
+        .await
+        .unwrap()
+}
+
 async fn call(path: &Path, request: AdminRequest) -> Result<AdminReply, AdminSocketError> {
     AdminClient::connect(path)
         .await
@@ -52,12 +61,7 @@ async fn auth(r: &Running, user: &str, password: &str) -> (Client, serde_json::V
 async fn users_added_changed_and_deleted_through_the_socket_count_at_once() {
     let (dir, r) = realm_with(&["messi"], options(), |c| c.model = Model::Async).await;
     let path = admin(&r, dir.path()).await;
-    let hello = AdminClient::connect(&path)
-        .await
-        .unwrap()
-        .hello()
-        .await
-        .unwrap();
+    let hello = hello(&path).await;
     assert_eq!(hello.client_port, r.addr.port());
     assert_eq!(hello.users, 1);
 
@@ -312,12 +316,7 @@ async fn the_socket_refuses_what_is_not_a_request() {
     let mut half = UnixStream::connect(&path).await.unwrap();
     half.write_all(b"{\"op\":\"hel").await.unwrap();
     drop(half);
-    let hello = AdminClient::connect(&path)
-        .await
-        .unwrap()
-        .hello()
-        .await
-        .unwrap();
+    let hello = hello(&path).await;
     assert_eq!(hello.client_port, r.addr.port());
     r.stop().await;
 }

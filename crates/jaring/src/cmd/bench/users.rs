@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use jaring_chat::admin::{AdminClient, AdminSocketError, find_for_port, find_for_realm};
+use jaring_chat::admin::{AdminClient, AdminSocketError, find};
 use jaring_proto::chat::admin::{AdminRequest, CODE_REAL_USER, DEFAULT_MAX_BENCH_USERS};
 use rand::RngExt as _;
 
@@ -73,11 +73,11 @@ pub async fn prepare(c: &mut BenchChatArgs) -> Result<Option<BenchUsers>, Failur
         };
         let found = if c.ws {
             match ws_realm(&c.ws_path, target).await {
-                Some(realm) => find_for_realm(pid, &realm).await,
+                Some(realm) => find(pid, |info| info.realm == realm).await,
                 None => None,
             }
         } else {
-            find_for_port(pid, port).await
+            find(pid, |info| info.client_port == port).await
         };
         let Some((path, info)) = found else {
             eprintln!(
