@@ -85,9 +85,12 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  jaring lab\n  jaring lab --dir /tmp/lab --bind 127.0.0.1\n  \
         jaring lab --ephemeral   (every port chosen by the system; the table shows which)\n  \
-        SSLKEYLOGFILE=keys.log jaring lab   (Wireshark can then decrypt the lab's TLS)"
+        SSLKEYLOGFILE=keys.log jaring lab   (Wireshark can then decrypt the lab's TLS)\n  \
+        sudo jaring lab --hosts --capture lab.pcapng   (three hosts, as in the reports)\n  \
+        sudo jaring lab exec mesin-2 -- jaring time client --host mesin-1\n  \
+        jaring lab --model iterative --backlog 1   (the second client waits in the backlog)"
     )]
-    Lab(LabArgs),
+    Lab(LabCli),
     /// TLS files: a small CA and server certificates for trying TLS (what `jaring lab` makes).
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -794,6 +797,10 @@ pub struct ServeArgs {
     /// TLS on the client port [default: the config's `[tls]`].
     #[command(flatten)]
     pub tls: SharedTlsArgs,
+    /// Set by `jaring lab --hosts`: the realm listens on a network private to this machine, so
+    /// its demo users' public passwords need no warning.
+    #[arg(skip)]
+    pub private_network: bool,
 }
 
 /// Storage backends on the command line.
@@ -906,6 +913,57 @@ pub struct ClientArgs {
 
 /// `jaring lab`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LabCli {
+    /// The lab's hosts (network namespaces), or a command on one of them.
+    #[command(subcommand)]
+    pub command: Option<LabCommand>,
+    /// Run the lab.
+    #[command(flatten)]
+    pub args: LabArgs,
+}
+
+/// `jaring lab net|exec`
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// The lab's three hosts without the servers: up, down, status.
+    #[command(subcommand)]
+    Net(LabNetCommand),
+    /// Run a command on one of the lab's hosts (mesin-1, mesin-2, mesin-3).
+    #[command(
+        after_help = "Examples:\n  jaring lab exec mesin-2 -- jaring time client --host mesin-1\n  \
+        jaring lab exec mesin-3 -- python3 client.py\n  jaring lab exec mesin-2 -- nc mesin-1 10000"
+    )]
+    Exec(LabExecArgs),
+}
+
+/// `jaring lab net …`
+#[derive(Debug, Subcommand)]
+pub enum LabNetCommand {
+    /// Make the three hosts (172.16.16.101-103 on a private bridge); they stay until `net down`.
+    Up {
+        /// Record every packet crossing the bridge (and mesin-1's loopback) until `net down`.
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
+    },
+    /// Remove the hosts and everything running on them.
+    Down,
+    /// Show whether the hosts are up, and who made them.
+    Status,
+}
+
+/// `jaring lab exec`
+#[derive(Debug, Args)]
+pub struct LabExecArgs {
+    /// The host: mesin-1, mesin-2 or mesin-3.
+    pub host: String,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `jaring lab` (running it)
+#[derive(Debug, Args)]
 pub struct LabArgs {
     /// Where everything is kept: realm configs, databases, the federation secret, the TLS CA and
     /// certificates (DIR/tls).
@@ -953,6 +1011,28 @@ pub struct LabArgs {
     /// No web port.
     #[arg(long)]
     pub no_web: bool,
+    /// Three hosts on this machine, as in the reports: network namespaces mesin-1, mesin-2,
+    /// mesin-3 (172.16.16.101-103) on a private bridge; every server runs on mesin-1; clients
+    /// run with `jaring lab exec mesin-2 -- ...`. Needs root. Removed when the lab stops.
+    #[arg(long)]
+    pub hosts: bool,
+    /// With --hosts: record every packet crossing the bridge, and mesin-1's loopback (the
+    /// realms' link), into FILE (pcapng with dumpcap; pcap with only tcpdump).
+    #[arg(long, value_name = "FILE", requires = "hosts")]
+    pub capture: Option<PathBuf>,
+    /// How the time and echo servers run connections: iterative makes the second client wait.
+    #[arg(long, value_enum, default_value_t = ModelArg::Async)]
+    pub model: ModelArg,
+    /// Listen backlog of every server (the reports use 1 or 5).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// IANA time zone the time server answers in (e.g. Asia/Jakarta) [default: this machine's].
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Seconds a silent connection stays open [default: time and echo 300, the realms 3600:
+    /// students leave clients idle].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
 }
 
 #[cfg(test)]

@@ -50,6 +50,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
         Command::Man { dir } => cmd::man(dir.as_deref()),
+        // The lab's hosts are made, and entered, before the runtime's threads exist.
+        Command::Lab(lab) => cmd::lab::dispatch(lab, |args| {
+            run_async(
+                Command::Lab(cli::LabCli {
+                    command: None,
+                    args,
+                }),
+                cli.global.color,
+            )
+        }),
         command => run_async(command, cli.global.color),
     };
     match result {
@@ -82,7 +92,7 @@ fn run_async(command: Command, color: cli::ColorChoice) -> CmdResult {
             Command::Info(args) => cmd::info::run(args).await,
             Command::Chat(args) => cmd::chat::run(args, color).await,
             Command::Bench(args) => cmd::bench::run(args).await,
-            Command::Lab(args) => cmd::lab::run(args).await,
+            Command::Lab(lab) => cmd::lab::run(lab.args).await,
             Command::Tls(args) => cmd::tls::run(args).await,
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }

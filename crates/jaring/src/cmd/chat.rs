@@ -341,7 +341,7 @@ async fn run_realm<S: Storage>(
     });
     let server = Server::bind(server_config).await.map_err(bind_failure)?;
     let client_addr = server.local_addr();
-    if seed.is_some() && !bind.is_loopback() {
+    if seed.is_some() && !bind.is_loopback() && !args.private_network {
         tracing::warn!(
             realm = realm.name(),
             addr = %client_addr,

@@ -19,11 +19,189 @@ use jaring_time::TimeService;
 use jaring_tls::pki::{LabLeaf, LabTls};
 use jiff::tz::TimeZone;
 
-use crate::cli::{LabArgs, ModelArg, RealmLocation, ServeArgs};
+use crate::cli::{
+    LabArgs, LabCli, LabCommand, LabExecArgs, LabNetCommand, ModelArg, RealmLocation, ServeArgs,
+};
 use crate::cmd::chat::{DEFAULT_DEMO_BIND, Seed, serve_web, start_realm};
 use crate::cmd::{bind_failure, load_tls};
 use crate::{CmdResult, Failure, signal};
 use jaring_web::lab::{Board, ServiceSource};
+
+pub mod net;
+
+use net::{LabNet, Made, Owner};
+
+/// The realms' idle timeout in the lab: students leave a client idle for long stretches.
+pub const LAB_REALM_IDLE_TIMEOUT_SECS: u64 = 3600;
+
+/// `jaring lab` and its subcommands, on the main thread before any async runtime exists: the
+/// lab's hosts are made, and mesin-1 entered, by the thread that then starts the runtime (its
+/// workers are born in mesin-1). `serve` runs the lab itself.
+pub fn dispatch(cli: LabCli, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdResult {
+    match cli.command {
+        Some(LabCommand::Net(command)) => net_command(command),
+        Some(LabCommand::Exec(args)) => exec(args),
+        None if cli.args.hosts => with_hosts(cli.args, serve),
+        None => serve(cli.args),
+    }
+}
+
+fn lab_net() -> Result<LabNet, Failure> {
+    LabNet::from_env().map_err(Failure::Usage)
+}
+
+fn net_command(command: LabNetCommand) -> CmdResult {
+    let net = lab_net()?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        LabNetCommand::Up { capture } => {
+            if let Some(file) = &capture {
+                check_capture_file(file)?;
+            }
+            match net.up(&Owner::NetUp)? {
+                Made::Reused => writeln!(out, "the lab's hosts are already up")?,
+                Made::Fresh => {
+                    if let Some(file) = &capture
+                        && let Err(e) = net.capture_detached(file)
+                    {
+                        let _ = net.remove();
+                        return Err(e.into());
+                    }
+                    writeln!(out, "the lab's hosts are up:")?;
+                    for (host, address) in net::HOSTS {
+                        writeln!(
+                            out,
+                            "  {:<8} {address:<15} namespace {}",
+                            host,
+                            net.namespace(host)
+                        )?;
+                    }
+                    if let Some(file) = &capture {
+                        writeln!(
+                            out,
+                            "capturing into {} until `jaring lab net down`",
+                            file.display()
+                        )?;
+                    }
+                    writeln!(
+                        out,
+                        "run: jaring lab exec mesin-1 -- jaring time serve   (and clients on mesin-2, mesin-3)\n\
+                         remove: jaring lab net down"
+                    )?;
+                }
+            }
+        }
+        LabNetCommand::Down => {
+            let (removed, written) = net.remove()?;
+            if removed.is_empty() {
+                writeln!(out, "the lab's hosts were not up")?;
+            } else {
+                writeln!(out, "removed {}", removed.join(", "))?;
+            }
+            for f in written {
+                writeln!(out, "capture written: {}", f.display())?;
+            }
+        }
+        LabNetCommand::Status => {
+            if net.is_up()? {
+                let by = match net.owner() {
+                    Some(Owner::NetUp) => "made by `jaring lab net up`".to_owned(),
+                    Some(Owner::Lab(pid)) => format!("made by `jaring lab --hosts` (pid {pid})"),
+                    None => "made by something else".to_owned(),
+                };
+                writeln!(out, "up ({by})")?;
+                for (host, address) in net::HOSTS {
+                    let ns = net.namespace(host);
+                    let pids = net::namespace_pids(&ns);
+                    writeln!(out, "  {host:<8} {address:<15} {} process(es)", pids.len())?;
+                }
+            } else {
+                writeln!(out, "down")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn exec(args: LabExecArgs) -> CmdResult {
+    let net = lab_net()?;
+    LabNet::address(&args.host).map_err(Failure::Usage)?;
+    let status = net.exec(&args.host, &args.command)?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // The command's own exit code is exec's: scripts can tell.
+        Some(code) => std::process::exit(code),
+        None => Err(Failure::Runtime(anyhow!(
+            "{:?} ended by a signal ({status})",
+            args.command
+        ))),
+    }
+}
+
+/// Refuses a capture file that cannot be written before anything is made.
+fn check_capture_file(file: &Path) -> Result<(), Failure> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Failure::Usage(anyhow!(
+            "cannot write the capture {}: {} is not a directory",
+            file.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `jaring lab --hosts`: makes the hosts (or takes those `net up` made), starts the capture,
+/// runs the lab inside mesin-1, and removes what it made when the lab stops.
+fn with_hosts(args: LabArgs, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdResult {
+    let net = lab_net()?;
+    if let Some(file) = &args.capture {
+        check_capture_file(file)?;
+    }
+    let made = net.up(&Owner::Lab(std::process::id()))?;
+    let capture = match &args.capture {
+        Some(file) => match net.capture(file) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if made == Made::Fresh {
+                    let _ = net.remove();
+                }
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
+    let result = net
+        .enter(net::SERVER_HOST)
+        .map_err(Failure::from)
+        .and_then(|()| serve(args));
+    let mut notes = Vec::new();
+    if let Some(capture) = capture {
+        match capture.finish() {
+            Ok(files) => notes.extend(
+                files
+                    .iter()
+                    .map(|f| format!("capture written: {}", f.display())),
+            ),
+            Err(e) => notes.push(format!("the capture could not be finished: {e:#}")),
+        }
+    }
+    if made == Made::Fresh {
+        match net.remove() {
+            Ok(_) => notes.push("the lab's hosts are removed".into()),
+            Err(e) => notes.push(format!(
+                "the lab's hosts could not all be removed ({e:#}): run `jaring lab net down`"
+            )),
+        }
+    }
+    for note in notes {
+        eprintln!("jaring lab: {note}");
+    }
+    result
+}
 
 /// The file, under `--dir`, holding the secret the two realms share (created on first start).
 pub const SECRET_FILE: &str = "federation.secret";
@@ -240,7 +418,7 @@ fn ipv6_addresses(if_inet6: &str) -> Vec<IpAddr> {
     out
 }
 
-fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
+fn serve_args(port: u16, federation_port: u16, bind: IpAddr, args: &LabArgs) -> ServeArgs {
     ServeArgs {
         location: RealmLocation {
             config: None,
@@ -248,11 +426,13 @@ fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
         },
         port: Some(port),
         bind: Some(bind),
-        backlog: jaring_runtime::config::DEFAULT_BACKLOG,
+        backlog: args.backlog,
+        // A realm stays async whatever --model says: one client at a time would stall the
+        // link and every live group.
         model: ModelArg::Async,
         max_connections: None,
         max_connections_per_address: None,
-        idle_timeout: None,
+        idle_timeout: Some(args.idle_timeout.unwrap_or(LAB_REALM_IDLE_TIMEOUT_SECS)),
         line_timeout: None,
         max_line: None,
         grace: jaring_runtime::config::DEFAULT_GRACE.as_secs_f64(),
@@ -261,15 +441,15 @@ fn serve_args(port: u16, federation_port: u16, bind: IpAddr) -> ServeArgs {
         // The lab serves one web port for both realms itself.
         web_port: None,
         tls: crate::cli::SharedTlsArgs::default(),
+        // On the lab's own hosts the network is private to this machine: no warning.
+        private_network: args.hosts,
     }
 }
 
-fn loopback(bind: IpAddr, port: u16) -> SocketAddr {
-    let ip = if bind.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        bind
-    };
+/// Where a client reaches a server bound to `bind`: for a wildcard, `here` (loopback, or
+/// mesin-1's address on the lab's hosts).
+fn reach(here: IpAddr, bind: IpAddr, port: u16) -> SocketAddr {
+    let ip = if bind.is_unspecified() { here } else { bind };
     SocketAddr::new(ip, port)
 }
 
@@ -288,8 +468,27 @@ pub async fn run(args: LabArgs) -> CmdResult {
     secret(&dir)?;
     // Time and echo have no passwords: everywhere, as in the labs. The realms' demo passwords are
     // public: loopback unless --bind says otherwise (start_realm then warns).
+    // On the lab's hosts every server listens on all of mesin-1's addresses: that network is
+    // private to this machine.
     let services_bind = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let realm_bind = args.bind.unwrap_or(DEFAULT_DEMO_BIND);
+    let realm_bind = args.bind.unwrap_or(if args.hosts {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        DEFAULT_DEMO_BIND
+    });
+    let here = if args.hosts {
+        IpAddr::V4(LabNet::address(net::SERVER_HOST)?)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let tz = match &args.tz {
+        Some(name) => TimeZone::get(name).map_err(|e| {
+            Failure::Usage(anyhow!(
+                "unknown time zone {name:?} ({e}); use an IANA name such as Asia/Jakarta or UTC"
+            ))
+        })?,
+        None => TimeZone::system(),
+    };
     let tls = if args.no_tls {
         None
     } else {
@@ -309,12 +508,21 @@ pub async fn run(args: LabArgs) -> CmdResult {
     let bind_server = |port: u16| {
         let mut c = ServerConfig::on_port(port);
         c.listen.bind = services_bind;
+        c.listen.backlog = args.backlog;
+        c.model = match args.model {
+            ModelArg::Async => jaring_runtime::Model::Async,
+            ModelArg::Threads => jaring_runtime::Model::Threads,
+            ModelArg::Iterative => jaring_runtime::Model::Iterative,
+        };
+        if let Some(secs) = args.idle_timeout {
+            c.limits.idle_timeout = std::time::Duration::from_secs(secs);
+        }
         c
     };
     let mut time_config = bind_server(z(args.time_port));
     time_config.tls = listen_with(lab_tls, "services", TlsMode::Both)?;
     let time = Server::bind(time_config).await.map_err(bind_failure)?;
-    let time_addr = loopback(services_bind, time.local_addr().port());
+    let time_addr = reach(here, services_bind, time.local_addr().port());
     let port = time_addr.port();
     table.push(Row {
         what: "time".into(),
@@ -337,7 +545,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
         bytes: None,
     });
     let service = Arc::new(TimeService::new(
-        TimeZone::system(),
+        tz,
         jaring_runtime::Limits::default().max_line,
     ));
     let token = shutdown.clone();
@@ -358,7 +566,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
         let over_tls = tls.is_some();
         config.tls = tls;
         let echo = Server::bind(config).await.map_err(bind_failure)?;
-        let addr = loopback(services_bind, echo.local_addr().port());
+        let addr = reach(here, services_bind, echo.local_addr().port());
         table.push(Row {
             what: label.into(),
             addr,
@@ -389,7 +597,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
         z(args.realm2_port),
         z(args.realm2_federation_port),
         "realm1",
-        loopback(realm_bind, args.realm1_federation_port),
+        reach(here, realm_bind, args.realm1_federation_port),
         lab_tls,
     )?;
     let realm2 = start_realm(
@@ -398,6 +606,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
             z(args.realm2_port),
             z(args.realm2_federation_port),
             realm_bind,
+            &args,
         ),
         Some(REALM2_USERS),
         shutdown.clone(),
@@ -413,7 +622,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
         z(args.realm1_port),
         z(args.realm1_federation_port),
         "realm2",
-        loopback(realm_bind, r2_fed.port()),
+        reach(here, realm_bind, r2_fed.port()),
         lab_tls,
     )?;
     let realm1 = start_realm(
@@ -422,13 +631,14 @@ pub async fn run(args: LabArgs) -> CmdResult {
             z(args.realm1_port),
             z(args.realm1_federation_port),
             realm_bind,
+            &args,
         ),
         Some(REALM1_USERS),
         shutdown.clone(),
     )
     .await?;
     for (realm, users) in [(&realm1, REALM1_USERS), (&realm2, REALM2_USERS)] {
-        let addr = loopback(realm_bind, realm.client_addr.port());
+        let addr = reach(here, realm_bind, realm.client_addr.port());
         let (user, _, password) = users[0];
         table.push(Row {
             what: format!("chat {}", realm.name),
@@ -454,7 +664,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
         if let Some(f) = realm.federation_addr {
             table.push(Row {
                 what: format!("link {}", realm.name),
-                addr: loopback(realm_bind, f.port()),
+                addr: reach(here, realm_bind, f.port()),
                 how: "server-to-server only (HMAC-authenticated peers)".into(),
             });
         }
@@ -464,11 +674,12 @@ pub async fn run(args: LabArgs) -> CmdResult {
     if !args.no_web {
         let mut c = ServerConfig::on_port(z(args.web_port));
         c.listen.bind = realm_bind;
+        c.listen.backlog = args.backlog;
         c.tls = listen_with(lab_tls, "realm1", TlsMode::Both)?;
         for realm in [&realm1, &realm2] {
             board.service(ServiceSource {
                 name: format!("chat {}", realm.name),
-                addr: loopback(realm_bind, realm.client_addr.port()).to_string(),
+                addr: reach(here, realm_bind, realm.client_addr.port()).to_string(),
                 stats: Arc::clone(&realm.board.0),
                 bytes: None,
             });
@@ -483,7 +694,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
             shutdown.clone(),
         )
         .await?;
-        let addr = loopback(realm_bind, addr.port());
+        let addr = reach(here, realm_bind, addr.port());
         table.push(Row {
             what: "web".into(),
             addr,
