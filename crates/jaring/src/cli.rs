@@ -1033,6 +1033,10 @@ pub struct LabArgs {
     /// students leave clients idle].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Log every server's info lines too (by default the lab logs warnings only, so its table
+    /// stays readable; RUST_LOG overrides both).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[cfg(test)]

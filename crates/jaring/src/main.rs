@@ -46,7 +46,16 @@ pub type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.global);
+    let quiet =
+        matches!(&cli.command, Command::Lab(lab) if lab.command.is_none() && !lab.args.verbose);
+    logging::init(
+        &cli.global,
+        if quiet {
+            logging::QUIET_FILTER
+        } else {
+            logging::DEFAULT_FILTER
+        },
+    );
     let result = match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
         Command::Man { dir } => cmd::man(dir.as_deref()),

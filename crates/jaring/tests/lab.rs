@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jaring_proto::chat::ReplyFramer;
 use serde_json::Value;
+use support::lab::LabProcess;
 use support::{PATIENCE, have_tool, python, python_tls_call};
 
 fn connect(port: u16) -> TcpStream {
@@ -38,80 +39,12 @@ fn call(s: &mut TcpStream, framer: &mut ReplyFramer, line: &str) -> Value {
     }
 }
 
-/// A running `jaring lab --ephemeral --dir DIR <extra…>`, with the ports its table printed.
-struct Lab {
-    child: Child,
-    /// Port by the table's first column ("time", "echo (tls)", "chat realm1", …).
-    ports: HashMap<String, u16>,
-    /// Everything it printed up to "Ctrl-C stops everything."
-    printed: String,
-}
+/// The lab on ephemeral ports.
+struct Lab;
 
 impl Lab {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-            .args(["lab", "--ephemeral", "--dir"])
-            .arg(dir)
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .env_remove("SSLKEYLOGFILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut ports: HashMap<String, u16> = HashMap::new();
-        let mut printed = String::new();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines {
-            let line = line.unwrap();
-            printed.push_str(&line);
-            printed.push('\n');
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-            if let Some(i) = line.find("127.0.0.1:") {
-                let what = line[..i].trim().to_owned();
-                let port: String = line[i + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                ports.insert(what, port.parse().unwrap());
-            }
-        }
-        assert!(
-            printed.contains("Ctrl-C"),
-            "the lab stopped early:\n{printed}"
-        );
-        Self {
-            child,
-            ports,
-            printed,
-        }
-    }
-
-    /// SIGTERM, then a graceful stop with exit 0.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + PATIENCE;
-        let code = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "lab did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(code.success(), "{code:?}");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(dir: &Path, extra: &[&str]) -> LabProcess {
+        LabProcess::ephemeral(dir, extra)
     }
 }
 
@@ -124,7 +57,11 @@ fn the_lab_serves_both_realms_on_its_web_port() {
         &dir.path().join("lab"),
         &["--bind", "127.0.0.1", "--no-tls"],
     );
-    let port = *lab.ports.get("web").expect("a web row in the table");
+    let port = lab
+        .addrs
+        .get("web")
+        .map(|a| a.port())
+        .expect("a web row in the table");
     let mut s = connect(port);
     s.write_all(b"GET /realms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -149,7 +86,7 @@ fn the_lab_without_a_web_port() {
         &dir.path().join("lab"),
         &["--bind", "127.0.0.1", "--no-tls", "--no-web"],
     );
-    assert!(!lab.ports.contains_key("web"), "{}", lab.printed);
+    assert!(!lab.addrs.contains_key("web"), "{}", lab.printed);
     lab.stop();
 }
 
@@ -173,7 +110,11 @@ fn every_client_works(tls: bool) {
         &["--bind", "127.0.0.1", "--no-tls"]
     };
     let lab = Lab::start(&dir.path().join("lab"), args);
-    let ports = lab.ports.clone();
+    let ports: HashMap<String, u16> = lab
+        .addrs
+        .iter()
+        .map(|(k, a)| (k.clone(), a.port()))
+        .collect();
     if tls {
         let config = std::fs::read_to_string(dir.path().join("lab/realm1.toml")).unwrap();
         assert!(config.contains("fingerprint = \"sha256:"), "{config}");
@@ -344,18 +285,15 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
             lab.printed
         );
     }
-    for key in [
-        "time (tls)",
-        "echo (tls)",
-        "chat realm1 (tls)",
-        "chat realm2 (tls)",
-    ] {
-        assert!(
-            lab.ports.contains_key(key),
-            "{key} missing from {:?}",
-            lab.ports
-        );
-    }
+    // TLS has a row of its own only where it has a port of its own (echo); time, the realms
+    // and the web port take it on theirs.
+    assert!(lab.addrs.contains_key("echo (tls)"), "{}", lab.printed);
+    assert!(
+        lab.printed
+            .contains("time, chat and web take TLS on their own ports"),
+        "{}",
+        lab.printed
+    );
     // The realm configs name their own certificate, and the peer's key for the link to pin.
     let realm1 = std::fs::read_to_string(lab_dir.join("realm1.toml")).unwrap();
     assert!(realm1.contains("cert = \"tls/realm1.pem\""), "{realm1}");
@@ -365,7 +303,7 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
     let ca_pem = std::fs::read(&ca).unwrap();
 
     // Plaintext still works on the time port, and the realms are on loopback.
-    let mut t = connect(lab.ports["time"]);
+    let mut t = connect(lab.port("time"));
     t.write_all(b"TIME\r\n").unwrap();
     let mut reply = String::new();
     BufReader::new(&mut t).read_line(&mut reply).unwrap();
@@ -376,24 +314,23 @@ fn the_lab_makes_its_tls_once_and_serves_it_beside_plaintext() {
     let test = "the_lab_makes_its_tls_once_and_serves_it_beside_plaintext";
     if have_tool("python3", &["-c", "import ssl"], test) {
         for host in ["localhost", "127.0.0.1"] {
-            let got = python_tls_call(host, lab.ports["time (tls)"], &ca, "TIME\r\n").unwrap();
+            let got = python_tls_call(host, lab.port("time"), &ca, "TIME\r\n").unwrap();
             assert!(
                 got.starts_with("JAM ") && got.ends_with("\r\n"),
                 "{host}: {got:?}"
             );
         }
-        let got =
-            python_tls_call("127.0.0.1", lab.ports["echo (tls)"], &ca, "hello tls\n").unwrap();
+        let got = python_tls_call("127.0.0.1", lab.port("echo (tls)"), &ca, "hello tls\n").unwrap();
         assert_eq!(got, "hello tls\n");
         // The plaintext echo port stays plaintext: a TLS client gets no handshake there.
-        assert!(python_tls_call("127.0.0.1", lab.ports["echo"], &ca, "x\n").is_err());
+        assert!(python_tls_call("127.0.0.1", lab.port("echo"), &ca, "x\n").is_err());
     }
     if have_tool("openssl", &["version"], test) {
         for (realm, login) in [
             ("chat realm1", "messi surabaya"),
             ("chat realm2", "james medan"),
         ] {
-            let r = openssl_chat_auth(lab.ports[realm], &ca, login);
+            let r = openssl_chat_auth(lab.port(realm), &ca, login);
             assert_eq!(r["status"], "OK", "{realm}: {r}");
             assert!(r["tokenid"].is_string(), "{realm}: {r}");
         }
@@ -535,8 +472,8 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &["--no-tls"]);
-    let r1 = lab.ports["chat realm1"].to_string();
-    let r2 = lab.ports["chat realm2"].to_string();
+    let r1 = lab.port("chat realm1").to_string();
+    let r2 = lab.port("chat realm2").to_string();
     let password = jaring_chat::realm::DEMO_PASSWORD;
 
     // Sends, with a real user logging in again and again meanwhile.
@@ -555,7 +492,7 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
             ])
         })
     };
-    let port1 = lab.ports["chat realm1"];
+    let port1 = lab.port("chat realm1");
     let mut logins = 0;
     while !bench.is_finished() {
         let mut s = connect(port1);
@@ -639,7 +576,7 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
     assert_eq!(x["delivery"]["missing"], 0, "{x}");
     assert!(said.contains("realm realm1 and realm2"), "{said}");
     // Over the web port's WebSocket (realm2 by its path): the same workload, set up the same way.
-    let web = lab.ports["web"].to_string();
+    let web = lab.port("web").to_string();
     let (w, said) = bench_json(&[
         "-p",
         &web,
@@ -702,4 +639,47 @@ fn every_chat_bench_runs_against_a_fresh_lab_and_leaves_nothing_behind() {
         }
         assert_eq!(rows(&db, "users WHERE bench = 1"), 0, "{realm}");
     }
+}
+
+/// The lab's first screen when it cannot start: a second lab on the same directory names the
+/// first one's pid; a taken port names the lab's own flag for it and `--ephemeral`; and a start
+/// that fails leaves no half-made directory.
+#[test]
+fn a_lab_that_cannot_start_says_why_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(&dir.path().join("lab"), &["--no-tls", "--no-web"]);
+    let again = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args(["lab", "--ephemeral", "--no-tls", "--no-web", "--dir"])
+        .arg(dir.path().join("lab"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("already running") && said.contains(&format!("pid {}", lab.child.id())),
+        "{said}"
+    );
+    // The time port the first lab holds, asked for by a second lab in a new directory.
+    let taken = lab.port("time").to_string();
+    let fresh = dir.path().join("second");
+    let out = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        .args([
+            "lab",
+            "--no-tls",
+            "--no-web",
+            "--time-port",
+            &taken,
+            "--dir",
+        ])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("--time-port") && said.contains("--ephemeral"),
+        "{said}"
+    );
+    assert!(!fresh.exists(), "a failed start left {}", fresh.display());
+    lab.stop();
 }

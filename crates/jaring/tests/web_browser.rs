@@ -15,7 +15,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use support::lab::LabProcess;
 use support::{ChatClient, ClientProcess, PATIENCE, Relay, free_port, have_tool};
 
 /// How long a whole stream of messages may take to reach the page (shared, noisy machines).
@@ -346,9 +347,7 @@ fn screenshot_dir() -> PathBuf {
 
 /// A running `jaring lab --ephemeral` with its web port, plaintext, on loopback.
 struct Lab {
-    child: Child,
-    /// Port by the table's first column ("web", "chat realm1", …).
-    ports: HashMap<String, u16>,
+    lab: LabProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -364,59 +363,18 @@ impl Lab {
 
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
-            .args(["lab", "--ephemeral", "--bind", "127.0.0.1"])
-            .args(extra)
-            .args(["--web-port", "0", "--dir"])
-            .arg(dir.path().join("lab"))
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut ports = HashMap::new();
-        let mut printed = String::new();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            printed.push_str(&line);
-            printed.push('\n');
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-            if let Some(i) = line.find("127.0.0.1:") {
-                let port: String = line[i + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                ports.insert(line[..i].trim().to_owned(), port.parse().unwrap());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        assert!(
-            ports.contains_key("web"),
-            "the lab printed no web port:\n{printed}"
-        );
-        Self {
-            child,
-            ports,
-            _dir: dir,
-        }
+        let mut args = vec!["--bind", "127.0.0.1", "--web-port", "0"];
+        args.extend_from_slice(extra);
+        let lab = LabProcess::ephemeral(&dir.path().join("lab"), &args);
+        Self { lab, _dir: dir }
     }
 
     fn port(&self, what: &str) -> u16 {
-        self.ports[what]
+        self.lab.port(what)
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port("web"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,6 +6,7 @@
 //! start, reused after): time and the realms' client ports take TLS beside plaintext, echo
 //! serves TLS on a port of its own.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -460,16 +461,125 @@ struct Row {
     how: String,
 }
 
-/// Runs `jaring lab`.
+/// How a client on this machine (or, on the lab's hosts, on mesin-2) names a server: the
+/// lab's host name there, and only the flags that differ from the client's defaults.
+struct Clients {
+    hosts: bool,
+}
+
+impl Clients {
+    /// `--host mesin-1` on the lab's hosts; `--port N` where N is not the client's default.
+    fn target(&self, port: u16, default_port: u16) -> String {
+        let mut flags = Vec::new();
+        if self.hosts {
+            flags.push(format!("--host {}", net::SERVER_HOST));
+        }
+        if port != default_port {
+            flags.push(format!("--port {port}"));
+        }
+        flags.join(" ")
+    }
+
+    /// `--server mesin-1:8889` or `--server 127.0.0.1:8889`.
+    fn server(&self, addr: SocketAddr) -> String {
+        if self.hosts {
+            format!("--server {}:{}", net::SERVER_HOST, addr.port())
+        } else {
+            format!("--server {addr}")
+        }
+    }
+}
+
+/// The lock file, under `--dir`, that a running lab holds (its pid inside).
+const LOCK_FILE: &str = "lab.pid";
+
+/// Holds `DIR/lab.pid` locked for as long as the lab runs; a second lab on the same directory
+/// is refused with the first one's pid. The lock goes with the process, crash or not.
+fn claim(dir: &Path) -> Result<std::fs::File, Failure> {
+    use std::io::{Read as _, Seek as _};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(Failure::Usage(anyhow!(
+                "a lab is already running on {dir} (pid {pid}): stop it (Ctrl-C in its terminal, \
+                 or kill {pid}), or start this one with another --dir",
+                dir = dir.display(),
+                pid = pid.trim()
+            )
+            .context("jaring lab")))
+        }
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("cannot lock {}", path.display()))
+            .into()),
+    }
+}
+
+/// Runs `jaring lab`: a start that fails leaves no half-made directory behind.
 pub async fn run(args: LabArgs) -> CmdResult {
+    let dir = args.dir.clone();
+    let fresh = !dir.exists();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = match claim(&dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            if fresh {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+    };
+    let tasks = match start(&args).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            if fresh {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(e);
+        }
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(lock);
+    let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+    Ok(())
+}
+
+/// A port conflict, with the lab's own flag for that port and `--ephemeral`.
+fn port_taken(what: &str, flag: &str) -> impl FnOnce(jaring_runtime::BindError) -> Failure {
+    let (what, flag) = (what.to_owned(), flag.to_owned());
+    move |e| match e {
+        jaring_runtime::BindError::InUse { addr } => Failure::Runtime(anyhow!(
+            "the {what} port {addr} is taken (another lab, or another server on this machine): \
+             choose another with --{flag} N, or --ephemeral to let the system pick every port"
+        )),
+        other => bind_failure(other),
+    }
+}
+
+/// Starts every server of the lab and prints its banner; returns what to wait for.
+async fn start(args: &LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failure> {
     let z = |p: u16| if args.ephemeral { 0 } else { p };
     let dir = args.dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     secret(&dir)?;
     // Time and echo have no passwords: everywhere, as in the labs. The realms' demo passwords are
-    // public: loopback unless --bind says otherwise (start_realm then warns).
-    // On the lab's hosts every server listens on all of mesin-1's addresses: that network is
-    // private to this machine.
+    // public: loopback unless --bind says otherwise (start_realm then warns). On the lab's hosts
+    // every server listens on all of mesin-1's addresses: that network is private to this machine.
     let services_bind = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let realm_bind = args.bind.unwrap_or(if args.hosts {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -481,6 +591,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
+    let clients = Clients { hosts: args.hosts };
     let tz = match &args.tz {
         Some(name) => TimeZone::get(name).map_err(|e| {
             Failure::Usage(anyhow!(
@@ -494,10 +605,7 @@ pub async fn run(args: LabArgs) -> CmdResult {
     } else {
         Some(ensure_tls(&dir, [services_bind, realm_bind]).await?)
     };
-    let (lab_tls, sans) = match &tls {
-        Some((t, sans)) => (Some(t), sans.as_slice()),
-        None => (None, &[][..]),
-    };
+    let lab_tls = tls.as_ref().map(|(t, _)| t);
     let ca = dir.join(TLS_DIR).join("ca.pem");
     let ca = ca.display();
     let shutdown = CancellationToken::new();
@@ -521,21 +629,18 @@ pub async fn run(args: LabArgs) -> CmdResult {
     };
     let mut time_config = bind_server(z(args.time_port));
     time_config.tls = listen_with(lab_tls, "services", TlsMode::Both)?;
-    let time = Server::bind(time_config).await.map_err(bind_failure)?;
+    let time = Server::bind(time_config)
+        .await
+        .map_err(port_taken("time", "time-port"))?;
     let time_addr = reach(here, services_bind, time.local_addr().port());
-    let port = time_addr.port();
     table.push(Row {
         what: "time".into(),
         addr: time_addr,
-        how: format!("jaring time client --port {port}"),
+        how: format!(
+            "jaring time client {}",
+            clients.target(time_addr.port(), jaring_time::DEFAULT_PORT)
+        ),
     });
-    if lab_tls.is_some() {
-        table.push(Row {
-            what: "time (tls)".into(),
-            addr: time_addr,
-            how: format!("jaring time client --port {port} --tls --ca {ca}"),
-        });
-    }
     // What the web port's dashboard shows: every service of the lab.
     let mut board = Board::new();
     board.service(ServiceSource {
@@ -554,27 +659,43 @@ pub async fn run(args: LabArgs) -> CmdResult {
     ));
 
     let mut echoes = vec![
-        ("echo", args.echo_port, None),
-        ("echo (files)", args.file_echo_port, None),
+        ("echo", args.echo_port, None, "echo-port", " hello"),
+        (
+            "echo (files)",
+            args.file_echo_port,
+            None,
+            "file-echo-port",
+            " --file FILE",
+        ),
     ];
     // Echo is binary-safe (a plaintext stream may start with 0x16), so TLS has a port of its own.
     if let Some(tls) = listen_with(lab_tls, "services", TlsMode::Only)? {
-        echoes.push(("echo (tls)", args.echo_tls_port, Some(tls)));
+        echoes.push((
+            "echo (tls)",
+            args.echo_tls_port,
+            Some(tls),
+            "echo-tls-port",
+            " hello",
+        ));
     }
-    for (label, port, tls) in echoes {
+    for (label, port, tls, flag, example) in echoes {
         let mut config = bind_server(z(port));
         let over_tls = tls.is_some();
         config.tls = tls;
-        let echo = Server::bind(config).await.map_err(bind_failure)?;
+        let echo = Server::bind(config)
+            .await
+            .map_err(port_taken(label, flag))?;
         let addr = reach(here, services_bind, echo.local_addr().port());
+        let target = clients.target(addr.port(), jaring_echo::DEFAULT_PORT);
         table.push(Row {
             what: label.into(),
             addr,
             how: if over_tls {
-                format!("jaring echo client --port {} --ca {ca} hello", addr.port())
+                format!("jaring echo client {target} --tls --ca {ca}{example}")
             } else {
-                format!("jaring echo client --port {} hello", addr.port())
-            },
+                format!("jaring echo client {target}{example}")
+            }
+            .replace("  ", " "),
         });
         let token = shutdown.clone();
         let server = Arc::new(EchoServer::new(EchoConfig::default()));
@@ -588,6 +709,19 @@ pub async fn run(args: LabArgs) -> CmdResult {
         tasks.push(tokio::spawn(async move { echo.serve(server, token).await }));
     }
 
+    // A realm that cannot bind says which of the lab's flags move it.
+    let realm_failed = |name: &str| {
+        let name = name.to_owned();
+        move |f: Failure| match f {
+            Failure::Runtime(e) if format!("{e:#}").contains("already in use") => {
+                Failure::Runtime(e.context(format!(
+                    "{name}'s port is taken: choose others with --{name}-port N and \
+                     --{name}-federation-port N, or --ephemeral to let the system pick every port"
+                )))
+            }
+            other => other,
+        }
+    };
     // realm2 first: with ephemeral ports, realm1 (the dialer: its name sorts first) must learn
     // where realm2 listens for peers.
     let r2 = realm_config(
@@ -606,12 +740,13 @@ pub async fn run(args: LabArgs) -> CmdResult {
             z(args.realm2_port),
             z(args.realm2_federation_port),
             realm_bind,
-            &args,
+            args,
         ),
         Some(REALM2_USERS),
         shutdown.clone(),
     )
-    .await?;
+    .await
+    .map_err(realm_failed("realm2"))?;
     let r2_fed = realm2
         .federation_addr
         .ok_or_else(|| anyhow!("realm2 started without federation"))?;
@@ -631,41 +766,27 @@ pub async fn run(args: LabArgs) -> CmdResult {
             z(args.realm1_port),
             z(args.realm1_federation_port),
             realm_bind,
-            &args,
+            args,
         ),
         Some(REALM1_USERS),
         shutdown.clone(),
     )
-    .await?;
-    for (realm, users) in [(&realm1, REALM1_USERS), (&realm2, REALM2_USERS)] {
+    .await
+    .map_err(realm_failed("realm1"))?;
+    for realm in [&realm1, &realm2] {
         let addr = reach(here, realm_bind, realm.client_addr.port());
-        let (user, _, password) = users[0];
         table.push(Row {
             what: format!("chat {}", realm.name),
             addr,
-            how: format!(
-                "jaring chat client --server {addr}   then: auth {user} {password}   ({})",
-                users
-                    .iter()
-                    .map(|(u, _, p)| format!("{u}/{p}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            how: format!("jaring chat client {}", clients.server(addr)),
         });
-        if lab_tls.is_some() {
-            table.push(Row {
-                what: format!("chat {} (tls)", realm.name),
-                addr,
-                how: format!(
-                    "jaring chat client --server {addr} --ca {ca}   then: auth {user} {password}"
-                ),
-            });
-        }
+    }
+    for realm in [&realm1, &realm2] {
         if let Some(f) = realm.federation_addr {
             table.push(Row {
                 what: format!("link {}", realm.name),
                 addr: reach(here, realm_bind, f.port()),
-                how: "server-to-server only (HMAC-authenticated peers)".into(),
+                how: "realm to realm only (HMAC-authenticated peers)".into(),
             });
         }
     }
@@ -693,47 +814,80 @@ pub async fn run(args: LabArgs) -> CmdResult {
             std::mem::take(&mut board),
             shutdown.clone(),
         )
-        .await?;
+        .await
+        .map_err(|f| match f {
+            Failure::Runtime(e) if format!("{e:#}").contains("already in use") => {
+                Failure::Runtime(e.context(
+                    "the web port is taken: choose another with --web-port N, --no-web, or \
+                     --ephemeral to let the system pick every port",
+                ))
+            }
+            other => other,
+        })?;
         let addr = reach(here, realm_bind, addr.port());
         table.push(Row {
             what: "web".into(),
             addr,
-            how: format!(
-                "open http://{addr}/ in a browser (both realms){}",
-                if lab_tls.is_some() {
-                    format!("; https with --ca {ca}")
-                } else {
-                    String::new()
-                }
-            ),
+            how: format!("http://{addr}/ the chat (both realms), http://{addr}/lab the dashboard"),
         });
         tasks.push(task);
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "jaring lab: data in {}", dir.display())?;
-    for Row { what, addr, how } in &table {
-        writeln!(out, "  {what:<18} {addr:<22} {how}")?;
-    }
-    writeln!(
+
+    let mut out = String::new();
+    let width = table
+        .iter()
+        .map(|r| r.addr.to_string().len())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
         out,
-        "  across realms: send james@realm2 hi (from realm1), send messi@realm1 hi (from realm2),\n\
-         \x20                group football@realm1 (from realm2: a group of realm1, live on both)"
-    )?;
-    writeln!(
-        out,
-        "  users, also now: jaring chat user list --config {}\n\
-         \x20 load it:        jaring bench chat --port {} (bench users are made and removed for you)",
-        dir.join("realm1.toml").display(),
-        realm1.client_addr.port(),
-    )?;
-    if let Some((t, _)) = &tls {
-        writeln!(
+        "jaring lab: data in {}; logs: warnings only (-v for more)",
+        dir.display()
+    );
+    if args.hosts {
+        let _ = writeln!(
             out,
-            "TLS: CA {ca} ({}); certificates for {}; the time and chat ports take TLS and \
-             plaintext, echo TLS on its own port\n\
-             \x20 Python: ssl.create_default_context(cafile=\"{ca}\").wrap_socket(\
-             socket.create_connection((\"127.0.0.1\", {port})), server_hostname=\"127.0.0.1\")\n\
-             \x20 Wireshark: SSLKEYLOGFILE=keys.log jaring lab   writes the TLS session keys so \
+            "hosts: mesin-1 172.16.16.101 (every server), mesin-2 .102, mesin-3 .103; run a client \
+             on one with\n  jaring lab exec mesin-2 -- COMMAND   (e.g. the commands below)"
+        );
+    }
+    for Row { what, addr, how } in &table {
+        let _ = writeln!(out, "  {what:<13} {:<width$}  {how}", addr.to_string());
+    }
+    let users = |seed: Seed| {
+        seed.iter()
+            .map(|(u, _, p)| format!("{u}/{p}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "users: realm1 {}; realm2 {}   (auth messi surabaya)",
+        users(REALM1_USERS),
+        users(REALM2_USERS)
+    );
+    let _ = writeln!(
+        out,
+        "across realms: send james@realm2 hi (from realm1); group football@realm1 (from realm2)"
+    );
+    let _ = writeln!(
+        out,
+        "manage users: jaring chat user list --config {}   load it: jaring bench chat{}",
+        dir.join("realm1.toml").display(),
+        if realm1.client_addr.port() == jaring_chat::DEFAULT_PORT && !args.hosts {
+            String::new()
+        } else {
+            format!(" --port {}", realm1.client_addr.port())
+        }
+    );
+    if let Some((t, sans)) = &tls {
+        let _ = writeln!(
+            out,
+            "TLS: time, chat and web take TLS on their own ports, echo on its (tls) port: add \
+             --tls --ca {ca}\n  the CA: {ca} ({}); certificates for {}\n  \
+             Python: ssl.create_default_context(cafile=\"{ca}\").wrap_socket(\
+             socket.create_connection((\"{here}\", {port})), server_hostname=\"{here}\")\n  \
+             Wireshark: SSLKEYLOGFILE=keys.log jaring lab   writes the TLS session keys so \
              Wireshark can decrypt a capture (never on unless set)",
             if t.created {
                 "made now"
@@ -742,25 +896,35 @@ pub async fn run(args: LabArgs) -> CmdResult {
             },
             sans.join(", "),
             port = time_addr.port(),
-        )?;
+        );
         if let Some(keys) = std::env::var_os("SSLKEYLOGFILE") {
-            writeln!(
+            let _ = writeln!(
                 out,
                 "  SSLKEYLOGFILE is set: TLS session keys go to {}; anyone with that file can \
                  read captured traffic",
                 PathBuf::from(keys).display()
-            )?;
+            );
         }
     }
-    writeln!(out, "Ctrl-C stops everything.")?;
-    out.flush()?;
-    drop(out);
+    if let Some(file) = &args.capture {
+        let _ = writeln!(
+            out,
+            "capture: {} (written when the lab stops; open it in Wireshark with \
+             contrib/wireshark/jaring.lua)",
+            file.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "tour: docs/tour.md walks through every lab experiment (best with --hosts --capture FILE)"
+    );
+    let _ = writeln!(out, "Ctrl-C stops everything.");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
     tasks.push(realm1.task);
     tasks.push(realm2.task);
-    for t in tasks {
-        let _ = t.await;
-    }
-    Ok(())
+    Ok(tasks)
 }
 
 #[cfg(test)]

@@ -136,7 +136,8 @@ impl LabNet {
     /// Who made this network, if it is recorded.
     pub fn owner(&self) -> Option<Owner> {
         let text = std::fs::read_to_string(self.state_file()).ok()?;
-        match text.trim() {
+        // The first line says who; a capture may follow.
+        match text.lines().next().unwrap_or_default().trim() {
             "net up" => Some(Owner::NetUp),
             other => other
                 .strip_prefix("lab ")
@@ -280,8 +281,11 @@ impl LabNet {
     pub fn capture_detached(&self, file: &Path) -> anyhow::Result<()> {
         let capture = self.capture(file)?;
         let mut record = std::fs::read_to_string(self.state_file()).unwrap_or_default();
-        let _ = writeln!(record, "\ncapture {}", capture.file.display());
-        std::fs::write(self.state_file(), record.replace("\n\n", "\n"))
+        if !record.is_empty() && !record.ends_with('\n') {
+            record.push('\n');
+        }
+        let _ = writeln!(record, "capture {}", capture.file.display());
+        std::fs::write(self.state_file(), record)
             .with_context(|| format!("cannot write {}", self.state_file().display()))?;
         // The capture programs run on in their namespaces; `remove` ends them.
         drop(capture.parts);
