@@ -269,7 +269,7 @@ fn an_iterative_server_makes_the_second_host_wait_and_the_async_one_does_not() {
         return;
     }
     for (model, waits) in [("iterative", true), ("async", false)] {
-        let net = Net::new(&model[..1]);
+        let net = Net::new(&format!("m{}", &model[..2]));
         let dir = tempfile::tempdir().unwrap();
         let lab = lab_on_hosts(
             dir.path(),
