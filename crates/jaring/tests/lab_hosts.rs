@@ -175,6 +175,26 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
 
     let (time, _) = on_host(&net, "mesin-2", &["time", "client", "--host", "mesin-1"]);
     assert!(time.starts_with("JAM "), "{time}");
+    // A lab name goes to mesin-1's DNS server; a name from outside is refused there.
+    let (info, _) = on_host(&net, "mesin-2", &["info", "mesin-3.lab", "45000"]);
+    assert!(info.contains("172.16.16.103:45000"), "{info}");
+    let outside = lab_command(
+        &net,
+        &[
+            "exec",
+            "mesin-2",
+            "--",
+            env!("CARGO_BIN_EXE_jaring"),
+            "info",
+            "www.its.ac.id",
+            "80",
+        ],
+    );
+    assert!(
+        !outside.status.success()
+            && String::from_utf8_lossy(&outside.stderr).contains("cannot resolve www.its.ac.id"),
+        "{outside:?}"
+    );
     let (echoed, pieces) = on_host(
         &net,
         "mesin-3",
@@ -257,6 +277,17 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
         "no link frames in the capture"
     );
     assert!(!fields("tcp.port == 10000 && ip.src == 172.16.16.103").is_empty());
+    let dns = fields("dns.flags.response == 1 && dns.a == 172.16.16.103");
+    assert_eq!(
+        dns,
+        ["172.16.16.101\t172.16.16.102"],
+        "the A answer for mesin-3.lab"
+    );
+    assert_eq!(
+        fields("dns.flags.rcode == 5 && dns.qry.name == \"www.its.ac.id\"").len(),
+        2,
+        "REFUSED for the A and AAAA queries"
+    );
 }
 
 /// The iterative server of the reports with a backlog of 1: a second client, on another host,

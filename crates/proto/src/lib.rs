@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod dns;
 pub mod federation;
 pub mod http;
 pub mod line;

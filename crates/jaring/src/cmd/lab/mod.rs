@@ -28,6 +28,7 @@ use crate::cmd::{bind_failure, load_tls};
 use crate::{CmdResult, Failure, signal};
 use jaring_web::lab::{Board, ServiceSource};
 
+pub mod dns;
 pub mod net;
 
 use net::{LabNet, Made, Owner};
@@ -707,6 +708,24 @@ async fn start(args: &LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failu
             bytes: Some(Arc::new(move || echoed.echoed())),
         });
         tasks.push(tokio::spawn(async move { echo.serve(server, token).await }));
+    }
+
+    // On the lab's hosts, mesin-1 also answers DNS for the lab's names (`mesin-2.lab`), so a
+    // lookup there goes over the wire as in the reports.
+    if args.hosts {
+        let socket = dns::bind()
+            .await
+            .with_context(|| format!("cannot bind the lab's DNS port {}", dns::PORT))?;
+        let addr = reach(here, IpAddr::V4(Ipv4Addr::UNSPECIFIED), dns::PORT);
+        table.push(Row {
+            what: "dns".into(),
+            addr,
+            how: format!(
+                "jaring info mesin-1.{} 45000   (the lab's names: mesin-1.{0} .. mesin-3.{0})",
+                dns::ZONE
+            ),
+        });
+        tasks.push(tokio::spawn(dns::serve(socket, shutdown.clone())));
     }
 
     // A realm that cannot bind says which of the lab's flags move it.

@@ -217,6 +217,17 @@ impl LabNet {
                 .with_context(|| format!("cannot create {}", etc.display()))?;
             std::fs::write(etc.join("hosts"), &hosts_file)
                 .with_context(|| format!("cannot write {}", etc.join("hosts").display()))?;
+            // Names under `.lab` go to mesin-1's DNS server (the lab runs one with --hosts);
+            // the lab has no way out, so a lookup elsewhere fails fast rather than waiting.
+            std::fs::write(
+                etc.join("resolv.conf"),
+                format!(
+                    "# The jaring lab's resolver (mesin-1 answers the lab's names).\n\
+                     nameserver {}\noptions timeout:1 attempts:1\n",
+                    HOSTS[0].1
+                ),
+            )
+            .with_context(|| format!("cannot write {}", etc.join("resolv.conf").display()))?;
         }
         Ok(())
     }
