@@ -1033,6 +1033,10 @@ pub struct LabArgs {
     /// students leave clients idle].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// With --hosts: the web port, bound on this machine's loopback before the lab enters
+    /// mesin-1, so a browser here reaches the page and the dashboard.
+    #[arg(skip)]
+    pub web_listener: Option<std::net::TcpListener>,
     /// Log every server's info lines too (by default the lab logs warnings only, so its table
     /// stays readable; RUST_LOG overrides both).
     #[arg(long, short)]

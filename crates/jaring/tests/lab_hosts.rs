@@ -140,7 +140,9 @@ fn lab_on_hosts(dir: &Path, net: &str, extra: &[&str]) -> LabProcess {
         "--hosts",
         "--capture",
         capture.to_str().unwrap(),
-        "--no-web",
+        // The web port stays on this machine's loopback: any free port there.
+        "--web-port",
+        "0",
     ];
     args.extend_from_slice(extra);
     LabProcess::start(&dir.join("lab"), &args, &[("JARING_LAB_NET", net)])
@@ -238,6 +240,28 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
         );
         inbox.contains("over the bridge")
     });
+    // The dashboard, on this machine's loopback (outside the hosts), counted the TIME request.
+    let web = lab.addr("web");
+    assert!(web.ip().is_loopback(), "{web}");
+    let mut stats = String::new();
+    let mut s = std::net::TcpStream::connect(web).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /lab/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    std::io::Read::read_to_string(&mut s, &mut stats).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(stats.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let time = body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "time")
+        .unwrap()
+        .clone();
+    assert_eq!(time["addr"], "172.16.16.101:45000");
+    assert!(time["requests"].as_u64().unwrap() >= 1, "{time}");
     // A command's exit code is exec's; an unknown host is a usage error.
     let failed = lab_command(&net, &["exec", "mesin-2", "--", "sh", "-c", "exit 7"]);
     assert_eq!(failed.status.code(), Some(7));

@@ -33,7 +33,9 @@ pub use config::{Limits, ListenConfig, Model, ServerConfig, TlsListen, TlsMode};
 pub use dial::{ClientStream, ClientTls, DialError, connect, dial, handshake};
 pub use driver::{Conn, End, LineDeadline, Wait, Watch};
 pub use jaring_proto::Flow;
-pub use server::{BindError, IPV6_PREFIX_BITS, Server, Shard, Stats, StatsSnapshot, address_key};
+pub use server::{
+    BindError, IPV6_PREFIX_BITS, Server, Shard, Stats, StatsSnapshot, address_key, bind_std,
+};
 pub use service::{Busy, ConnInfo, Handler, Service, Session};
 pub use tokio_util::sync::CancellationToken;
 pub use transport::{TlsTransport, Transport};

@@ -208,16 +208,26 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Self, BindError> {
         config.validate()?;
         let addr = config.listen.addr();
-        let listener =
-            listen(addr, config.listen.backlog).map_err(|source| match source.kind() {
-                io::ErrorKind::AddrInUse => BindError::InUse { addr },
-                io::ErrorKind::PermissionDenied => BindError::Denied { addr },
-                io::ErrorKind::AddrNotAvailable => BindError::NotLocal { addr },
-                _ => BindError::Other { addr, source },
-            })?;
+        let listener = bind_std(addr, config.listen.backlog)?;
+        Self::from_std(listener, config)
+    }
+
+    /// Takes a listener bound earlier with [`bind_std`] (perhaps in another network namespace
+    /// than the runtime's threads: `jaring lab --hosts` serves its web page on the machine's
+    /// loopback while every other server runs inside mesin-1). `config`'s address is ignored.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+    ) -> Result<Self, BindError> {
+        config.validate()?;
+        let addr = config.listen.addr();
         let local_addr = listener
             .local_addr()
             .map_err(|source| BindError::Other { addr, source })?;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| BindError::Other { addr, source })?;
         Ok(Self {
             listener,
             local_addr,
@@ -279,7 +289,20 @@ impl Server {
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// Binds `addr` as [`Server::bind`] would (SO_REUSEADDR, `backlog`, non-blocking), outside any
+/// runtime, for [`Server::from_std`].
+pub fn bind_std(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, BindError> {
+    listen_socket(addr, backlog)
+        .map(Into::into)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => BindError::InUse { addr },
+            io::ErrorKind::PermissionDenied => BindError::Denied { addr },
+            io::ErrorKind::AddrNotAvailable => BindError::NotLocal { addr },
+            _ => BindError::Other { addr, source },
+        })
+}
+
+fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Lets a restarted server bind while old connections of the last one sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
@@ -290,7 +313,7 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// How much of an IPv6 address names one client: its /64, the block one host, home or phone is

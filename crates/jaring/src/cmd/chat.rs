@@ -435,6 +435,7 @@ async fn run_realm<S: Storage>(
                 config.web.allowed_origins.clone(),
                 max_line,
                 lab,
+                None,
                 shutdown.clone(),
             )
             .await?;
@@ -469,21 +470,26 @@ async fn run_realm<S: Storage>(
 }
 
 /// Binds a web port serving `realms` (the first is `/ws`'s) with `config`'s address, limits and
-/// TLS, logs where, and serves it until `shutdown`: its address (with the real port) and the
-/// task that ends when it has stopped.
+/// TLS (or on `bound`, a listener bound earlier), logs where, and serves it until `shutdown`: its
+/// address (with the real port) and the task that ends when it has stopped.
 pub async fn serve_web(
     config: ServerConfig,
     realms: Vec<jaring_web::WebRealm>,
     allowed_origins: Vec<String>,
     max_line: usize,
     mut board: Board,
+    bound: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), Failure> {
     let tls_only = config
         .tls
         .as_ref()
         .is_some_and(|t| t.mode == jaring_runtime::TlsMode::Only);
-    let server = Server::bind(config).await.map_err(bind_failure)?;
+    let server = match bound {
+        Some(listener) => Server::from_std(listener, config),
+        None => Server::bind(config).await,
+    }
+    .map_err(bind_failure)?;
     let addr = server.local_addr();
     let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
     board.service(ServiceSource {

@@ -163,6 +163,16 @@ fn with_hosts(args: LabArgs, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdRes
     if let Some(file) = &args.capture {
         check_capture_file(file)?;
     }
+    // The web page stays on this machine's loopback (where the teacher's browser is): bound
+    // here, before this thread enters mesin-1. Like every lab port: loopback unless --bind.
+    let mut args = args;
+    if !args.no_web {
+        let port = if args.ephemeral { 0 } else { args.web_port };
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        args.web_listener = Some(
+            jaring_runtime::bind_std(addr, args.backlog).map_err(port_taken("web", "web-port"))?,
+        );
+    }
     let made = net.up(&Owner::Lab(std::process::id()))?;
     let capture = match &args.capture {
         Some(file) => match net.capture(file) {
@@ -544,7 +554,8 @@ pub async fn run(args: LabArgs) -> CmdResult {
             return Err(e);
         }
     };
-    let tasks = match start(&args).await {
+    let mut args = args;
+    let tasks = match start(&mut args).await {
         Ok(tasks) => tasks,
         Err(e) => {
             if fresh {
@@ -574,7 +585,7 @@ fn port_taken(what: &str, flag: &str) -> impl FnOnce(jaring_runtime::BindError) 
 }
 
 /// Starts every server of the lab and prints its banner; returns what to wait for.
-async fn start(args: &LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failure> {
+async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failure> {
     let z = |p: u16| if args.ephemeral { 0 } else { p };
     let dir = args.dir.clone();
     secret(&dir)?;
@@ -831,6 +842,7 @@ async fn start(args: &LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failu
             Vec::new(),
             realm1.max_line.min(realm2.max_line),
             std::mem::take(&mut board),
+            args.web_listener.take(),
             shutdown.clone(),
         )
         .await
@@ -843,11 +855,19 @@ async fn start(args: &LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, Failu
             }
             other => other,
         })?;
-        let addr = reach(here, realm_bind, addr.port());
+        // With --hosts the web port is on this machine's loopback, not on mesin-1.
+        let addr = if args.hosts {
+            addr
+        } else {
+            reach(here, realm_bind, addr.port())
+        };
         table.push(Row {
             what: "web".into(),
             addr,
-            how: format!("http://{addr}/ the chat (both realms), http://{addr}/lab the dashboard"),
+            how: format!(
+                "http://{addr}/ the chat (both realms), http://{addr}/lab the dashboard{}",
+                if args.hosts { " (on this machine)" } else { "" }
+            ),
         });
         tasks.push(task);
     }
