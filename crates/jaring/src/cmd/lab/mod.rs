@@ -101,6 +101,7 @@ fn net_command(command: LabNetCommand) -> CmdResult {
                 writeln!(out, "removed {}", removed.join(", "))?;
             }
             for f in written {
+                give_to_sudo_user(&f);
                 writeln!(out, "capture written: {}", f.display())?;
             }
         }
@@ -137,6 +138,15 @@ fn exec(args: LabExecArgs) -> CmdResult {
             "{:?} ended by a signal ({status})",
             args.command
         ))),
+    }
+}
+
+/// Under `sudo`, gives `file` to the user who ran it, so Wireshark opens the capture without
+/// root. Best effort: the file stays root's if that fails.
+pub fn give_to_sudo_user(file: &Path) {
+    let id = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        let _ = std::os::unix::fs::chown(file, Some(uid), Some(gid));
     }
 }
 
@@ -193,11 +203,12 @@ fn with_hosts(args: LabArgs, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdRes
     let mut notes = Vec::new();
     if let Some(capture) = capture {
         match capture.finish() {
-            Ok(files) => notes.extend(
-                files
-                    .iter()
-                    .map(|f| format!("capture written: {}", f.display())),
-            ),
+            Ok(files) => {
+                for f in &files {
+                    give_to_sudo_user(f);
+                    notes.push(format!("capture written: {}", f.display()));
+                }
+            }
             Err(e) => notes.push(format!("the capture could not be finished: {e:#}")),
         }
     }
