@@ -236,9 +236,13 @@ local function stream_state(pinfo)
     return st
 end
 
+-- The length of the tvb being dissected: one frame may be dissected twice at offset 0 (a
+-- reassembled PDU that ends in it, then the rest of its bytes), so PDUs are told apart by it too.
+local current_len = 0
+
 -- Returns the value remembered for this PDU, or computes it with `compute` on the first pass.
 local function remember(pinfo, offset, inside_tls, compute)
-    local key = pinfo.number .. ":" .. offset .. ":" .. (inside_tls and "t" or "p")
+    local key = pinfo.number .. ":" .. offset .. ":" .. current_len .. ":" .. (inside_tls and "t" or "p")
     if pinfo.visited and decided[key] ~= nil then
         return decided[key]
     end
@@ -1040,6 +1044,7 @@ local function dissect(tvb, pinfo, tree)
         return 0
     end
     local st = stream_state(pinfo)
+    current_len = tvb:len()
 
     if not inside_tls then
         -- TLS on this connection? Decided by its first bytes (0x16: a handshake record), as the
@@ -1066,6 +1071,7 @@ local function dissect(tvb, pinfo, tree)
         end
     end
 
+    current_len = tvb:len()
     local ctx = { info = {}, tls = inside_tls, service = (service == "echo_tls") and "echo" or service }
     local label = SERVICE_LABEL[service]
     pinfo.cols.protocol = label

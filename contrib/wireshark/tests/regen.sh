@@ -52,6 +52,15 @@ golden() { # NAME
 
 if [ "${1:-}" = "--golden-only" ]; then
     for name in time echo chat federation tls; do golden "$name"; done
+
+# Every connection is there from its SYN, the realms' link from its hello.
+for name in time echo chat federation tls; do
+    syns=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.syn == 1 && tcp.flags.ack == 0" 2>/dev/null | wc -l)
+    fins=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.fin == 1" 2>/dev/null | wc -l)
+    [ "$syns" -gt 0 ] && [ "$fins" -ge "$syns" ] || { echo "regen.sh: $name.pcapng misses connection starts ($syns SYNs, $fins FINs); run it again" >&2; exit 1; }
+done
+grep -q hello "$here/federation.golden" && grep -q hello "$here/tls.golden" \
+    || { echo "regen.sh: a capture misses the link handshake; run it again" >&2; exit 1; }
     exit 0
 fi
 
@@ -85,8 +94,9 @@ capture_start() { # FILE
     dumpcap -q -i lo -f "$filter" -w "$1" 2>"$1.log" &
     pids+=($!)
     capture_pid=$!
-    # dumpcap says "Capturing on" once it captures.
-    for _ in $(seq 100); do grep -q "Capturing on" "$1.log" 2>/dev/null && return; sleep 0.1; done
+    # dumpcap says "Capturing on" a little before the kernel hands it packets; the checks at
+    # the end make sure no connection lost its first packets.
+    for _ in $(seq 100); do grep -q "Capturing on" "$1.log" 2>/dev/null && sleep 1 && return; sleep 0.1; done
     echo "regen.sh: dumpcap did not start: $(cat "$1.log")" >&2
     exit 1
 }
@@ -160,3 +170,12 @@ cp "$work/tls.pcapng" "$here/tls.pcapng"
 } >"$here/tls.prefs"
 
 for name in time echo chat federation tls; do golden "$name"; done
+
+# Every connection is there from its SYN, the realms' link from its hello.
+for name in time echo chat federation tls; do
+    syns=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.syn == 1 && tcp.flags.ack == 0" 2>/dev/null | wc -l)
+    fins=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.fin == 1" 2>/dev/null | wc -l)
+    [ "$syns" -gt 0 ] && [ "$fins" -ge "$syns" ] || { echo "regen.sh: $name.pcapng misses connection starts ($syns SYNs, $fins FINs); run it again" >&2; exit 1; }
+done
+grep -q hello "$here/federation.golden" && grep -q hello "$here/tls.golden" \
+    || { echo "regen.sh: a capture misses the link handshake; run it again" >&2; exit 1; }

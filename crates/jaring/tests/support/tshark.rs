@@ -205,61 +205,117 @@ pub fn assert_dissects(pcap: &Path, lua: &Path, prefs: &[&str], min_frames: usiz
 
 /// dumpcap recording the loopback interface into a file; stopped (and the file made readable
 /// by anyone, for a tshark run as `nobody`) by [`Capture::stop`], killed when dropped.
+///
+/// dumpcap says "Capturing on" before the kernel hands it packets, so [`Capture::start`]
+/// returns only once a probe connection (to a port of its own, added to the filter) has been
+/// seen: every packet after that is in the file. dumpcap writes to a pipe, which it flushes at
+/// every packet (a file it flushes only when it stops), and a thread copies that to the file.
 pub struct Capture {
     child: Child,
     path: PathBuf,
-    log: PathBuf,
+    copier: Option<std::thread::JoinHandle<()>>,
+    _probe: std::net::TcpListener,
 }
 
 impl Capture {
-    /// Starts `dumpcap -i lo -f FILTER -w PATH` and waits until it captures. `None` (with one
-    /// line saying why, or a failure under `CI=true`) when dumpcap cannot capture here (not
+    /// Starts `dumpcap -i lo -f FILTER` into `path` and waits until it captures. `None` (with
+    /// one line saying why, or a failure under `CI=true`) when dumpcap cannot capture here (not
     /// root, no capture capabilities).
     pub fn start(path: &Path, filter: &str, test: &str) -> Option<Self> {
-        let log = path.with_extension("dumpcap.log");
-        let child = Command::new("dumpcap")
-            .args(["-q", "-i", "lo", "-f", filter, "-w"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("dumpcap log"))
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the probe");
+        let probe_port = probe.local_addr().expect("probe address").port();
+        let mut child = Command::new("dumpcap")
+            .args(["-q", "-i", "lo", "-w", "-", "-f"])
+            .arg(format!("({filter}) or tcp port {probe_port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn dumpcap");
-        let mut capture = Self {
-            child,
-            path: path.to_owned(),
-            log,
-        };
+        let written = Arc::new(AtomicUsize::new(0));
+        let mut stdout = child.stdout.take().expect("dumpcap stdout");
+        let mut file = std::fs::File::create(path).expect("create the capture file");
+        let counter = Arc::clone(&written);
+        let copier = std::thread::spawn(move || {
+            let mut buf = vec![0; 1 << 16];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        file.write_all(&buf[..n]).expect("write the capture");
+                        counter.fetch_add(n, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        // dumpcap's stderr: wait for "Capturing on", then keep draining it.
+        let stderr = child.stderr.take().expect("dumpcap stderr");
+        let (said_tx, said_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = said_tx.send(line);
+            }
+        });
+        let mut said = String::new();
         let deadline = Instant::now() + PATIENCE;
-        loop {
-            let said = std::fs::read_to_string(&capture.log).unwrap_or_default();
-            if said.contains("Capturing on") {
-                return Some(capture);
+        let mut capturing = false;
+        while Instant::now() < deadline {
+            match said_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    capturing |= line.contains("Capturing on");
+                    said.push_str(&line);
+                    said.push('\n');
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if capture.child.try_wait().expect("dumpcap status").is_some()
-                || Instant::now() > deadline
-            {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(
-                    !ci,
-                    "{test}: dumpcap cannot capture on lo and CI=true: {said}"
-                );
-                eprintln!(
-                    "{test}: skipped: dumpcap cannot capture on lo here (run as root): {}",
-                    said.trim()
-                );
-                return None;
+            if capturing {
+                break;
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        if capturing {
+            // The file header is out; a probe's packets make it grow once the kernel delivers.
+            let header = written.load(Ordering::SeqCst);
+            while Instant::now() < deadline {
+                let _ = std::net::TcpStream::connect(("127.0.0.1", probe_port));
+                std::thread::sleep(Duration::from_millis(50));
+                if written.load(Ordering::SeqCst) > header {
+                    return Some(Self {
+                        child,
+                        path: path.to_owned(),
+                        copier: Some(copier),
+                        _probe: probe,
+                    });
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "{test}: dumpcap cannot capture on lo and CI=true: {said}"
+        );
+        eprintln!(
+            "{test}: skipped: dumpcap cannot capture on lo here (run as root): {}",
+            said.trim()
+        );
+        None
     }
 
     /// Stops the capture (SIGINT: dumpcap writes out what it has) and returns the file.
     pub fn stop(mut self) -> PathBuf {
         // The last segments (a FIN, an ACK) reach the capture after the clients return.
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(200));
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         super::exit_code(&mut self.child, "dumpcap did not stop");
+        if let Some(copier) = self.copier.take() {
+            copier.join().expect("capture copier");
+        }
         let _ = Command::new("chmod")
             .args(["a+rx"])
             .arg(self.path.parent().expect("capture in a directory"))
