@@ -38,8 +38,9 @@ pub fn have_tshark(test: &str) -> bool {
 }
 
 /// How tshark is started: as is, or, when this runs as root and the build's init.lua does not
-/// run Lua scripts for root (`run_user_scripts_when_superuser`), as `nobody` through runuser.
-fn tshark_command() -> Command {
+/// run Lua scripts for root (`run_user_scripts_when_superuser`), as `nobody` through runuser
+/// (then `true`).
+fn tshark_command() -> (Command, bool) {
     static AS_NOBODY: OnceLock<bool> = OnceLock::new();
     let as_nobody = *AS_NOBODY.get_or_init(|| {
         let loads = |mut cmd: Command| {
@@ -53,9 +54,9 @@ fn tshark_command() -> Command {
         !loads(Command::new("tshark")) && loads(runuser())
     });
     if as_nobody {
-        runuser()
+        (runuser(), true)
     } else {
-        Command::new("tshark")
+        (Command::new("tshark"), false)
     }
 }
 
@@ -69,7 +70,13 @@ fn runuser() -> Command {
 /// test if tshark fails.
 pub fn tshark(pcap: &Path, lua: &Path, prefs: &[&str], args: &[&str]) -> Output {
     let home = tempfile::tempdir().expect("temp home");
-    let mut cmd = tshark_command();
+    let (mut cmd, as_nobody) = tshark_command();
+    if as_nobody {
+        use std::os::unix::fs::PermissionsExt as _;
+        // nobody's tshark writes its profile there.
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("open the temp home to nobody");
+    }
     cmd.arg("-r")
         .arg(pcap)
         .arg("-X")
