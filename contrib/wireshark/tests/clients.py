@@ -11,10 +11,13 @@ modes, cross-realm messages and groups (which make federation frames). Usage:
     clients.py chat REALM1 REALM2    the chat session (plaintext)
     clients.py chat-tls PORT CA      auth, users, a cross-realm send, logout over TLS
 
+The server's host is 127.0.0.1, or $JARING_HOST (e.g. mesin-1 from another lab host:
+`jaring lab exec mesin-2 -- env JARING_HOST=mesin-1 python3 clients.py time-pipe 45000`).
 Each exits non-zero (with the reason) if the server does not answer as the protocol says.
 """
 
 import json
+import os
 import socket
 import ssl
 import sys
@@ -25,8 +28,11 @@ TIMEOUT = 10.0
 BYTE_PAUSE = 0.02
 
 
+HOST = os.environ.get("JARING_HOST", "127.0.0.1")
+
+
 def connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    s = socket.create_connection((HOST, port), timeout=TIMEOUT)
     # Without Nagle each send() is its own segment (what "one byte per segment" needs).
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
@@ -84,7 +90,7 @@ class Chat:
         self.s = connect(port)
         if tls_ca:
             ctx = ssl.create_default_context(cafile=tls_ca)
-            self.s = ctx.wrap_socket(self.s, server_hostname="127.0.0.1")
+            self.s = ctx.wrap_socket(self.s, server_hostname=HOST)
         self.buf = b""
         self.events = []
 
