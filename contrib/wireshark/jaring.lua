@@ -512,10 +512,11 @@ local function find_end(raw, offset, terminator)
 end
 
 ---------------------------------------------------------------------------------------------------
--- One PDU's subtree, with the service and whether it came through TLS.
+-- One PDU's subtree, with its direction, the service and whether it came through TLS.
 
-local function pdu(ctx, tree, range, title)
+local function pdu(ctx, tree, range, title, to_server)
     local sub = tree:add(jaring, range, title)
+    sub:add(F.direction, range, to_server and "to server" or "from server")
     sub:add(F.service, range, ctx.service):set_generated()
     if ctx.tls then
         sub:add(F.tls, range, true):set_generated()
@@ -523,20 +524,24 @@ local function pdu(ctx, tree, range, title)
     return sub
 end
 
+-- A line's text without its line end, and whether that end was a bare LF.
+local function line_text(tvb, offset, body_len)
+    local raw = tvb:raw(offset, body_len)
+    if body_len > 0 and raw:sub(-1) == "\r" then
+        return raw:sub(1, -2), false
+    end
+    return raw, true
+end
+
 ---------------------------------------------------------------------------------------------------
 -- TIME
 
 local function dissect_time(tvb, pinfo, tree, offset, pdu_len, body_len, to_server, ctx)
     local range = tvb(offset, pdu_len)
-    local raw = tvb:raw(offset, body_len)
-    local bare_lf = not (body_len > 0 and raw:sub(-1) == "\r")
-    if not bare_lf then
-        raw = raw:sub(1, -2)
-    end
+    local raw, bare_lf = line_text(tvb, offset, body_len)
     local text_range = tvb(offset, math.max(#raw, 0))
     if to_server then
-        local sub = pdu(ctx, tree, range, "jaring TIME request")
-        sub:add(F.direction, range, "to server")
+        local sub = pdu(ctx, tree, range, "jaring TIME request", true)
         local item = sub:add(F.time_request, text_range, raw)
         local kind
         if not valid_utf8(raw) then
@@ -562,8 +567,7 @@ local function dissect_time(tvb, pinfo, tree, offset, pdu_len, body_len, to_serv
         sub:append_text(": " .. excerpt(raw))
         table.insert(ctx.info, kind == "unknown" and ("Request " .. excerpt(raw, 20)) or kind)
     else
-        local sub = pdu(ctx, tree, range, "jaring TIME reply")
-        sub:add(F.direction, range, "from server")
+        local sub = pdu(ctx, tree, range, "jaring TIME reply", false)
         local item = sub:add(F.time_reply, text_range, raw)
         local clock = raw:match("^JAM (%d%d:%d%d:%d%d)$")
         if clock then
@@ -610,11 +614,7 @@ local CHAT_COMMANDS = {
 
 local function dissect_chat_request(tvb, pinfo, tree, offset, pdu_len, body_len, ctx, st)
     local range = tvb(offset, pdu_len)
-    local raw = tvb:raw(offset, body_len)
-    local bare_lf = not (body_len > 0 and raw:sub(-1) == "\r")
-    if not bare_lf then
-        raw = raw:sub(1, -2)
-    end
+    local raw, bare_lf = line_text(tvb, offset, body_len)
     local text = trim_end(raw)
     local line_range = tvb(offset, #raw)
 
@@ -630,8 +630,7 @@ local function dissect_chat_request(tvb, pinfo, tree, offset, pdu_len, body_len,
         return "command"
     end)
     if live ~= "command" then
-        local sub = pdu(ctx, tree, range, "jaring chat live session line")
-        sub:add(F.direction, range, "to server")
+        local sub = pdu(ctx, tree, range, "jaring chat live session line", true)
         sub:add(F.chat_kind, range, "live")
         if live == "exit" then
             sub:add(F.chat_cmd, line_range, "exit")
@@ -648,8 +647,7 @@ local function dissect_chat_request(tvb, pinfo, tree, offset, pdu_len, body_len,
         return
     end
 
-    local sub = pdu(ctx, tree, range, "jaring chat request")
-    sub:add(F.direction, range, "to server")
+    local sub = pdu(ctx, tree, range, "jaring chat request", true)
     sub:add(F.chat_kind, range, "request")
     if bare_lf then
         sub:add_proto_expert_info(E.bare_lf)
@@ -803,8 +801,7 @@ local EVENT_FIELDS = {
 local function dissect_chat_json(tvb, pinfo, tree, offset, pdu_len, body_len, ctx, st)
     local range = tvb(offset, pdu_len)
     local body = tvb:raw(offset, body_len)
-    local sub = pdu(ctx, tree, range, "jaring chat")
-    sub:add(F.direction, range, "from server")
+    local sub = pdu(ctx, tree, range, "jaring chat", false)
     local obj, err = json_object(body)
     if not obj then
         sub:add(F.chat_kind, range, "reply")
@@ -890,8 +887,7 @@ end
 local function dissect_chat_raw(tvb, pinfo, tree, offset, len, ctx, st)
     local range = tvb(offset, len)
     local raw = tvb:raw(offset, len)
-    local sub = pdu(ctx, tree, range, "jaring chat classic group text")
-    sub:add(F.direction, range, "from server")
+    local sub = pdu(ctx, tree, range, "jaring chat classic group text", false)
     sub:add(F.chat_kind, range, "raw")
     local item = sub:add(F.chat_raw, range, raw)
     local classic = remember(pinfo, offset .. "k", ctx.tls, function()
@@ -908,8 +904,7 @@ end
 local function dissect_chat_post(tvb, pinfo, tree, offset, len, ctx)
     local range = tvb(offset, len)
     local raw = tvb:raw(offset, len)
-    local sub = pdu(ctx, tree, range, "jaring chat classic group post")
-    sub:add(F.direction, range, "to server")
+    local sub = pdu(ctx, tree, range, "jaring chat classic group post", true)
     sub:add(F.chat_kind, range, "raw")
     local text = raw:gsub("^%s+", ""):gsub("%s+$", "")
     if text:lower() == "exit" then
@@ -942,8 +937,7 @@ local FED_KINDS = {
 local function dissect_fed(tvb, pinfo, tree, offset, pdu_len, body_len, to_server, ctx)
     local range = tvb(offset, pdu_len)
     local body = tvb:raw(offset, body_len)
-    local sub = pdu(ctx, tree, range, "jaring federation frame")
-    sub:add(F.direction, range, to_server and "to server" or "from server")
+    local sub = pdu(ctx, tree, range, "jaring federation frame", to_server)
     sub:add(F.fed_len, range, body_len)
     local obj, err = json_object(body)
     if not obj then
@@ -987,14 +981,7 @@ local function dissect_fed(tvb, pinfo, tree, offset, pdu_len, body_len, to_serve
         summary = kind .. " " .. obj.group
     end
     table.insert(ctx.info, summary)
-    if json_dissector then
-        local ok = pcall(function()
-            json_dissector:call(tvb(offset, body_len):tvb(), pinfo, sub)
-        end)
-        if not ok then
-            sub:add_proto_expert_info(E.bad_json, "The JSON dissector could not read this")
-        end
-    end
+    call_json(tvb, pinfo, sub, offset, body, body_len)
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -1011,8 +998,7 @@ local function dissect_echo(tvb, pinfo, tree, to_server, ctx, st)
         st[key] = (st[key] or 0) + len
         return st[key]
     end)
-    local sub = pdu(ctx, tree, range, "jaring echo data")
-    sub:add(F.direction, range, to_server and "to server" or "from server")
+    local sub = pdu(ctx, tree, range, "jaring echo data", to_server)
     sub:add(F.echo_bytes, range, len)
     sub:add(F.echo_total, range, UInt64.new(total))
     sub:add(F.echo_data, range)
@@ -1117,7 +1103,7 @@ local function dissect(tvb, pinfo, tree)
                     break
                 end
                 local range = tvb(offset, pending)
-                local sub = pdu(ctx, tree, range, "jaring " .. label .. " (unterminated)")
+                local sub = pdu(ctx, tree, range, "jaring " .. label .. " (unterminated)", to_server)
                 if pending > max_pdu then
                     sub:add_proto_expert_info(E.unterminated, "No end within " .. max_pdu .. " bytes (preference max_pdu)")
                 else

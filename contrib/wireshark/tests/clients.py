@@ -94,12 +94,16 @@ class Chat:
         self.buf = b""
         self.events = []
 
-    def frame(self):
-        while b"\r\n\r\n" not in self.buf:
+    def fill(self, until):
+        """Reads until `until` is in what came."""
+        while until not in self.buf:
             data = self.s.recv(65536)
             if not data:
                 raise SystemExit(f"connection closed; had {self.buf!r}")
             self.buf += data
+
+    def frame(self):
+        self.fill(b"\r\n\r\n")
         text, self.buf = self.buf.split(b"\r\n\r\n", 1)
         return json.loads(text)
 
@@ -141,11 +145,7 @@ class Chat:
 
     def skip_raw(self):
         """Skips classic group mode's raw text, up to the JSON reply that ends it."""
-        while b"{" not in self.buf:
-            data = self.s.recv(65536)
-            if not data:
-                raise SystemExit(f"connection closed; had {self.buf!r}")
-            self.buf += data
+        self.fill(b"{")
         self.buf = self.buf[self.buf.index(b"{"):]
 
     def raw(self, data):

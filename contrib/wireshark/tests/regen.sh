@@ -52,15 +52,6 @@ golden() { # NAME
 
 if [ "${1:-}" = "--golden-only" ]; then
     for name in time echo chat federation tls; do golden "$name"; done
-
-# Every connection is there from its SYN, the realms' link from its hello.
-for name in time echo chat federation tls; do
-    syns=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.syn == 1 && tcp.flags.ack == 0" 2>/dev/null | wc -l)
-    fins=$(tshark -r "$here/$name.pcapng" -Y "tcp.flags.fin == 1" 2>/dev/null | wc -l)
-    [ "$syns" -gt 0 ] && [ "$fins" -ge "$syns" ] || { echo "regen.sh: $name.pcapng misses connection starts ($syns SYNs, $fins FINs); run it again" >&2; exit 1; }
-done
-grep -q hello "$here/federation.golden" && grep -q hello "$here/tls.golden" \
-    || { echo "regen.sh: a capture misses the link handshake; run it again" >&2; exit 1; }
     exit 0
 fi
 
