@@ -1034,10 +1034,11 @@ local function dissect(tvb, pinfo, tree)
 
     if not inside_tls then
         -- TLS on this connection? Decided by its first bytes (0x16: a handshake record), as the
-        -- servers do, and remembered for the rest of the connection.
+        -- servers do, and remembered for the rest of the connection. Plaintext echo is never
+        -- TLS (it is binary-safe: any byte may come first), the echo TLS port always.
         local is_tls = remember(pinfo, "tls", false, function()
             if st.tls == nil and tvb:len() > 0 then
-                st.tls = service == "echo_tls" or looks_like_tls(tvb)
+                st.tls = service == "echo_tls" or (service ~= "echo" and looks_like_tls(tvb))
             end
             return st.tls or false
         end)

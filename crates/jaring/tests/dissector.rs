@@ -442,9 +442,14 @@ fn hostile_bytes_are_expert_infos_not_errors() {
     let (fed_port, fed_peer) = hostile_peer(
         b"{\"t\":5}\n[1,2]\n{\"t\":\"nonsense\",\"q\":-1,\"seq\":1e999}\n\n{\"t\":\"msg\"",
     );
+    // Echo is binary-safe: bytes that look like a TLS ClientHello are still echo data.
+    const TLS_LIKE: &[u8] = b"\x16\x03\x01\x00\x05hello";
+    let (echo_port, echo_peer) = hostile_peer(TLS_LIKE);
     let dir = tempfile::tempdir().expect("temp dir");
     let pcap = dir.path().join("hostile.pcapng");
-    let filter = format!("tcp port {time_port} or tcp port {chat_port} or tcp port {fed_port}");
+    let filter = format!(
+        "tcp port {time_port} or tcp port {chat_port} or tcp port {fed_port} or tcp port {echo_port}"
+    );
     let Some(capture) = Capture::start(&pcap, &filter, TEST) else {
         return;
     };
@@ -465,7 +470,8 @@ fn hostile_bytes_are_expert_infos_not_errors() {
         fed_port,
         b"{\"t\":\"hello\",\"realm\":\"\\u0000\"}\nnot a frame\n",
     );
-    for peer in [time_peer, chat_peer, fed_peer] {
+    hostile_client(echo_port, TLS_LIKE);
+    for peer in [time_peer, chat_peer, fed_peer, echo_peer] {
         peer.join().expect("peer thread");
     }
     let pcap = capture.stop();
@@ -475,6 +481,7 @@ fn hostile_bytes_are_expert_infos_not_errors() {
         format!("jaring.time_ports:{time_port}"),
         format!("jaring.chat_ports:{chat_port}"),
         format!("jaring.fed_ports:{fed_port}"),
+        format!("jaring.echo_ports:{echo_port}"),
         // Smaller than the 200,000-byte line that never ends, so the dissector gives up on it.
         "jaring.max_pdu:100000".to_owned(),
     ];
@@ -493,4 +500,12 @@ fn hostile_bytes_are_expert_infos_not_errors() {
     for (expert, n) in experts.iter().zip(n) {
         assert!(n > 0, "no {expert} in the hostile capture");
     }
+    let echo_tls = format!("tls && tcp.port == {echo_port}");
+    assert_eq!(tshark::count(&pcap, &lua, &prefs, &echo_tls), 0);
+    let echoed = tshark::values(&pcap, &lua, &prefs, &["jaring.echo.bytes"]).remove(0);
+    let echoed: usize = echoed
+        .iter()
+        .map(|n| n.parse::<usize>().expect("a count"))
+        .sum();
+    assert_eq!(echoed, 2 * TLS_LIKE.len());
 }
