@@ -592,7 +592,7 @@ end
 -- Chat
 
 -- What each command's parameters are: "token", "user", "password", "target", "message" (the rest
--- of the line), "arg" (one word), "args" (every remaining word).
+-- of the line), "args" (every remaining word, each a jaring.chat.arg).
 local CHAT_COMMANDS = {
     auth = { "user", "password" },
     send = { "token", "target", "message" },
