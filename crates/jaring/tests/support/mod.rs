@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod tshark;
 pub mod web;
 
 use std::ffi::OsStr;
