@@ -133,8 +133,10 @@ fn chat_on(net: &str, host: &str, server: &str, lines: &str) -> String {
     text
 }
 
-/// The lab on its three hosts, with a capture, on network `net`.
+/// The lab on its three hosts, with a capture and its TLS key log (`DIR/keys.log`), on
+/// network `net`.
 fn lab_on_hosts(dir: &Path, net: &str, extra: &[&str]) -> LabProcess {
+    let keys = dir.join("keys.log");
     let capture = dir.join("lab.pcapng");
     let mut args = vec![
         "--hosts",
@@ -145,7 +147,14 @@ fn lab_on_hosts(dir: &Path, net: &str, extra: &[&str]) -> LabProcess {
         "0",
     ];
     args.extend_from_slice(extra);
-    LabProcess::start(&dir.join("lab"), &args, &[("JARING_LAB_NET", net)])
+    LabProcess::start(
+        &dir.join("lab"),
+        &args,
+        &[
+            ("JARING_LAB_NET", net),
+            ("SSLKEYLOGFILE", keys.to_str().unwrap()),
+        ],
+    )
 }
 
 /// The experiments of the reports, from mesin-2 and mesin-3 to the servers on mesin-1: TIME,
@@ -177,6 +186,24 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
 
     let (time, _) = on_host(&net, "mesin-2", &["time", "client", "--host", "mesin-1"]);
     assert!(time.starts_with("JAM "), "{time}");
+    // TLS on the same port, verified against the lab's CA by the name the host knows it by.
+    let ca = dir.path().join("lab/tls/ca.pem");
+    for name in ["mesin-1", "mesin-1.lab", "172.16.16.101"] {
+        let (time, _) = on_host(
+            &net,
+            "mesin-3",
+            &[
+                "time",
+                "client",
+                "--host",
+                name,
+                "--tls",
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+        );
+        assert!(time.starts_with("JAM "), "{name}: {time}");
+    }
     // A lab name goes to mesin-1's DNS server; a name from outside is refused there.
     let (info, _) = on_host(&net, "mesin-2", &["info", "mesin-3.lab", "45000"]);
     assert!(info.contains("172.16.16.103:45000"), "{info}");
@@ -301,6 +328,29 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
         "no link frames in the capture"
     );
     assert!(!fields("tcp.port == 10000 && ip.src == 172.16.16.103").is_empty());
+    // The dissector decodes the lab's capture: every service, the link, and TLS by the key log.
+    let lua = support::tshark::dissector();
+    let keys = format!("tls.keylog_file:{}", dir.path().join("keys.log").display());
+    let prefs = [keys.as_str()];
+    support::tshark::assert_dissects(&capture, &lua, &prefs, 20);
+    for (filter, what) in [
+        (
+            "jaring.time.request == \"TIME\" && ip.src == 172.16.16.102",
+            "TIME from mesin-2",
+        ),
+        (
+            "jaring.time.request == \"TIME\" && tls",
+            "TIME over TLS, decrypted",
+        ),
+        ("jaring.echo.bytes", "echo"),
+        ("jaring.chat.cmd == \"send\"", "the chat's send"),
+        ("jaring.fed.kind", "the link's frames"),
+    ] {
+        assert!(
+            support::tshark::count(&capture, &lua, &prefs, filter) > 0,
+            "{what} ({filter}) not decoded in the lab's capture"
+        );
+    }
     let dns = fields("dns.flags.response == 1 && dns.a == 172.16.16.103");
     assert_eq!(
         dns,

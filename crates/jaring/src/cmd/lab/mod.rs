@@ -353,11 +353,17 @@ fn listen_with(
 /// Creates (first start) or checks and reuses the lab's CA and certificates in `DIR/tls`, for
 /// the names [`jaring_tls::pki::default_sans`] gives plus what `binds` add. Off the async
 /// workers: it reads and writes files and may generate keys.
-async fn ensure_tls(dir: &Path, binds: [IpAddr; 2]) -> anyhow::Result<(LabTls, Vec<String>)> {
+async fn ensure_tls(
+    dir: &Path,
+    binds: [IpAddr; 2],
+    names: Vec<String>,
+) -> anyhow::Result<(LabTls, Vec<String>)> {
     let tls_dir = dir.join(TLS_DIR);
     let shown = tls_dir.clone();
     tokio::task::spawn_blocking(move || {
-        let sans = jaring_tls::pki::default_sans(&extra_names(&binds));
+        let mut extra = names;
+        extra.extend(extra_names(&binds));
+        let sans = jaring_tls::pki::default_sans(&extra);
         let lab = jaring_tls::pki::ensure_lab(&tls_dir, &LEAVES, &sans)?;
         Ok::<_, jaring_tls::TlsError>((lab, sans))
     })
@@ -626,7 +632,16 @@ async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, F
     let tls = if args.no_tls {
         None
     } else {
-        Some(ensure_tls(&dir, [services_bind, realm_bind]).await?)
+        // On the lab's hosts the servers are also `mesin-1` and `mesin-1.lab` to a client.
+        let names = if args.hosts {
+            vec![
+                net::SERVER_HOST.to_owned(),
+                format!("{}.{}", net::SERVER_HOST, dns::ZONE),
+            ]
+        } else {
+            Vec::new()
+        };
+        Some(ensure_tls(&dir, [services_bind, realm_bind], names).await?)
     };
     let lab_tls = tls.as_ref().map(|(t, _)| t);
     let ca = dir.join(TLS_DIR).join("ca.pem");

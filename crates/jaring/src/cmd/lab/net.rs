@@ -45,6 +45,9 @@ const STATE_DIR: &str = "/run/jaring-lab";
 /// How long a capture program may take to start or to finish its file.
 const CAPTURE_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a capture program is given after it says it listens.
+const CAPTURE_SETTLE: Duration = Duration::from_millis(500);
+
 /// How long a capture runs on before it is stopped: dumpcap hands packets over in batches and
 /// drops what it has not read when told to stop (measured: the last second was lost).
 const CAPTURE_DRAIN: Duration = Duration::from_millis(1200);
@@ -419,6 +422,9 @@ impl CaptureTool {
             let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             if said.contains("Capturing on") || said.contains("listening on") {
                 let _ = std::fs::remove_file(&log_path);
+                // They say so a moment before the kernel hands them packets (seen with dumpcap
+                // under load: a connection's first byte missing).
+                std::thread::sleep(CAPTURE_SETTLE);
                 return Ok(child);
             }
             if child.try_wait()?.is_some() {
