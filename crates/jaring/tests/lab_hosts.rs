@@ -186,6 +186,33 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
 
     let (time, _) = on_host(&net, "mesin-2", &["time", "client", "--host", "mesin-1"]);
     assert!(time.starts_with("JAM "), "{time}");
+    // The reports' hard cases for a dissector, from mesin-2: a request one byte per segment,
+    // then 50 requests in one segment; every reply comes back.
+    const SPLIT_AND_PIPELINED: &str = "import socket, time\n\
+        s = socket.create_connection(('mesin-1', 45000))\n\
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+        for b in b'TIME\\r\\n':\n    s.send(bytes([b])); time.sleep(0.02)\n\
+        s.sendall(b'TIME\\r\\n' * 50)\n\
+        got = b''\n\
+        while got.count(b'JAM ') < 51:\n    got += s.recv(4096)\n\
+        s.sendall(b'QUIT\\r\\n'); s.close(); print(got.count(b'JAM '))\n";
+    let split = lab_command(
+        &net,
+        &[
+            "exec",
+            "mesin-2",
+            "--",
+            "python3",
+            "-c",
+            SPLIT_AND_PIPELINED,
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&split.stdout).trim(),
+        "51",
+        "{}",
+        String::from_utf8_lossy(&split.stderr)
+    );
     // TLS on the same port, verified against the lab's CA by the name the host knows it by.
     let ca = dir.path().join("lab/tls/ca.pem");
     for name in ["mesin-1", "mesin-1.lab", "172.16.16.101"] {
@@ -351,6 +378,25 @@ fn clients_on_mesin_2_and_3_reach_every_server_on_mesin_1() {
             "{what} ({filter}) not decoded in the lab's capture"
         );
     }
+    // Every TIME from mesin-2 is one PDU, however it was cut: the time client's one, the
+    // byte-by-byte one and the 50 pipelined ones.
+    let from_mesin_2: usize = support::tshark::fields_where(
+        &capture,
+        &lua,
+        &prefs,
+        "ip.src == 172.16.16.102 && jaring.time.request",
+        &["jaring.time.request"],
+    )
+    .iter()
+    .flat_map(|row| {
+        row[0]
+            .split(support::tshark::AGGREGATOR)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    })
+    .filter(|r| r == "TIME")
+    .count();
+    assert_eq!(from_mesin_2, 52, "TIME PDUs from mesin-2");
     let dns = fields("dns.flags.response == 1 && dns.a == 172.16.16.103");
     assert_eq!(
         dns,
