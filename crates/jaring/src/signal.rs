@@ -1,5 +1,6 @@
-//! Deciding when to stop: the first SIGINT or SIGTERM asks every server to shut down gracefully; a
-//! second one exits at once, for when the grace period is not worth waiting for.
+//! Deciding when to stop: the first SIGINT, SIGTERM or SIGHUP asks every server to shut down
+//! gracefully; a second SIGINT or SIGTERM exits at once, for when the grace period is not worth
+//! waiting for.
 
 use jaring_runtime::CancellationToken;
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,9 +22,16 @@ pub fn spawn(shutdown: CancellationToken) {
             warn!("cannot watch SIGINT");
             return;
         };
+        // A closed terminal (SIGHUP) stops a foreground server gracefully too, so `jaring lab
+        // --hosts` still removes its hosts; nothing here reloads on SIGHUP.
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            warn!("cannot watch SIGHUP");
+            return;
+        };
         tokio::select! {
             _ = int.recv() => info!("SIGINT received; shutting down (press Ctrl-C again to force)"),
             _ = term.recv() => info!("SIGTERM received; shutting down"),
+            _ = hup.recv() => info!("SIGHUP received (terminal closed?); shutting down"),
         }
         shutdown.cancel();
         tokio::select! {

@@ -504,7 +504,7 @@ fn wait_exit_within(
 }
 
 /// A lab killed with SIGKILL leaves its hosts behind; the next start on the same network
-/// removes them and builds afresh.
+/// removes them and builds afresh; a closed terminal (SIGHUP) stops it cleanly.
 #[test]
 fn a_killed_lab_leaves_hosts_that_the_next_start_removes() {
     let test = "a_killed_lab_leaves_hosts_that_the_next_start_removes";
@@ -528,7 +528,9 @@ fn a_killed_lab_leaves_hosts_that_the_next_start_removes() {
     );
     let (time, _) = on_host(&net, "mesin-3", &["time", "client", "--host", "mesin-1"]);
     assert!(time.starts_with("JAM "), "{time}");
-    lab.stop();
+    // Its terminal closed (SIGHUP): a graceful stop that removes the hosts.
+    let mut lab = lab;
+    assert!(lab.signal("HUP").success());
     assert!(leftovers(&net).is_empty(), "{:?}", leftovers(&net));
 }
 

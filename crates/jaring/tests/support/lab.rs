@@ -87,8 +87,13 @@ impl LabProcess {
 
     /// SIGTERM, and the exit status once it stopped.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, …), and the exit status once it stopped.
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
