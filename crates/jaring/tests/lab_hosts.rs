@@ -625,3 +625,36 @@ fn without_root_the_hosts_are_refused_with_what_to_do() {
     assert!(leftovers(&net).is_empty());
     assert!(!Path::new("/tmp/never-made-by-jaring-test").exists());
 }
+
+/// Namespaces with the lab's names that jaring did not make (the course's own recipe makes a
+/// `mesin-2` too) are never removed: the lab refuses and says how to proceed.
+#[test]
+fn namespaces_jaring_did_not_make_are_left_alone() {
+    let test = "namespaces_jaring_did_not_make_are_left_alone";
+    if !hosts_available(test) {
+        return;
+    }
+    let net = Net::new("o");
+    let theirs = format!("{}-mesin-2", &*net);
+    let added = Command::new("ip")
+        .args(["netns", "add", &theirs])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let up = lab_command(&net, &["net", "up"]);
+    let said = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "{said}");
+    assert!(
+        said.contains("jaring did not make them") && said.contains(&theirs),
+        "{said}"
+    );
+    assert!(
+        namespaces().contains(&theirs),
+        "the user's namespace was removed"
+    );
+    let removed = Command::new("ip")
+        .args(["netns", "del", &theirs])
+        .status()
+        .unwrap();
+    assert!(removed.success());
+}

@@ -94,6 +94,7 @@ fn net_command(command: LabNetCommand) -> CmdResult {
             }
         }
         LabNetCommand::Down => {
+            net.check_ours()?;
             let (removed, written) = net.remove()?;
             if removed.is_empty() {
                 writeln!(out, "the lab's hosts were not up")?;
@@ -170,6 +171,7 @@ fn check_capture_file(file: &Path) -> Result<(), Failure> {
 /// runs the lab inside mesin-1, and removes what it made when the lab stops.
 fn with_hosts(args: LabArgs, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdResult {
     let net = lab_net()?;
+    net::check_privileges()?;
     if let Some(file) = &args.capture {
         check_capture_file(file)?;
     }

@@ -154,15 +154,16 @@ impl LabNet {
     /// lab still runs is refused.
     pub fn up(&self, owner: &Owner) -> anyhow::Result<Made> {
         check_privileges()?;
-        if self.is_up()? {
-            match self.owner() {
-                Some(Owner::NetUp) => return Ok(Made::Reused),
-                Some(Owner::Lab(pid)) if pid_alive(pid) && Owner::Lab(pid) != *owner => bail!(
-                    "the lab's hosts are in use by a running lab (pid {pid}): stop it first \
-                     (or set {NET_ENV}=NAME for a second network)"
-                ),
-                _ => {}
+        let ours = self.check_ours()?;
+        match self.owner() {
+            Some(Owner::NetUp) if ours.len() == self.namespaces().len() => {
+                return Ok(Made::Reused);
             }
+            Some(Owner::Lab(pid)) if is_jaring(pid) && Owner::Lab(pid) != *owner => bail!(
+                "the lab's hosts are in use by a running lab (pid {pid}): stop it first \
+                 (or set {NET_ENV}=NAME for a second network)"
+            ),
+            _ => {}
         }
         // Whatever is left of an earlier network (a crash, a half-made start) goes first.
         self.remove()?;
@@ -178,6 +179,26 @@ impl LabNet {
             return Err(e);
         }
         Ok(Made::Fresh)
+    }
+
+    /// This network's namespaces that exist, refusing if jaring did not make them: namespaces
+    /// of these names from elsewhere (the course's own recipe makes a `mesin-1` too) are never
+    /// removed behind the user's back.
+    pub fn check_ours(&self) -> anyhow::Result<Vec<String>> {
+        let existing = existing_namespaces()?;
+        let present: Vec<String> = self
+            .namespaces()
+            .into_iter()
+            .filter(|n| existing.contains(n))
+            .collect();
+        if self.owner().is_none() && !present.is_empty() {
+            bail!(
+                "network namespaces {} exist and jaring did not make them: remove them \
+                 (ip netns del NAME) or set {NET_ENV}=NAME to give the lab's hosts other names",
+                present.join(", ")
+            );
+        }
+        Ok(present)
     }
 
     fn build(&self) -> anyhow::Result<()> {
@@ -577,13 +598,19 @@ fn pid_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Whether `pid` is a running jaring (not another program that got the pid of a dead lab).
+fn is_jaring(pid: u32) -> bool {
+    std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("jaring"))
+}
+
 /// Capability bits in `/proc/self/status`'s `CapEff`.
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 
 /// Network namespaces need CAP_SYS_ADMIN (naming them under /run/netns) and CAP_NET_ADMIN
 /// (their links): say which is missing and how to get them.
-fn check_privileges() -> anyhow::Result<()> {
+pub fn check_privileges() -> anyhow::Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = status
         .lines()
