@@ -20,11 +20,7 @@ fn hosts_available(test: &str) -> bool {
     if !have_tool("ip", &["-V"], test) {
         return false;
     }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"));
+    let root = support::is_root();
     if !root {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(

@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::have_tool;
 use support::lab::LabProcess;
 
 /// The tour, from the repository root.
@@ -303,34 +304,23 @@ fn check_output(cmd: &Cmd, output: &str) {
     );
 }
 
-/// Why the tour cannot run here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0");
-    if !root {
-        return Some("the three-host lab needs root (network namespaces)".into());
+/// Whether the tour can run here: root (network namespaces) and the tools it uses. When not, one
+/// line says why, and under `CI=true` the test fails instead.
+fn can_run() -> bool {
+    if !support::is_root() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "tour: the three-host lab needs root, and CI=true");
+        eprintln!("tour: skipped: the three-host lab needs root (network namespaces)");
+        return false;
     }
-    for (tool, probe) in [
+    [
         ("ip", "-V"),
         ("python3", "--version"),
         ("dumpcap", "-v"),
         ("tshark", "-v"),
-    ] {
-        let runs = Command::new(tool)
-            .arg(probe)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !runs {
-            return Some(format!("`{tool}` is not installed (or does not run)"));
-        }
-    }
-    None
+    ]
+    .iter()
+    .all(|(tool, probe)| have_tool(tool, &[probe], "tour"))
 }
 
 /// A process group's leader with its stdout and stderr merged into one pipe, read by a thread.
@@ -545,10 +535,7 @@ fn tour_text() -> String {
 #[test]
 fn the_tour_runs_as_written() {
     let steps = parse(&tour_text()).unwrap_or_else(|e| panic!("{TOUR}: {e}"));
-    if let Some(why) = missing_prerequisite() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "tour: {why}, and CI=true");
-        eprintln!("tour: skipped: {why}");
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

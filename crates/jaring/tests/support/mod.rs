@@ -534,6 +534,15 @@ pub fn interrupted_bench(args: &[&str]) -> (Option<i32>, serde_json::Value) {
     (status.code(), report)
 }
 
+/// Whether this test runs as root (what network namespaces, and so the lab's three hosts, need).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"))
+}
+
 /// Whether the external tool `program` runs (`program probe…` exits 0). When it does not, the
 /// test that asked is skipped with one line saying why, except under `CI=true`, where a missing
 /// tool fails it.
