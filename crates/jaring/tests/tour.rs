@@ -43,6 +43,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the lab may take to stop and remove its namespaces after SIGTERM.
 const LAB_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the whole tour may take (it takes about a minute): past it, a lab that never said it
+/// was ready, or anything else stuck, fails the run instead of hanging it.
+const TOUR_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// One step of the tour, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -560,6 +564,18 @@ fn the_tour_runs_as_written() {
         ("JARING_LAB_NET", net.0.as_str()),
         ("NO_COLOR", "1"),
     ];
+    // The shared launcher waits for the lab's ready line without a deadline: a watchdog bounds
+    // the run, taking the hosts down (and what runs on them) before it fails it.
+    let (done, finished) = mpsc::channel::<()>();
+    let watched = net.0.clone();
+    std::thread::spawn(move || {
+        // Disconnected: the test ended (a failure unwinds through the lab's own clean-up).
+        if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(TOUR_TIMEOUT) {
+            eprintln!("tour: not finished within {TOUR_TIMEOUT:?}; taking the lab down");
+            drop(Net(watched));
+            std::process::exit(1);
+        }
+    });
     let mut lab: Option<Lab> = None;
     let mut started = false;
     let mut ran = 0;
@@ -612,6 +628,7 @@ fn the_tour_runs_as_written() {
     if let Some(lab) = lab.take() {
         lab.stop(0);
     }
+    let _ = done.send(());
     eprintln!("tour: {ran} commands run and checked");
 }
 
