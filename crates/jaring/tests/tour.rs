@@ -429,6 +429,11 @@ impl Lab {
             })
             .collect();
         env.push(("JARING_LAB_NET".into(), net.to_owned()));
+        // The web page is on this machine's loopback, outside the lab's network: port 8080 there
+        // may be anyone's while tests run side by side, and the tour prints no web port.
+        if !args.iter().any(|a| a == "--web-port" || a == "--no-web") {
+            args.extend(["--web-port".to_owned(), "0".to_owned()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let process = LabProcess::start(&dir.join("jaring-lab"), &args, &env);
