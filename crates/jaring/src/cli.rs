@@ -929,6 +929,12 @@ pub enum LabCommand {
     /// The lab's three hosts without the servers: up, down, status.
     #[command(subcommand)]
     Net(LabNetCommand),
+    /// Print the tour's steps (docs/tour.md): every lab experiment as commands to paste.
+    Tour {
+        /// The whole tour (Markdown): each step's expected output and what the capture shows.
+        #[arg(long)]
+        full: bool,
+    },
     /// Run a command on one of the lab's hosts (mesin-1, mesin-2, mesin-3).
     #[command(
         after_help = "Examples:\n  jaring lab exec mesin-2 -- jaring time client --host mesin-1\n  \

@@ -43,9 +43,63 @@ pub fn dispatch(cli: LabCli, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdRes
     match cli.command {
         Some(LabCommand::Net(command)) => net_command(command),
         Some(LabCommand::Exec(args)) => exec(args),
+        Some(LabCommand::Tour { full }) => {
+            let text = if full {
+                TOUR.to_owned()
+            } else {
+                tour_steps(TOUR)
+            };
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
         None if cli.args.hosts => with_hosts(cli.args, serve),
         None => serve(cli.args),
     }
+}
+
+/// The tour, as tested by `tests/tour.rs`: what `jaring lab tour` prints stays true with it.
+const TOUR: &str = include_str!("../../../../../docs/tour.md");
+
+/// The tour's steps: each numbered section's title and the commands of its runnable blocks,
+/// without their expected output.
+fn tour_steps(tour: &str) -> String {
+    let mut out = String::from(
+        "The tour (the whole of it, with the output to expect: jaring lab tour --full).\n\
+         Terminal 1 runs the lab; every other command runs in terminal 2, as root.\n",
+    );
+    let mut in_step = false;
+    let mut in_console = false;
+    for line in tour.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            in_step =
+                title.starts_with(|c: char| c.is_ascii_digit()) || title == "Before you start";
+            if in_step {
+                let _ = write!(
+                    out,
+                    "
+{title}
+"
+                );
+            }
+        } else if line.starts_with("```console") {
+            in_console = true;
+        } else if line.starts_with("```") {
+            in_console = false;
+        } else if in_step
+            && in_console
+            && let Some(command) = line.strip_prefix("$ ")
+        {
+            if command.contains("jaring lab --hosts") {
+                let _ = writeln!(
+                    out,
+                    "  $ {command}   (terminal 1; Ctrl-C a running lab first)"
+                );
+            } else {
+                let _ = writeln!(out, "  $ {command}");
+            }
+        }
+    }
+    out
 }
 
 fn lab_net() -> Result<LabNet, Failure> {
@@ -983,7 +1037,8 @@ async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, F
     }
     let _ = writeln!(
         out,
-        "tour: docs/tour.md walks through every lab experiment (best with --hosts --capture FILE)"
+        "tour: jaring lab tour (docs/tour.md) lists every lab experiment's commands (best with \
+         --hosts --capture FILE)"
     );
     let _ = writeln!(out, "Ctrl-C stops everything.");
     let mut stdout = std::io::stdout().lock();
@@ -997,6 +1052,27 @@ async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tour_steps_are_its_commands_in_order() {
+        let steps = tour_steps(TOUR);
+        let first = steps
+            .find("$ jaring lab --hosts --capture lab.pcapng   (terminal 1")
+            .unwrap();
+        let info = steps
+            .find("$ jaring lab exec mesin-2 -- jaring info mesin-1 45000")
+            .unwrap();
+        assert!(first < info, "{steps}");
+        for n in 1..=6 {
+            assert!(
+                steps.contains(&format!("\n{n}. ")),
+                "step {n} missing:\n{steps}"
+            );
+        }
+        // Commands only: no expected output, nothing of how the tour is tested.
+        assert!(!steps.contains("chunk 1: 16 bytes"), "{steps}");
+        assert!(!steps.contains("How this tour is tested"), "{steps}");
+    }
 
     #[test]
     fn local_ipv4_addresses_come_from_the_fib_trie_without_loopback() {
