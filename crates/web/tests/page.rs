@@ -1,5 +1,6 @@
 //! The page's files as embedded: small (the budget), no inline script or style (the CSP
-//! forbids them, so they would not run), and no way for text to become HTML in app.js.
+//! forbids them, so they would not run; the gateway inlines app.css itself, allowed by its hash),
+//! and no way for text to become HTML in app.js.
 #![allow(clippy::unwrap_used)]
 
 use jaring_web::assets::{APP_CSS, APP_JS, INDEX_HTML, LAB_HTML, LAB_JS};

@@ -189,10 +189,29 @@ async fn the_page_routes_answer_with_their_headers() {
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     let (head, body) = page.split_once("\r\n\r\n").unwrap();
     let head_lc = head.to_ascii_lowercase();
+    // The stylesheet is inlined, and the CSP allows exactly it, by its hash: no
+    // 'unsafe-inline', the rest of the policy as strict as every other response's.
+    let style = body
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map(|(css, _)| css)
+        .expect("the page's stylesheet, inline");
+    assert_eq!(style, jaring_web::assets::APP_CSS);
+    assert_eq!(body.matches("<style").count(), 1, "{body}");
+    let hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style))
+    };
+    let csp = CSP.replace(
+        "style-src 'self'",
+        &format!("style-src 'self' 'sha256-{hash}'"),
+    );
     assert!(
-        head.contains(&format!("Content-Security-Policy: {CSP}")),
+        head.contains(&format!("Content-Security-Policy: {csp}\r\n")),
         "{head}"
     );
+    assert!(!head.contains("unsafe-inline"), "{head}");
     assert!(
         head_lc.contains("x-content-type-options: nosniff"),
         "{head}"

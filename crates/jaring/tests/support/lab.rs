@@ -30,9 +30,12 @@ impl LabProcess {
         Self::start(dir, &args, &[])
     }
 
-    /// `jaring lab --dir DIR <args…>` with `env` set.
+    /// `jaring lab --dir DIR <args…>` with `env` set. `JARING_LAB_BIN` runs another build (a
+    /// release one, for a measurement) instead of the test's.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jaring"))
+        let binary = std::env::var_os("JARING_LAB_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_jaring").into());
+        let mut child = Command::new(binary)
             .arg("lab")
             .arg("--dir")
             .arg(dir)
