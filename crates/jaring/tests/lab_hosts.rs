@@ -549,6 +549,11 @@ fn net_up_runs_any_program_on_the_hosts_and_net_down_removes_them() {
     );
     let again = lab_command(&net, &["net", "up"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already up"));
+    // A capture asked of hosts already up is refused, not silently dropped.
+    let other = dir.path().join("other.pcapng");
+    let again = lab_command(&net, &["net", "up", "--capture", other.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no capture started"));
     let server = Command::new(env!("CARGO_BIN_EXE_jaring"))
         .args(["lab", "exec", "mesin-1", "--", env!("CARGO_BIN_EXE_jaring")])
         .args(["time", "serve", "--port", "45000"])

@@ -74,12 +74,7 @@ fn tour_steps(tour: &str) -> String {
             in_step =
                 title.starts_with(|c: char| c.is_ascii_digit()) || title == "Before you start";
             if in_step {
-                let _ = write!(
-                    out,
-                    "
-{title}
-"
-                );
+                let _ = write!(out, "\n{title}\n");
             }
         } else if line.starts_with("```console") {
             in_console = true;
@@ -115,7 +110,15 @@ fn net_command(command: LabNetCommand) -> CmdResult {
                 check_capture_file(file)?;
             }
             match net.up(&Owner::NetUp)? {
-                Made::Reused => writeln!(out, "the lab's hosts are already up")?,
+                Made::Reused => {
+                    writeln!(out, "the lab's hosts are already up")?;
+                    if capture.is_some() {
+                        return Err(Failure::Usage(anyhow!(
+                            "no capture started: the hosts were up already; `jaring lab net \
+                             down`, then `jaring lab net up --capture FILE`"
+                        )));
+                    }
+                }
                 Made::Fresh => {
                     if let Some(file) = &capture
                         && let Err(e) = net.capture_detached(file)
@@ -229,8 +232,8 @@ fn with_hosts(args: LabArgs, serve: impl FnOnce(LabArgs) -> CmdResult) -> CmdRes
     if let Some(file) = &args.capture {
         check_capture_file(file)?;
     }
-    // The web page stays on this machine's loopback (where the teacher's browser is): bound
-    // here, before this thread enters mesin-1. Like every lab port: loopback unless --bind.
+    // The web page stays on this machine's loopback (where the teacher's browser is, and only
+    // there: the demo passwords are public), bound here, before this thread enters mesin-1.
     let mut args = args;
     if !args.no_web {
         let port = if args.ephemeral { 0 } else { args.web_port };
