@@ -200,6 +200,29 @@ pub enum ModelArg {
     Iterative,
 }
 
+impl From<ModelArg> for Model {
+    fn from(model: ModelArg) -> Self {
+        match model {
+            ModelArg::Async => Model::Async,
+            ModelArg::Threads => Model::Threads,
+            ModelArg::Iterative => Model::Iterative,
+        }
+    }
+}
+
+/// The time zone `--tz` names (an IANA name), or this machine's without one; an unknown name is
+/// a usage error that says what a valid one looks like.
+pub fn time_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, Failure> {
+    match name {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+            Failure::Usage(anyhow::anyhow!(
+                "unknown time zone {name:?} ({e}); use an IANA name such as Asia/Jakarta or UTC"
+            ))
+        }),
+        None => Ok(jiff::tz::TimeZone::system()),
+    }
+}
+
 impl ServerArgs {
     /// The runtime configuration these flags describe; a `--grace` that is not a duration is a
     /// usage error.
@@ -210,11 +233,7 @@ impl ServerArgs {
                 port,
                 backlog: self.backlog,
             },
-            model: match self.model {
-                ModelArg::Async => Model::Async,
-                ModelArg::Threads => Model::Threads,
-                ModelArg::Iterative => Model::Iterative,
-            },
+            model: self.model.into(),
             limits: Limits {
                 max_connections: self.max_connections,
                 idle_timeout: Duration::from_secs(self.idle_timeout),

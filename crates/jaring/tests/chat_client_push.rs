@@ -10,28 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{ChatClient, ClientProcess, PATIENCE, Relay, ServerProcess, free_port, wait_for};
+use support::{
+    ChatClient, ClientProcess, PATIENCE, Relay, ServerProcess, flood, free_port, wait_for,
+};
 
 const N: usize = 1000;
 
 /// How long the whole stream may take to arrive (generous: shared, noisy machines).
 const STREAM_PATIENCE: Duration = Duration::from_secs(180);
-
-/// Sends `lines` on a fresh connection as `user`, pipelined in batches, each reply OK.
-fn flood(port: u16, user: &str, lines: &[String]) {
-    let mut c = ChatClient::connect(port);
-    let token = c.auth(user, "surabaya");
-    for batch in lines.chunks(50) {
-        let batch: Vec<String> = batch.iter().map(|l| l.replace("{T}", &token)).collect();
-        assert!(c.write_lines(&batch), "{user}: the realm hung up");
-        for line in &batch {
-            let r = c
-                .reply()
-                .unwrap_or_else(|| panic!("{user}: no reply to {line}"));
-            assert_eq!(r["status"], "OK", "{line}: {r}");
-        }
-    }
-}
 
 /// `messi`'s private messages to henderson and `lineker`'s posts to football, numbered from
 /// `from` to `to`, sent at once from two threads.
@@ -42,8 +28,8 @@ fn send_both(port: u16, from: usize, to: usize) {
     let group: Vec<String> = (from..to)
         .map(|i| format!("sendgroup {{T}} football g{i:04}"))
         .collect();
-    let a = std::thread::spawn(move || flood(port, "messi", &private));
-    let b = std::thread::spawn(move || flood(port, "lineker", &group));
+    let a = std::thread::spawn(move || flood(port, "messi", &private, Duration::ZERO));
+    let b = std::thread::spawn(move || flood(port, "lineker", &group, Duration::ZERO));
     a.join().unwrap();
     b.join().unwrap();
 }
@@ -244,7 +230,7 @@ fn a_client_whose_messages_another_client_took_does_not_take_them_back() {
     let private: Vec<String> = (0..20)
         .map(|i| format!("send {{T}} henderson p{i:04}"))
         .collect();
-    flood(server.port, "messi", &private);
+    flood(server.port, "messi", &private, Duration::ZERO);
     wait_for("the second client to get them all", PATIENCE, || {
         shown(&second).0.len() >= 20
     });

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::lab::LabProcess;
-use support::{ChatClient, ClientProcess, PATIENCE, Relay, free_port, have_tool};
+use support::{ChatClient, ClientProcess, PATIENCE, Relay, flood, free_port, have_tool};
 
 /// How long a whole stream of messages may take to reach the page (shared, noisy machines).
 const STREAM_PATIENCE: Duration = Duration::from_secs(240);
@@ -644,14 +644,20 @@ async fn through_a_reset_every_2_s_every_message_shows_exactly_once_in_order() {
             flood(
                 chat,
                 "messi",
-                (0..PRIVATE).map(|i| format!("send {{T}} henderson p{i:04}")),
+                &(0..PRIVATE)
+                    .map(|i| format!("send {{T}} henderson p{i:04}"))
+                    .collect::<Vec<_>>(),
+                FLOOD_PAUSE,
             );
         }),
         std::thread::spawn(move || {
             flood(
                 chat,
                 "lineker",
-                (0..GROUP).map(|i| format!("sendgroup {{T}} flood g{i:04}")),
+                &(0..GROUP)
+                    .map(|i| format!("sendgroup {{T}} flood g{i:04}"))
+                    .collect::<Vec<_>>(),
+                FLOOD_PAUSE,
             );
         }),
     ];
@@ -710,23 +716,9 @@ async fn through_a_reset_every_2_s_every_message_shows_exactly_once_in_order() {
     page.close().await;
 }
 
-/// Sends `lines` (with `{T}` for the token) on a fresh connection as `user` of the lab's realm1,
-/// pipelined in batches of 50, each reply OK, a pause between batches so that the stream spans
-/// several of the relay's resets.
-fn flood(port: u16, user: &str, lines: impl Iterator<Item = String>) {
-    let lines: Vec<String> = lines.collect();
-    let mut c = ChatClient::connect(port);
-    let token = c.auth(user, "surabaya");
-    for batch in lines.chunks(50) {
-        let batch: Vec<String> = batch.iter().map(|l| l.replace("{T}", &token)).collect();
-        assert!(c.write_lines(&batch), "{user}: the realm hung up");
-        for line in &batch {
-            let r = c.reply().unwrap_or_else(|| panic!("no reply to {line}"));
-            assert_eq!(r["status"], "OK", "{line}: {r}");
-        }
-        std::thread::sleep(Duration::from_millis(400));
-    }
-}
+/// The pause between batches of 50 in the reconnect test: the stream spans several of the
+/// relay's resets.
+const FLOOD_PAUSE: Duration = Duration::from_millis(400);
 
 /// A message of HTML with a script in an attribute shows as those characters: no element is
 /// made from it (nor from its preview in the list) and no alert opens.
@@ -987,7 +979,10 @@ async fn scrolling_up_loads_older_history_in_order() {
     flood(
         lab.port("chat realm1"),
         "messi",
-        (0..POSTS).map(|i| format!("sendgroup {{T}} archive h{i:03}")),
+        &(0..POSTS)
+            .map(|i| format!("sendgroup {{T}} archive h{i:03}"))
+            .collect::<Vec<_>>(),
+        FLOOD_PAUSE,
     );
     let page = driver.browser().await;
     page.log_in(&lab.url(), "realm1", "henderson", "surabaya")

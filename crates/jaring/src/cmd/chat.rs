@@ -20,7 +20,7 @@ use jaring_runtime::{CancellationToken, Limits, ListenConfig, Model, Server, Ser
 use jaring_web::lab::{Board, ServiceSource};
 
 use crate::cli::{
-    ChatCommand, ChatTlsCommand, ClientArgs, ColorChoice, FingerprintArgs, ModelArg, RealmLocation,
+    ChatCommand, ChatTlsCommand, ClientArgs, ColorChoice, FingerprintArgs, RealmLocation,
     ServeArgs, UserCommand, seconds,
 };
 use crate::cmd::{bind_failure, client_tls, load_tls, tls_listen, tls_mode};
@@ -290,11 +290,7 @@ async fn run_realm<S: Storage>(
                 .unwrap_or(jaring_chat::DEFAULT_PORT),
             backlog: args.backlog,
         },
-        model: match args.model {
-            ModelArg::Async => Model::Async,
-            ModelArg::Threads => Model::Threads,
-            ModelArg::Iterative => Model::Iterative,
-        },
+        model: args.model.into(),
         limits: Limits {
             max_connections: args
                 .max_connections

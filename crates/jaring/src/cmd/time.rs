@@ -2,15 +2,13 @@
 
 use std::sync::Arc;
 
-use anyhow::anyhow;
 use jaring_runtime::{CancellationToken, Server, TlsMode};
 use jaring_time::TimeService;
 use jaring_time::client::{self, ClientOptions};
-use jiff::tz::TimeZone;
 
 use crate::cli::{TimeClientArgs, TimeCommand, TimeServeArgs};
 use crate::cmd::{bind_failure, client_tls, seconds, tls_listen, tls_mode};
-use crate::{CmdResult, Failure, signal};
+use crate::{CmdResult, signal};
 
 /// Runs a `jaring time` subcommand.
 pub async fn run(command: TimeCommand) -> CmdResult {
@@ -21,14 +19,7 @@ pub async fn run(command: TimeCommand) -> CmdResult {
 }
 
 async fn serve(args: TimeServeArgs) -> CmdResult {
-    let tz = match &args.tz {
-        Some(name) => TimeZone::get(name).map_err(|e| {
-            Failure::Usage(anyhow!(
-                "unknown time zone {name:?} ({e}); use an IANA name such as Asia/Jakarta or UTC"
-            ))
-        })?,
-        None => TimeZone::system(),
-    };
+    let tz = crate::cli::time_zone(args.tz.as_deref())?;
     let mut config = args.server.config(args.port, args.max_line)?;
     config.tls = tls_listen(&args.tls.tls, tls_mode(args.tls.tls_only))?;
     config.limits.handshake_timeout = args.tls.tls.handshake_timeout(None);

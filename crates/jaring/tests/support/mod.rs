@@ -543,6 +543,24 @@ pub fn is_root() -> bool {
         .is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"))
 }
 
+/// Sends `lines` (with `{T}` for the token) on a fresh connection as `user` (password
+/// `surabaya`, the lab's), pipelined in batches of 50, each reply OK, `pause` between batches.
+pub fn flood(port: u16, user: &str, lines: &[String], pause: Duration) {
+    let mut c = ChatClient::connect(port);
+    let token = c.auth(user, "surabaya");
+    for batch in lines.chunks(50) {
+        let batch: Vec<String> = batch.iter().map(|l| l.replace("{T}", &token)).collect();
+        assert!(c.write_lines(&batch), "{user}: the realm hung up");
+        for line in &batch {
+            let r = c
+                .reply()
+                .unwrap_or_else(|| panic!("{user}: no reply to {line}"));
+            assert_eq!(r["status"], "OK", "{line}: {r}");
+        }
+        std::thread::sleep(pause);
+    }
+}
+
 /// Whether the external tool `program` runs (`program probe…` exits 0). When it does not, the
 /// test that asked is skipped with one line saying why, except under `CI=true`, where a missing
 /// tool fails it.

@@ -18,7 +18,6 @@ use jaring_echo::{EchoConfig, EchoServer};
 use jaring_runtime::{CancellationToken, Server, ServerConfig, TlsListen, TlsMode};
 use jaring_time::TimeService;
 use jaring_tls::pki::{LabLeaf, LabTls};
-use jiff::tz::TimeZone;
 
 use crate::cli::{
     LabArgs, LabCli, LabCommand, LabExecArgs, LabNetCommand, ModelArg, RealmLocation, ServeArgs,
@@ -680,14 +679,7 @@ async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, F
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
     let clients = Clients { hosts: args.hosts };
-    let tz = match &args.tz {
-        Some(name) => TimeZone::get(name).map_err(|e| {
-            Failure::Usage(anyhow!(
-                "unknown time zone {name:?} ({e}); use an IANA name such as Asia/Jakarta or UTC"
-            ))
-        })?,
-        None => TimeZone::system(),
-    };
+    let tz = crate::cli::time_zone(args.tz.as_deref())?;
     let tls = if args.no_tls {
         None
     } else {
@@ -714,11 +706,7 @@ async fn start(args: &mut LabArgs) -> Result<Vec<tokio::task::JoinHandle<()>>, F
         let mut c = ServerConfig::on_port(port);
         c.listen.bind = services_bind;
         c.listen.backlog = args.backlog;
-        c.model = match args.model {
-            ModelArg::Async => jaring_runtime::Model::Async,
-            ModelArg::Threads => jaring_runtime::Model::Threads,
-            ModelArg::Iterative => jaring_runtime::Model::Iterative,
-        };
+        c.model = args.model.into();
         if let Some(secs) = args.idle_timeout {
             c.limits.idle_timeout = std::time::Duration::from_secs(secs);
         }
